@@ -1,0 +1,3 @@
+from mae_hlvm.cli import main
+
+raise SystemExit(main())

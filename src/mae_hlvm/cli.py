@@ -1,0 +1,104 @@
+"""One command line for every step: ``python -m mae_hlvm <step> ...``.
+
+The Snakefile and dvc.yaml both call exactly these commands (built in
+:mod:`mae_hlvm.pipeline`), so the two DAGs run the same code the same way.
+Heavy imports (torch) happen inside the step, never at parse time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from . import paths
+from .config import ParamsError, load_params
+from .io import ArtifactError
+
+log = logging.getLogger("mae_hlvm")
+
+
+def _cell_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mask-ratio", type=float, required=True)
+    p.add_argument("--patch-size", type=int, required=True, help="masking unit in pixels")
+    p.add_argument("--seed", type=int, required=True)
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=paths.SYNTHETIC_DATA)
+    p.add_argument("--figure", default=None, help="also draw example images per class here (.png)")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
+    _cell_args(p)
+    p.add_argument("--out-dir", required=True, help="folder for checkpoint.pt and train_log.csv")
+
+
+def _probe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="the cell's metrics (.json)")
+    p.add_argument("--recon", required=True, help="reconstructions of fixed test images (.npz)")
+
+
+def _aggregate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-csv", default=paths.METRICS_CSV)
+    p.add_argument("--out-json", default=paths.METRICS_JSON)
+
+
+def _figures_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", default=paths.METRICS_CSV)
+    p.add_argument("--out-dir", default=paths.FIGURES_DIR)
+
+
+# step -> (module with ``run(params, args)``, help, argument declarations). Arguments live
+# here, not in the step modules, so that ``--help`` and ``check`` never import torch.
+STEPS = {
+    "check": ("mae_hlvm.cli", "validate params.yaml and exit", lambda p: None),
+    "generate": ("mae_hlvm.generate", "draw the synthetic hierarchical dataset", _generate_args),
+    "train": ("mae_hlvm.train", "pretrain the MAE of one grid cell", _train_args),
+    "probe": ("mae_hlvm.probe", "probe one cell's features against the true latents", _probe_args),
+    "aggregate": ("mae_hlvm.aggregate", "collect every cell into results/metrics.*", _aggregate_args),
+    "figures": ("mae_hlvm.figures", "render the figures under results/figures", _figures_args),
+}
+
+
+def run(params, args) -> None:  # noqa: ANN001 - the ``check`` step
+    print(f"{args.params}: valid")
+
+
+def _setup_logging(log_path: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers, force=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mae_hlvm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    for name, (_, help_text, declare) in STEPS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+        p.add_argument("--log", default=None, help="also write the log to this file")
+        declare(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log)
+    try:
+        params = load_params(args.params)
+        importlib.import_module(STEPS[args.step][0]).run(params, args)
+    except (ParamsError, ArtifactError) as err:
+        log.error("error: %s", err)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted: no output of this step was written")
+        return 130
+    return 0

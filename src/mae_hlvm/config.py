@@ -1,0 +1,308 @@
+"""The one schema for ``params.yaml``.
+
+Every step of the pipeline, the Snakefile and the test suite load parameters through
+:func:`load_params`, so a bad edit stops everything with the same one-line message
+before any job runs. The config is flat and typed (nanoGPT style): five sections and a
+grid. Cross-field rules (a masking unit that does not tile the image, a cell that keeps
+no visible token) are checked here too, because they are properties of the params, not
+of a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, phrased as one line that names the key and the value."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos until proven otherwise: forbid them.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataParams(_Section):
+    image_size: int = Field(gt=0)
+    channels: int = Field(gt=0)
+    depth: int = Field(ge=1, le=5)
+    latent_dims: list[int]
+    noise_scales: list[float]
+    class_separation: float = Field(gt=0)
+    n_classes: int = Field(ge=2)
+    pixel_noise: float = Field(ge=0)
+    n_train: int = Field(gt=0)
+    n_test: int = Field(gt=0)
+    seed: int = Field(ge=0)
+
+    @field_validator("latent_dims")
+    @classmethod
+    def _dims_positive(cls, v: list[int]) -> list[int]:
+        for i, d in enumerate(v):
+            if d <= 0:
+                raise ValueError(f"[{i}]={d}: every latent dimension must be > 0")
+        for i in range(1, len(v)):
+            if v[i] < v[i - 1]:
+                raise ValueError(
+                    f"[{i}]={v[i]}: a child level needs at least its parent's dimension "
+                    f"({v[i - 1]}) for the parent-to-child map to be invertible"
+                )
+        return v
+
+    @field_validator("noise_scales")
+    @classmethod
+    def _scales_nonneg(cls, v: list[float]) -> list[float]:
+        for i, s in enumerate(v):
+            if not s >= 0:
+                raise ValueError(f"[{i}]={s}: noise scales must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _levels_consistent(self) -> DataParams:
+        levels = self.depth + 1
+        if len(self.latent_dims) != levels:
+            raise ValueError(
+                f"latent_dims={self.latent_dims}: needs depth + 1 = {levels} entries (one per level)"
+            )
+        if len(self.noise_scales) != levels:
+            raise ValueError(
+                f"noise_scales={self.noise_scales}: needs depth + 1 = {levels} entries (one per level)"
+            )
+        if self.image_size % (2**self.depth):
+            raise ValueError(
+                f"image_size={self.image_size}: must be divisible by 2**depth = {2**self.depth} "
+                "so that every leaf owns a square block of pixels"
+            )
+        return self
+
+
+class ModelParams(_Section):
+    vit_patch: int = Field(gt=0)
+    embed_dim: int = Field(gt=0)
+    depth: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    decoder_embed_dim: int = Field(gt=0)
+    decoder_depth: int = Field(gt=0)
+    decoder_num_heads: int = Field(gt=0)
+    mlp_ratio: float = Field(gt=0)
+    norm_pix_loss: bool
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelParams:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim={self.embed_dim}: must be divisible by num_heads={self.num_heads}")
+        if self.decoder_embed_dim % self.decoder_num_heads:
+            raise ValueError(
+                f"decoder_embed_dim={self.decoder_embed_dim}: must be divisible by "
+                f"decoder_num_heads={self.decoder_num_heads}"
+            )
+        return self
+
+
+class TrainParams(_Section):
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    base_lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_epochs: float = Field(ge=0)
+    betas: list[float]
+    device: Literal["auto", "cpu", "cuda"]
+    precision: Literal["auto", "fp32", "bf16"]
+    threads: int = Field(ge=1)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_unit(cls, v: list[float]) -> list[float]:
+        if len(v) != 2:
+            raise ValueError(f"={v}: needs exactly two values (beta1, beta2)")
+        for i, b in enumerate(v):
+            if not 0 <= b < 1:
+                raise ValueError(f"[{i}]={b}: Adam betas must be in [0, 1)")
+        return v
+
+
+class ProbeParams(_Section):
+    pooling: Literal["mean", "cls"]
+    ridge_alphas: list[float]
+    cv_folds: int = Field(ge=2)
+    nystroem_components: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    n_recon_images: int = Field(gt=0)
+
+    @field_validator("ridge_alphas")
+    @classmethod
+    def _alphas_positive(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("must list at least one alpha")
+        for i, a in enumerate(v):
+            if not a > 0:
+                raise ValueError(f"[{i}]={a}: ridge alphas must be > 0")
+        return v
+
+
+class GridParams(_Section):
+    mask_ratios: list[float]
+    patch_sizes: list[int]
+    seeds: list[int]
+
+    @field_validator("mask_ratios")
+    @classmethod
+    def _ratios_open_unit(cls, v: list[float]) -> list[float]:
+        for i, r in enumerate(v):
+            if not 0 < r < 1:
+                raise ValueError(f"[{i}]={r}: a masking ratio must be in (0, 1)")
+        return v
+
+    @field_validator("patch_sizes", "seeds")
+    @classmethod
+    def _nonneg(cls, v: list[int], info: Any) -> list[int]:
+        low = 1 if info.field_name == "patch_sizes" else 0
+        for i, x in enumerate(v):
+            if x < low:
+                raise ValueError(f"[{i}]={x}: must be >= {low}")
+        return v
+
+    @field_validator("mask_ratios", "patch_sizes", "seeds")
+    @classmethod
+    def _distinct(cls, v: list[Any]) -> list[Any]:
+        if not v:
+            raise ValueError("must list at least one value")
+        seen: set[Any] = set()
+        for i, x in enumerate(v):
+            if x in seen:
+                raise ValueError(f"[{i}]={x}: repeated grid value")
+            seen.add(x)
+        return v
+
+
+class Params(_Section):
+    data: DataParams
+    model: ModelParams
+    train: TrainParams
+    probe: ProbeParams
+    grid: GridParams
+
+    @model_validator(mode="after")
+    def _cells_feasible(self) -> Params:
+        size, vit = self.data.image_size, self.model.vit_patch
+        if size % vit:
+            raise ValueError(f"model.vit_patch={vit}: must divide data.image_size={size}")
+        for i, p in enumerate(self.grid.patch_sizes):
+            if p % vit:
+                raise ValueError(f"grid.patch_sizes[{i}]={p}: must be a multiple of model.vit_patch={vit}")
+            if size % p:
+                raise ValueError(f"grid.patch_sizes[{i}]={p}: must divide data.image_size={size}")
+        for p in self.grid.patch_sizes:
+            for r in self.grid.mask_ratios:
+                n_vis, n_hid = unit_counts(size, p, r)
+                if n_vis == 0 or n_hid == 0:
+                    raise ValueError(
+                        f"grid cell mask_ratio={r}, patch_size={p}: keeps {n_vis} visible and "
+                        f"{n_hid} hidden of {(size // p) ** 2} masking units; each needs at least one"
+                    )
+        return self
+
+
+def unit_counts(image_size: int, patch_size: int, mask_ratio: float) -> tuple[int, int]:
+    """(visible, hidden) masking units of one cell, with MAE's rounding ``int(L * (1 - r))``."""
+    n_units = (image_size // patch_size) ** 2
+    n_visible = int(n_units * (1 - mask_ratio))
+    return n_visible, n_units - n_visible
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
+    node = raw
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _one_line(err: ValidationError, raw: Any, source: str) -> str:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    key = _location(loc)
+    value = _lookup(raw, loc)
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {key!r}"
+    if first["type"] == "missing":
+        return f"{source}: missing key {key!r}"
+    if first["type"] == "value_error":
+        # Our validators name the offending entry themselves; add the path to it.
+        if msg.startswith(("[", "=")):
+            return f"{source}: {key}{msg}"
+        if not loc:
+            return f"{source}: {msg}"
+        if isinstance(value, dict):
+            return f"{source}: {key}.{msg}"
+    return f"{source}: {key}={value!r}: {msg}"
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-loaded mapping; raise :class:`ParamsError` with one line."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_one_line(err, raw, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; every failure is one :class:`ParamsError` line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{where}") from None
+    return parse_params(raw, str(path))
+
+
+def section_dict(params: Params, sections: list[str]) -> dict[str, Any]:
+    """The named sections as plain JSON-ready data (the part of the config a step reads)."""
+    return {name: getattr(params, name).model_dump(mode="json") for name in sections}
+
+
+def digest(obj: Any) -> str:
+    """A stable short hash of JSON-ready data: identifies a resolved config."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cell_id(mask_ratio: float, patch_size: int, seed: int) -> str:
+    """The name of one grid cell in every path: ``r0.75_p4_s0``.
+
+    ``repr`` of a Python float is what DVC's ``${item...}`` interpolation prints too, so
+    both tools spell the same path.
+    """
+    if not math.isfinite(mask_ratio):
+        raise ParamsError(f"mask_ratio={mask_ratio}: not a finite number")
+    return f"r{float(mask_ratio)!r}_p{int(patch_size)}_s{int(seed)}"
