@@ -1,0 +1,300 @@
+"""The aggregate and figures steps on a fake grid with known numbers (seconds, CPU)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mae_hlvm import aggregate, figures, paths
+from mae_hlvm.cli import main as cli_main
+from mae_hlvm.config import cell_id, parse_params
+from mae_hlvm.io import ArtifactError, save_npz, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+RATIOS = [0.25, 0.5, 0.75]
+PATCHES = [2, 4]
+SEEDS = [0, 1]
+PEAK = {2: 0.5, 4: 0.75}  # where the fake root R^2 peaks, per patch size
+N_IMAGES, SIZE = 3, 24
+
+
+def make_params(ratios=RATIOS, patches=PATCHES, seeds=SEEDS):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    # Pin what the fake cells assume (3 latent levels, 24-px images) whatever params.yaml says.
+    raw["data"].update(image_size=SIZE, depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 0.7, 0.7])
+    raw["model"]["vit_patch"] = 2
+    raw["probe"]["pooling"] = "mean"
+    raw["grid"] = {"mask_ratios": list(ratios), "patch_sizes": list(patches), "seeds": list(seeds)}
+    raw["probe"]["n_recon_images"] = N_IMAGES
+    return parse_params(raw), raw
+
+
+def root_r2(ratio: float, patch: int, seed: int) -> float:
+    return 0.9 - abs(ratio - PEAK[patch]) + 0.001 * seed
+
+
+def fake_cell(ratio: float, patch: int, seed: int) -> dict:
+    """A probe JSON whose every number is a known function of the cell (3 levels)."""
+    root = root_r2(ratio, patch, seed)
+    lin = [root, 0.5 + 0.1 * ratio, 0.3 + 0.01 * patch]
+    return {
+        "cell": {"cell_id": cell_id(ratio, patch, seed), "mask_ratio": ratio, "patch_size": patch, "seed": seed},
+        "n_visible": 10,
+        "n_hidden": 26,
+        "pooling": "mean",
+        "n_levels": 3,
+        "r2_linear": {"mean": lin, "cls": [v - 0.2 for v in lin]},
+        "r2_nonlinear": {"mean": [v + 0.05 for v in lin], "cls": [v - 0.1 for v in lin]},
+        "r2_region": {"levels": [None, 0.4 + ratio / 10, 0.2 + patch / 100], "per_node": [[], [0.4] * 4, [0.2] * 16]},
+        "probe_acc": {"mean": 0.5 + ratio / 4, "cls": 0.4},
+        "recon_mse": 0.01 * patch + ratio,
+        "config_digest": "0123456789abcdef",
+    }
+
+
+def write_fake_cell(ratio: float, patch: int, seed: int) -> None:
+    name = cell_id(ratio, patch, seed)
+    write_json(paths.probe_json(name), fake_cell(ratio, patch, seed))
+    rng = np.random.default_rng(seed * 100 + patch)
+    original = rng.random((N_IMAGES, 3, SIZE, SIZE), dtype=np.float32)
+    mask = rng.random((N_IMAGES, SIZE, SIZE)) < ratio  # bool, True = hidden, as the probe writes it
+    save_npz(
+        paths.recon_npz(name),
+        original=original,
+        masked=original * (1 - mask[:, None]),
+        reconstruction=np.clip(original + 0.1 * ratio, 0, 1),
+        mask=mask,
+    )
+    lines = ["epoch,loss,lr"] + [f"{e},{1.0 / (e + 1) + ratio / 10 + seed / 100:.6f},0.0001" for e in range(4)]
+    Path(paths.train_log(name)).parent.mkdir(parents=True, exist_ok=True)
+    Path(paths.train_log(name)).write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def grid(tmp_path, monkeypatch):
+    """A complete fake grid in tmp_path (the working directory); returns (params, raw dict)."""
+    monkeypatch.chdir(tmp_path)
+    params, raw = make_params()
+    for ratio in RATIOS:
+        for patch in PATCHES:
+            for seed in SEEDS:
+                write_fake_cell(ratio, patch, seed)
+    return params, raw
+
+
+def agg_args(tmp: str = "") -> argparse.Namespace:
+    return argparse.Namespace(out_csv=f"results/{tmp}metrics.csv", out_json=f"results/{tmp}metrics.json")
+
+
+def read_rows(path: str) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+# --------------------------------------------------------------------------- aggregate
+
+
+def test_csv_has_the_columns_in_order_and_the_known_values(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    header, rows = read_rows(paths.METRICS_CSV)
+    assert header == [
+        "mask_ratio", "patch_size", "seed",
+        "r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
+        "probe_acc", "recon_mse", "n_visible", "n_hidden",
+        "r2cls_level0", "r2cls_level1", "r2cls_level2", "r2nlcls_level0", "r2nlcls_level1", "r2nlcls_level2",
+        "r2region_level1", "r2region_level2", "probe_acc_cls",
+    ]
+    order = [(float(r["mask_ratio"]), int(r["patch_size"]), int(r["seed"])) for r in rows]
+    assert order == [(r, p, s) for p in PATCHES for r in RATIOS for s in SEEDS]
+    row = rows[order.index((0.75, 4, 1))]
+    assert row["r2_level0"] == "%.6f" % root_r2(0.75, 4, 1)
+    assert row["r2nl_level2"] == "%.6f" % (0.3 + 0.04 + 0.05)
+    assert row["r2cls_level0"] == "%.6f" % (root_r2(0.75, 4, 1) - 0.2)
+    assert row["r2region_level1"] == "%.6f" % (0.4 + 0.075)
+    assert row["probe_acc"] == "%.6f" % (0.5 + 0.75 / 4)
+    assert row["probe_acc_cls"] == "0.400000"
+    assert row["recon_mse"] == "%.6f" % (0.04 + 0.75)
+    assert (row["n_visible"], row["n_hidden"]) == ("10", "26")
+
+
+def test_load_metrics_round_trips_the_csv(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    frame = aggregate.load_metrics(paths.METRICS_CSV)
+    assert len(frame) == len(RATIOS) * len(PATCHES) * len(SEEDS)
+    assert str(frame["patch_size"].dtype) == "int64" and str(frame["seed"].dtype) == "int64"
+    got = frame.set_index(["mask_ratio", "patch_size", "seed"]).loc[(0.5, 2, 0), "r2_level0"]
+    assert got == pytest.approx(root_r2(0.5, 2, 0), abs=1e-6)
+
+
+def test_json_summary_names_the_peak_ratio_per_patch_size(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    metrics = json.loads(Path(paths.METRICS_JSON).read_text())
+    assert set(metrics) == {cell_id(r, p, s) for r in RATIOS for p in PATCHES for s in SEEDS} | {"summary"}
+    cell = metrics[cell_id(0.25, 2, 1)]
+    assert cell["r2_level0"] == round(root_r2(0.25, 2, 1), 6)
+    assert set(cell) == {"r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
+                         "probe_acc", "recon_mse"}
+    summary = metrics["summary"]
+    assert summary["p2"]["peak_mask_ratio"] == 0.5
+    assert summary["p4"]["peak_mask_ratio"] == 0.75
+    mean = (root_r2(0.25, 4, 0) + root_r2(0.25, 4, 1)) / 2
+    assert summary["p4"]["r2_level0_mean"]["r0.25"] == pytest.approx(mean, abs=1e-6)
+
+
+def test_outputs_are_byte_identical_across_runs(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args("a_"))
+    aggregate.run(params, agg_args("b_"))
+    for name in ("metrics.csv", "metrics.json"):
+        assert Path(f"results/a_{name}").read_bytes() == Path(f"results/b_{name}").read_bytes()
+
+
+def test_a_removed_grid_value_leaves_a_stale_file_that_is_not_read(grid, tmp_path):
+    _, raw = grid
+    # Ratio 0.9 was part of an earlier grid: its file is still there, and is garbage.
+    Path(paths.probe_json(cell_id(0.9, 2, 0))).write_text("{not json")
+    raw["grid"]["mask_ratios"] = [0.25, 0.5]  # and 0.75 was removed just now
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert cli_main(["aggregate", "--params", "params.yaml"]) == 0
+    _, rows = read_rows(paths.METRICS_CSV)
+    assert sorted({float(r["mask_ratio"]) for r in rows}) == [0.25, 0.5]
+    assert len(rows) == 2 * len(PATCHES) * len(SEEDS)
+    summary = json.loads(Path(paths.METRICS_JSON).read_text())["summary"]
+    assert summary["p4"]["peak_mask_ratio"] == 0.5  # 0.75 no longer competes
+
+
+def test_a_missing_cell_file_is_one_error_naming_it(grid):
+    params, _ = grid
+    missing = paths.probe_json(cell_id(0.5, 4, 1))
+    Path(missing).unlink()
+    with pytest.raises(ArtifactError, match=missing.replace(".", r"\.")):
+        aggregate.run(params, agg_args())
+    assert not Path(paths.METRICS_CSV).exists() and not Path(paths.METRICS_JSON).exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.pop("recon_mse"), "lacks key 'recon_mse'"),
+        (lambda c: c["r2_linear"].update(mean=[0.1, 0.2]), "r2_linear.mean needs 3 values"),
+        (lambda c: c["cell"].update(seed=7), "describes cell"),
+        (lambda c: c["probe_acc"].update(mean="high"), "is not a number"),
+        (lambda c: c.update(n_levels=4), "n_levels=4"),
+    ],
+)
+def test_a_malformed_cell_file_is_one_error_naming_it(grid, edit, message):
+    params, _ = grid
+    path = paths.probe_json(cell_id(0.25, 2, 0))
+    cell = json.loads(Path(path).read_text())
+    edit(cell)
+    write_json(path, cell)
+    with pytest.raises(ArtifactError) as err:
+        aggregate.read_cells(params)
+    assert path in str(err.value) and message in str(err.value)
+
+
+def test_a_corrupt_cell_file_is_one_error_naming_it(grid):
+    params, _ = grid
+    path = paths.probe_json(cell_id(0.75, 2, 1))
+    Path(path).write_text('{"cell": {"mask_')
+    with pytest.raises(ArtifactError, match=f"{path.replace('.', '[.]')}: corrupt"):
+        aggregate.read_cells(params)
+
+
+def test_nan_r2_is_written_as_nan_in_csv_and_null_in_json(grid):
+    params, _ = grid
+    path = paths.probe_json(cell_id(0.5, 2, 0))
+    cell = json.loads(Path(path).read_text())
+    cell["r2_linear"]["mean"][0] = math.nan
+    write_json(path, cell)
+    aggregate.run(params, agg_args())
+    frame = aggregate.load_metrics(paths.METRICS_CSV)
+    assert frame["r2_level0"].isna().sum() == 1
+    metrics = json.loads(Path(paths.METRICS_JSON).read_text())
+    assert metrics[cell_id(0.5, 2, 0)]["r2_level0"] is None
+    # The seed-mean at 0.5 is NaN, so p2's peak moves to the best remaining ratio.
+    assert metrics["summary"]["p2"]["r2_level0_mean"]["r0.5"] is None
+    assert metrics["summary"]["p2"]["peak_mask_ratio"] == 0.25
+    figures.run(params, fig_args("figs"))  # a NaN cell is drawn (blank in the heatmap), not a crash
+    assert Path("figs/root_r2_heatmap.pdf").stat().st_size > 1000
+
+
+def test_timings_are_collected_when_present_and_skipped_when_absent(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    assert not Path(paths.TIMINGS_CSV).exists()
+    write_json(paths.timing("train", cell_id(0.5, 2, 0)), {"seconds": 12.5, "images_per_s": 320.0, "device": "cpu"})
+    write_json(paths.timing("probe", cell_id(0.5, 2, 0)), {"seconds": 3.0})
+    write_json(paths.timing("probe", cell_id(0.75, 4, 1)), {"seconds": 4.0})
+    aggregate.run(params, agg_args())
+    header, rows = read_rows(paths.TIMINGS_CSV)
+    assert header == ["cell_id", "mask_ratio", "patch_size", "seed",
+                      "probe_seconds", "train_images_per_s", "train_seconds"]
+    assert [r["cell_id"] for r in rows] == [cell_id(0.5, 2, 0), cell_id(0.75, 4, 1)]
+    assert float(rows[0]["train_images_per_s"]) == 320.0 and rows[1]["train_seconds"] == "nan"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def fig_args(out_dir: str) -> argparse.Namespace:
+    return argparse.Namespace(metrics=paths.METRICS_CSV, out_dir=out_dir)
+
+
+def test_figures_are_png_and_pdf_and_byte_identical_across_runs(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    figures.run(params, fig_args("figs_a"))
+    figures.run(params, fig_args("figs_b"))
+    expected = sorted(f"{n}.{ext}" for n in figures.FIGURE_NAMES for ext in ("png", "pdf"))
+    assert sorted(p.name for p in Path("figs_a").iterdir()) == expected
+    for name in expected:
+        a, b = Path("figs_a", name).read_bytes(), Path("figs_b", name).read_bytes()
+        assert a.startswith(b"\x89PNG" if name.endswith("png") else b"%PDF")
+        assert len(a) > 1000
+        assert a == b, f"{name} differs between two runs"
+        if name.endswith("pdf"):
+            assert b"CreationDate" not in a and b"Producer" not in a
+
+
+def test_the_stamp_names_the_params_digest_and_code_revision(grid, monkeypatch):
+    params, _ = grid
+    monkeypatch.setattr(figures, "code_revision", lambda: "abc123")
+    label = figures.provenance_label(params)
+    assert label.endswith("code abc123")
+    other, _ = make_params(seeds=[0])
+    assert label != figures.provenance_label(other)  # a params change changes the stamp
+
+
+def test_figures_refuse_a_metrics_table_of_another_grid(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    smaller, _ = make_params(seeds=[0])
+    with pytest.raises(ArtifactError, match="do not match params.grid"):
+        figures.run(smaller, fig_args("figs"))
+    assert not Path("figs").exists()
+
+
+def test_figures_name_a_missing_reconstruction_file(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    missing = paths.recon_npz(cell_id(0.5, 4, 0))
+    Path(missing).unlink()
+    with pytest.raises(ArtifactError, match=missing.replace(".", "[.]")):
+        figures.run(params, fig_args("figs"))
+
+
+def test_load_metrics_names_a_missing_table(tmp_path):
+    with pytest.raises(ArtifactError, match="nope.csv: missing"):
+        aggregate.load_metrics(tmp_path / "nope.csv")
