@@ -1,0 +1,701 @@
+"""The paper's evaluations on real images, over trained :class:`MaskedAutoencoder` cells.
+
+Each evaluation has a per-cell function returning JSON-ready numbers and a renderer that
+writes its artifact atomically with deterministic bytes (same inputs -> same files):
+
+- Table 1: :func:`table1_cell` (linear probe and k-NN, clean and shifted test sets) and
+  :func:`table1_render` (CSV, Markdown, LaTeX beside the paper's numbers).
+- Fig. 5: :func:`recon_quality_cell` (SSIM / PSNR / MSE of UNmasked reconstructions)
+  and :func:`plot_recon_quality`.
+- Figs. 6/7: :func:`attention_grid` (last-layer CLS attention, and one token's).
+- Fig. 8: :func:`tsne_figure`.
+
+The shifted test sets are local stand-ins for ImageNet-v2/ObjectNet/R/A/Sketch, built
+from the clean test split with fixed seeds (:func:`shifted_test_sets`).
+Shapes: N images, C channels, S image side, L tokens, g = S / vit_patch tokens per side,
+D encoder width.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from .data import Dataset
+from .io import atomic_path, write_json, write_text
+from .model import MaskedAutoencoder
+from .realdata import class_names, normalise, to_unit_range
+
+# ------------------------------------------------------------------ the paper's Table 1
+
+PAPER_COLUMNS = ("IN1K", "IN-v2", "ObjectNet", "IN-R", "IN-A", "IN-Sketch")
+# (sweep, mask_ratio, masking unit, ViT patch, top-1 % per PAPER_COLUMNS), Kong et al. 2023.
+PAPER_TABLE1 = (
+    ("A", 0.1, 16, 16, (47.45, 34.72, 9.42, 14.63, 2.00, 7.25)),
+    ("A", 0.25, 16, 16, (53.58, 40.34, 11.54, 18.68, 2.49, 10.27)),
+    ("A", 0.5, 16, 16, (60.07, 46.71, 13.94, 22.44, 2.89, 12.58)),
+    ("A", 0.75, 16, 16, (67.41, 54.23, 18.24, 25.20, 3.76, 15.51)),
+    ("A", 0.9, 16, 16, (62.97, 49.52, 15.87, 19.11, 2.76, 10.46)),
+    ("B", 0.75, 8, 8, (62.57, 49.17, 13.44, 19.42, 3.73, 10.73)),
+    ("B", 0.75, 16, 8, (68.96, 55.94, 13.73, 24.23, 6.29, 18.81)),
+    ("B", 0.75, 32, 8, (73.31, 61.35, 19.03, 27.84, 12.69, 28.30)),
+)
+
+# Our test sets, in the order of PAPER_COLUMNS, and the paper column each stands in for.
+TEST_SETS = ("clean", "noise", "rotation", "inversion", "contrast", "blur")
+STAND_IN_FOR = dict(zip(TEST_SETS, PAPER_COLUMNS))
+SHIFT_DESCRIPTIONS = {
+    "clean": "the clean test split",
+    "noise": "additive Gaussian noise, sigma 0.3 of the pixel range, clipped to [0, 1]",
+    "rotation": "rotation by a random angle of 15 to 45 degrees either way, black fill",
+    "inversion": "pixel inversion 1 - x",
+    "contrast": "contrast cut to 0.3x around each image's mean",
+    "blur": "Gaussian blur, sigma 1.5 pixels per 32 pixels of image side",
+}
+FSIM_NOTE = (
+    "FSIM not computed: neither scikit-image nor another maintained package in this "
+    "environment provides it"
+)
+
+# ------------------------------------------------------------------ shifted test sets
+
+
+def _rotate_each(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rotate every image (N, C, S, S) by its own angle, bilinear, zero fill."""
+    from scipy.ndimage import rotate
+
+    magnitude = rng.uniform(15.0, 45.0, size=len(pixels))
+    sign = rng.choice([-1.0, 1.0], size=len(pixels))
+    out = np.empty_like(pixels)
+    for i, (img, angle) in enumerate(zip(pixels, magnitude * sign)):
+        out[i] = rotate(img, angle, axes=(1, 2), reshape=False, order=1, mode="constant", cval=0.0)
+    return out
+
+
+def shift_pixels(pixels: np.ndarray, shift: str, seed: int = 0) -> np.ndarray:
+    """Apply one named shift to pixels (N, C, S, S) in [0, 1]; same shape, in [0, 1]."""
+    from scipy.ndimage import gaussian_filter
+
+    # One stream per shift, so adding a shift never changes the others.
+    rng = np.random.default_rng([seed, TEST_SETS.index(shift)])
+    if shift == "clean":
+        out = pixels.copy()
+    elif shift == "noise":
+        out = pixels + rng.normal(0.0, 0.3, size=pixels.shape)
+    elif shift == "rotation":
+        out = _rotate_each(pixels, rng)
+    elif shift == "inversion":
+        out = 1.0 - pixels
+    elif shift == "contrast":
+        mean = pixels.mean(axis=(1, 2, 3), keepdims=True)
+        out = mean + 0.3 * (pixels - mean)
+    elif shift == "blur":
+        sigma = 1.5 * pixels.shape[-1] / 32
+        out = gaussian_filter(pixels, sigma=(0, 0, sigma, sigma), mode="constant")
+    else:
+        raise ValueError(f"shift={shift!r}: not one of {TEST_SETS}")
+    return np.clip(out, 0.0, 1.0)
+
+
+def shifted_test_sets(ds: Dataset, seed: int = 0) -> dict[str, np.ndarray]:
+    """Every test set of :data:`TEST_SETS` as model inputs (N_test, C, S, S) float32."""
+    test = ds.split(test=True)
+    pixels = np.clip(to_unit_range(test.images, ds.settings), 0.0, 1.0)
+    return {name: normalise(shift_pixels(pixels, name, seed), ds.settings) for name in TEST_SETS}
+
+
+# ------------------------------------------------------------------ features and probes
+
+
+@torch.no_grad()
+def extract_features(model: MaskedAutoencoder, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Frozen features of UNmasked images (N, C, S, S): {"cls": (N, D), "mean": (N, D)}.
+
+    "mean" averages the patch tokens (CLS excluded).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    cls_parts, mean_parts = [], []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        tokens = model.encode(batch).float().cpu()
+        cls_parts.append(tokens[:, 0])
+        mean_parts.append(tokens[:, 1:].mean(dim=1))
+    return {"cls": torch.cat(cls_parts).numpy(), "mean": torch.cat(mean_parts).numpy()}
+
+
+def fit_linear_probe(
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> nn.Sequential:
+    """MAE's linear probe: BatchNorm1d(affine=False) then Linear, trained with Adam.
+
+    features (N, D), labels (N,) in 0..n_classes-1. Returns the probe in eval mode
+    (BatchNorm uses its running statistics, as at test time in MAE).
+    """
+    x = torch.from_numpy(np.asarray(features, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    gen = torch.Generator().manual_seed(seed)
+    head = nn.Linear(x.shape[1], n_classes)
+    nn.init.normal_(head.weight, std=0.01, generator=gen)  # MAE initialises the head this way
+    nn.init.zeros_(head.bias)
+    probe = nn.Sequential(nn.BatchNorm1d(x.shape[1], affine=False, eps=1e-6), head)
+    opt = torch.optim.Adam(probe.parameters(), lr=lr)
+    probe.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x), batch_size):
+            rows = order[start : start + batch_size]
+            if len(rows) < 2:  # BatchNorm needs two samples to estimate a variance
+                continue
+            loss = nn.functional.cross_entropy(probe(x[rows]), y[rows])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return probe.eval()
+
+
+@torch.no_grad()
+def probe_accuracy(probe: nn.Module, features: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy in percent of a probe on features (N, D), labels (N,)."""
+    logits = probe(torch.from_numpy(np.asarray(features, dtype=np.float32)))
+    return float((logits.argmax(dim=1).numpy() == labels).mean() * 100)
+
+
+def knn_accuracy(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, k: int = 20
+) -> float:
+    """Top-1 accuracy in percent of a k-nearest-neighbour vote under cosine distance."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(train_x)), metric="cosine", algorithm="brute", n_jobs=1)
+    knn.fit(train_x, train_y)
+    return float((knn.predict(test_x) == test_y).mean() * 100)
+
+
+def _cell_header(model: MaskedAutoencoder, seed: int) -> dict[str, Any]:
+    return {
+        "mask_ratio": float(model.mask_ratio),
+        "mask_unit": int(model.mask_unit),
+        "vit_patch": int(model.vit_patch),
+        "seed": int(seed),
+    }
+
+
+def table1_cell(
+    model: MaskedAutoencoder,
+    ds: Dataset,
+    *,
+    cell_seed: int = 0,
+    probe_epochs: int = 30,
+    knn_k: int = 20,
+    eval_seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """One cell's Table 1 metrics (top-1 %, rounded to 0.01) as JSON-ready data.
+
+    Keys: the cell (mask_ratio, mask_unit, vit_patch, seed), n_train, n_test, and
+    ``linear_cls``, ``linear_mean``, ``knn_cls``, ``knn_mean``, each {test set: top-1}
+    for every name in :data:`TEST_SETS`. The probe is trained on the clean train split.
+    """
+    train = ds.split(test=False)
+    test_labels = ds.split(test=True).labels
+    train_feats = extract_features(model, train.images, batch_size)
+    test_feats = {name: extract_features(model, imgs, batch_size) for name, imgs in shifted_test_sets(ds, eval_seed).items()}
+    out = {**_cell_header(model, cell_seed), "n_train": len(train.labels), "n_test": len(test_labels)}
+    for pooling in ("cls", "mean"):
+        probe = fit_linear_probe(
+            train_feats[pooling], train.labels, ds.n_classes, epochs=probe_epochs, batch_size=batch_size, seed=eval_seed
+        )
+        out[f"linear_{pooling}"] = {
+            name: round(probe_accuracy(probe, feats[pooling], test_labels), 2) for name, feats in test_feats.items()
+        }
+        out[f"knn_{pooling}"] = {
+            name: round(knn_accuracy(train_feats[pooling], train.labels, feats[pooling], test_labels, knn_k), 2)
+            for name, feats in test_feats.items()
+        }
+    out["shifts"] = SHIFT_DESCRIPTIONS
+    return out
+
+
+# ------------------------------------------------------------------ Table 1 rendering
+
+
+def _paper_row(sweep: str, ratio: float, unit: int, vit_patch: int) -> tuple[float, ...] | None:
+    """The paper's numbers for our cell: Sweep A by ratio, Sweep B by unit / ViT patch."""
+    for p_sweep, p_ratio, p_unit, p_vit, values in PAPER_TABLE1:
+        if p_sweep != sweep:
+            continue
+        if sweep == "A" and math.isclose(p_ratio, ratio):
+            return values
+        if sweep == "B" and p_unit * vit_patch == unit * p_vit:
+            return values
+    return None
+
+
+def _cells_frame(cell_results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per trained cell: its keys and our top-1 numbers."""
+    rows = []
+    for res in cell_results:
+        row = {k: res[k] for k in ("mask_ratio", "mask_unit", "vit_patch", "seed")}
+        row.update({f"ours {name}": res["linear_cls"][name] for name in TEST_SETS})
+        row["ours clean mean-pool"] = res["linear_mean"]["clean"]
+        row["ours clean k-NN"] = res["knn_cls"]["clean"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+OURS_COLUMNS = tuple(f"ours {name}" for name in TEST_SETS) + ("ours clean mean-pool", "ours clean k-NN")
+
+
+def table1_frame(cell_results: Sequence[dict[str, Any]], *, sweep_a_unit: int, sweep_b_ratio: float) -> pd.DataFrame:
+    """Sweep A and Sweep B rows: our mean and sd over seeds beside the paper's values."""
+    cells = _cells_frame(cell_results)
+    rows = []
+    for sweep in ("A", "B"):
+        part = cells[cells.mask_unit == sweep_a_unit] if sweep == "A" else cells[np.isclose(cells.mask_ratio, sweep_b_ratio)]
+        for (ratio, unit, vit), group in part.groupby(["mask_ratio", "mask_unit", "vit_patch"], sort=True):
+            row: dict[str, Any] = {"sweep": sweep, "mask_ratio": ratio, "mask_unit": unit, "vit_patch": vit, "n_seeds": len(group)}
+            for col in OURS_COLUMNS:
+                row[col] = float(group[col].mean())
+                row[f"{col} sd"] = float(group[col].std(ddof=1)) if len(group) > 1 else float("nan")
+            paper = _paper_row(sweep, float(ratio), int(unit), int(vit))
+            for name, value in zip(PAPER_COLUMNS, paper or (float("nan"),) * len(PAPER_COLUMNS)):
+                row[f"paper {name}"] = value
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rank_correlations(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Spearman's rho between our column and the paper column it stands in for, per sweep.
+
+    Sweep A runs across masking ratios, Sweep B across masking units; NaN where fewer
+    than three rows have paper values or a column is constant.
+    """
+    from scipy.stats import spearmanr
+
+    out: dict[str, dict[str, float]] = {}
+    for sweep in ("A", "B"):
+        part = table[(table.sweep == sweep) & table["paper IN1K"].notna()]
+        out[f"sweep_{sweep}"] = {}
+        for name in TEST_SETS:
+            key = f"ours {name} ~ paper {STAND_IN_FOR[name]}"
+            ours, paper = part[f"ours {name}"].to_numpy(), part[f"paper {STAND_IN_FOR[name]}"].to_numpy()
+            if len(part) < 3 or np.ptp(ours) == 0 or np.ptp(paper) == 0:
+                out[f"sweep_{sweep}"][key] = float("nan")
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out[f"sweep_{sweep}"][key] = round(float(spearmanr(ours, paper).statistic), 4)
+    return out
+
+
+def _fmt(value: float, sd: float | None = None, pm: str = " ± ") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{value:.2f}"
+    if sd is not None and not math.isnan(sd):
+        text += f"{pm}{sd:.2f}"
+    return text
+
+
+def _display_columns() -> list[tuple[str, str]]:
+    """(header, source column) for the Markdown and LaTeX tables."""
+    ours = [(f"ours {n}" + ("" if n == "clean" else f" (≈{STAND_IN_FOR[n]})"), f"ours {n}") for n in TEST_SETS]
+    ours += [("ours clean mean-pool", "ours clean mean-pool"), ("ours clean k-NN", "ours clean k-NN")]
+    paper = [(f"paper {n}", f"paper {n}") for n in PAPER_COLUMNS]
+    return ours + paper
+
+
+def _display_rows(table: pd.DataFrame, pm: str) -> list[list[str]]:
+    rows = []
+    for _, r in table.iterrows():
+        cells = [str(r.sweep), f"{r.mask_ratio:g}", str(int(r.mask_unit)), str(int(r.vit_patch)), str(int(r.n_seeds))]
+        for _, col in _display_columns():
+            sd = r.get(f"{col} sd") if col.startswith("ours") else None
+            cells.append(_fmt(r[col], sd, pm))
+        rows.append(cells)
+    return rows
+
+
+_KEY_HEADERS = ["sweep", "ratio", "unit", "ViT patch", "seeds"]
+
+TABLE1_NOTE = (
+    "Columns 'ours ...' are this project's runs (linear probe on the frozen CLS token, top-1 %, "
+    "mean ± sd over seeds; mean-pool and k-NN on the clean split as extra columns). "
+    "Our shifted test sets are local stand-ins built from the clean test split, NOT the "
+    "paper's ImageNet variants; '≈X' names the paper column each one stands in for. "
+    "Columns 'paper ...' are copied from Table 1 of Kong et al. (CVPR 2023), ImageNet-1K "
+    "with ViT-B; paper Sweep A uses ViT patch 16, Sweep B ViT patch 8, matched to ours by "
+    "masking unit / ViT patch."
+)
+
+
+def _markdown(table: pd.DataFrame, rank: dict[str, dict[str, float]]) -> str:
+    headers = _KEY_HEADERS + [h for h, _ in _display_columns()]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in _display_rows(table, " ± ")]
+    lines += ["", TABLE1_NOTE, "", "Spearman rank correlation, ours vs the paper column it stands in for:", ""]
+    for sweep, pairs in rank.items():
+        across = "masking ratios" if sweep == "sweep_A" else "masking units"
+        for pair, rho in pairs.items():
+            lines.append(f"- {sweep} (across {across}): {pair}: rho = {_fmt(rho)}")
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for old, new in (("\\", r"\textbackslash{}"), ("%", r"\%"), ("_", r"\_"), ("&", r"\&"), ("#", r"\#"), ("≈", r"$\approx$"), ("±", r"$\pm$"), ("–", "--")):
+        text = text.replace(old, new)
+    return text
+
+
+def _latex(table: pd.DataFrame, rank: dict[str, dict[str, float]]) -> str:
+    headers = _KEY_HEADERS + [h for h, _ in _display_columns()]
+    n_ours = len(OURS_COLUMNS)
+    lines = [
+        "% " + TABLE1_NOTE,
+        r"\begin{tabular}{" + "l" * len(_KEY_HEADERS) + "|" + "r" * n_ours + "|" + "r" * len(PAPER_COLUMNS) + "}",
+        r"\hline",
+        " & ".join(_latex_escape(h) for h in headers) + r" \\",
+        r"\hline",
+    ]
+    lines += [" & ".join(_latex_escape(c) for c in r) + r" \\" for r in _display_rows(table, " ± ")]
+    lines += [r"\hline", r"\end{tabular}"]
+    for sweep, pairs in rank.items():
+        for pair, rho in pairs.items():
+            lines.append(f"% Spearman {sweep}: {pair}: rho = {_fmt(rho)}")
+    return "\n".join(lines) + "\n"
+
+
+def table1_render(
+    cell_results: Sequence[dict[str, Any]], out_dir: str | Path, *, sweep_a_unit: int, sweep_b_ratio: float
+) -> pd.DataFrame:
+    """Write table1.csv, table1.md, table1.tex and table1_rank.json under ``out_dir``.
+
+    cell_results: :func:`table1_cell` outputs (any number of seeds per cell).
+    Returns the table (one row per sweep cell, ours and the paper's columns).
+    """
+    if not cell_results:
+        raise ValueError("table1_render: no cell results given")
+    out_dir = Path(out_dir)
+    table = table1_frame(cell_results, sweep_a_unit=sweep_a_unit, sweep_b_ratio=sweep_b_ratio)
+    rank = rank_correlations(table)
+    write_text(out_dir / "table1.csv", table.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
+    write_text(out_dir / "table1.md", _markdown(table, rank))
+    write_text(out_dir / "table1.tex", _latex(table, rank))
+    write_json(out_dir / "table1_rank.json", {"spearman": rank, "note": TABLE1_NOTE})
+    return table
+
+
+# ------------------------------------------------------------------ Fig. 5: reconstruction
+
+
+@torch.no_grad()
+def reconstruct_unmasked(model: MaskedAutoencoder, imgs: torch.Tensor) -> torch.Tensor:
+    """A mask-ratio-0 pass: encode every token, decode every token. (N, C, S, S) -> same.
+
+    With a normalised-pixel loss the decoder predicts per-patch standardised pixels;
+    they are mapped back with each input patch's own mean and std, as MAE's demo does.
+    """
+    model.eval()
+    latent = model.encode(imgs)
+    n, n_tokens = imgs.shape[0], model.grid**2
+    ids_restore = torch.arange(n_tokens, device=imgs.device).expand(n, n_tokens)
+    pred = model.forward_decoder(latent, ids_restore)
+    if model.norm_pix_loss:
+        patches = model.patchify(imgs)
+        mean = patches.mean(dim=-1, keepdim=True)
+        var = patches.var(dim=-1, keepdim=True)
+        pred = pred * (var + 1e-6) ** 0.5 + mean
+    return model.unpatchify(pred)
+
+
+def _ssim_window(side: int) -> int:
+    """scikit-image's default 7x7 window, shrunk (odd, >= 3) for tiny images."""
+    return max(3, min(7, side if side % 2 else side - 1))
+
+
+def recon_quality_cell(
+    model: MaskedAutoencoder, ds: Dataset, *, n_images: int = 256, cell_seed: int = 0, batch_size: int = 256
+) -> dict[str, Any]:
+    """Mean SSIM, PSNR (dB), MSE and -MSE of UNmasked reconstructions of test images.
+
+    Uses the first ``n_images`` test images, compared in pixel space: [0, 1] for real
+    data (reconstructions clipped), the clean images' own range otherwise.
+    """
+    from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+    test = ds.split(test=True)
+    images = test.images[:n_images]
+    device = next(model.parameters()).device
+    recon = np.concatenate([
+        reconstruct_unmasked(model, torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device)).float().cpu().numpy()
+        for s in range(0, len(images), batch_size)
+    ])
+    truth, recon = to_unit_range(images, ds.settings), to_unit_range(recon, ds.settings)
+    if "normalisation" in ds.settings:
+        data_range = 1.0
+        truth, recon = np.clip(truth, 0, 1), np.clip(recon, 0, 1)
+    else:
+        data_range = float(truth.max() - truth.min())
+    win = _ssim_window(ds.image_size)
+    ssim, psnr, mse = [], [], []
+    for t, r in zip(truth.transpose(0, 2, 3, 1), recon.transpose(0, 2, 3, 1)):  # (S, S, C) each
+        ssim.append(structural_similarity(t, r, data_range=data_range, channel_axis=-1, win_size=win))
+        mse.append(mean_squared_error(t, r))
+        # A perfect reconstruction has infinite PSNR; cap at 100 dB so means stay finite.
+        psnr.append(min(100.0, peak_signal_noise_ratio(t, r, data_range=data_range)) if mse[-1] > 0 else 100.0)
+    mean_mse = float(np.mean(mse))
+    return {
+        **_cell_header(model, cell_seed),
+        "n_images": len(images),
+        "ssim": round(float(np.mean(ssim)), 6),
+        "psnr": round(float(np.mean(psnr)), 6),
+        "mse": round(mean_mse, 8),
+        "neg_mse": round(-mean_mse, 8),
+        "fsim": None,
+        "fsim_note": FSIM_NOTE,
+    }
+
+
+def save_figure(fig: Figure, out_stem: str | Path) -> list[Path]:
+    """Write ``out_stem``.png and .pdf atomically, with no timestamps or versions inside."""
+    out_stem = Path(out_stem)
+    written = []
+    for fmt, metadata in (
+        ("png", {"Software": None}),
+        ("pdf", {"Creator": None, "Producer": None, "CreationDate": None}),
+    ):
+        path = out_stem.with_name(f"{out_stem.name}.{fmt}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, metadata=metadata, dpi=150)
+        written.append(path)
+    return written
+
+
+RECON_METRICS = (("ssim", "SSIM (higher: structure)"), ("psnr", "PSNR dB (higher: pixels)"), ("neg_mse", "-MSE (higher: pixels)"))
+
+
+def plot_recon_quality(
+    df: pd.DataFrame, out_stem: str | Path, *, sweep_a_unit: int, sweep_b_ratio: float
+) -> list[Path]:
+    """Fig. 5: SSIM, PSNR, -MSE against masking ratio (top) and masking unit (bottom).
+
+    df: one row per cell and seed with mask_ratio, mask_unit, ssim, psnr, neg_mse
+    (:func:`recon_quality_cell` outputs). Error bars: sd over seeds. Writes PNG + PDF.
+    """
+    import seaborn as sns
+
+    fig = Figure(figsize=(11, 6.5), layout="constrained")
+    axes = fig.subplots(2, len(RECON_METRICS))
+    sweeps = (
+        ("mask_ratio", df[df.mask_unit == sweep_a_unit], f"Sweep A: masking unit {sweep_a_unit}"),
+        ("mask_unit", df[np.isclose(df.mask_ratio, sweep_b_ratio)], f"Sweep B: masking ratio {sweep_b_ratio:g}"),
+    )
+    for row, (x, part, title) in enumerate(sweeps):
+        for col, (metric, label) in enumerate(RECON_METRICS):
+            ax = axes[row, col]
+            if part.empty:
+                ax.text(0.5, 0.5, "no cells", ha="center", va="center", transform=ax.transAxes)
+            else:
+                # errorbar="sd" is exact; seaborn's default bootstrap would draw random numbers.
+                sns.lineplot(data=part, x=x, y=metric, marker="o", errorbar="sd", ax=ax)
+                ax.set_xticks(sorted(part[x].unique()))
+            ax.set_xlabel("masking ratio" if x == "mask_ratio" else "masking unit (pixels)")
+            ax.set_ylabel(label)
+            ax.set_title(title, fontsize=9)
+    fig.suptitle("Reconstruction of UNmasked test images (Fig. 5 analogue)")
+    return save_figure(fig, out_stem)
+
+
+# ------------------------------------------------------------------ Figs. 6/7: attention
+
+
+def pick_test_images(ds: Dataset, n: int) -> np.ndarray:
+    """Indices into the test split: the first image of each class, then the next ones."""
+    labels = ds.split(test=True).labels
+    chosen = [int(np.flatnonzero(labels == k)[0]) for k in np.unique(labels)][:n]
+    rest = [i for i in range(len(labels)) if i not in chosen]
+    return np.array(chosen + rest[: n - len(chosen)], dtype=np.int64)
+
+
+def centre_token(model: MaskedAutoencoder) -> int:
+    """Index (into the L patch tokens) of the token covering the image centre."""
+    row = (model.image_size // 2) // model.vit_patch
+    return row * model.grid + row
+
+
+@torch.no_grad()
+def attention_maps(model: MaskedAutoencoder, images: np.ndarray, token: int) -> tuple[np.ndarray, np.ndarray]:
+    """Last-layer attention averaged over heads on UNmasked images (N, C, S, S).
+
+    Returns (CLS -> patches, token -> patches), each (N, g, g), rows summing to at most 1
+    (the rest of the mass goes to the CLS token).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    attn = model.last_attention(torch.from_numpy(np.ascontiguousarray(images)).to(device)).float().mean(dim=1).cpu()
+    g = model.grid
+    cls_map = attn[:, 0, 1:].reshape(-1, g, g).numpy()
+    token_map = attn[:, 1 + token, 1:].reshape(-1, g, g).numpy()
+    return cls_map, token_map
+
+
+def foreground_mass(model: MaskedAutoencoder, ds: Dataset, n_images: int = 256) -> float:
+    """Share of CLS attention on foreground tokens (mean pixel above the image mean).
+
+    A number behind the paper's "object-centric" reading of Fig. 6, on the first
+    ``n_images`` test images; attention to the CLS token itself is left out.
+    """
+    images = ds.split(test=True).images[:n_images]
+    cls_map, _ = attention_maps(model, images, 0)
+    pixels = to_unit_range(images, ds.settings).mean(axis=1)  # (N, S, S)
+    p, g = model.vit_patch, model.grid
+    token_mean = pixels.reshape(len(images), g, p, g, p).mean(axis=(2, 4))
+    foreground = token_mean > pixels.mean(axis=(1, 2))[:, None, None]
+    share = (cls_map * foreground).sum(axis=(1, 2)) / cls_map.sum(axis=(1, 2))
+    return float(share.mean())
+
+
+def _show_image(ax: Any, pixels: np.ndarray) -> None:
+    """pixels (C, S, S) in [0, 1]."""
+    if pixels.shape[0] == 1:
+        ax.imshow(pixels[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(pixels.transpose(1, 2, 0), interpolation="nearest")
+
+
+def _attention_figure(
+    labels: Sequence[str], pixels: np.ndarray, maps: list[np.ndarray], title: str, token_box: tuple[int, int, int] | None
+) -> Figure:
+    """Rows: the inputs, then one row of maps (N, g, g) per cell."""
+    from matplotlib.patches import Rectangle
+
+    n_rows, n_cols = 1 + len(maps), len(pixels)
+    fig = Figure(figsize=(1.3 * n_cols + 1.2, 1.3 * n_rows), layout="constrained")
+    axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False))
+    for col in range(n_cols):
+        _show_image(axes[0, col], np.clip(pixels[col], 0, 1))
+        if token_box is not None:
+            top, left, side = token_box
+            axes[0, col].add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False, edgecolor="red", linewidth=1))
+        for row, cell_maps in enumerate(maps, start=1):
+            axes[row, col].imshow(cell_maps[col], cmap="inferno", interpolation="nearest")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    for row, label in enumerate(labels, start=1):
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def attention_grid(
+    models: Sequence[tuple[str, MaskedAutoencoder]], ds: Dataset, out_dir: str | Path, *, n_images: int = 6
+) -> dict[str, Any]:
+    """Figs. 6 and 7: fig6_cls_attention and fig7_token_attention (PNG + PDF) in ``out_dir``.
+
+    models: (row label, model) per cell, all on the same test images. The token of
+    Fig. 7 is the one covering the image centre. Returns the test indices, the token and
+    each cell's :func:`foreground_mass`.
+    """
+    if not models:
+        raise ValueError("attention_grid: no models given")
+    out_dir = Path(out_dir)
+    picks = pick_test_images(ds, n_images)
+    images = ds.split(test=True).images[picks]
+    pixels = to_unit_range(images, ds.settings)
+    cls_maps, token_maps, summary = [], [], {}
+    for label, model in models:
+        cls_map, token_map = attention_maps(model, images, centre_token(model))
+        cls_maps.append(cls_map)
+        token_maps.append(token_map)
+        summary[label] = {"cls_foreground_mass": round(foreground_mass(model, ds), 6)}
+    first = models[0][1]
+    token = centre_token(first)
+    p = first.vit_patch
+    box = ((token // first.grid) * p, (token % first.grid) * p, p)
+    labels = [label for label, _ in models]
+    written = save_figure(
+        _attention_figure(labels, pixels, cls_maps, "Last-layer CLS attention, mean over heads (Fig. 6 analogue)", None),
+        out_dir / "fig6_cls_attention",
+    )
+    written += save_figure(
+        _attention_figure(labels, pixels, token_maps, "Attention of the centre token, red box (Fig. 7 analogue)", box),
+        out_dir / "fig7_token_attention",
+    )
+    return {
+        "test_indices": picks.tolist(),
+        "token_pixel_box": list(box),
+        "cells": summary,
+        "files": [str(w) for w in written],
+    }
+
+
+# ------------------------------------------------------------------ Fig. 8: t-SNE
+
+
+def tsne_figure(
+    models: Sequence[tuple[str, MaskedAutoencoder]],
+    ds: Dataset,
+    out_stem: str | Path,
+    *,
+    n_points: int = 500,
+    pooling: str = "cls",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fig. 8: t-SNE of test features per cell, coloured by class (PNG + PDF).
+
+    Uses ``n_points`` test images drawn by ``seed`` (the same for every cell). Returns per
+    cell the silhouette score of the classes in the 2-D embedding (higher: more separable).
+    """
+    from sklearn.manifold import TSNE
+    from sklearn.metrics import silhouette_score
+
+    if not models:
+        raise ValueError("tsne_figure: no models given")
+    test = ds.split(test=True)
+    n = min(n_points, len(test.labels))
+    rows = np.sort(np.random.default_rng(seed).permutation(len(test.labels))[:n])
+    labels = test.labels[rows]
+    names = class_names(ds)
+    n_cols = min(4, len(models))
+    n_rows = math.ceil(len(models) / n_cols)
+    fig = Figure(figsize=(3.2 * n_cols, 3.2 * n_rows + 0.6), layout="constrained")
+    axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    cmap = "tab10" if ds.n_classes <= 10 else "tab20"
+    summary = {}
+    for ax, (label, model) in zip(axes, models):
+        feats = extract_features(model, test.images[rows])[pooling].astype(np.float64)
+        perplexity = min(30.0, (n - 1) / 3)
+        emb = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed).fit_transform(feats)
+        scatter = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap=cmap, vmin=0, vmax=max(9, ds.n_classes - 1), s=5)
+        score = float(silhouette_score(emb, labels)) if len(np.unique(labels)) > 1 else float("nan")
+        summary[label] = {"silhouette": round(score, 6)}
+        ax.set_title(f"{label}\nsilhouette {score:.3f}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(models) :]:
+        ax.set_axis_off()
+    handles, _ = scatter.legend_elements(num=None)
+    present = [names[k] for k in np.unique(labels)]
+    fig.legend(handles[: len(present)], present, loc="outside lower center", ncol=min(10, len(present)), fontsize=8)
+    fig.suptitle(f"t-SNE of test features ({pooling} token), coloured by class (Fig. 8 analogue)", fontsize=10)
+    written = save_figure(fig, out_stem)
+    return {"n_points": n, "pooling": pooling, "cells": summary, "files": [str(w) for w in written]}

@@ -1,0 +1,229 @@
+"""Known answers and determinism of the real-track evaluations (Table 1, Figs. 5-8)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mae_hlvm import evaluate as ev
+from mae_hlvm.model import MaskedAutoencoder
+from mae_hlvm.realdata import RECOMMENDED_REAL, parse_real, prepare_real, to_unit_range
+
+TINY_MODEL = dict(
+    embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.0
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """sklearn digits at 16x16: 150 train, 60 test images."""
+    real = parse_real({
+        **RECOMMENDED_REAL, "dataset": "digits", "image_size": 16, "fit": "resize", "n_train": 150, "n_test": 60,
+        "vit_patch": 2, "mask_units": [2, 4, 8], "sweep_a_unit": 4,
+    })
+    return prepare_real(real)
+
+
+def _model(ratio: float, unit: int, seed: int = 0, norm_pix_loss: bool = False) -> MaskedAutoencoder:
+    torch.manual_seed(seed)
+    return MaskedAutoencoder(
+        image_size=16, channels=1, vit_patch=2, mask_unit=unit, mask_ratio=ratio, norm_pix_loss=norm_pix_loss, **TINY_MODEL
+    )
+
+
+@pytest.fixture(scope="module")
+def models():
+    return [("r0.1 u4", _model(0.1, 4)), ("r0.75 u4", _model(0.75, 4, seed=1)), ("r0.75 u8", _model(0.75, 8, seed=2))]
+
+
+def _same_bytes(paths_a, paths_b) -> None:
+    assert len(paths_a) == len(paths_b) > 0
+    for a, b in zip(paths_a, paths_b):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+# ------------------------------------------------------------------ probes
+
+
+def _clusters(n: int, d: int, n_classes: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_classes, d)) * 5
+    labels = rng.integers(0, n_classes, size=n)
+    return centres[labels] * spread + rng.standard_normal((n, d)), labels
+
+
+def test_linear_probe_separates_separable_features_and_not_noise() -> None:
+    x, y = _clusters(1200, 16, 10, 1.0, seed=0)
+    probe = ev.fit_linear_probe(x[:900], y[:900], 10, epochs=20, seed=0)
+    assert ev.probe_accuracy(probe, x[900:], y[900:]) > 95
+    noise = np.random.default_rng(1).standard_normal((1200, 16))
+    probe = ev.fit_linear_probe(noise[:900], y[:900], 10, epochs=20, seed=0)
+    assert ev.probe_accuracy(probe, noise[900:], y[900:]) < 20  # chance is 10 %
+
+
+def test_linear_probe_is_deterministic() -> None:
+    x, y = _clusters(300, 8, 3, 0.2, seed=2)
+    a = ev.fit_linear_probe(x, y, 3, epochs=3, seed=5)
+    b = ev.fit_linear_probe(x, y, 3, epochs=3, seed=5)
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(pa, pb)
+
+
+def test_knn_accuracy_known_answers() -> None:
+    x, y = _clusters(600, 8, 5, 1.0, seed=3)
+    assert ev.knn_accuracy(x[:400], y[:400], x[400:], y[400:], k=20) > 95
+    noise = np.random.default_rng(4).standard_normal((600, 8))
+    assert ev.knn_accuracy(noise[:400], y[:400], noise[400:], y[400:], k=20) < 35  # chance is 20 %
+
+
+# ------------------------------------------------------------------ shifted test sets
+
+
+def test_shifts_change_images_but_keep_shapes(digits) -> None:
+    sets = ev.shifted_test_sets(digits, seed=0)
+    assert list(sets) == list(ev.TEST_SETS)
+    clean = sets["clean"]
+    np.testing.assert_allclose(clean, digits.split(test=True).images, atol=1e-5)
+    for name, imgs in sets.items():
+        assert imgs.shape == clean.shape and imgs.dtype == np.float32
+        pixels = to_unit_range(imgs, digits.settings)
+        assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+        if name != "clean":
+            assert np.abs(imgs - clean).mean() > 0.05, name
+    np.testing.assert_allclose(
+        to_unit_range(sets["inversion"], digits.settings), 1 - to_unit_range(clean, digits.settings), atol=1e-5
+    )
+    again = ev.shifted_test_sets(digits, seed=0)
+    other = ev.shifted_test_sets(digits, seed=1)
+    for name in ev.TEST_SETS:
+        np.testing.assert_array_equal(sets[name], again[name])
+    assert not np.array_equal(sets["noise"], other["noise"])
+    assert not np.array_equal(sets["rotation"], other["rotation"])
+
+
+def test_every_shift_stands_in_for_one_paper_column() -> None:
+    assert sorted(ev.STAND_IN_FOR.values()) == sorted(ev.PAPER_COLUMNS)
+    assert set(ev.SHIFT_DESCRIPTIONS) == set(ev.TEST_SETS)
+
+
+# ------------------------------------------------------------------ Table 1
+
+
+def test_table1_cell_reports_every_test_set(digits, models) -> None:
+    res = ev.table1_cell(models[0][1], digits, cell_seed=7, probe_epochs=2, knn_k=5)
+    assert (res["mask_ratio"], res["mask_unit"], res["vit_patch"], res["seed"]) == (0.1, 4, 2, 7)
+    assert (res["n_train"], res["n_test"]) == (150, 60)
+    for key in ("linear_cls", "linear_mean", "knn_cls", "knn_mean"):
+        assert list(res[key]) == list(ev.TEST_SETS)
+        assert all(0 <= v <= 100 for v in res[key].values())
+    json.dumps(res)  # JSON-ready
+    assert res == ev.table1_cell(models[0][1], digits, cell_seed=7, probe_epochs=2, knn_k=5)
+
+
+def _fake_result(ratio: float, unit: int, seed: int, clean: float) -> dict:
+    scores = {name: clean - i for i, name in enumerate(ev.TEST_SETS)}
+    return {
+        "mask_ratio": ratio, "mask_unit": unit, "vit_patch": 4, "seed": seed,
+        "linear_cls": scores, "linear_mean": scores, "knn_cls": scores, "knn_mean": scores,
+    }
+
+
+def test_table1_render_puts_ours_beside_the_paper(tmp_path) -> None:
+    # Our clean accuracy ordered like the paper's IN1K over ratios (rho = 1), reversed
+    # over units (rho = -1); two seeds each, 1 point apart.
+    paper_a = {0.1: 47.45, 0.25: 53.58, 0.5: 60.07, 0.75: 67.41, 0.9: 62.97}
+    results = [_fake_result(r, 8, s, v / 2 + s) for r, v in paper_a.items() for s in (0, 1)]
+    results += [_fake_result(0.75, u, s, 45 - 1.5 * u + s) for u in (4, 16) for s in (0, 1)]
+    table = ev.table1_render(results, tmp_path, sweep_a_unit=8, sweep_b_ratio=0.75)
+    assert list(table.sweep) == ["A"] * 5 + ["B"] * 3
+    row = table[(table.sweep == "A") & (table.mask_ratio == 0.75)].iloc[0]
+    assert row["paper IN1K"] == 67.41 and row["paper IN-Sketch"] == 15.51
+    assert row["ours clean"] == pytest.approx(67.41 / 2 + 0.5)
+    assert row["ours clean sd"] == pytest.approx(np.std([0, 1], ddof=1))
+    # Sweep B matched by unit / ViT patch: 4/4, 8/4, 16/4 -> the paper's 8/8, 16/8, 32/8
+    assert list(table[table.sweep == "B"]["paper IN1K"]) == [62.57, 68.96, 73.31]
+    rank = json.loads((tmp_path / "table1_rank.json").read_text())["spearman"]
+    assert rank["sweep_A"]["ours clean ~ paper IN1K"] == 1.0
+    assert rank["sweep_B"]["ours clean ~ paper IN1K"] == -1.0
+    csv = pd.read_csv(tmp_path / "table1.csv")
+    assert "paper IN1K" in csv.columns and "ours clean" in csv.columns
+    md = (tmp_path / "table1.md").read_text()
+    assert "67.41" in md and "paper IN-v2" in md and "ours noise (≈IN-v2)" in md and "stand-ins" in md
+    assert "rho = 1.00" in md
+    tex = (tmp_path / "table1.tex").read_text()
+    assert r"\begin{tabular}" in tex and "73.31" in tex and r"$\pm$" in tex
+
+
+def test_table1_render_is_byte_identical(tmp_path) -> None:
+    results = [_fake_result(r, 8, 0, 50 + 10 * r) for r in (0.1, 0.5, 0.9)]
+    for d in ("a", "b"):
+        ev.table1_render(results, tmp_path / d, sweep_a_unit=8, sweep_b_ratio=0.75)
+    names = ("table1.csv", "table1.md", "table1.tex", "table1_rank.json")
+    _same_bytes([tmp_path / "a" / n for n in names], [tmp_path / "b" / n for n in names])
+
+
+# ------------------------------------------------------------------ Fig. 5
+
+
+@pytest.mark.parametrize("norm_pix_loss", [False, True])
+def test_unmasked_reconstruction_keeps_the_image_shape(digits, norm_pix_loss: bool) -> None:
+    model = _model(0.75, 4, norm_pix_loss=norm_pix_loss)
+    imgs = torch.from_numpy(digits.images[:5])
+    recon = ev.reconstruct_unmasked(model, imgs)
+    assert recon.shape == imgs.shape
+    assert torch.isfinite(recon).all()
+
+
+def test_reconstruction_metrics_know_a_perfect_decoder(digits) -> None:
+    model = _model(0.75, 4)
+    # A decoder that returns its input patches exactly: replace it with an identity.
+    model.forward_decoder = lambda latent, ids_restore: model.patchify(current[0])
+    current = [torch.from_numpy(digits.split(test=True).images[:20])]
+    res = ev.recon_quality_cell(model, digits, n_images=20, batch_size=20)
+    assert res["ssim"] == pytest.approx(1.0) and res["mse"] == 0.0 and res["psnr"] == 100.0
+    assert res["fsim"] is None and "FSIM" in res["fsim_note"]
+
+
+def test_recon_quality_and_its_figure(digits, models, tmp_path) -> None:
+    rows = [ev.recon_quality_cell(m, digits, n_images=30) for _, m in models]
+    for r in rows:
+        assert -1 <= r["ssim"] <= 1 and r["mse"] > 0 and r["neg_mse"] == -r["mse"]
+    df = pd.DataFrame(rows + [{**rows[0], "seed": 1, "ssim": rows[0]["ssim"] + 0.01}])
+    a = ev.plot_recon_quality(df, tmp_path / "a" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
+    b = ev.plot_recon_quality(df, tmp_path / "b" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
+    assert [p.name for p in a] == ["fig5.png", "fig5.pdf"]
+    _same_bytes(a, b)
+
+
+# ------------------------------------------------------------------ Figs. 6/7 and 8
+
+
+def test_attention_maps_are_distributions_over_tokens(digits, models) -> None:
+    model = models[0][1]
+    cls_map, token_map = ev.attention_maps(model, digits.images[:3], ev.centre_token(model))
+    assert cls_map.shape == token_map.shape == (3, 8, 8)
+    assert (cls_map >= 0).all() and (cls_map.sum(axis=(1, 2)) <= 1 + 1e-5).all()
+    assert ev.centre_token(model) == 4 * 8 + 4
+    assert 0 <= ev.foreground_mass(model, digits, n_images=10) <= 1
+
+
+def test_attention_grid_writes_both_figures_deterministically(digits, models, tmp_path) -> None:
+    out_a = ev.attention_grid(models, digits, tmp_path / "a", n_images=4)
+    out_b = ev.attention_grid(models, digits, tmp_path / "b", n_images=4)
+    labels = digits.split(test=True).labels[out_a["test_indices"]]
+    assert len(set(labels.tolist())) == 4  # one image per class first
+    assert set(out_a["cells"]) == {label for label, _ in models}
+    names = ["fig6_cls_attention.png", "fig6_cls_attention.pdf", "fig7_token_attention.png", "fig7_token_attention.pdf"]
+    _same_bytes([tmp_path / "a" / n for n in names], [tmp_path / "b" / n for n in names])
+
+
+def test_tsne_figure_is_deterministic(digits, models, tmp_path) -> None:
+    out_a = ev.tsne_figure(models[:2], digits, tmp_path / "a" / "fig8", n_points=50)
+    out_b = ev.tsne_figure(models[:2], digits, tmp_path / "b" / "fig8", n_points=50)
+    assert out_a["cells"] == out_b["cells"]
+    assert out_a["n_points"] == 50
+    _same_bytes([tmp_path / "a" / "fig8.png", tmp_path / "a" / "fig8.pdf"], [tmp_path / "b" / "fig8.png", tmp_path / "b" / "fig8.pdf"])
