@@ -1,0 +1,319 @@
+"""Known-answer tests of the probes, and the ``probe`` step end to end on a tiny cell."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mae_hlvm import probe
+from mae_hlvm.cli import main
+from mae_hlvm.config import parse_params
+from mae_hlvm.data import Dataset, save_dataset
+from mae_hlvm.model import MaskedAutoencoder
+
+ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
+N_TR, N_TE = 1500, 500
+
+
+def _latents(seed: int, n: int = N_TR + N_TE, d: int = 4) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, d))
+
+
+def _split(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return x[:N_TR], y[:N_TR], x[N_TR:], y[N_TR:]
+
+
+# ------------------------------------------------------------------ R^2 known answers
+
+
+def test_features_equal_to_latents_give_r2_near_one() -> None:
+    z = _latents(0)
+    # an invertible linear mix, to show the probe does not need the latents' own axes
+    x = z @ np.random.default_rng(1).standard_normal((4, 4))
+    assert probe.r2_linear(*_split(x, z), ALPHAS) > 0.99
+    assert probe.r2_nonlinear(*_split(x, z), ALPHAS, n_components=200) > 0.95
+
+
+def test_noise_features_give_r2_near_zero() -> None:
+    z = _latents(0)
+    x = np.random.default_rng(2).standard_normal((len(z), 16))
+    lin = probe.r2_linear(*_split(x, z), ALPHAS)
+    nonlin = probe.r2_nonlinear(*_split(x, z), ALPHAS, n_components=200)
+    assert -0.05 < lin < 0.05
+    assert -0.05 < nonlin < 0.05
+
+
+def test_invertible_nonlinear_map_is_recovered_by_the_nonlinear_probe_only() -> None:
+    z = _latents(0, d=2)
+    # a triangular map (inverse: z2 = x2 - x1**2), then a rotation: invertible, far from linear
+    x = np.stack([z[:, 0], z[:, 1] + z[:, 0] ** 2], axis=1) @ np.array([[0.8, -0.6], [0.6, 0.8]])
+    lin = probe.r2_linear(*_split(x, z), ALPHAS)
+    nonlin = probe.r2_nonlinear(*_split(x, z), ALPHAS, n_components=200)
+    assert nonlin > 0.98
+    assert lin < 0.75
+
+
+def test_r2_ridge_matches_r2_linear_on_standardised_features() -> None:
+    z = _latents(3)
+    x = z * np.array([100.0, 0.01, 1.0, 5.0]) + 7.0
+    s_tr, s_te = probe.standardise(x[:N_TR], x[N_TR:])
+    assert np.allclose(s_tr.mean(axis=0), 0, atol=1e-9) and np.allclose(s_tr.std(axis=0), 1)
+    direct = probe.r2_ridge(s_tr, z[:N_TR], s_te, z[N_TR:], ALPHAS)
+    assert direct == pytest.approx(probe.r2_linear(*_split(x, z), ALPHAS))
+
+
+def test_one_joint_fit_over_blocks_equals_separate_fits() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((N_TR + N_TE, 6))
+    blocks = [x[:, :2] @ rng.standard_normal((2, 3)), np.sin(x[:, 2:4]), rng.standard_normal((N_TR + N_TE, 5))]
+    blocks = [b + 0.3 * rng.standard_normal(b.shape) for b in blocks]
+    joint = probe.r2_ridge_blocks(x[:N_TR], [b[:N_TR] for b in blocks], x[N_TR:], [b[N_TR:] for b in blocks], ALPHAS)
+    separate = [probe.r2_ridge(x[:N_TR], b[:N_TR], x[N_TR:], b[N_TR:], ALPHAS) for b in blocks]
+    assert joint == pytest.approx(separate, abs=1e-9)
+    assert joint[0] > 0.6 and joint[2] < 0.05  # the blocks really differ
+
+
+def test_nonlinear_features_keep_the_standardised_features() -> None:
+    x = np.random.default_rng(5).standard_normal((300, 3)) * 4 + 2
+    f_tr, f_te = probe.nonlinear_features(x[:200], x[200:], n_components=50)
+    assert f_tr.shape == (200, 53) and f_te.shape == (100, 53)
+    s_tr, _ = probe.standardise(x[:200], x[200:])
+    assert np.allclose(f_tr[:, :3], s_tr)
+
+
+def test_median_gamma_is_the_inverse_of_twice_the_median_squared_distance() -> None:
+    x = np.array([[0.0], [1.0], [3.0]])  # squared distances 1, 9, 4 -> median 4
+    assert probe.median_gamma(x) == pytest.approx(1 / 8)
+    with pytest.raises(ValueError, match="identical"):
+        probe.median_gamma(np.ones((5, 3)))
+
+
+def test_probes_are_deterministic() -> None:
+    z = _latents(6)
+    x = np.tanh(z) + 0.1 * np.random.default_rng(7).standard_normal(z.shape)
+    runs = [probe.r2_nonlinear(*_split(x, z), ALPHAS, n_components=100) for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+# ------------------------------------------------------------------ classes
+
+
+def test_class_accuracy_separable_and_chance() -> None:
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 4, N_TR + N_TE)
+    means = 3.0 * rng.standard_normal((4, 8))
+    x = means[labels] + rng.standard_normal((len(labels), 8))
+    assert probe.class_accuracy(*_split(x, labels), ALPHAS, folds=3) > 0.95
+    noise = rng.standard_normal((len(labels), 8))
+    assert abs(probe.class_accuracy(*_split(noise, labels), ALPHAS, folds=3) - 0.25) < 0.07
+
+
+# ------------------------------------------------------------------ regions
+
+
+def test_region_bounds_include_overlapping_tokens() -> None:
+    assert probe.region_bounds(4, 1) == [(0, 2), (2, 4)]
+    assert probe.region_bounds(12, 2) == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    # 3 tokens per side, 2 nodes: the middle token overlaps both halves
+    assert probe.region_bounds(3, 1) == [(0, 2), (1, 3)]
+    with pytest.raises(ValueError, match="only 2"):
+        probe.region_bounds(2, 2)
+
+
+def test_region_features_average_each_square() -> None:
+    grid, d = 4, 2
+    tokens = np.arange(3 * grid * grid * d, dtype=np.float64).reshape(3, grid * grid, d)
+    out = probe.region_features(tokens, grid, level=1)
+    assert out.shape == (3, 2, 2, d)
+    squares = tokens.reshape(3, grid, grid, d)
+    assert np.allclose(out[:, 1, 0], squares[:, 2:4, 0:2].mean(axis=(1, 2)))
+    assert np.allclose(probe.region_features(tokens, grid, 0)[:, 0, 0], probe.pooled_features(
+        np.concatenate([np.zeros((3, 1, d)), tokens], axis=1))["mean"])
+
+
+def _tokens_carrying_node_latents(level: int, grid: int, d_tok: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens (N, 1+g*g, D) where every token over node (i, j) is a mix of that node's latent."""
+    rng = np.random.default_rng(seed)
+    n_side = 2**level
+    z = rng.standard_normal((N_TR + N_TE, n_side, n_side, 3))
+    mix = rng.standard_normal((3, d_tok))
+    per_token = np.repeat(np.repeat(z, grid // n_side, axis=1), grid // n_side, axis=2) @ mix
+    per_token = per_token + 0.3 * rng.standard_normal(per_token.shape)
+    tokens = np.concatenate(
+        [rng.standard_normal((len(z), 1, d_tok)), per_token.reshape(len(z), grid * grid, d_tok)], axis=1
+    )
+    return tokens, z
+
+
+def test_region_probe_recovers_a_node_latent_that_global_pooling_hides() -> None:
+    grid, level = 8, 2
+    tokens, z = _tokens_carrying_node_latents(level, grid, d_tok=8, seed=9)
+    regions = probe.region_features(tokens[:, 1:], grid, level)
+    per_node = probe.region_r2(regions[:N_TR], z[:N_TR], regions[N_TR:], z[N_TR:], ALPHAS)
+    assert len(per_node) == 16
+    assert min(per_node) > 0.9
+    # the global mean dilutes 16 independent nodes into 8 numbers
+    pooled = probe.pooled_features(tokens)["mean"]
+    flat = probe.flatten_latent(z)
+    assert probe.r2_linear(pooled[:N_TR], flat[:N_TR], pooled[N_TR:], flat[N_TR:], ALPHAS) < 0.5
+
+
+def test_pooled_features_take_cls_and_patch_mean() -> None:
+    tokens = np.random.default_rng(10).standard_normal((5, 7, 3))
+    out = probe.pooled_features(tokens)
+    assert np.array_equal(out["cls"], tokens[:, 0])
+    assert np.allclose(out["mean"], tokens[:, 1:].mean(axis=1))
+    with pytest.raises(ValueError):
+        probe.pooled_features(tokens[:, :1])
+
+
+# ------------------------------------------------------------------ reconstruction
+
+
+def _tiny_model(norm_pix_loss: bool = False, mask_unit: int = 4) -> MaskedAutoencoder:
+    torch.manual_seed(0)
+    return MaskedAutoencoder(
+        image_size=8, channels=2, vit_patch=2, mask_unit=mask_unit, mask_ratio=0.5, embed_dim=16, depth=1,
+        num_heads=2, decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.0,
+        norm_pix_loss=norm_pix_loss,
+    ).eval()
+
+
+def test_reconstruct_masks_at_the_cell_ratio_and_pastes_visible_pixels() -> None:
+    model = _tiny_model()
+    images = np.random.default_rng(11).standard_normal((10, 2, 8, 8)).astype(np.float32)
+    mse, fig = probe.reconstruct(model, images, batch_size=4, seed=3, n_keep=6)
+    assert fig["original"].shape == fig["masked"].shape == fig["reconstruction"].shape == (6, 2, 8, 8)
+    assert fig["mask"].shape == (6, 8, 8) and fig["mask"].dtype == bool
+    assert np.array_equal(fig["original"], images[:6])
+    # 2 of 4 masking units hidden, each a 4x4 block
+    assert (fig["mask"].sum(axis=(1, 2)) == 32).all()
+    hidden = np.broadcast_to(fig["mask"][:, None], fig["original"].shape)
+    assert (fig["masked"][hidden] == 0).all()
+    assert np.array_equal(fig["masked"][~hidden], images[:6][~hidden])
+    assert np.array_equal(fig["reconstruction"][~hidden], images[:6][~hidden])
+    # the MSE is over hidden pixels only: recompute it from the figure arrays of all images
+    _, every = probe.reconstruct(model, images, batch_size=4, seed=3, n_keep=10)
+    hid = np.broadcast_to(every["mask"][:, None], images.shape)
+    manual = ((every["reconstruction"] - images)[hid] ** 2).mean()
+    assert mse == pytest.approx(float(manual), rel=1e-5)
+    # same seed, same masks; another seed, other masks
+    assert np.array_equal(probe.reconstruct(model, images, 4, 3, 6)[1]["mask"], fig["mask"])
+    assert not np.array_equal(probe.reconstruct(model, images, 4, 4, 6)[1]["mask"], fig["mask"])
+
+
+def test_pixel_prediction_undoes_the_normalised_pixel_target() -> None:
+    model = _tiny_model(norm_pix_loss=True)
+    imgs = torch.randn(3, 2, 8, 8) * 2 + 1
+    assert torch.allclose(probe.pixel_prediction(model, imgs, model.target(imgs)), model.patchify(imgs), atol=1e-4)
+    plain = _tiny_model(norm_pix_loss=False)
+    pred = torch.randn(3, 16, 8)
+    assert probe.pixel_prediction(plain, imgs, pred) is pred
+
+
+# ------------------------------------------------------------------ the step, end to end
+
+TINY = {
+    "data": {
+        "image_size": 8, "channels": 2, "depth": 2, "latent_dims": [2, 2, 2], "noise_scales": [1.0, 0.5, 0.5],
+        "class_separation": 2.0, "n_classes": 3, "pixel_noise": 0.05, "n_train": 90, "n_test": 30, "seed": 0,
+    },
+    "model": {
+        "vit_patch": 2, "embed_dim": 16, "depth": 1, "num_heads": 2, "decoder_embed_dim": 8, "decoder_depth": 1,
+        "decoder_num_heads": 2, "mlp_ratio": 2.0, "norm_pix_loss": False,
+    },
+    "train": {
+        "epochs": 1, "batch_size": 30, "base_lr": 1.5e-4, "weight_decay": 0.05, "warmup_epochs": 0.0,
+        "betas": [0.9, 0.95], "device": "cpu", "precision": "fp32", "threads": 1,
+    },
+    "probe": {
+        "pooling": "mean", "ridge_alphas": [0.1, 1.0, 10.0], "cv_folds": 3, "nystroem_components": 20,
+        "batch_size": 16, "n_recon_images": 5,
+    },
+    "grid": {"mask_ratios": [0.5], "patch_sizes": [4], "seeds": [0]},
+}
+
+
+def _tiny_dataset(with_latents: bool = True) -> Dataset:
+    """120 images 2x8x8 whose quadrant intensities carry the level-1 latents."""
+    rng = np.random.default_rng(12)
+    n = 120
+    latents = [rng.standard_normal((n, 2**lv, 2**lv, 2)).astype(np.float32) for lv in range(3)]
+    quadrant = np.repeat(np.repeat(latents[1].transpose(0, 3, 1, 2), 4, axis=2), 4, axis=3)
+    images = (quadrant + 0.1 * rng.standard_normal((n, 2, 8, 8))).astype(np.float32)
+    return Dataset(
+        images=images,
+        labels=np.arange(n) % 3,
+        is_test=np.arange(n) >= 90,
+        latents=latents if with_latents else [],
+        settings={"source": "test_probe"},
+    )
+
+
+@pytest.fixture()
+def cell(tmp_path, monkeypatch):
+    """A tiny dataset, params file and a one-epoch checkpoint, in a fresh working folder."""
+    from mae_hlvm.train import train_cell
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    save_dataset(tmp_path / "data.npz", _tiny_dataset())
+    train_cell(parse_params(copy.deepcopy(TINY)), "data.npz", 0.5, 4, 0, "models/c")
+    return tmp_path
+
+
+def _probe_argv(out: str = "out.json", recon: str = "recon.npz", data: str = "data.npz") -> list[str]:
+    return ["probe", "--params", "params.yaml", "--data", data, "--checkpoint", "models/c/checkpoint.pt",
+            "--out", out, "--recon", recon]
+
+
+def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
+    assert main(_probe_argv()) == 0
+    metrics = json.loads((cell / "out.json").read_text())
+    assert set(metrics) == {
+        "cell", "n_visible", "n_hidden", "pooling", "n_levels", "r2_linear", "r2_nonlinear", "r2_region",
+        "probe_acc", "recon_mse", "config_digest",
+    }
+    assert metrics["cell"] == {"cell_id": "r0.5_p4_s0", "mask_ratio": 0.5, "patch_size": 4, "seed": 0}
+    # 4 masking units of 2x2 tokens, half hidden
+    assert (metrics["n_visible"], metrics["n_hidden"]) == (8, 8)
+    assert metrics["pooling"] == "mean" and metrics["n_levels"] == 3
+    for key in ("r2_linear", "r2_nonlinear"):
+        assert set(metrics[key]) == {"mean", "cls"}
+        assert all(len(v) == 3 and all(isinstance(r, float) for r in v) for v in metrics[key].values())
+    assert metrics["r2_region"]["levels"][0] is None
+    assert [len(v) for v in metrics["r2_region"]["per_node"]] == [0, 4, 16]
+    assert metrics["r2_region"]["levels"][1] == pytest.approx(np.mean(metrics["r2_region"]["per_node"][1]), abs=1e-6)
+    assert set(metrics["probe_acc"]) == {"mean", "cls"} and 0 <= metrics["probe_acc"]["mean"] <= 1
+    assert metrics["recon_mse"] > 0
+    assert all(len(repr(r).split(".")[-1]) <= 6 for r in metrics["r2_linear"]["mean"])
+
+    recon = np.load(cell / "recon.npz")
+    assert sorted(recon.files) == ["mask", "masked", "original", "reconstruction"]
+    assert recon["original"].shape == (5, 2, 8, 8) and recon["mask"].shape == (5, 8, 8)
+    timing = json.loads((cell / "logs/timings/probe/r0.5_p4_s0.json").read_text())
+    assert timing["n_train"] == 90 and timing["total_s"] >= 0
+
+    assert main(_probe_argv("again.json", "again.npz")) == 0
+    assert (cell / "again.json").read_bytes() == (cell / "out.json").read_bytes()
+    assert (cell / "again.npz").read_bytes() == (cell / "recon.npz").read_bytes()
+
+
+def test_probe_step_rejects_data_without_latents(cell, capsys) -> None:
+    save_dataset(cell / "real.npz", _tiny_dataset(with_latents=False))
+    assert main(_probe_argv(data="real.npz")) == 2
+    assert "has no latents_level* arrays" in capsys.readouterr().err
+    assert not (cell / "out.json").exists() and not (cell / "recon.npz").exists()
+
+
+def test_probe_step_rejects_a_dataset_the_checkpoint_was_not_trained_on(cell, capsys) -> None:
+    other = _tiny_dataset()
+    save_dataset(cell / "other.npz", Dataset(other.images * 2, other.labels, other.is_test, other.latents, {}))
+    assert main(_probe_argv(data="other.npz")) == 2
+    assert "not the dataset this checkpoint was trained on" in capsys.readouterr().err
+    assert not (cell / "out.json").exists()
