@@ -1,0 +1,474 @@
+"""Step ``generate``: draw images from a known hierarchical latent variable model.
+
+The model is a quadtree of latent vectors laid over the image (docs/generator.md):
+level 0 is one root node for the whole image, level ``l`` has ``2**l x 2**l`` nodes,
+and each leaf (level ``D``) renders one ``b x b`` block of pixels, ``b = S / 2**D``.
+
+- Root: a class ``y`` (uniform over K) and ``z_0 = sep * m_y + s_0 * eps``.
+- Child at absolute position (l, i, j) of parent ``z``:
+  ``h = z + 0.5 * tanh(W z + b)`` (W orthogonal, so the map is a contraction-perturbed
+  identity and invertible), ``child = c_l * (Q h + s_l * eps)`` (Q orthonormal columns,
+  ``c_l`` a fixed per-level gain that gives every level unit average variance).
+- Leaf to pixels: ``pixels = g * B tanh(A z + a) + pixel_noise * eps`` with B an
+  orthonormal mix of low-frequency 2-D cosine patterns (smooth, injective).
+
+Randomness comes from three independent child streams of ``SeedSequence(seed)``:
+the fixed functions, the train samples and the test samples. So changing ``n_train``
+changes neither the functions nor the test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import DataParams, Params, ParamsError
+from .data import Dataset, save_dataset
+from .io import atomic_path
+
+log = logging.getLogger("mae_hlvm.generate")
+
+GENERATOR_VERSION = "hlvm-quadtree-1"
+
+# Fixed design constants; changing any of them changes the data, so bump GENERATOR_VERSION.
+_RESIDUAL_GAIN = 0.5  # Lipschitz constant of the residual branch: < 1 keeps the map invertible
+_CALIBRATION_SAMPLES = 2000  # samples used once to fix the per-level and pixel gains
+_PIXEL_STD = 0.4  # target per-pixel std: images then lie roughly in [-1, 1]
+_RENDER_INPUT_GAIN = 1.5  # pre-activation std of the leaf renderer, about 1: mildly nonlinear
+_STREAM_FUNCTIONS, _STREAM_TRAIN, _STREAM_TEST = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class LevelMap:
+    """The fixed parent->child maps of one level ``l >= 1``; ``g = 2**l`` nodes per side.
+
+    weight: (g, g, d_parent, d_parent) orthogonal W per child node
+    bias:   (g, g, d_parent)
+    lift:   (g, g, d_child, d_parent) Q with orthonormal columns
+    gain:   scalar c_l that normalises the level to unit average variance
+    noise:  s_l, the exogenous noise scale before the gain
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    lift: np.ndarray
+    gain: float
+    noise: float
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """The fixed leaf->pixel map shared by every leaf block of ``block x block x C`` pixels.
+
+    hidden_weight: (m, d_leaf), hidden_bias: (m,), basis: (block*block*C, m) orthonormal
+    columns of smooth patterns, laid out as (block_row, block_col, channel); gain: scalar.
+    """
+
+    hidden_weight: np.ndarray
+    hidden_bias: np.ndarray
+    basis: np.ndarray
+    gain: float
+    block: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class HierarchyFunctions:
+    """Every fixed function of the generator: drawn once from the seed's function stream."""
+
+    class_means: np.ndarray  # (K, d_0), unit-norm rows
+    root_gain: float
+    levels: list[LevelMap]  # levels[l - 1] maps level l-1 to level l
+    renderer: Renderer
+
+    def child_mean(self, level: int, parent: np.ndarray) -> np.ndarray:
+        """Noise-free children of level ``level`` from parents (N, g/2, g/2, d_p) -> (N, g, g, d_c)."""
+        lm = self.levels[level - 1]
+        return lm.gain * _lift(lm, _residual(lm, _upsample(parent)))
+
+    def invert_child(self, level: int, child: np.ndarray, iterations: int = 100) -> np.ndarray:
+        """Recover parents (N, g/2, g/2, d_p) from noise-free children (N, g, g, d_c).
+
+        Q has orthonormal columns, so ``Q^T`` undoes the lift exactly; the residual map
+        ``h = z + 0.5 tanh(W z + b)`` is undone by the fixed-point iteration
+        ``z <- h - 0.5 tanh(W z + b)``, a contraction with rate 0.5. Each child node holds
+        a full copy of its parent, so the top-left child of every parent is used.
+        """
+        lm = self.levels[level - 1]
+        h = np.einsum("nijc,ijcp->nijp", child / lm.gain, lm.lift)[:, ::2, ::2]
+        w, b = lm.weight[::2, ::2], lm.bias[::2, ::2]
+        z = h.copy()
+        for _ in range(iterations):
+            z = h - _RESIDUAL_GAIN * np.tanh(np.einsum("nijp,ijqp->nijq", z, w) + b)
+        return z
+
+    def render(self, leaves: np.ndarray) -> np.ndarray:
+        """Noise-free images (N, C, S, S) from leaf latents (N, G, G, d_leaf)."""
+        r = self.renderer
+        n, g = leaves.shape[0], leaves.shape[1]
+        hidden = np.tanh(leaves @ r.hidden_weight.T + r.hidden_bias)  # (N, G, G, m)
+        blocks = r.gain * (hidden @ r.basis.T)  # (N, G, G, b*b*C)
+        blocks = blocks.reshape(n, g, g, r.block, r.block, r.channels)
+        return blocks.transpose(0, 5, 1, 3, 2, 4).reshape(n, r.channels, g * r.block, g * r.block)
+
+
+# --------------------------------------------------------------------------- maps
+
+
+def _upsample(parent: np.ndarray) -> np.ndarray:
+    """(N, g, g, d) -> (N, 2g, 2g, d): every child node sees its own parent's vector."""
+    return parent.repeat(2, axis=1).repeat(2, axis=2)
+
+
+def _residual(lm: LevelMap, z: np.ndarray) -> np.ndarray:
+    """h = z + 0.5 tanh(W z + b) per node; z (N, g, g, d_p) -> (N, g, g, d_p)."""
+    return z + _RESIDUAL_GAIN * np.tanh(np.einsum("nijp,ijqp->nijq", z, lm.weight) + lm.bias)
+
+
+def _lift(lm: LevelMap, h: np.ndarray) -> np.ndarray:
+    """Q h per node; (N, g, g, d_p) -> (N, g, g, d_c)."""
+    return np.einsum("nijp,ijcp->nijc", h, lm.lift)
+
+
+def _orthonormal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Random matrices (..., rows, cols), rows >= cols, with orthonormal columns (Haar)."""
+    q, r = np.linalg.qr(rng.standard_normal(shape))
+    # Sign fix makes the draw uniform (Haar) rather than biased by the QR convention.
+    return q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+
+
+def _cosine_basis(block: int, channels: int) -> np.ndarray:
+    """Orthonormal 2-D DCT-II patterns x channel, lowest frequency first: (b*b*C, b*b*C).
+
+    Row index is (block_row, block_col, channel) flattened; column k is the k-th smoothest
+    pattern, ordered by total frequency u + v, then u, then channel.
+    """
+    x = np.arange(block)
+    freq = np.arange(block)
+    dct = np.cos(np.pi * (x[:, None] + 0.5) * freq[None, :] / block)  # (b, b): pixel x freq
+    dct /= np.linalg.norm(dct, axis=0, keepdims=True)
+    order = sorted(
+        ((u, v, c) for u in range(block) for v in range(block) for c in range(channels)),
+        key=lambda t: (t[0] + t[1], t[0], t[2]),
+    )
+    eye = np.eye(channels)
+    cols = [np.einsum("i,j,c->ijc", dct[:, u], dct[:, v], eye[c]).ravel() for u, v, c in order]
+    return np.stack(cols, axis=1)
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def _check_renderable(data: DataParams) -> tuple[int, int]:
+    """(block side b, hidden units m); the leaf->pixel map must be injective."""
+    block = data.image_size // 2**data.depth
+    n_pixels = block * block * data.channels
+    d_leaf = data.latent_dims[-1]
+    if d_leaf > n_pixels:
+        raise ParamsError(
+            f"data.latent_dims[{data.depth}]={d_leaf}: a leaf block has only {block}x{block}x"
+            f"{data.channels}={n_pixels} pixel values, too few to encode it injectively; "
+            "lower the leaf dimension, the depth, or raise image_size"
+        )
+    return block, min(n_pixels, 2 * d_leaf)
+
+
+def _draw_level(rng: np.random.Generator, level: int, d_parent: int, d_child: int, noise: float) -> LevelMap:
+    """Raw (gain 1) maps of one level: per absolute child node, W, b and Q."""
+    g = 2**level
+    weight = _orthonormal(rng, (g, g, d_parent, d_parent))
+    bias = 0.5 * rng.standard_normal((g, g, d_parent))
+    lift = _orthonormal(rng, (g, g, d_child, d_parent))
+    return LevelMap(weight, bias, lift, 1.0, noise)
+
+
+def _draw_renderer(rng: np.random.Generator, data: DataParams) -> Renderer:
+    block, hidden = _check_renderable(data)
+    d_leaf = data.latent_dims[-1]
+    hidden_weight = _RENDER_INPUT_GAIN * _orthonormal(rng, (hidden, d_leaf))
+    hidden_bias = 0.5 * rng.standard_normal(hidden)
+    # A random rotation of exactly the m smoothest patterns: as smooth as possible, full rank.
+    mix = _orthonormal(rng, (hidden, hidden))
+    basis = _cosine_basis(block, data.channels)[:, :hidden] @ mix
+    return Renderer(hidden_weight, hidden_bias, basis, 1.0, block, data.channels)
+
+
+def _unit_gain(x: np.ndarray, what: str) -> float:
+    std = float(x.std())
+    if not std > 0:
+        raise ParamsError(f"data: {what} has zero variance; raise noise_scales or class_separation")
+    return 1.0 / std
+
+
+def draw_functions(data: DataParams) -> HierarchyFunctions:
+    """Draw every fixed function from the seed's function stream and calibrate the gains.
+
+    The gains are fixed once on ``_CALIBRATION_SAMPLES`` draws from the same stream, so
+    they do not depend on n_train or n_test.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(data.seed).spawn(3)[_STREAM_FUNCTIONS])
+    d = data.latent_dims
+    means = rng.standard_normal((data.n_classes, d[0]))
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    raw_levels = [
+        _draw_level(rng, level, d[level - 1], d[level], data.noise_scales[level])
+        for level in range(1, data.depth + 1)
+    ]
+    renderer = _draw_renderer(rng, data)
+
+    labels = rng.integers(data.n_classes, size=_CALIBRATION_SAMPLES)
+    root_raw = _root_raw(data, means, labels, rng)
+    root_gain = _unit_gain(root_raw, "the root latent")
+    z = root_gain * root_raw
+    levels = []
+    for raw in raw_levels:
+        child = _lift(raw, _residual(raw, _upsample(z))) + raw.noise * rng.standard_normal(
+            (z.shape[0], 2 * z.shape[1], 2 * z.shape[2], raw.lift.shape[2])
+        )
+        gain = _unit_gain(child, f"level {len(levels) + 1}")
+        levels.append(LevelMap(raw.weight, raw.bias, raw.lift, gain, raw.noise))
+        z = gain * child
+    partial = HierarchyFunctions(means, root_gain, levels, renderer)
+    pixel_gain = _PIXEL_STD * _unit_gain(partial.render(z), "the rendered pixels")
+    renderer = Renderer(
+        renderer.hidden_weight, renderer.hidden_bias, renderer.basis, pixel_gain, renderer.block, renderer.channels
+    )
+    return HierarchyFunctions(means, root_gain, levels, renderer)
+
+
+def _root_raw(data: DataParams, means: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """z_0 before the gain: (N, 1, 1, d_0) = sep * m_y + s_0 * eps."""
+    eps = rng.standard_normal((labels.shape[0], means.shape[1]))
+    z0 = data.class_separation * means[labels] + data.noise_scales[0] * eps
+    return z0[:, None, None, :]
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample(
+    fns: HierarchyFunctions, data: DataParams, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Draw n samples: images (N, C, S, S), labels (N,), latents [(N, 2**l, 2**l, d_l)]."""
+    labels = rng.integers(data.n_classes, size=n)
+    z = fns.root_gain * _root_raw(data, fns.class_means, labels, rng)
+    latents = [z]
+    for level, lm in enumerate(fns.levels, start=1):
+        mean = fns.child_mean(level, z)
+        z = mean + lm.gain * lm.noise * rng.standard_normal(mean.shape)
+        latents.append(z)
+    clean = fns.render(z)
+    images = clean + data.pixel_noise * rng.standard_normal(clean.shape)
+    return images, labels, latents
+
+
+def generate_dataset(data: DataParams) -> Dataset:
+    """The synthetic dataset of ``data``: n_train train rows, then n_test test rows."""
+    fns = draw_functions(data)
+    streams = np.random.SeedSequence(data.seed).spawn(3)
+    parts = [
+        sample(fns, data, n, np.random.default_rng(streams[stream]))
+        for n, stream in ((data.n_train, _STREAM_TRAIN), (data.n_test, _STREAM_TEST))
+    ]
+    images = np.concatenate([p[0] for p in parts]).astype(np.float32)
+    labels = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    latents = [np.concatenate([p[2][lv] for p in parts]).astype(np.float32) for lv in range(data.depth + 1)]
+    is_test = np.arange(len(labels)) >= data.n_train
+    settings = {**data.model_dump(mode="json"), "generator_version": GENERATOR_VERSION}
+    return Dataset(images=images, labels=labels, is_test=is_test, latents=latents, settings=settings)
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def _r2(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Variance-weighted R^2 over all output columns: 1 - SSE / SST."""
+    sse = float(((truth - pred) ** 2).sum())
+    sst = float(((truth - truth.mean(axis=0)) ** 2).sum())
+    return 1.0 - sse / sst
+
+
+def _linear_fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray) -> np.ndarray:
+    """Least squares with intercept, fitted on train, applied to test."""
+    ones_tr, ones_te = np.ones((len(x_tr), 1)), np.ones((len(x_te), 1))
+    coef, *_ = np.linalg.lstsq(np.hstack([x_tr, ones_tr]), y_tr, rcond=None)
+    return np.hstack([x_te, ones_te]) @ coef
+
+
+def parent_r2(ds: Dataset, level: int) -> float:
+    """Test R^2 of level ``level`` predicted linearly from its parent, one fit per node.
+
+    High means the level adds little new information; ``1 - R^2`` is roughly the share of
+    the level's variance that is its own exogenous noise (or nonlinearity).
+    """
+    tr, te = ~ds.is_test, ds.is_test
+    parent = _upsample(ds.latents[level - 1].astype(np.float64))
+    child = ds.latents[level].astype(np.float64)
+    g = child.shape[1]
+    truth, pred = [], []
+    for i in range(g):
+        for j in range(g):
+            p, c = parent[:, i, j], child[:, i, j]
+            pred.append(_linear_fit_predict(p[tr], c[tr], p[te]))
+            truth.append(c[te])
+    return _r2(np.hstack(truth), np.hstack(pred))
+
+
+_RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # times the mean eigenvalue of the Gram matrix
+
+
+def _ridge_fit_predict(x_tr: np.ndarray, targets: list[np.ndarray], x_te: np.ndarray) -> list[np.ndarray]:
+    """Ridge with intercept per target group; alpha picked on the last quarter of train.
+
+    x_tr (N, F), targets [(N, T_k)], x_te (M, F) -> [(M, T_k)]. Each group gets its own
+    alpha from ``_RIDGE_ALPHAS``, then is refitted on all of train. One eigendecomposition
+    of the (F, F) Gram matrix serves every alpha and group, which keeps pixels cheap.
+    """
+    n_fit = (3 * len(x_tr)) // 4
+    fit_mean = x_tr[:n_fit].mean(axis=0)
+    fit_centred = x_tr[:n_fit] - fit_mean
+    evals, evecs = np.linalg.eigh(fit_centred.T @ fit_centred)
+    unit = max(float(evals.mean()), 1e-12)
+    val_proj = (x_tr[n_fit:] - fit_mean) @ evecs  # (V, F)
+
+    def pick_alpha(y: np.ndarray) -> float:
+        y_mean = y[:n_fit].mean(axis=0)
+        proj_xty = evecs.T @ (fit_centred.T @ (y[:n_fit] - y_mean))  # (F, T)
+
+        def val_error(alpha: float) -> float:
+            pred = val_proj @ (proj_xty / (evals + alpha * unit)[:, None]) + y_mean
+            return float(((pred - y[n_fit:]) ** 2).sum())
+
+        return min(_RIDGE_ALPHAS, key=val_error)
+
+    x_mean = x_tr.mean(axis=0)
+    centred = x_tr - x_mean
+    gram = centred.T @ centred
+    preds = []
+    for y in targets:
+        # Same penalty per sample as in selection: the full train set is larger than the fit split.
+        penalty = pick_alpha(y) * unit * len(x_tr) / n_fit
+        y_mean = y.mean(axis=0)
+        coef = np.linalg.solve(gram + penalty * np.eye(len(gram)), centred.T @ (y - y_mean))
+        preds.append((x_te - x_mean) @ coef + y_mean)
+    return preds
+
+
+def pixel_r2(ds: Dataset) -> dict[str, float]:
+    """Test R^2 of every level's latents (N, g*g*d) from the raw pixels (N, C*S*S), by ridge."""
+    x = ds.images.reshape(len(ds.images), -1).astype(np.float64)
+    ys = [z.reshape(len(x), -1).astype(np.float64) for z in ds.latents]
+    tr, te = ~ds.is_test, ds.is_test
+    preds = _ridge_fit_predict(x[tr], [y[tr] for y in ys], x[te])
+    return {str(level): _r2(y[te], pred) for level, (y, pred) in enumerate(zip(ys, preds))}
+
+
+def class_accuracy(x: np.ndarray, ds: Dataset) -> float:
+    """Test accuracy of linear discriminant analysis (shrinkage) from features x (N, ...).
+
+    LDA is the Bayes classifier for the root latent (Gaussian classes, shared covariance)
+    and, unlike an iterative logistic fit, stays fast on thousands of pixels.
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    x = x.reshape(len(x), -1).astype(np.float64)
+    tr, te = ~ds.is_test, ds.is_test
+    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x[tr], ds.labels[tr])
+    return float(lda.score(x[te], ds.labels[te]))
+
+
+def level_diagnostics(ds: Dataset) -> dict[str, Any]:
+    """How distinguishable the levels are, measured on the data (train fit, test score).
+
+    Returns {"parent_r2": {l: R^2 of z_l from z_{l-1}} for l >= 1,
+             "pixel_r2": {l: ridge R^2 of z_l from all pixels} for every l,
+             "class_acc_root": LDA accuracy of y from z_0,
+             "class_acc_pixels": LDA accuracy of y from all pixels,
+             "class_chance": 1 / K}.
+    """
+    from threadpoolctl import threadpool_limits
+
+    depth = len(ds.latents) - 1
+    # One BLAS thread: multi-threaded eigh is many times slower when jobs share the cores.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return {
+            "parent_r2": {str(lv): parent_r2(ds, lv) for lv in range(1, depth + 1)},
+            "pixel_r2": pixel_r2(ds),
+            "class_acc_root": class_accuracy(ds.latents[0], ds),
+            "class_acc_pixels": class_accuracy(ds.images, ds),
+            "class_chance": 1.0 / ds.n_classes,
+        }
+
+
+# --------------------------------------------------------------------------- figure
+
+
+def _to_rgb(images: np.ndarray) -> np.ndarray:
+    """(N, C, S, S) -> (N, S, S, 3) in [0, 1]: first three channels, grey for C = 1.
+
+    The 1st..99th percentile range maps to [0, 1] (clipped) so rare extremes do not wash
+    out the contrast.
+    """
+    lo, hi = (float(v) for v in np.percentile(images, [1, 99]))
+    scaled = np.clip((images - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(images)
+    if scaled.shape[1] == 1:
+        scaled = np.repeat(scaled, 3, axis=1)
+    elif scaled.shape[1] == 2:
+        scaled = np.concatenate([scaled, np.zeros_like(scaled[:, :1])], axis=1)
+    return scaled[:, :3].transpose(0, 2, 3, 1)
+
+
+def write_figure(path: str | Path, ds: Dataset, per_class: int = 8) -> None:
+    """A PNG grid, one row per class, of its first ``per_class`` images; byte-stable."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = range(ds.n_classes)
+    fig, axes = plt.subplots(
+        len(classes), per_class, figsize=(per_class * 0.8, len(classes) * 0.8), squeeze=False
+    )
+    rgb = _to_rgb(ds.images)
+    for k in classes:
+        rows = np.flatnonzero(ds.labels == k)[:per_class]
+        for col, ax in enumerate(axes[k]):
+            ax.set_axis_off()
+            if col < len(rows):
+                ax.imshow(rgb[rows[col]], interpolation="nearest")
+        axes[k][0].text(-0.1, 0.5, f"y={k}", transform=axes[k][0].transAxes, ha="right", va="center", fontsize=7)
+    fig.suptitle("synthetic images: one row per class", fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- step
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    """Generate the dataset of ``params.data`` to ``args.out``; optional example figure."""
+    start = time.perf_counter()
+    data = params.data
+    log.info(
+        "generating %d train + %d test images, %dx%dx%d, depth %d, latent dims %s",
+        data.n_train, data.n_test, data.channels, data.image_size, data.image_size, data.depth, data.latent_dims,
+    )
+    ds = generate_dataset(data)
+    log.info(
+        "drew %d images in %.2f s (pixel mean %.3f, std %.3f, range [%.2f, %.2f])",
+        len(ds.images), time.perf_counter() - start, ds.images.mean(), ds.images.std(),
+        ds.images.min(), ds.images.max(),
+    )
+    save_dataset(args.out, ds)
+    log.info("wrote %s", args.out)
+    if getattr(args, "figure", None):
+        write_figure(args.figure, ds)
+        log.info("wrote %s", args.figure)
+    log.info("generate done in %.2f s", time.perf_counter() - start)
