@@ -94,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.log)
     try:
         params = load_params(args.params)
-        importlib.import_module(STEPS[args.step][0]).run(params, args)
+        from .pipeline import step_hooks
+
+        # Rewrites the stage's params file if stale, and records a receipt for dvc commit
+        # when Snakemake ran the step (README: "Snakemake and DVC together").
+        with step_hooks(args.step, params, sys.argv[1:] if argv is None else argv):
+            importlib.import_module(STEPS[args.step][0]).run(params, args)
     except (ParamsError, ArtifactError) as err:
         log.error("error: %s", err)
         return 2

