@@ -12,6 +12,8 @@ from mae_hlvm.config import ParamsError, load_params
 
 try:
     P = load_params("params.yaml")
+    # dvc.yaml's stage set follows real.enabled / real.sweep: never let the two DAGs differ
+    pipeline.check_dvc_yaml(P)
 except ParamsError as err:
     # one line, before any job; the traceback would only bury it
     raise SystemExit(f"error: {err}") from None
@@ -131,3 +133,96 @@ rule figures:
         mem_mb=2000,
     shell:
         pipeline.smk_shell("figures")
+
+
+# ----------------------------------------------------------------------------- real track
+# Built only when real.enabled; one train/evaluate rule per sweep (A, B, or G for the
+# full grid), named like DVC's stages. Run it alone with
+# `snakemake $(python -m mae_hlvm.pipeline real-targets)`.
+
+REAL = set(pipeline.active_stages(P)) - set(pipeline.STAGES)
+
+if "prepare_real" in REAL:
+
+    rule prepare_real:
+        input:
+            pipeline.smk_inputs("prepare_real", P),
+        output:
+            pipeline.smk_outputs("prepare_real"),
+        log:
+            pipeline.smk_log("prepare_real"),
+        params:
+            reads=pipeline.STAGE_PARAMS["prepare_real"],
+        threads: 1
+        resources:
+            mem_mb=3000,
+        shell:
+            pipeline.smk_shell("prepare_real")
+
+
+for _stage in sorted(s for s in REAL if s.startswith("train_real_")):
+
+    rule:
+        name:
+            _stage
+        input:
+            pipeline.smk_inputs(_stage, P),
+        output:
+            pipeline.smk_outputs(_stage),
+        log:
+            pipeline.smk_log(_stage),
+        params:
+            reads=pipeline.STAGE_PARAMS[_stage],
+            cmd=pipeline.smk_command(_stage),
+        threads: P.train.threads
+        resources:
+            gpu=GPU_TRAIN,
+            mem_mb=4000,
+        shell:
+            # not pipeline.smk_shell(_stage): the shell is evaluated late, after the loop
+            "{params.cmd}"
+
+
+for _stage in sorted(s for s in REAL if s.startswith("evaluate_real_")):
+
+    rule:
+        name:
+            _stage
+        input:
+            pipeline.smk_inputs(_stage, P),
+        output:
+            pipeline.smk_outputs(_stage),
+        log:
+            pipeline.smk_log(_stage),
+        params:
+            reads=pipeline.STAGE_PARAMS[_stage],
+            cmd=pipeline.smk_command(_stage),
+        threads: P.train.threads
+        resources:
+            mem_mb=4000,
+        shell:
+            # not pipeline.smk_shell(_stage): the shell is evaluated late, after the loop
+            "{params.cmd}"
+
+
+if "report_real" in REAL:
+
+    rule report_real:
+        input:
+            pipeline.smk_inputs("report_real", P),
+        output:
+            [
+                report(path, caption=f"report/{pipeline.figure_stem(path)}.rst", category="Real images")
+                if path.endswith(".png")
+                else path
+                for path in pipeline.smk_outputs("report_real")
+            ],
+        log:
+            pipeline.smk_log("report_real"),
+        params:
+            reads=pipeline.STAGE_PARAMS["report_real"],
+        threads: P.train.threads
+        resources:
+            mem_mb=4000,
+        shell:
+            pipeline.smk_shell("report_real")

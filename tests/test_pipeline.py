@@ -75,6 +75,18 @@ def edit_params(root: Path, **changes: object) -> None:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+# The real track on sklearn digits at 8x8: Sweep A = ratios 0.25, 0.5 at unit 4; Sweep B =
+# unit 4 at ratio 0.5 (the cell A shares). Same stage set as the default params (sweep AB,
+# a bundled dataset), so the committed dvc.yaml still applies.
+TINY_REAL = dict(
+    real__dataset="digits", real__image_size=8, real__fit="resize", real__n_train=64, real__n_test=40,
+    real__vit_patch=2, real__mask_ratios=[0.25, 0.5], real__mask_units=[4], real__sweep_a_unit=4,
+    real__sweep_b_ratio=0.5, real__seeds=[0], real__epochs=1, real__batch_size=32, real__probe_epochs=2,
+    real__knn_k=3, real__n_eval_images=2, real__tsne_points=12,
+)
+TINY_REAL_JOBS = {"train_real_A@0.25-0", "train_real_A@0.5-0", "train_real_B@4-0"}
+
+
 def tiny_params(root: Path) -> None:
     """A grid small enough to run end to end in seconds per job on 2 cores."""
     edit_params(
@@ -86,6 +98,7 @@ def tiny_params(root: Path) -> None:
         train__epochs=1, train__batch_size=32, train__threads=1, train__device="cpu",
         probe__cv_folds=2, probe__nystroem_components=16, probe__batch_size=64, probe__n_recon_images=2,
         grid__mask_ratios=[0.25, 0.5], grid__patch_sizes=[2], grid__seeds=[0],
+        **TINY_REAL,
     )
 
 
@@ -180,7 +193,7 @@ def tracked_outputs(root: Path) -> list[str]:
 
 
 def test_committed_dvc_yaml_is_the_generated_one():
-    assert (REPO / "dvc.yaml").read_text() == pipeline.dvc_yaml(), (
+    assert (REPO / "dvc.yaml").read_text() == pipeline.dvc_yaml(load_params(REPO / "params.yaml")), (
         "dvc.yaml is stale: python -m mae_hlvm.pipeline dvc-yaml > dvc.yaml"
     )
 
@@ -274,7 +287,12 @@ def test_receipt_written_for_canonical_command_only_and_invalidated_by_edits(tmp
 
 def test_drift_default_grid_same_outputs_and_commands():
     sm, dv = snakemake_jobs(REPO), dvc_jobs(REPO)
-    assert len(dv) == 3 + 2 * len(pipeline.grid_cells(load_params(REPO / "params.yaml")))
+    params = load_params(REPO / "params.yaml")
+    real = params.real
+    assert real.enabled and real.sweep == "AB", "the default params run both real sweeps"
+    # prepare + report, and train + evaluate per cell of each sweep (the shared cell twice)
+    n_real = 2 + 2 * len(real.seeds) * (len(real.mask_ratios) + len(real.mask_units))
+    assert len(dv) == 3 + 2 * len(pipeline.grid_cells(params)) + n_real
     assert sm == dv
 
 
@@ -284,7 +302,8 @@ def test_drift_edited_grid_same_outputs_and_commands(tmp_path):
     edit_params(root, grid__mask_ratios=[0.3, 0.6], grid__patch_sizes=[4], grid__seeds=[5, 6])
     sm, dv = snakemake_jobs(root), dvc_jobs(root)
     assert ("models/r0.3_p4_s5/checkpoint.pt", "models/r0.3_p4_s5/train_log.csv") in dv
-    assert len(dv) == 3 + 2 * 4
+    n_real = len(pipeline.instances(load_params(root / "params.yaml"))) - 3 - 2 * 4
+    assert len(dv) == 3 + 2 * 4 + n_real
     assert sm == dv
 
 
@@ -311,15 +330,25 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     sh(root, "dvc", "repro")
     assert_agree_up_to_date(root)
 
-    # a value every cell reads: every cell reruns in both tools, generate does not
+    # a value every cell reads (of both tracks): every cell reruns in both tools, the data do not
     edit_params(root, train__weight_decay=0.04)
     cells = ["0.25-2-0", "0.5-2-0", "0.75-2-0"]
-    want = {f"{s}@{c}" for s in ("train", "probe") for c in cells} | {"aggregate", "figures"}
-    assert dvc_stale(root) == {f"train@{c}" for c in cells} | {"figures"}  # params read directly
+    real = TINY_REAL_JOBS | {j.replace("train_", "evaluate_") for j in TINY_REAL_JOBS} | {"report_real"}
+    want = {f"{s}@{c}" for s in ("train", "probe") for c in cells} | {"aggregate", "figures"} | real
+    assert dvc_stale(root) == {f"train@{c}" for c in cells} | {"figures"} | TINY_REAL_JOBS  # params read directly
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)
     sh(root, "snakemake", "--cores", "2")
     assert_agree_up_to_date(root)
+
+    # a key only the real report reads: that one stage, in both tools
+    edit_params(root, real__tsne_points=10)
+    assert dvc_stale(root) == dvc_would_run(root) == {"report_real"}
+    assert snakemake_plan(root) == {"report_real": 1}
+    sh(root, "snakemake", "--cores", "2")
+    assert_agree_up_to_date(root)
+    # the cell both real sweeps train: two processes, one set of bytes
+    assert filecmp.cmp(root / "models_real/A/r0.5_p4_s0/checkpoint.pt", root / "models_real/B/r0.5_p4_s0/checkpoint.pt", shallow=False)
 
     # full replay: push, fresh clone, pull restores every artifact byte for byte
     commit(root, "results")
@@ -332,12 +361,17 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     assert dvc_stale(clone) == set()
     sh(clone, sys.executable, "-m", "mae_hlvm.sync")
     assert_agree_up_to_date(clone)
+    assert any(rel.startswith("results/real/") for rel in tracked_outputs(root)), "the real track must be replayed too"
 
 
 @pytest.mark.slow
 def test_dvc_then_snakemake_sequences_and_locks(tmp_path):
     root = copy_repo(tmp_path / "repo")
     tiny_params(root)
+    # the real track switched off (it runs in the test above): dvc.yaml regenerated without it
+    edit_params(root, real__enabled=False)
+    (root / "dvc.yaml").write_text(sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml").stdout)
+    assert "real" not in (root / "dvc.yaml").read_text().split("stages:")[1]
     init_repo(root)
 
     # DVC runs everything; Snakemake's mtime view agrees without any sync

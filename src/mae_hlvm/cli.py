@@ -44,6 +44,37 @@ def _probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recon", required=True, help="reconstructions of fixed test images (.npz)")
 
 
+def _prepare_real_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=paths.REAL_DATA)
+
+
+def _real_cell_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sweep", choices=["A", "B", "G"], required=True, help="the sweep the cell is trained for")
+    p.add_argument("--mask-ratio", type=float, required=True)
+    p.add_argument("--mask-unit", type=int, required=True, help="masking unit in pixels")
+    p.add_argument("--seed", type=int, required=True)
+
+
+def _train_real_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=paths.REAL_DATA)
+    _real_cell_args(p)
+    p.add_argument("--out-dir", required=True, help="folder for checkpoint.pt and train_log.csv")
+
+
+def _evaluate_real_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=paths.REAL_DATA)
+    p.add_argument("--sweep", choices=["A", "B", "G"], required=True, help="the sweep the cell is trained for")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="the cell's Table 1 and Fig. 5 numbers (.json)")
+
+
+def _report_real_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=paths.REAL_DATA)
+    p.add_argument("--cells-dir", default=paths.REAL_CELLS_DIR)
+    p.add_argument("--models-dir", default=paths.REAL_MODELS_DIR)
+    p.add_argument("--out-dir", default=paths.REAL_RESULTS_DIR, help="tables here, figures in its figures/")
+
+
 def _aggregate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-csv", default=paths.METRICS_CSV)
     p.add_argument("--out-json", default=paths.METRICS_JSON)
@@ -63,6 +94,11 @@ STEPS = {
     "probe": ("mae_hlvm.probe", "probe one cell's features against the true latents", _probe_args),
     "aggregate": ("mae_hlvm.aggregate", "collect every cell into results/metrics.*", _aggregate_args),
     "figures": ("mae_hlvm.figures", "render the figures under results/figures", _figures_args),
+    # the real-image track (docs/real_track.md); "module:function" names a runner other than run
+    "prepare-real": ("mae_hlvm.realdata:run_prepare", "convert the real images into data/real.npz", _prepare_real_args),
+    "train-real": ("mae_hlvm.train_real", "pretrain the MAE of one real-track cell", _train_real_args),
+    "evaluate-real": ("mae_hlvm.evaluate:run_evaluate", "Table 1 and Fig. 5 numbers of one real cell", _evaluate_real_args),
+    "report-real": ("mae_hlvm.evaluate:run_report", "Table 1 and Figs. 5 to 8 under results/real", _report_real_args),
 }
 
 
@@ -99,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         # Rewrites the stage's params file if stale, and records a receipt for dvc commit
         # when Snakemake ran the step (README: "Snakemake and DVC together").
         with step_hooks(args.step, params, sys.argv[1:] if argv is None else argv):
-            importlib.import_module(STEPS[args.step][0]).run(params, args)
+            module, _, function = STEPS[args.step][0].partition(":")
+            getattr(importlib.import_module(module), function or "run")(params, args)
     except (ParamsError, ArtifactError) as err:
         log.error("error: %s", err)
         return 2

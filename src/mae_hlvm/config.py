@@ -2,8 +2,8 @@
 
 Every step of the pipeline, the Snakefile and the test suite load parameters through
 :func:`load_params`, so a bad edit stops everything with the same one-line message
-before any job runs. The config is flat and typed (nanoGPT style): five sections and a
-grid. Cross-field rules (a masking unit that does not tile the image, a cell that keeps
+before any job runs. The config is flat and typed (nanoGPT style): five sections, a
+grid and the optional real-image track (``real:``). Cross-field rules (a masking unit that does not tile the image, a cell that keeps
 no visible token) are checked here too, because they are properties of the params, not
 of a run.
 """
@@ -11,6 +11,7 @@ of a run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from pathlib import Path
@@ -182,12 +183,157 @@ class GridParams(_Section):
         return v
 
 
+class RealParams(_Section):
+    """The ``real:`` section of params.yaml (the real-image track, docs/real_track.md).
+
+    Absent or ``enabled: false``: the track is off in both tools.
+    """
+
+    enabled: bool
+    dataset: Literal["mnist", "digits", "folder", "npz"]
+    path: str  # folder or .npz for the user's own data; ignored (may be "") for mnist/digits
+    image_size: int = Field(gt=0)
+    channels: Literal[1, 3]
+    fit: Literal["pad", "resize"]
+    n_train: int = Field(gt=0)
+    n_test: int = Field(gt=0)
+    split_seed: int = Field(ge=0)
+    vit_patch: int = Field(gt=0)  # replaces model.vit_patch for this track; other widths are shared
+    sweep: Literal["A", "B", "AB", "grid"]
+    mask_ratios: list[float]
+    mask_units: list[int]
+    sweep_a_unit: int = Field(gt=0)
+    sweep_b_ratio: float
+    seeds: list[int]
+    epochs: int = Field(gt=0)  # replaces train.epochs for this track
+    base_lr: float = Field(gt=0)  # replaces train.base_lr (scaled by batch_size / 256)
+    batch_size: int = Field(gt=0)  # replaces train.batch_size; the rest of train: is shared
+    probe_epochs: int = Field(gt=0)
+    knn_k: int = Field(gt=0)
+    n_eval_images: int = Field(gt=0)  # test images shown in the attention grids
+    tsne_points: int = Field(ge=10, le=1000)
+    eval_seed: int = Field(ge=0)  # seeds the shifted test sets, the probe and t-SNE
+
+    @field_validator("mask_ratios")
+    @classmethod
+    def _ratios_open_unit(cls, v: list[float]) -> list[float]:
+        for i, r in enumerate(v):
+            if not 0 < r < 1:
+                raise ValueError(f"[{i}]={r}: a masking ratio must be in (0, 1)")
+        return v
+
+    @field_validator("sweep_b_ratio")
+    @classmethod
+    def _ratio_open_unit(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise ValueError("a masking ratio must be in (0, 1)")
+        return v
+
+    @field_validator("mask_units", "seeds")
+    @classmethod
+    def _nonneg(cls, v: list[int], info: Any) -> list[int]:
+        low = 1 if info.field_name == "mask_units" else 0
+        for i, x in enumerate(v):
+            if x < low:
+                raise ValueError(f"[{i}]={x}: must be >= {low}")
+        return v
+
+    @field_validator("mask_ratios", "mask_units", "seeds")
+    @classmethod
+    def _distinct(cls, v: list[Any]) -> list[Any]:
+        if not v:
+            raise ValueError("must list at least one value")
+        for i, x in enumerate(v):
+            if x in v[:i]:
+                raise ValueError(f"[{i}]={x}: repeated value")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RealParams:
+        if self.dataset in ("folder", "npz") and not self.path:
+            raise ValueError(f"path={self.path!r}: dataset {self.dataset!r} needs a path to the data")
+        if self.fit == "pad" and self.dataset == "mnist" and self.image_size < 28:
+            raise ValueError(f"image_size={self.image_size}: fit 'pad' cannot shrink 28x28 MNIST; use fit 'resize'")
+        size, vit = self.image_size, self.vit_patch
+        if size % vit:
+            raise ValueError(f"vit_patch={vit}: must divide image_size={size}")
+        for name, unit in self._named_units():
+            if unit % vit:
+                raise ValueError(f"{name}={unit}: a masking unit must be a multiple of vit_patch={vit}")
+            if size % unit:
+                raise ValueError(f"{name}={unit}: a masking unit must divide image_size={size}")
+        for ratio, unit in cell_pairs(self):
+            n_vis, n_hid = unit_counts(size, unit, ratio)
+            if n_vis == 0 or n_hid == 0:
+                raise ValueError(
+                    f"sweep={self.sweep!r} cell mask_ratio={ratio}, mask_unit={unit}: keeps {n_vis} visible and {n_hid} hidden "
+                    f"of {(size // unit) ** 2} masking units; each needs at least one"
+                )
+        return self
+
+    def _named_units(self) -> list[tuple[str, int]]:
+        named = [(f"mask_units[{i}]", u) for i, u in enumerate(self.mask_units)]
+        return named + [("sweep_a_unit", self.sweep_a_unit)]
+
+
+def cell_pairs(real: RealParams) -> list[tuple[float, int]]:
+    """(mask_ratio, mask_unit) of every cell of the chosen sweep, in a fixed order.
+
+    A: every ratio at ``sweep_a_unit``; B: every unit at ``sweep_b_ratio``; AB: A then
+    the B cells A lacks (the paper's two sweeps); grid: every ratio x every unit.
+    """
+    sweep_a = [(r, real.sweep_a_unit) for r in real.mask_ratios]
+    sweep_b = [(real.sweep_b_ratio, u) for u in real.mask_units]
+    if real.sweep == "A":
+        return sweep_a
+    if real.sweep == "B":
+        return sweep_b
+    if real.sweep == "AB":
+        return sweep_a + [c for c in sweep_b if c not in sweep_a]
+    return list(itertools.product(real.mask_ratios, real.mask_units))
+
+
+def real_cells(real: RealParams) -> list[tuple[float, int, int]]:
+    """(mask_ratio, mask_unit, seed) of every real-track training run."""
+    return [(r, u, s) for r, u in cell_pairs(real) for s in real.seeds]
+
+
+
+# Sweep letters as pipeline stages see them: a sweep = one product of params lists, so
+# DVC's ``matrix:`` can express it (A: ratios x seeds, B: units x seeds, G: the full grid).
+SWEEPS_OF = {"A": ("A",), "B": ("B",), "AB": ("A", "B"), "grid": ("G",)}
+
+
+def real_sweeps(real: RealParams) -> tuple[str, ...]:
+    """The sweep letters ``real.sweep`` trains: AB -> (A, B); grid -> (G,)."""
+    return SWEEPS_OF[real.sweep]
+
+
+def real_sweep_cells(real: RealParams) -> dict[str, list[tuple[float, int, int]]]:
+    """{sweep letter: [(mask_ratio, mask_unit, seed), ...]} in DVC's matrix order.
+
+    Unlike :func:`real_cells`, the cell both sweeps share is listed (and trained) once
+    per sweep: DVC's matrix is a plain product and cannot leave one item out.
+    """
+    out: dict[str, list[tuple[float, int, int]]] = {}
+    for sweep in real_sweeps(real):
+        if sweep == "A":
+            out[sweep] = [(r, real.sweep_a_unit, s) for r, s in itertools.product(real.mask_ratios, real.seeds)]
+        elif sweep == "B":
+            out[sweep] = [(real.sweep_b_ratio, u, s) for u, s in itertools.product(real.mask_units, real.seeds)]
+        else:
+            out[sweep] = list(itertools.product(real.mask_ratios, real.mask_units, real.seeds))
+    return out
+
+
 class Params(_Section):
     data: DataParams
     model: ModelParams
     train: TrainParams
     probe: ProbeParams
     grid: GridParams
+    # optional so that params files written before the real track stay valid (track off)
+    real: RealParams | None = None
 
     @model_validator(mode="after")
     def _cells_feasible(self) -> Params:
@@ -208,6 +354,11 @@ class Params(_Section):
                         f"{n_hid} hidden of {(size // p) ** 2} masking units; each needs at least one"
                     )
         return self
+
+
+def real_enabled(params: Params) -> bool:
+    """Whether the real-image track runs: a ``real:`` section with ``enabled: true``."""
+    return params.real is not None and params.real.enabled
 
 
 def unit_counts(image_size: int, patch_size: int, mask_ratio: float) -> tuple[int, int]:

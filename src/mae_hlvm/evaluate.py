@@ -248,11 +248,26 @@ def _paper_row(sweep: str, ratio: float, unit: int, vit_patch: int) -> tuple[flo
     return None
 
 
+def sweep_part(df: pd.DataFrame, sweep: str, *, sweep_a_unit: int, sweep_b_ratio: float) -> pd.DataFrame:
+    """The rows of ``df`` on Sweep A (unit ``sweep_a_unit``) or B (ratio ``sweep_b_ratio``).
+
+    Rows tagged with the sweep they were trained for (column ``sweep_tag``: A, B, or G
+    for the full grid) only count for their own sweep, so the cell both sweeps share is
+    not counted twice; untagged and grid rows count wherever they lie.
+    """
+    on = df.mask_unit == sweep_a_unit if sweep == "A" else np.isclose(df.mask_ratio, sweep_b_ratio)
+    if "sweep_tag" in df:
+        tag = df.sweep_tag
+        on &= tag.isna() | tag.isin([sweep, "G"])
+    return df[on]
+
+
 def _cells_frame(cell_results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per trained cell: its keys and our top-1 numbers."""
     rows = []
     for res in cell_results:
         row = {k: res[k] for k in ("mask_ratio", "mask_unit", "vit_patch", "seed")}
+        row["sweep_tag"] = res.get("sweep")
         row.update({f"ours {name}": res["linear_cls"][name] for name in TEST_SETS})
         row["ours clean mean-pool"] = res["linear_mean"]["clean"]
         row["ours clean k-NN"] = res["knn_cls"]["clean"]
@@ -268,7 +283,7 @@ def table1_frame(cell_results: Sequence[dict[str, Any]], *, sweep_a_unit: int, s
     cells = _cells_frame(cell_results)
     rows = []
     for sweep in ("A", "B"):
-        part = cells[cells.mask_unit == sweep_a_unit] if sweep == "A" else cells[np.isclose(cells.mask_ratio, sweep_b_ratio)]
+        part = sweep_part(cells, sweep, sweep_a_unit=sweep_a_unit, sweep_b_ratio=sweep_b_ratio)
         for (ratio, unit, vit), group in part.groupby(["mask_ratio", "mask_unit", "vit_patch"], sort=True):
             row: dict[str, Any] = {"sweep": sweep, "mask_ratio": ratio, "mask_unit": unit, "vit_patch": vit, "n_seeds": len(group)}
             for col in OURS_COLUMNS:
@@ -387,7 +402,8 @@ def table1_render(
 ) -> pd.DataFrame:
     """Write table1.csv, table1.md, table1.tex and table1_rank.json under ``out_dir``.
 
-    cell_results: :func:`table1_cell` outputs (any number of seeds per cell).
+    cell_results: :func:`table1_cell` outputs (any number of seeds per cell), each
+    optionally with ``sweep`` (A, B or G) naming the sweep it was trained for.
     Returns the table (one row per sweep cell, ours and the paper's columns).
     """
     if not cell_results:
@@ -497,15 +513,17 @@ def plot_recon_quality(
     """Fig. 5: SSIM, PSNR, -MSE against masking ratio (top) and masking unit (bottom).
 
     df: one row per cell and seed with mask_ratio, mask_unit, ssim, psnr, neg_mse
-    (:func:`recon_quality_cell` outputs). Error bars: sd over seeds. Writes PNG + PDF.
+    (:func:`recon_quality_cell` outputs), optionally ``sweep_tag`` (:func:`sweep_part`).
+    Error bars: sd over seeds. Writes PNG + PDF.
     """
     import seaborn as sns
 
     fig = Figure(figsize=(11, 6.5), layout="constrained")
     axes = fig.subplots(2, len(RECON_METRICS))
+    where = {"sweep_a_unit": sweep_a_unit, "sweep_b_ratio": sweep_b_ratio}
     sweeps = (
-        ("mask_ratio", df[df.mask_unit == sweep_a_unit], f"Sweep A: masking unit {sweep_a_unit}"),
-        ("mask_unit", df[np.isclose(df.mask_ratio, sweep_b_ratio)], f"Sweep B: masking ratio {sweep_b_ratio:g}"),
+        ("mask_ratio", sweep_part(df, "A", **where), f"Sweep A: masking unit {sweep_a_unit}"),
+        ("mask_unit", sweep_part(df, "B", **where), f"Sweep B: masking ratio {sweep_b_ratio:g}"),
     )
     for row, (x, part, title) in enumerate(sweeps):
         for col, (metric, label) in enumerate(RECON_METRICS):
@@ -699,3 +717,95 @@ def tsne_figure(
     fig.suptitle(f"t-SNE of test features ({pooling} token), coloured by class (Fig. 8 analogue)", fontsize=10)
     written = save_figure(fig, out_stem)
     return {"n_points": n, "pooling": pooling, "cells": summary, "files": [str(w) for w in written]}
+
+
+# ------------------------------------------------------------------ pipeline steps
+# ``evaluate-real`` (one cell) and ``report-real`` (every cell). Each reads its params
+# inside its own function: tests/test_real_track.py checks them against
+# mae_hlvm.pipeline.STAGE_PARAMS.
+
+
+def _step_device(params: Any) -> str:
+    """CPU threads from ``train.threads``; CUDA when ``train.device`` asks for it or ``auto`` finds it."""
+    torch.set_num_threads(params.train.threads)
+    want = params.train.device
+    return "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def run_evaluate(params: Any, args: Any) -> None:
+    """One cell: Table 1 numbers and Fig. 5 reconstruction quality -> ``args.out`` (JSON)."""
+    from .data import load_dataset
+    from .train import load_checkpoint
+
+    real = params.real
+    device = _step_device(params)
+    model, meta = load_checkpoint(args.checkpoint, device)
+    ds = load_dataset(args.data)
+    seed = int(meta["cell"]["seed"])
+    table1 = table1_cell(
+        model, ds, cell_seed=seed, probe_epochs=real.probe_epochs, knn_k=real.knn_k, eval_seed=real.eval_seed
+    )
+    recon = recon_quality_cell(model, ds, cell_seed=seed)
+    write_json(args.out, {
+        "sweep": args.sweep,
+        "cell_id": meta["cell"]["cell_id"],
+        "checkpoint_weights_sha256": meta["weights_sha256"],
+        "table1": {**table1, "sweep": args.sweep},
+        "recon_quality": {**recon, "sweep": args.sweep},
+    })
+
+
+def figure_cells(sweep_cells: dict[str, list[tuple[float, int, int]]], seed: int) -> list[tuple[str, float, int]]:
+    """(sweep, ratio, unit) of the cells shown in Figs. 6 to 8: one seed, each (ratio, unit) once.
+
+    A cell both sweeps train is byte-identical in both (same params, same seed), so it is
+    shown once, from the first sweep listing it.
+    """
+    out, seen = [], set()
+    for sweep, cells in sweep_cells.items():
+        for ratio, unit, s in cells:
+            if s == seed and (ratio, unit) not in seen:
+                seen.add((ratio, unit))
+                out.append((sweep, ratio, unit))
+    return out
+
+
+def run_report(params: Any, args: Any) -> None:
+    """Table 1 and Figs. 5 to 8 over every current cell of the real track."""
+    from . import paths
+    from .config import cell_id, real_sweep_cells
+    from .data import load_dataset
+    from .io import ArtifactError, read_json
+    from .train import load_checkpoint
+
+    real = params.real
+    device = _step_device(params)
+    where = {"sweep_a_unit": real.sweep_a_unit, "sweep_b_ratio": real.sweep_b_ratio}
+    sweep_cells = real_sweep_cells(real)
+    # only the cells of the current params: files of cells dropped from params.yaml are ignored
+    results = [
+        read_json(Path(args.cells_dir) / sweep / f"{cell_id(r, u, s)}.json")
+        for sweep, cells in sweep_cells.items() for r, u, s in cells
+    ]
+    out_dir, fig_dir = Path(args.out_dir), Path(args.out_dir) / "figures"
+    table1_render([res["table1"] for res in results], out_dir, **where)
+    recon = pd.DataFrame([res["recon_quality"] for res in results]).rename(columns={"sweep": "sweep_tag"})
+    plot_recon_quality(recon, fig_dir / "fig5_recon_quality", **where)
+
+    ds = load_dataset(args.data)
+    evaluated = {(res["sweep"], res["cell_id"]): res["checkpoint_weights_sha256"] for res in results}
+    models = []
+    for sweep, ratio, unit in figure_cells(sweep_cells, real.seeds[0]):
+        cell = cell_id(ratio, unit, real.seeds[0])
+        model, meta = load_checkpoint(Path(args.models_dir) / sweep / cell / "checkpoint.pt", device)
+        # the cell JSONs are this step's recorded deps: only the weights they evaluated may be shown
+        if meta["weights_sha256"] != evaluated[(sweep, cell)]:
+            raise ArtifactError(f"{args.models_dir}/{sweep}/{cell}: checkpoint differs from the one its cell JSON evaluated; rerun evaluate-real")
+        models.append((f"r{ratio:g} u{unit}", model))
+    attention = attention_grid(models, ds, fig_dir, n_images=real.n_eval_images)
+    tsne = tsne_figure(models, ds, fig_dir / "fig8_tsne", n_points=real.tsne_points, seed=real.eval_seed)
+    write_json(out_dir / Path(paths.REAL_FIGURES_JSON).name, {
+        "seed_shown": real.seeds[0],
+        "attention": {k: v for k, v in attention.items() if k != "files"},
+        "tsne": {k: v for k, v in tsne.items() if k != "files"},
+    })

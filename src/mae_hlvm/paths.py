@@ -50,3 +50,34 @@ def timing(step: str, cell: str) -> str:
 
 def log(step: str, name: str) -> str:
     return f"{LOGS_DIR}/{step}/{name}.log"
+
+
+# ---------------------------------------------------------------- the real-image track
+# Its models live outside MODELS_DIR: the synthetic figures stage depends on that whole
+# folder in DVC, and real checkpoints must not make it stale.
+REAL_DATA = "data/real.npz"
+REAL_MODELS_DIR = "models_real"
+REAL_RESULTS_DIR = "results/real"
+REAL_CELLS_DIR = "results/real/cells"
+REAL_FIGURES_DIR = "results/real/figures"
+REAL_TABLE_STEM = "results/real/table1"  # .csv, .md, .tex
+REAL_RANK_JSON = "results/real/table1_rank.json"
+REAL_FIGURES_JSON = "results/real/figures_summary.json"
+
+
+def real_model_dir(sweep: str, cell: str) -> str:
+    """``sweep``: A, B or G (grid); the same cell trained for two sweeps has two folders."""
+    return f"{REAL_MODELS_DIR}/{sweep}/{cell}"
+
+
+def real_checkpoint(sweep: str, cell: str) -> str:
+    return f"{REAL_MODELS_DIR}/{sweep}/{cell}/checkpoint.pt"
+
+
+def real_train_log(sweep: str, cell: str) -> str:
+    return f"{REAL_MODELS_DIR}/{sweep}/{cell}/train_log.csv"
+
+
+def real_cell_json(sweep: str, cell: str) -> str:
+    """One cell's Table 1 and Fig. 5 numbers."""
+    return f"{REAL_CELLS_DIR}/{sweep}/{cell}.json"

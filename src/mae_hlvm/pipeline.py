@@ -21,6 +21,16 @@ How the two tools agree (README, "Snakemake and DVC together"):
   write keeps mtimes in order; after ``dvc pull``/``dvc checkout`` run
   ``python -m mae_hlvm.sync`` (``make sync``).
 
+The real-image track (docs/real_track.md) adds ``prepare_real``, one ``train_real_<S>``
+and ``evaluate_real_<S>`` per sweep S and ``report_real``. DVC's ``matrix:`` is a plain
+product of params lists, so each sweep is its own product: A = ratios x seeds at
+``real.sweep_a_unit``, B = units x seeds at ``real.sweep_b_ratio``, G (``sweep: grid``) =
+ratios x units x seeds; the cell A and B share is trained once per sweep, into its own
+folder (the runs are byte-identical). Which stages exist depends on ``real.enabled``,
+``real.sweep`` and, for a user's folder or .npz, ``real.path`` (a dep): dvc.yaml is
+generated for the current params, and :func:`check_dvc_yaml` stops the Snakefile and
+every DVC-run step with one line when it is stale.
+
 Nothing here imports torch: the Snakefile imports this module at parse time.
 """
 
@@ -43,11 +53,51 @@ from typing import Any
 import yaml
 
 from . import paths
-from .config import Params, ParamsError, digest, load_params
+from .config import Params, ParamsError, digest, load_params, real_enabled, real_sweep_cells, real_sweeps
 from .io import ArtifactError, dumps_json, read_json, write_json, write_text
 
-STAGES = ("generate", "train", "probe", "aggregate", "figures")
-CELL_STAGES = ("train", "probe")
+STAGES = ("generate", "train", "probe", "aggregate", "figures")  # the synthetic track
+REAL_SWEEP_LETTERS = ("A", "B", "G")
+REAL_STAGES = (
+    ("prepare_real",)
+    + tuple(f"train_real_{s}" for s in REAL_SWEEP_LETTERS)
+    + tuple(f"evaluate_real_{s}" for s in REAL_SWEEP_LETTERS)
+    + ("report_real",)
+)
+CELL_STAGES = ("train", "probe") + tuple(f"{k}_real_{s}" for k in ("train", "evaluate") for s in REAL_SWEEP_LETTERS)
+
+# The CLI step each stage runs (cli.STEPS) and the module holding its code (for code deps).
+STAGE_STEP = {
+    **{s: s for s in STAGES},
+    "prepare_real": "prepare-real",
+    **{f"train_real_{s}": "train-real" for s in REAL_SWEEP_LETTERS},
+    **{f"evaluate_real_{s}": "evaluate-real" for s in REAL_SWEEP_LETTERS},
+    "report_real": "report-real",
+}
+STAGE_MODULE = {
+    **{s: s for s in STAGES},
+    "prepare_real": "realdata",
+    **{f"train_real_{s}": "train_real" for s in REAL_SWEEP_LETTERS},
+    **{f"evaluate_real_{s}": "evaluate" for s in REAL_SWEEP_LETTERS},
+    "report_real": "evaluate",
+}
+
+# realdata.DATA_KEYS (a test checks they agree); spelled out so the Snakefile never imports numpy
+REAL_DATA_PARAMS = tuple(
+    f"real.{k}" for k in ("dataset", "path", "image_size", "channels", "fit", "n_train", "n_test", "split_seed")
+)
+# train_cell records the whole resolved model/train sections, but real.* overrides these:
+REAL_TRAIN_PARAMS = (
+    tuple(f"model.{k}" for k in ("embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_depth",
+                                 "decoder_num_heads", "mlp_ratio", "norm_pix_loss"))
+    + tuple(f"train.{k}" for k in ("weight_decay", "warmup_epochs", "betas", "device", "precision", "threads"))
+    + ("real.vit_patch", "real.epochs", "real.base_lr", "real.batch_size")
+)
+REAL_EVALUATE_PARAMS = ("real.probe_epochs", "real.knn_k", "real.eval_seed", "train.threads", "train.device")
+REAL_REPORT_PARAMS = (
+    "real.sweep", "real.mask_ratios", "real.mask_units", "real.sweep_a_unit", "real.sweep_b_ratio", "real.seeds",
+    "real.n_eval_images", "real.tsne_points", "real.eval_seed", "train.threads", "train.device",
+)
 
 # The params keys each step reads: a section name takes the whole section, "a.b" one key.
 # Editing a key reruns exactly the stages listing it (in both tools).
@@ -59,11 +109,17 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "aggregate": ("data.depth", "probe.pooling", "grid"),
     # every figure is stamped with the digest of the whole params file
     "figures": ("data", "model", "train", "probe", "grid"),
+    "prepare_real": REAL_DATA_PARAMS,
+    **{f"train_real_{s}": REAL_TRAIN_PARAMS for s in REAL_SWEEP_LETTERS},
+    **{f"evaluate_real_{s}": REAL_EVALUATE_PARAMS for s in REAL_SWEEP_LETTERS},
+    "report_real": REAL_REPORT_PARAMS,
 }
 
 # Files written by the figures step (each as .png and .pdf); examples.png comes from generate.
 FIGURE_NAMES = ("r2_vs_ratio", "root_r2_heatmap", "reconstructions", "loss_curves", "region_r2")
 EXAMPLES_PNG = f"{paths.FIGURES_DIR}/examples.png"
+# Written by report_real under paths.REAL_FIGURES_DIR (each as .png and .pdf).
+REAL_FIGURE_NAMES = ("fig5_recon_quality", "fig6_cls_attention", "fig7_token_attention", "fig8_tsne")
 
 PACKAGE = "mae_hlvm"
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -79,6 +135,17 @@ DVC_ITEM = {"mask_ratio": "${item.mask_ratio}", "patch_size": "${item.patch_size
 SMK_PATH = {"mask_ratio": "{mask_ratio}", "patch_size": "{patch_size}", "seed": "{seed}"}
 SMK_SHELL = {k: f"{{wildcards.{k}}}" for k in SMK_PATH}
 MATRIX = {"mask_ratio": "${grid.mask_ratios}", "patch_size": "${grid.patch_sizes}", "seed": "${grid.seeds}"}
+# Per real sweep: its matrix, and the cell fields as DVC spells them (the fixed one from params).
+REAL_MATRIX = {
+    "A": {"mask_ratio": "${real.mask_ratios}", "seed": "${real.seeds}"},
+    "B": {"mask_unit": "${real.mask_units}", "seed": "${real.seeds}"},
+    "G": {"mask_ratio": "${real.mask_ratios}", "mask_unit": "${real.mask_units}", "seed": "${real.seeds}"},
+}
+REAL_DVC_ITEM = {
+    "A": {"mask_ratio": "${item.mask_ratio}", "patch_size": "${real.sweep_a_unit}", "seed": "${item.seed}"},
+    "B": {"mask_ratio": "${real.sweep_b_ratio}", "patch_size": "${item.mask_unit}", "seed": "${item.seed}"},
+    "G": {"mask_ratio": "${item.mask_ratio}", "patch_size": "${item.mask_unit}", "seed": "${item.seed}"},
+}
 
 
 @dataclass(frozen=True)
@@ -90,7 +157,7 @@ class Out:
     cache: bool = True
 
 
-Fields = dict[str, str]  # mask_ratio, patch_size, seed as they are spelled in paths
+Fields = dict[str, str]  # mask_ratio, patch_size (the masking unit), seed as spelled in paths
 
 
 # ----------------------------------------------------------------------------- cells
@@ -112,11 +179,52 @@ def grid_cells(params: Params) -> list[Fields]:
     return [cell_fields(r, p, s) for r, p, s in itertools.product(g.mask_ratios, g.patch_sizes, g.seeds)]
 
 
+def sweep_of(stage: str) -> str | None:
+    """The real sweep letter of a real cell stage (``train_real_B`` -> B), else None."""
+    return stage[-1] if stage in CELL_STAGES and "_real_" in stage else None
+
+
 def dvc_stage_name(stage: str, f: Fields | None = None) -> str:
-    """DVC's name of one stage instance: ``train@0.75-4-0`` for a cell stage."""
-    if stage in CELL_STAGES:
-        return f"{stage}@{f['mask_ratio']}-{f['patch_size']}-{f['seed']}"
-    return stage
+    """DVC's name of one stage instance: its matrix values joined, ``train@0.75-4-0``.
+
+    Real sweeps vary fewer fields: ``train_real_A@0.75-0`` (ratio, seed), ``train_real_B@8-0``
+    (unit, seed), ``train_real_G@0.75-8-0``.
+    """
+    if stage not in CELL_STAGES:
+        return stage
+    sweep = sweep_of(stage)
+    keys = MATRIX if sweep is None else REAL_MATRIX[sweep]
+    field = {"mask_ratio": "mask_ratio", "patch_size": "patch_size", "mask_unit": "patch_size", "seed": "seed"}
+    return f"{stage}@" + "-".join(f[field[k]] for k in keys)
+
+
+def active_stages(params: Params) -> tuple[str, ...]:
+    """The stages the current params run: the synthetic track, then the real one if enabled."""
+    if not real_enabled(params):
+        return STAGES
+    sweeps = real_sweeps(params.real)
+    return (
+        STAGES
+        + ("prepare_real",)
+        + tuple(f"train_real_{s}" for s in sweeps)
+        + tuple(f"evaluate_real_{s}" for s in sweeps)
+        + ("report_real",)
+    )
+
+
+def stage_cells(stage: str, params: Params) -> list[Fields | None]:
+    """The instances of a stage: every cell of its matrix, or [None] for a single stage."""
+    if stage not in CELL_STAGES:
+        return [None]
+    sweep = sweep_of(stage)
+    if sweep is None:
+        return grid_cells(params)
+    return [cell_fields(r, u, s) for r, u, s in real_sweep_cells(params.real)[sweep]]
+
+
+def instances(params: Params) -> list[tuple[str, Fields | None]]:
+    """(stage, fields) of every job of the current params, in stage order."""
+    return [(stage, f) for stage in active_stages(params) for f in stage_cells(stage, params)]
 
 
 # ----------------------------------------------------------------------------- stages
@@ -144,7 +252,32 @@ def command(stage: str, f: Fields | None = None) -> str:
         return f"{base} --out-csv {paths.METRICS_CSV} --out-json {paths.METRICS_JSON} --log {log_path(stage)}"
     if stage == "figures":
         return f"{base} --metrics {paths.METRICS_CSV} --out-dir {paths.FIGURES_DIR} --log {log_path(stage)}"
-    raise KeyError(stage)
+    return _real_command(stage, f)
+
+
+def _real_command(stage: str, f: Fields | None) -> str:
+    if stage not in STAGE_STEP:
+        raise KeyError(stage)
+    base = f"python -m {PACKAGE} {STAGE_STEP[stage]}"
+    sweep = sweep_of(stage)
+    if stage == "prepare_real":
+        return f"{base} --out {paths.REAL_DATA} --log {log_path(stage)}"
+    if stage == "report_real":
+        return (
+            f"{base} --data {paths.REAL_DATA} --cells-dir {paths.REAL_CELLS_DIR} --models-dir {paths.REAL_MODELS_DIR} "
+            f"--out-dir {paths.REAL_RESULTS_DIR} --log {log_path(stage)}"
+        )
+    cell = cell_name(f)
+    if stage.startswith("train_real_"):
+        return (
+            f"{base} --data {paths.REAL_DATA} --sweep {sweep} --mask-ratio {f['mask_ratio']} "
+            f"--mask-unit {f['patch_size']} --seed {f['seed']} --out-dir {paths.real_model_dir(sweep, cell)} "
+            f"--log {log_path(stage, f)}"
+        )
+    return (
+        f"{base} --data {paths.REAL_DATA} --sweep {sweep} --checkpoint {paths.real_checkpoint(sweep, cell)} "
+        f"--out {paths.real_cell_json(sweep, cell)} --log {log_path(stage, f)}"
+    )
 
 
 def log_path(stage: str, f: Fields | None = None) -> str:
@@ -170,11 +303,57 @@ def outputs(stage: str, f: Fields | None = None) -> list[Out]:
             outs.append(Out(f"{paths.FIGURES_DIR}/{name}.png", "plots", cache=False))
             outs.append(Out(f"{paths.FIGURES_DIR}/{name}.pdf", cache=False))
         return outs
+    return _real_outputs(stage, f)
+
+
+def _real_outputs(stage: str, f: Fields | None) -> list[Out]:
+    sweep = sweep_of(stage)
+    if stage == "prepare_real":
+        return [Out(paths.REAL_DATA)]
+    if stage == "report_real":
+        tables = [
+            Out(f"{paths.REAL_TABLE_STEM}.csv", "plots", cache=False),
+            Out(f"{paths.REAL_TABLE_STEM}.md", cache=False),
+            Out(f"{paths.REAL_TABLE_STEM}.tex", cache=False),
+            Out(paths.REAL_RANK_JSON, "metrics", cache=False),
+            Out(paths.REAL_FIGURES_JSON, "metrics", cache=False),
+        ]
+        figures = []
+        for name in REAL_FIGURE_NAMES:
+            figures.append(Out(f"{paths.REAL_FIGURES_DIR}/{name}.png", "plots", cache=False))
+            figures.append(Out(f"{paths.REAL_FIGURES_DIR}/{name}.pdf", cache=False))
+        return tables + figures
+    if stage.startswith("train_real_"):
+        cell = cell_name(f)
+        return [Out(paths.real_checkpoint(sweep, cell)), Out(paths.real_train_log(sweep, cell))]
+    if stage.startswith("evaluate_real_"):
+        return [Out(paths.real_cell_json(sweep, cell_name(f)), "metrics", cache=False)]
     raise KeyError(stage)
 
 
-def input_files(stage: str, f: Fields | None = None, cells: Sequence[Fields] = ()) -> list[str]:
-    """The artifact files a stage reads (not code, not params); ``cells``: the grid's cells."""
+def user_data_deps(params: Params | None) -> list[str]:
+    """The user's own real data (folder or .npz), a dep of ``prepare_real``; [] for mnist/digits."""
+    if params is None or params.real is None or params.real.dataset not in ("folder", "npz"):
+        return []
+    return [os.path.normpath(params.real.path)]
+
+
+def input_files(stage: str, f: Fields | None = None, params: Params | None = None) -> list[str]:
+    """The artifact files a stage reads (not code, not params); ``params`` for stages reading every cell."""
+    cells = grid_cells(params) if params is not None else []
+    if stage == "prepare_real":
+        return user_data_deps(params)
+    if stage.startswith(("train_real_",)):
+        return [paths.REAL_DATA]
+    if stage.startswith("evaluate_real_"):
+        return [paths.REAL_DATA, paths.real_checkpoint(sweep_of(stage), cell_name(f))]
+    if stage == "report_real":
+        # The report also loads the first seed's checkpoints, but each cell JSON records the
+        # weights hash it evaluated and the report refuses any other weights: the JSONs pin
+        # the checkpoints. (A dir dep on models_real would also see the .gitignore files DVC
+        # writes beside cached outputs, and go stale after every `dvc commit`.)
+        jobs = [(sweep_of(s), c) for s in active_stages(params) if s.startswith("train_real_") for c in stage_cells(s, params)]
+        return [paths.REAL_DATA] + [paths.real_cell_json(sweep, cell_name(c)) for sweep, c in jobs]
     if stage == "generate":
         return []
     if stage == "train":
@@ -192,14 +371,24 @@ def input_files(stage: str, f: Fields | None = None, cells: Sequence[Fields] = (
     raise KeyError(stage)
 
 
-def dvc_input_deps(stage: str) -> list[str]:
+def dvc_item(stage: str) -> Fields | None:
+    """A cell stage's fields as DVC interpolates them; None for a single stage."""
+    if stage not in CELL_STAGES:
+        return None
+    sweep = sweep_of(stage)
+    return DVC_ITEM if sweep is None else REAL_DVC_ITEM[sweep]
+
+
+def dvc_input_deps(stage: str, params: Params) -> list[str]:
     """Artifact deps in dvc.yaml. A stage reading every cell depends on the folder:
     DVC links a folder dep to the stage outputs inside it (matrix deps cannot be listed)."""
     if stage == "aggregate":
         return [paths.CELLS_DIR]
     if stage == "figures":
         return [paths.METRICS_CSV, paths.CELLS_DIR, paths.MODELS_DIR]
-    return input_files(stage, DVC_ITEM)
+    if stage == "report_real":
+        return [paths.REAL_DATA, paths.REAL_CELLS_DIR]
+    return input_files(stage, dvc_item(stage), params)
 
 
 def _imports_of(module: str) -> set[str]:
@@ -229,7 +418,7 @@ def code_deps(stage: str) -> list[str]:
     A step module that does not exist yet is still listed, so the missing file is the error.
     """
     seen: set[str] = set()
-    todo = [stage]
+    todo = [STAGE_MODULE.get(stage, stage)]
     while todo:
         mod = todo.pop()
         if mod in seen or mod in NOT_CODE_DEPS:
@@ -248,12 +437,25 @@ def smk_outputs(stage: str) -> list[str]:
 def smk_inputs(stage: str, params: Params) -> list[str]:
     """A rule's inputs: artifacts, then the stage's code and params file (mtime triggers)."""
     f = SMK_PATH if stage in CELL_STAGES else None
-    return input_files(stage, f, grid_cells(params)) + code_deps(stage) + [params_file(stage)]
+    return input_files(stage, f, params) + code_deps(stage) + [params_file(stage)]
 
 
 def smk_shell(stage: str) -> str:
     """The rule's shell: :func:`command` with wildcards, so it resolves to DVC's cmd."""
     return command(stage, SMK_SHELL if stage in CELL_STAGES else None)
+
+
+def smk_command(stage: str):  # noqa: ANN201 - a Snakemake params function
+    """A rule's ``params`` function giving the job's resolved :func:`command`.
+
+    For rules defined in a loop: Snakemake evaluates a ``shell:`` expression when the job
+    runs, so a loop variable in it would name the last stage of the loop.
+    """
+
+    def resolved(wildcards: Any) -> str:
+        return command(stage, {k: str(wildcards[k]) for k in SMK_PATH} if stage in CELL_STAGES else None)
+
+    return resolved
 
 
 def smk_log(stage: str) -> str:
@@ -266,12 +468,13 @@ def figure_stem(path: str) -> str:
 
 
 def all_outputs(params: Params) -> list[str]:
-    """Every output of the grid: the target of ``rule all``."""
-    out = []
-    for stage in STAGES:
-        for f in grid_cells(params) if stage in CELL_STAGES else [None]:
-            out.extend(o.path for o in outputs(stage, f))
-    return out
+    """Every output of the current params' jobs: the target of ``rule all``."""
+    return [o.path for stage, f in instances(params) for o in outputs(stage, f)]
+
+
+def real_outputs(params: Params) -> list[str]:
+    """Every output of the real track (``snakemake <these>`` runs it alone); [] when off."""
+    return [o.path for stage, f in instances(params) if stage not in STAGES for o in outputs(stage, f)]
 
 
 # ----------------------------------------------------------------------------- params
@@ -306,8 +509,8 @@ def write_params_file(params: Params, stage: str) -> bool:
 
 
 def write_params_files(params: Params) -> list[str]:
-    """All stages' params files (Snakefile parse time); returns the stages rewritten."""
-    return [s for s in STAGES if write_params_file(params, s)]
+    """The active stages' params files (Snakefile parse time); returns the stages rewritten."""
+    return [s for s in active_stages(params) if write_params_file(params, s)]
 
 
 # ----------------------------------------------------------------------------- dvc.yaml
@@ -320,23 +523,48 @@ def _dvc_outs(outs: list[Out]) -> dict[str, list[Any]]:
     return groups
 
 
-def dvc_stage(stage: str) -> dict[str, Any]:
-    f = DVC_ITEM if stage in CELL_STAGES else None
+def dvc_stage(stage: str, params: Params) -> dict[str, Any]:
+    f = dvc_item(stage)
     spec: dict[str, Any] = {}
     if stage in CELL_STAGES:
-        spec["matrix"] = dict(MATRIX)
+        sweep = sweep_of(stage)
+        spec["matrix"] = dict(MATRIX if sweep is None else REAL_MATRIX[sweep])
     spec["cmd"] = command(stage, f)
-    spec["deps"] = code_deps(stage) + dvc_input_deps(stage)
+    spec["deps"] = code_deps(stage) + dvc_input_deps(stage, params)
     spec["params"] = list(STAGE_PARAMS[stage])
     spec.update(_dvc_outs(outputs(stage, f)))
     return spec
 
 
-def dvc_yaml() -> str:
-    """The text of dvc.yaml (committed; tests/test_pipeline.py checks it is current)."""
-    header = "# Generated by `python -m mae_hlvm.pipeline dvc-yaml > dvc.yaml`; do not edit.\n"
-    body = {"stages": {s: dvc_stage(s) for s in STAGES}}
+DVC_YAML_HEADER = "# Generated by `python -m mae_hlvm.pipeline dvc-yaml > dvc.yaml`; do not edit.\n"
+
+
+def dvc_yaml(params: Params) -> str:
+    """The text of dvc.yaml for ``params`` (committed; tests/test_pipeline.py checks it is current).
+
+    Only ``real.enabled``, ``real.sweep`` and a user's data path change it: every other
+    value reaches DVC through ``${...}`` interpolation of params.yaml.
+    """
+    header = DVC_YAML_HEADER
+    if real_enabled(params):
+        header += f"# real-image track on: sweep {params.real.sweep}\n"
+    else:
+        header += "# real-image track off (real.enabled)\n"
+    body = {"stages": {s: dvc_stage(s, params) for s in active_stages(params)}}
     return header + yaml.safe_dump(body, sort_keys=False, width=1000)
+
+
+def check_dvc_yaml(params: Params, path: str | Path = "dvc.yaml") -> None:
+    """Raise one ParamsError line when ``path`` is not the dvc.yaml of ``params``; no file: fine."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return
+    if text != dvc_yaml(params):
+        raise ParamsError(
+            f"{path} is stale for params.yaml (real.enabled, real.sweep or the real data path changed, "
+            "or the pipeline code did): regenerate it with `make dvc-yaml`"
+        )
 
 
 # ----------------------------------------------------------------------------- receipts
@@ -361,10 +589,9 @@ def _sha256(path: str, memo: dict[tuple[str, int, int], str] | None = None) -> s
 
 def _instance(stage: str, params: Params, f: Fields | None) -> dict[str, Any]:
     """What a valid receipt must match: params digest, input and output file hashes."""
-    cells = grid_cells(params)
     return {
         "params": digest(stage_params(params, stage)),
-        "deps": sorted(code_deps(stage) + input_files(stage, f, cells)),
+        "deps": sorted(code_deps(stage) + input_files(stage, f, params)),
         "outs": sorted(o.path for o in outputs(stage, f)),
     }
 
@@ -383,12 +610,12 @@ def receipt_path(name: str) -> str:
     return f"{RECEIPTS_DIR}/{name}.json"
 
 
-def _canonical_fields(step: str, params: Params, argv: Sequence[str]) -> Fields | None | bool:
-    """The grid cell whose stage command is exactly ``argv`` (None: not a cell stage), else False."""
-    for f in grid_cells(params) if step in CELL_STAGES else [None]:
-        if list(argv) == shlex.split(command(step, f))[3:]:
-            return f
-    return False
+def _canonical_job(step: str, params: Params, argv: Sequence[str]) -> tuple[str, Fields | None] | None:
+    """The (stage, cell) of the current params whose command is exactly ``argv``, else None."""
+    for stage, f in instances(params):
+        if STAGE_STEP[stage] == step and list(argv) == shlex.split(command(stage, f))[3:]:
+            return stage, f
+    return None
 
 
 @contextlib.contextmanager
@@ -396,26 +623,27 @@ def step_hooks(step: str, params: Params, argv: Sequence[str]) -> Iterator[None]
     """Wrap one CLI step (cli.py): params file before it runs, a receipt after it succeeds.
 
     ``argv``: the step's arguments after ``python -m mae_hlvm``. Only the canonical
-    stage command gets a receipt, and none under DVC (DVC records its own runs).
+    stage command gets a receipt, and none under DVC (DVC records its own runs). Under
+    DVC a stale dvc.yaml (the stage set no longer that of params.yaml) stops the step.
     """
-    if step in STAGES:
-        write_params_file(params, step)
+    stages = [s for s in active_stages(params) if STAGE_STEP[s] == step]
+    if stages and os.environ.get("DVC_STAGE"):
+        check_dvc_yaml(params)
+    for stage in stages:
+        write_params_file(params, stage)
     yield
-    if step not in STAGES or os.environ.get("DVC_STAGE"):
+    if not stages or os.environ.get("DVC_STAGE"):
         return
-    f = _canonical_fields(step, params, argv)
-    if f is False:
+    job = _canonical_job(step, params, argv)
+    if job is None:
         return
-    rec = _receipt(step, params, f)
+    rec = _receipt(job[0], params, job[1])
     write_json(receipt_path(rec["stage"]), rec)
 
 
 def _valid_receipts(params: Params) -> tuple[list[str], list[Path]]:
     """(stage names whose receipts still match the tree, receipt files to delete)."""
-    current: dict[str, tuple[str, Fields | None]] = {}
-    for stage in STAGES:
-        for f in grid_cells(params) if stage in CELL_STAGES else [None]:
-            current[dvc_stage_name(stage, f)] = (stage, f)
+    current = {dvc_stage_name(stage, f): (stage, f) for stage, f in instances(params)}
     valid, done = [], []
     memo: dict = {}
     for path in sorted(Path(RECEIPTS_DIR).glob("*.json")):
@@ -465,10 +693,9 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
 
 
 def _outs_of(name: str, params: Params) -> list[Out]:
-    for stage in STAGES:
-        for f in grid_cells(params) if stage in CELL_STAGES else [None]:
-            if dvc_stage_name(stage, f) == name:
-                return outputs(stage, f)
+    for stage, f in instances(params):
+        if dvc_stage_name(stage, f) == name:
+            return outputs(stage, f)
     return []
 
 
@@ -494,19 +721,26 @@ def _which(cmd: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mae_hlvm.pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["dvc-yaml", "write-params", "commit-receipts", "stage-params"])
+    parser.add_argument(
+        "action", choices=["dvc-yaml", "check-dvc-yaml", "write-params", "commit-receipts", "stage-params", "real-targets"]
+    )
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     try:
         if args.action == "dvc-yaml":
-            sys.stdout.write(dvc_yaml())
+            sys.stdout.write(dvc_yaml(load_params(args.params)))
+        elif args.action == "check-dvc-yaml":
+            check_dvc_yaml(load_params(args.params))
+        elif args.action == "real-targets":
+            # `snakemake $(python -m mae_hlvm.pipeline real-targets)` runs the real track alone
+            sys.stdout.write(" ".join(real_outputs(load_params(args.params))) + "\n")
         elif args.action == "write-params":
             write_params_files(load_params(args.params))
         elif args.action == "commit-receipts":
             commit_receipts(args.params)
         else:
             p = load_params(args.params)
-            sys.stdout.write(dumps_json({s: stage_params(p, s) for s in STAGES}))
+            sys.stdout.write(dumps_json({s: stage_params(p, s) for s in active_stages(p)}))
     except (ParamsError, ArtifactError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
