@@ -51,6 +51,20 @@ def cross_device(raw: dict, cells: list[tuple[float, int, int]], workdir: Path) 
     return rows
 
 
+def real_cells(params, data: str, workdir: Path) -> list[dict]:
+    """Real-track cells (the default recipe) on CUDA with bf16 autocast: images/s."""
+    from mae_hlvm.train_real import real_train_params
+
+    p = real_train_params(params)
+    p = p.model_copy(update={"train": p.train.model_copy(update={"device": "cuda", "precision": "bf16"})})
+    rows = []
+    for ratio, unit in ((0.75, 8), (0.1, 4)):
+        timing = train_cell(p, data, ratio, unit, 0, str(workdir / "real" / f"{ratio}_{unit}"))
+        rows.append({"cell": [ratio, unit, 0], **timing})
+        print(f"real cell {ratio}/{unit}: {timing}")
+    return rows
+
+
 def paper_scale(batch: int, steps: int) -> dict:
     """ViT-B/16 MAE (decoder 512 x 8) at 224 px, ratio 0.75, bf16 autocast."""
     model = MaskedAutoencoder(
@@ -91,6 +105,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="bench-gpu")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--real-data", default=None, help="a prepared data/real.npz: also train real cells on CUDA")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +120,8 @@ def main() -> None:
     for row in result["cross_device"]:
         if "images_per_s" in row:
             print(f"cell {row['cell']} {row['run']}: {row['images_per_s']} img/s, {row['seconds']} s")
+    if args.real_data:
+        result["real"] = real_cells(params, args.real_data, out)
     result["paper_scale"] = paper_scale(batch=256, steps=10)
     print(json.dumps(result["paper_scale"], indent=1))
     (out / "bench_gpu.json").write_text(json.dumps(result, indent=1))
