@@ -11,12 +11,11 @@ import pytest
 import torch
 import yaml
 
-from mae_hlvm import paths
 from mae_hlvm.config import load_params
 from mae_hlvm.data import Dataset, save_dataset
 from mae_hlvm.io import ArtifactError
 from mae_hlvm.model import MaskedAutoencoder
-from mae_hlvm.train import load_checkpoint, lr_at, train_cell
+from mae_hlvm.train import load_checkpoint, lr_at, resume_state_path, train_cell
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,7 +140,7 @@ def test_training_is_byte_identical_and_loss_decreases(tiny_run):
     assert losses[-1] < losses[0]
     assert meta["n_visible"] == model.n_visible == 8 and meta["n_hidden"] == 8
     assert meta["config"]["train"]["epochs"] == 3 and "torch" in meta["provenance"]["versions"]
-    assert not Path(paths.resume_state("r0.5_p4_s0")).exists()
+    assert not resume_state_path("a").exists()
 
 
 def test_interrupted_run_resumes_to_identical_bytes(tiny_run, monkeypatch):
@@ -159,7 +158,7 @@ def test_interrupted_run_resumes_to_identical_bytes(tiny_run, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_cell(tiny_run, "data.npz", 0.25, 2, 0, "resumed")
     assert not Path("resumed/checkpoint.pt").exists(), "an interrupted run left a finished-looking output"
-    assert Path(paths.resume_state("r0.25_p2_s0")).exists()
+    assert resume_state_path("resumed").exists()
     monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
     train_cell(tiny_run, "data.npz", 0.25, 2, 0, "resumed")
     assert Path("resumed/checkpoint.pt").read_bytes() == Path("full/checkpoint.pt").read_bytes()

@@ -87,6 +87,16 @@ def _save_torch(path: str | Path, obj: Any) -> None:
         tmp.write_bytes(buf.getvalue())
 
 
+def resume_state_path(out_dir: str | Path) -> Path:
+    """Where an unfinished run of ``out_dir`` keeps its last end-of-epoch state.
+
+    Keyed by the output folder, not the cell name: the real track trains the same cell
+    name in two sweeps, and runs side by side must not share a resume file.
+    """
+    key = str(Path(out_dir)).strip("/").replace("/", "__")
+    return Path(paths.STATE_DIR) / "resume" / f"{key}.pt"
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MaskedAutoencoder, dict[str, Any]]:
     """Rebuild a cell's trained model from its checkpoint; any defect is one ArtifactError."""
     path = Path(path)
@@ -199,7 +209,7 @@ def train_cell(params: Params, data_path: str, mask_ratio: float, patch_size: in
 
     history: list[dict[str, float]] = []
     start_epoch = 0
-    resume_path = Path(paths.resume_state(cell))
+    resume_path = resume_state_path(out_dir)
     if resume_path.exists():
         try:
             state = torch.load(resume_path, map_location="cpu", weights_only=True)
