@@ -98,6 +98,22 @@ rule probe:
         pipeline.smk_shell("probe")
 
 
+rule baseline:
+    input:
+        pipeline.smk_inputs("baseline", P),
+    output:
+        pipeline.smk_outputs("baseline"),
+    log:
+        pipeline.smk_log("baseline"),
+    params:
+        reads=pipeline.STAGE_PARAMS["baseline"],
+    threads: P.train.threads
+    resources:
+        mem_mb=4000,
+    shell:
+        pipeline.smk_shell("baseline")
+
+
 rule aggregate:
     input:
         pipeline.smk_inputs("aggregate", P),
@@ -133,6 +149,40 @@ rule figures:
         mem_mb=2000,
     shell:
         pipeline.smk_shell("figures")
+
+
+rule claims:
+    input:
+        pipeline.smk_inputs("claims", P),
+    output:
+        pipeline.smk_outputs("claims")[0],
+        report(pipeline.paths.CLAIMS_MD, caption="report/claims.rst", category="Summary"),
+    log:
+        pipeline.smk_log("claims"),
+    params:
+        reads=pipeline.stage_param_keys("claims", P),
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        pipeline.smk_shell("claims")
+
+
+rule summary:
+    input:
+        pipeline.smk_inputs("summary", P),
+    output:
+        report(pipeline.paths.SUMMARY_MD, caption="report/summary.rst", category="Summary"),
+        pipeline.paths.METRICS_TEX,
+    log:
+        pipeline.smk_log("summary"),
+    params:
+        reads=pipeline.stage_param_keys("summary", P),
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        pipeline.smk_shell("summary")
 
 
 # ----------------------------------------------------------------------------- real track

@@ -77,6 +77,24 @@ def write_fake_cell(ratio: float, patch: int, seed: int) -> None:
     Path(paths.train_log(name)).write_text("\n".join(lines) + "\n")
 
 
+def fake_baseline(seed: int) -> dict:
+    """A baseline JSON (baseline step) with known numbers: random-init root 0.2 + seed/100, pixels 0.6."""
+    enc = [0.2 + seed / 100, 0.3, 0.4]
+    return {
+        "seed": seed,
+        "n_levels": 3,
+        "pooling": "mean",
+        "random_init": {
+            "r2_linear": {"mean": enc, "cls": [v - 0.1 for v in enc]},
+            "r2_nonlinear": {"mean": [v + 0.05 for v in enc], "cls": enc},
+            "r2_region": {"levels": [None, 0.25, 0.35], "per_node": [[], [0.25] * 4, [0.35] * 16]},
+            "probe_acc": {"mean": 0.3 + seed / 100, "cls": 0.2},
+        },
+        "pixels": {"r2_linear": [0.6, 0.7, 0.8], "r2_nonlinear": [0.65, 0.75, 0.85], "probe_acc": 0.5},
+        "config_digest": "0123456789abcdef",
+    }
+
+
 @pytest.fixture
 def grid(tmp_path, monkeypatch):
     """A complete fake grid in tmp_path (the working directory); returns (params, raw dict)."""
@@ -86,11 +104,16 @@ def grid(tmp_path, monkeypatch):
         for patch in PATCHES:
             for seed in SEEDS:
                 write_fake_cell(ratio, patch, seed)
+    for seed in SEEDS:
+        write_json(paths.baseline_json(seed), fake_baseline(seed))
     return params, raw
 
 
 def agg_args(tmp: str = "") -> argparse.Namespace:
-    return argparse.Namespace(out_csv=f"results/{tmp}metrics.csv", out_json=f"results/{tmp}metrics.json")
+    return argparse.Namespace(
+        out_csv=f"results/{tmp}metrics.csv", out_json=f"results/{tmp}metrics.json",
+        out_baselines=f"results/{tmp}baselines.csv",
+    )
 
 
 def read_rows(path: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -140,7 +163,7 @@ def test_json_summary_names_the_peak_ratio_per_patch_size(grid):
     params, _ = grid
     aggregate.run(params, agg_args())
     metrics = json.loads(Path(paths.METRICS_JSON).read_text())
-    assert set(metrics) == {cell_id(r, p, s) for r in RATIOS for p in PATCHES for s in SEEDS} | {"summary"}
+    assert set(metrics) == {cell_id(r, p, s) for r in RATIOS for p in PATCHES for s in SEEDS} | {"summary", "baselines"}
     cell = metrics[cell_id(0.25, 2, 1)]
     assert cell["r2_level0"] == round(root_r2(0.25, 2, 1), 6)
     assert set(cell) == {"r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
@@ -156,7 +179,7 @@ def test_outputs_are_byte_identical_across_runs(grid):
     params, _ = grid
     aggregate.run(params, agg_args("a_"))
     aggregate.run(params, agg_args("b_"))
-    for name in ("metrics.csv", "metrics.json"):
+    for name in ("metrics.csv", "metrics.json", "baselines.csv"):
         assert Path(f"results/a_{name}").read_bytes() == Path(f"results/b_{name}").read_bytes()
 
 
@@ -245,11 +268,58 @@ def test_timings_are_collected_when_present_and_skipped_when_absent(grid):
     assert float(rows[0]["train_images_per_s"]) == 320.0 and rows[1]["train_seconds"] == "nan"
 
 
+# --------------------------------------------------------------------------- baselines
+
+
+def test_baselines_csv_rows_and_json_means(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    header, rows = read_rows(paths.BASELINES_CSV)
+    assert header == aggregate.baseline_columns(3)
+    assert [(r["baseline"], r["seed"]) for r in rows] == [("random_init", "0"), ("random_init", "1"), ("pixels", "0"), ("pixels", "1")]
+    assert rows[1]["r2_level0"] == "0.210000" and rows[1]["r2nl_level0"] == "0.260000"
+    assert rows[2]["r2region_level1"] == "nan", "raw pixels have no region probe"
+    means = json.loads(Path(paths.METRICS_JSON).read_text())["baselines"]
+    assert means["random_init"]["r2_level0"] == pytest.approx(0.205) and means["random_init"]["probe_acc"] == pytest.approx(0.305)
+    assert means["pixels"]["r2nl_level2"] == pytest.approx(0.85) and means["pixels"]["r2region_level1"] is None
+    assert means["n_seeds"] == 2
+    frame = aggregate.load_baselines(paths.BASELINES_CSV)
+    assert set(frame["baseline"]) == {"random_init", "pixels"}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda b: b.update(seed=5), "describes seed 5"),
+        (lambda b: b["pixels"].pop("probe_acc"), "lacks key 'pixels.probe_acc'"),
+        (lambda b: b["random_init"]["r2_linear"].update(mean=[0.1]), "random_init.r2_linear.mean needs 3 values"),
+        (lambda b: b.update(n_levels=2), "n_levels=2"),
+    ],
+)
+def test_a_malformed_baseline_file_is_one_error_naming_it(grid, edit, message):
+    params, _ = grid
+    path = paths.baseline_json(1)
+    obj = fake_baseline(1)
+    edit(obj)
+    write_json(path, obj)
+    with pytest.raises(ArtifactError) as err:
+        aggregate.run(params, agg_args())
+    assert path in str(err.value) and message in str(err.value)
+    assert not Path(paths.METRICS_JSON).exists() and not Path(paths.BASELINES_CSV).exists()
+
+
+def test_a_missing_baseline_file_stops_aggregate(grid):
+    params, _ = grid
+    Path(paths.baseline_json(0)).unlink()
+    with pytest.raises(ArtifactError, match=r"results/baselines/s0\.json: missing"):
+        aggregate.run(params, agg_args())
+
+
 # --------------------------------------------------------------------------- figures
 
 
 def fig_args(out_dir: str) -> argparse.Namespace:
-    return argparse.Namespace(metrics=paths.METRICS_CSV, out_dir=out_dir)
+    return argparse.Namespace(metrics=paths.METRICS_CSV, baselines=paths.BASELINES_CSV, out_dir=out_dir)
 
 
 def test_figures_are_png_and_pdf_and_byte_identical_across_runs(grid):
@@ -292,6 +362,40 @@ def test_figures_name_a_missing_reconstruction_file(grid):
     missing = paths.recon_npz(cell_id(0.5, 4, 0))
     Path(missing).unlink()
     with pytest.raises(ArtifactError, match=missing.replace(".", "[.]")):
+        figures.run(params, fig_args("figs"))
+
+
+def test_r2_figure_draws_each_baseline_per_level_in_its_colour(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    frame = aggregate.load_metrics(paths.METRICS_CSV)
+    base = aggregate.load_baselines(paths.BASELINES_CSV)
+    fig = figures.plot_r2_vs_ratio(frame, "x", base)
+    try:
+        palette = figures.level_palette(["level 0", "level 1", "level 2"])
+        for row, prefix in ((0, "r2"), (1, "r2nl")):
+            want = figures.baseline_levels(base, prefix)
+            for ax in fig.axes[row * len(PATCHES) : (row + 1) * len(PATCHES)]:
+                flat = [ln for ln in ax.get_lines() if len(set(ln.get_ydata())) == 1 and len(ln.get_ydata()) == 2]
+                got = {(ln.get_linestyle(), round(float(ln.get_ydata()[0]), 6), tuple(ln.get_color())) for ln in flat}
+                expected = {
+                    (style, round(want[kind][lvl], 6), tuple(palette[lvl]))
+                    for kind, style in (("random_init", "--"), ("pixels", ":"))
+                    for lvl in palette
+                }
+                assert got == expected
+        labels = [t.get_text() for t in fig.axes[len(PATCHES) - 1].get_legend().get_texts()]
+        assert labels[-2:] == ["random-init encoder", "raw pixels"] and "level 0" in labels
+    finally:
+        figures.plt.close(fig)
+
+
+def test_figures_refuse_baselines_of_other_seeds(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    frame = aggregate.load_baselines(paths.BASELINES_CSV)
+    frame[frame["seed"] == 0].to_csv(paths.BASELINES_CSV, index=False)
+    with pytest.raises(ArtifactError, match=r"has seeds \[0\], params.grid.seeds is \[0, 1\]"):
         figures.run(params, fig_args("figs"))
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mae_hlvm.claims import increases, interior_peak, render_markdown, synthetic_claims, verdict
+from mae_hlvm.claims import increases, interior_peak, real_claims, render_markdown, run, synthetic_claims, verdict
+from mae_hlvm.config import parse_params
+from mae_hlvm.io import ArtifactError, write_json
+
+REPO = Path(__file__).resolve().parents[1]
 
 RATIOS = [0.1, 0.25, 0.5, 0.75, 0.9]
 
@@ -21,6 +28,7 @@ def frame(root_curve, leaf_curve, patches=(2, 4), seeds=(0, 1, 2), noise=0.002, 
             "mask_ratio": r, "patch_size": p, "seed": s,
             "r2_level0": root_curve[i] + patch_gain * p + rng.normal(0, noise),
             "r2_level1": 0.5, "r2_level2": leaf_curve[i] + rng.normal(0, noise),
+            "probe_acc": 0.5, "recon_mse": 0.1,
         })
     return pd.DataFrame(rows)
 
@@ -75,3 +83,128 @@ def test_primitives_on_raw_arrays():
     assert res["p_interior"] == 1.0 and res["verdict"] == "supported"
     res = increases(np.array([0.5, 0.5, 0.5]), np.array([0.4, 0.41, 0.39]), rng)
     assert res["verdict"] == "contradicted" and res["interval95"][1] < 0
+
+
+# ----------------------------------------------------------------------------- C0: the random-init baseline
+
+
+def baselines(root_by_seed, pixels=0.9):
+    rows = [{"baseline": "random_init", "seed": s, "r2_level0": v, "probe_acc": 0.2} for s, v in enumerate(root_by_seed)]
+    rows += [{"baseline": "pixels", "seed": s, "r2_level0": pixels, "probe_acc": 0.5} for s in range(len(root_by_seed))]
+    return pd.DataFrame(rows)
+
+
+def test_c0_compares_trained_root_with_the_random_encoder_per_patch_size():
+    hump = [0.3, 0.5, 0.7, 0.5, 0.3]  # mean over ratios 0.46 (+ patch gain)
+    f = frame(hump, [0.6] * 5)
+    c0 = [c for c in synthetic_claims(f, 3, baselines([0.20, 0.21, 0.19])) if c["id"] == "C0"]
+    assert [c["patch_size"] for c in c0] == [2, 4]
+    assert all(c["verdict"] == "supported" and c["effect"] == pytest.approx(0.26, abs=0.01) for c in c0)
+    c0 = [c for c in synthetic_claims(f, 3, baselines([0.60, 0.61, 0.59])) if c["id"] == "C0"]
+    assert all(c["verdict"] == "contradicted" for c in c0)
+    c0 = [c for c in synthetic_claims(f, 3, baselines([0.455, 0.46, 0.465])) if c["id"] == "C0"]
+    assert all(c["verdict"] == "inconclusive" for c in c0), "an effect below MIN_EFFECT is no verdict"
+    # C1-C3 do not change with the baselines given (their bootstrap draws come after C0's, but verdicts hold)
+    with_c0 = [c["verdict"] for c in synthetic_claims(f, 3, baselines([0.2] * 3)) if c["id"] != "C0"]
+    assert with_c0 == [c["verdict"] for c in synthetic_claims(f, 3)]
+
+
+# ----------------------------------------------------------------------------- C4: the real track
+
+
+def real_cells(acc_a, acc_b, seeds=(0, 1, 2), shared=None):
+    """Sweep A over RATIOS at unit 8, Sweep B over units 4/8/16 at 0.75; acc per seed +-0.002."""
+    rows = []
+    for s in seeds:
+        jitter = 0.002 * (s - 1)
+        rows += [{"sweep": "A", "mask_ratio": r, "mask_unit": 8, "seed": s, "acc": a + jitter} for r, a in zip(RATIOS, acc_a)]
+        rows += [{"sweep": "B", "mask_ratio": 0.75, "mask_unit": u, "seed": s, "acc": a + jitter} for u, a in zip((4, 8, 16), acc_b)]
+    return pd.DataFrame(rows)
+
+
+def test_c4_reads_each_sweep_and_the_paper_shape_is_supported():
+    cells = real_cells([0.47, 0.54, 0.60, 0.67, 0.63], [0.62, 0.69, 0.73])  # the paper's Table 1 shape
+    a, b = real_claims(cells, sweep_a_unit=8, sweep_b_ratio=0.75)
+    assert a["scope"] == "Sweep A (unit 8)" and a["verdict"] == "supported" and a["peak_ratio"] == 0.75
+    assert b["scope"].startswith("Sweep B (ratio 0.75), unit 4 -> 16") and b["verdict"] == "supported"
+    assert b["effect"] == pytest.approx(0.11)
+    # the shared cell's Sweep-B copy (0.75, unit 8) must not enter Sweep A: make it absurd and check
+    cells.loc[(cells.sweep == "B") & (cells.mask_unit == 8), "acc"] = 0.0
+    assert real_claims(cells, 8, 0.75)[0]["seed_means"] == a["seed_means"]
+
+
+def test_c4_monotone_is_contradicted_and_one_seed_is_inconclusive():
+    cells = real_cells([0.4, 0.5, 0.6, 0.7, 0.8], [0.7, 0.6, 0.5])
+    a, b = real_claims(cells, 8, 0.75)
+    assert a["verdict"] == "contradicted" and b["verdict"] == "contradicted"
+    a, b = real_claims(real_cells([0.47, 0.54, 0.60, 0.67, 0.63], [0.62, 0.69, 0.73], seeds=(0,)), 8, 0.75)
+    assert a["verdict"] == b["verdict"] == "inconclusive" and "1 seed" in a["note"]
+
+
+def test_c4_grid_sweep_counts_for_both_and_single_sweeps_give_one_claim():
+    cells = real_cells([0.47, 0.54, 0.60, 0.67, 0.63], [0.62, 0.69, 0.73])
+    grid = cells.assign(sweep="G").drop_duplicates(["mask_ratio", "mask_unit", "seed"])
+    assert [c["verdict"] for c in real_claims(grid, 8, 0.75)] == ["supported", "supported"]
+    only_a = real_claims(cells[cells.sweep == "A"], 8, 0.75)
+    assert [c["scope"].split()[1] for c in only_a] == ["A"]
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def write_real_cells(root, params, acc):
+    from mae_hlvm.config import cell_id, real_sweep_cells
+
+    for sweep, cells in real_sweep_cells(params.real).items():
+        for r, u, s in cells:
+            path = root / "real_cells" / sweep / f"{cell_id(r, u, s)}.json"
+            write_json(path, {"table1": {"linear_cls": {"clean": 100 * acc(r, u) + s}}})
+
+
+def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["depth"] = 2
+    raw["real"].update(enabled=True, sweep="AB", mask_ratios=[0.1, 0.5, 0.9], mask_units=[4, 8], sweep_a_unit=8,
+                       sweep_b_ratio=0.5, seeds=[0, 1])
+    params = parse_params(raw)
+    f = frame([0.3, 0.5, 0.7, 0.5, 0.3], [0.6] * 5, seeds=(0, 1))
+    f.to_csv(tmp_path / "metrics.csv", index=False)
+    b = baselines([0.2, 0.2])
+    b.to_csv(tmp_path / "baselines.csv", index=False)
+    write_real_cells(tmp_path, params, lambda r, u: 0.5 - abs(r - 0.5) + u / 100)
+    args = argparse.Namespace(metrics=tmp_path / "metrics.csv", baselines=tmp_path / "baselines.csv",
+                              real_cells_dir=tmp_path / "real_cells", out_json=tmp_path / "claims.json",
+                              out_md=tmp_path / "claims.md")
+    run(params, args)
+    text = (tmp_path / "claims.json").read_text()
+    assert "NaN" not in text
+    claims = json.loads(text)["claims"]
+    assert set(claims) == {"C0_p2", "C0_p4", "C1_p2", "C1_p4", "C2_p2", "C2_p4", "C3", "C4_sweepA", "C4_sweepB"}
+    assert claims["C4_sweepA"]["peak_ratio"] == 0.5 and claims["C4_sweepB"]["effect"] == pytest.approx(0.04)
+    assert claims["C2_p2"]["effect"] is None or isinstance(claims["C2_p2"]["effect"], float)
+    md = (tmp_path / "claims.md").read_text()
+    assert md.count("| C") == 9 and "Sweep B (ratio 0.5), unit 4 -> 8" in md
+    # the track off: no C4, and no real file is read
+    raw["real"]["enabled"] = False
+    run(parse_params(raw), argparse.Namespace(**{**vars(args), "real_cells_dir": tmp_path / "nowhere"}))
+    assert not any(k.startswith("C4") for k in json.loads((tmp_path / "claims.json").read_text())["claims"])
+
+
+def test_step_refuses_baselines_of_other_seeds_and_names_a_missing_real_cell(tmp_path):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = parse_params(raw)
+    frame([0.3, 0.5, 0.7, 0.5, 0.3], [0.6] * 5, seeds=(0, 1)).to_csv(tmp_path / "metrics.csv", index=False)
+    baselines([0.2, 0.2, 0.2]).to_csv(tmp_path / "baselines.csv", index=False)
+    args = argparse.Namespace(metrics=tmp_path / "metrics.csv", baselines=tmp_path / "baselines.csv",
+                              real_cells_dir=tmp_path / "real_cells", out_json=tmp_path / "claims.json",
+                              out_md=tmp_path / "claims.md")
+    with pytest.raises(ArtifactError, match=r"seeds \[0, 1, 2\] differ"):
+        run(params, args)
+    baselines([0.2, 0.2]).to_csv(tmp_path / "baselines.csv", index=False)
+    with pytest.raises(ArtifactError, match=r"real_cells/A/r0\.1_p8_s0\.json: missing"):
+        run(params, args)
+    assert not (tmp_path / "claims.json").exists()

@@ -233,6 +233,36 @@ def test_stage_params_cover_what_the_step_module_reads(stage):
     assert not uncovered, f"{stage} reads {sorted(uncovered)} but STAGE_PARAMS lists {declared}"
 
 
+def test_every_synthetic_and_review_command_parses_and_runs_its_module():
+    from mae_hlvm import cli
+
+    params = load_params(REPO / "params.yaml")
+    jobs = [(s, f) for s, f in pipeline.instances(params) if s in pipeline.STAGES]
+    assert {s for s, _ in jobs} == set(pipeline.STAGES)
+    for stage, f in jobs:
+        args = cli.build_parser().parse_args(pipeline.shlex.split(pipeline.command(stage, f))[3:])
+        assert cli.STEPS[args.step][0].split(":")[0].rsplit(".", 1)[1] == pipeline.STAGE_MODULE[stage]
+    names = [pipeline.dvc_stage_name(s, f) for s, f in jobs if s == "baseline"]
+    assert names == [f"baseline@{s}" for s in params.grid.seeds]
+    assert pipeline.log_path("baseline", pipeline.seed_fields(3)) == "logs/baseline/s3.log"
+
+
+def test_review_stages_read_the_real_keys_only_when_the_track_is_on():
+    on = load_params(REPO / "params.yaml")
+    off = on.model_copy(update={"real": on.real.model_copy(update={"enabled": False})})
+    assert pipeline.stage_param_keys("claims", off) == ("data.depth",)
+    assert set(pipeline.stage_param_keys("claims", on)) == {"data.depth", *pipeline.REAL_CLAIMS_PARAMS}
+    assert pipeline.stage_param_keys("summary", on)[-1] == "real" and "real" not in pipeline.stage_param_keys("summary", off)
+    assert "real.seeds" in pipeline.stage_params(on, "claims")
+    real_files = [p for p in pipeline.input_files("claims", None, on) if p.startswith("results/real/")]
+    assert len(real_files) == len(pipeline.stage_cells("evaluate_real_A", on)) + len(pipeline.stage_cells("evaluate_real_B", on))
+    assert pipeline.input_files("claims", None, off) == ["results/metrics.csv", "results/baselines.csv"]
+    assert "results/real/table1.md" in pipeline.input_files("summary", None, on)
+    assert not any(p.startswith("results/real") for p in pipeline.input_files("summary", None, off))
+    # the baseline is seeded per job and does not read the grid: grid edits leave it alone
+    assert "grid" not in {k.split(".")[0] for k in pipeline.stage_param_keys("baseline", on)}
+
+
 def test_code_deps_follow_imports_and_skip_descriptive_modules():
     deps = pipeline.code_deps("probe")
     assert "src/mae_hlvm/probe.py" in deps and "src/mae_hlvm/model.py" in deps
@@ -292,8 +322,12 @@ def test_drift_default_grid_same_outputs_and_commands():
     assert real.enabled and real.sweep == "AB", "the default params run both real sweeps"
     # prepare + report, and train + evaluate per cell of each sweep (the shared cell twice)
     n_real = 2 + 2 * len(real.seeds) * (len(real.mask_ratios) + len(real.mask_units))
-    assert len(dv) == 3 + 2 * len(pipeline.grid_cells(params)) + n_real
+    # generate, aggregate, figures, claims, summary; train + probe per cell; one baseline per seed
+    n_synthetic = 5 + 2 * len(pipeline.grid_cells(params)) + len(params.grid.seeds)
+    assert len(dv) == n_synthetic + n_real
     assert sm == dv
+    review = {outs: cmd for outs, cmd in dv.items() if " claims " in cmd or " summary " in cmd}
+    assert set(review) == {("results/claims.json", "results/claims.md"), ("results/metrics.tex", "results/summary.md")}
 
 
 def test_drift_edited_grid_same_outputs_and_commands(tmp_path):
@@ -302,8 +336,9 @@ def test_drift_edited_grid_same_outputs_and_commands(tmp_path):
     edit_params(root, grid__mask_ratios=[0.3, 0.6], grid__patch_sizes=[4], grid__seeds=[5, 6])
     sm, dv = snakemake_jobs(root), dvc_jobs(root)
     assert ("models/r0.3_p4_s5/checkpoint.pt", "models/r0.3_p4_s5/train_log.csv") in dv
-    n_real = len(pipeline.instances(load_params(root / "params.yaml"))) - 3 - 2 * 4
-    assert len(dv) == 3 + 2 * 4 + n_real
+    assert ("results/baselines/s6.json",) in dv and "--seed 6 --out results/baselines/s6.json" in dv[("results/baselines/s6.json",)]
+    n_real = len(pipeline.instances(load_params(root / "params.yaml"))) - 5 - 2 * 4 - 2
+    assert len(dv) == 5 + 2 * 4 + 2 + n_real
     assert sm == dv
 
 
@@ -320,11 +355,17 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     # Snakemake runs everything; DVC then sees it all as up to date
     sh(root, "snakemake", "--cores", "2")
     assert_agree_up_to_date(root)
+    # the review stages saw both tracks and the baselines
+    claims = json.loads((root / "results/claims.json").read_text())["claims"]
+    assert {"C0_p2", "C1_p2", "C4_sweepA"} <= set(claims)
+    summary = (root / "results/summary.md").read_text()
+    assert "## Real-image track: Table 1" in summary and "](real/figures/fig8_tsne.png)" in summary
+    assert "| random_init |" in summary and "| pixels |" in summary
 
     # adding a ratio: only the new cell's train/probe plus aggregate and figures, in both tools
     edit_params(root, grid__mask_ratios=[0.25, 0.5, 0.75])
-    want = {"train@0.75-2-0", "probe@0.75-2-0", "aggregate", "figures"}
-    assert dvc_stale(root) == want
+    want = {"train@0.75-2-0", "probe@0.75-2-0", "aggregate", "figures", "claims", "summary"}
+    assert dvc_stale(root) == want - {"claims"}  # claims reads no grid key; its input changes downstream
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)
     sh(root, "dvc", "repro")
@@ -334,17 +375,18 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     edit_params(root, train__weight_decay=0.04)
     cells = ["0.25-2-0", "0.5-2-0", "0.75-2-0"]
     real = TINY_REAL_JOBS | {j.replace("train_", "evaluate_") for j in TINY_REAL_JOBS} | {"report_real"}
-    want = {f"{s}@{c}" for s in ("train", "probe") for c in cells} | {"aggregate", "figures"} | real
-    assert dvc_stale(root) == {f"train@{c}" for c in cells} | {"figures"} | TINY_REAL_JOBS  # params read directly
+    want = {f"{s}@{c}" for s in ("train", "probe") for c in cells} | {"aggregate", "figures", "claims", "summary"} | real
+    # params read directly (the summary prints every section)
+    assert dvc_stale(root) == {f"train@{c}" for c in cells} | {"figures", "summary"} | TINY_REAL_JOBS
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)
     sh(root, "snakemake", "--cores", "2")
     assert_agree_up_to_date(root)
 
-    # a key only the real report reads: that one stage, in both tools
+    # a key only the real report reads (and the summary prints): those two stages, in both tools
     edit_params(root, real__tsne_points=10)
-    assert dvc_stale(root) == dvc_would_run(root) == {"report_real"}
-    assert snakemake_plan(root) == {"report_real": 1}
+    assert dvc_stale(root) == dvc_would_run(root) == {"report_real", "summary"}
+    assert snakemake_plan(root) == {"report_real": 1, "summary": 1}
     sh(root, "snakemake", "--cores", "2")
     assert_agree_up_to_date(root)
     # the cell both real sweeps train: two processes, one set of bytes
@@ -380,8 +422,8 @@ def test_dvc_then_snakemake_sequences_and_locks(tmp_path):
 
     # a probe-only edit, run by Snakemake; a second Snakemake run is refused meanwhile
     edit_params(root, probe__cv_folds=3)
-    want = {"probe@0.25-2-0", "probe@0.5-2-0", "aggregate", "figures"}
-    assert dvc_stale(root) == want - {"aggregate"}  # aggregate reads probe.pooling only
+    want = {"probe@0.25-2-0", "probe@0.5-2-0", "baseline@0", "aggregate", "figures", "claims", "summary"}
+    assert dvc_stale(root) == want - {"aggregate", "claims"}  # aggregate reads probe.pooling only, claims none
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)
     first = subprocess.Popen(

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
+import copy
 import itertools
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
+from mae_hlvm import paths, pipeline, summary
 from mae_hlvm.config import parse_params
-from mae_hlvm.summary import latex_table, render_summary, seed_table
+from mae_hlvm.io import ArtifactError, write_json, write_text
+from mae_hlvm.summary import baselines_table, latex_table, render_summary, seed_table
 
 REPO = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def params_with(real_enabled: bool):
+    raw = copy.deepcopy(RAW)
+    raw["real"]["enabled"] = real_enabled
+    return parse_params(raw)
 
 
 def metrics() -> pd.DataFrame:
@@ -22,20 +34,95 @@ def metrics() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def baselines() -> pd.DataFrame:
+    rows = []
+    for kind, s in itertools.product(["random_init", "pixels"], [0, 1]):
+        base = 0.2 if kind == "random_init" else 0.7
+        rows.append({"baseline": kind, "seed": s, **{f"r2_level{i}": base + 0.02 * s for i in range(3)},
+                     **{f"r2nl_level{i}": base + 0.05 for i in range(3)}, "probe_acc": 0.3})
+    return pd.DataFrame(rows)
+
+
 def test_seed_table_means_and_spreads():
     t = seed_table(metrics(), 3)
     assert len(t) == 4 and set(t["seeds"]) == {2}
     assert t.loc[0, "r2_level0"] == "0.550 ± 0.071"
 
 
-def test_summary_carries_stamp_params_claims_and_figures():
-    params = parse_params(yaml.safe_load((REPO / "params.yaml").read_text()))
-    text, tex = render_summary(params, metrics(), "# Claims check\n\nC1 supported\n", ["results/figures/r2_vs_ratio.png"])
+def test_baselines_table_keeps_the_kind_order_and_spreads():
+    t = baselines_table(baselines(), 3)
+    assert t["baseline"].tolist() == ["random_init", "pixels"]
+    assert t.loc[0, "r2_level0"] == "0.210 ± 0.014" and t.loc[1, "r2nl_level2"] == "0.750 ± 0.000"
+
+
+def test_summary_carries_stamp_params_claims_baselines_and_figures():
+    params = params_with(False)
+    text, tex = render_summary(params, metrics(), "# Claims check\n\nC1 supported\n", ["figures/r2_vs_ratio.png"], baselines())
     assert "Stamp: params " in text and "## Claims check" in text and "C1 supported" in text
     assert "![r2_vs_ratio](figures/r2_vs_ratio.png)" in text and "mask_ratios:" in text
+    assert "## Baselines" in text and "| random_init |" in text and "| pixels |" in text
+    assert "Table 1" not in text and "\nreal:" not in text
     assert tex.startswith("% mae-hlvm synthetic grid, params ") and r"\begin{tabular}" in tex and r"$\pm$" in tex
     assert render_summary(params, metrics(), "# Claims check\n", []) == render_summary(params, metrics(), "# Claims check\n", [])
 
 
+def test_the_real_track_adds_its_table_params_and_changes_the_stamp():
+    off, on = params_with(False), params_with(True)
+    text_on, _ = render_summary(on, metrics(), "# Claims check\n", [], None, "| sweep | ratio |\n|---|---|\n| A | 0.1 |\n")
+    assert "## Real-image track: Table 1" in text_on and "| A | 0.1 |" in text_on and "\nreal:" in text_on
+    stamp = lambda text: text.split("Stamp: ")[1].split(",")[0]  # noqa: E731
+    assert stamp(text_on) != stamp(render_summary(off, metrics(), "# Claims check\n", [])[0])
+
+
 def test_latex_escapes_underscores():
     assert r"r2\_level0" in latex_table(seed_table(metrics(), 3), "x")
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def write_inputs(real: bool) -> argparse.Namespace:
+    """Every input of the summary step in the working directory (fake numbers)."""
+    write_text(paths.METRICS_CSV, metrics().to_csv(index=False))
+    write_text(paths.BASELINES_CSV, baselines().to_csv(index=False))
+    write_text(paths.CLAIMS_MD, "# Claims check\n\n| C1 | **supported** |\n")
+    write_json(paths.CLAIMS_JSON, {"claims": {}})
+    names = [f"{paths.FIGURES_DIR}/{n}.png" for n in pipeline.FIGURE_NAMES]
+    if real:
+        names += [f"{paths.REAL_FIGURES_DIR}/{n}.png" for n in pipeline.REAL_FIGURE_NAMES]
+        write_text(f"{paths.REAL_TABLE_STEM}.md", "| A | 0.1 | 12.5 |\n")
+    for name in names:
+        write_text(name, "png")
+    Path(paths.FIGURES_DIR, "stale_old_figure.png").write_text("png")  # no glob: never linked
+    return argparse.Namespace(
+        metrics=paths.METRICS_CSV, baselines=paths.BASELINES_CSV, claims_md=paths.CLAIMS_MD,
+        claims_json=paths.CLAIMS_JSON, figures_dir=paths.FIGURES_DIR, real_dir=paths.REAL_RESULTS_DIR,
+        out_md=paths.SUMMARY_MD, out_tex=paths.METRICS_TEX,
+    )
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_step_links_exactly_the_pipeline_figures_relative_to_the_summary(tmp_path, monkeypatch, real):
+    monkeypatch.chdir(tmp_path)
+    args = write_inputs(real)
+    summary.run(params_with(real), args)
+    text = Path(paths.SUMMARY_MD).read_text()
+    links = [line for line in text.splitlines() if line.startswith("![")]
+    want = [f"![{n}](figures/{n}.png)" for n in pipeline.FIGURE_NAMES]
+    if real:
+        want += [f"![{n}](real/figures/{n}.png)" for n in pipeline.REAL_FIGURE_NAMES]
+    assert links == want
+    assert ("| A | 0.1 | 12.5 |" in text) == real
+    assert Path(paths.METRICS_TEX).read_text().startswith("% mae-hlvm synthetic grid")
+    first = Path(paths.SUMMARY_MD).read_bytes()
+    summary.run(params_with(real), args)
+    assert Path(paths.SUMMARY_MD).read_bytes() == first, "same inputs, same bytes"
+
+
+def test_step_names_a_missing_figure_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = write_inputs(True)
+    Path(paths.REAL_FIGURES_DIR, "fig8_tsne.png").unlink()
+    with pytest.raises(ArtifactError, match=r"results/real/figures/fig8_tsne\.png: missing \(run the report-real step"):
+        summary.run(params_with(True), args)
+    assert not Path(paths.SUMMARY_MD).exists() and not Path(paths.METRICS_TEX).exists()

@@ -5,6 +5,10 @@ globbing ``results/cells``: a cell removed from the grid leaves its old file beh
 that file must not leak into the table. A missing or malformed cell file stops the step
 with one :class:`~mae_hlvm.io.ArtifactError` naming it.
 
+The seeds' baselines (``results/baselines/s<seed>.json``: a random-init encoder and raw
+pixels under the same probes) go to ``results/baselines.csv``, one row per (baseline,
+seed), and their means over seeds to ``metrics.json["baselines"]``.
+
 Wall-clock timings (``logs/timings/...``) vary run to run, so they go to an untracked
 ``results/timings.csv`` and are skipped when absent.
 """
@@ -290,6 +294,107 @@ def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- baselines
+
+BASELINE_KINDS = ("random_init", "pixels")
+
+
+def validate_baseline(obj: Any, seed: int, levels: int, path: str) -> dict:
+    """Check one baseline JSON (baseline step) against the schema; return it unchanged."""
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    if _get(obj, ("seed",), path) != seed:
+        raise ArtifactError(f"{path}: describes seed {obj['seed']!r}, expected {seed}")
+    if _get(obj, ("n_levels",), path) != levels:
+        raise ArtifactError(f"{path}: has n_levels={obj['n_levels']}, params.data.depth gives {levels}; rerun the baseline step")
+    for kind in ("r2_linear", "r2_nonlinear"):
+        for pooling in POOLINGS:
+            _numbers(_get(obj, ("random_init", kind, pooling), path), levels, f"random_init.{kind}.{pooling}", path, True)
+        _numbers(_get(obj, ("pixels", kind), path), levels, f"pixels.{kind}", path, True)
+    _numbers(_get(obj, ("random_init", "r2_region", "levels"), path), levels, "random_init.r2_region.levels", path, True)
+    for pooling in POOLINGS:
+        _number(_get(obj, ("random_init", "probe_acc", pooling), path), f"random_init.probe_acc.{pooling}", path, True)
+    _number(_get(obj, ("pixels", "probe_acc"), path), "pixels.probe_acc", path, True)
+    return obj
+
+
+def read_baselines(params: Params) -> list[dict]:
+    """The baseline JSON of every seed of ``params.grid.seeds`` (by path, never a glob)."""
+    levels = n_levels(params)
+    return [
+        validate_baseline(read_json(paths.baseline_json(s)), s, levels, paths.baseline_json(s))
+        for s in sorted(params.grid.seeds)
+    ]
+
+
+def baseline_columns(levels: int) -> list[str]:
+    """Columns of ``baselines.csv``: the metrics table's names, so one reader serves both."""
+    return [
+        "baseline", "seed", *level_columns("r2", levels), *level_columns("r2nl", levels), "probe_acc",
+        *level_columns("r2region", levels, first=1),
+    ]
+
+
+def baseline_rows(obj: dict, pooling: str) -> list[dict[str, Any]]:
+    """Two rows of one validated baseline JSON: the random-init encoder (default pooling), raw pixels."""
+
+    def per_level(prefix: str, values: list[Any], first: int = 0) -> dict[str, float]:
+        return {f"{prefix}_level{i}": math.nan if v is None else float(v) for i, v in enumerate(values) if i >= first}
+
+    enc, pix = obj["random_init"], obj["pixels"]
+    acc = enc["probe_acc"][pooling]
+    return [
+        {
+            "baseline": "random_init", "seed": int(obj["seed"]),
+            **per_level("r2", enc["r2_linear"][pooling]), **per_level("r2nl", enc["r2_nonlinear"][pooling]),
+            "probe_acc": math.nan if acc is None else float(acc),
+            **per_level("r2region", enc["r2_region"]["levels"], first=1),
+        },
+        {
+            "baseline": "pixels", "seed": int(obj["seed"]),
+            **per_level("r2", pix["r2_linear"]), **per_level("r2nl", pix["r2_nonlinear"]),
+            "probe_acc": math.nan if pix["probe_acc"] is None else float(pix["probe_acc"]),
+        },
+    ]
+
+
+def baselines_frame(objs: list[dict], levels: int, pooling: str) -> pd.DataFrame:
+    """(2 * n_seeds, columns) table sorted by (baseline, seed); pixels have no region probe (NaN)."""
+    rows = [row for obj in objs for row in baseline_rows(obj, pooling)]
+    frame = pd.DataFrame(rows, columns=baseline_columns(levels))
+    frame["seed"] = frame["seed"].astype("int64")
+    order = {k: i for i, k in enumerate(BASELINE_KINDS)}
+    frame = frame.sort_values(["baseline", "seed"], key=lambda c: c.map(order) if c.name == "baseline" else c, kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def baselines_json(frame: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """{baseline: {column: mean over seeds}}; NaN (a failed probe, or no region probe) is null."""
+    values = [c for c in frame.columns if c not in ("baseline", "seed")]
+    out = {}
+    for kind in BASELINE_KINDS:
+        part = frame[frame["baseline"] == kind]
+        out[kind] = {c: _json_number(part[c].mean(skipna=False)) for c in values}
+    out["n_seeds"] = int(frame["seed"].nunique())
+    return out
+
+
+def load_baselines(path: str | Path = paths.BASELINES_CSV) -> pd.DataFrame:
+    """Read ``baselines.csv`` back; a missing, corrupt or incomplete file is one ArtifactError."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: missing (run the baseline and aggregate steps first)")
+    try:
+        frame = pd.read_csv(path, na_values=["nan"], keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: corrupt baselines table ({err.__class__.__name__})") from None
+    if not {"baseline", "seed", "r2_level0", "probe_acc"} <= set(frame.columns):
+        raise ArtifactError(f"{path}: lacks the columns baseline, seed, r2_level0, probe_acc; rerun the aggregate step")
+    if not set(BASELINE_KINDS) <= set(frame["baseline"]):
+        raise ArtifactError(f"{path}: needs rows for both {BASELINE_KINDS}; rerun the aggregate step")
+    return frame
+
+
 # --------------------------------------------------------------------------- timings
 
 
@@ -336,12 +441,17 @@ def read_timings(params: Params) -> pd.DataFrame:
 
 
 def run(params: Params, args: Any) -> None:
-    """Write ``args.out_csv`` and ``args.out_json`` (and the untracked timings table)."""
+    """Write ``args.out_csv``, ``args.out_json``, ``args.out_baselines`` (and the untracked timings table)."""
     levels = n_levels(params)
     frame = metrics_frame(read_cells(params), levels, params.probe.pooling)
+    baselines = baselines_frame(read_baselines(params), levels, params.probe.pooling)
+    summary = metrics_json(frame, levels)
+    summary["baselines"] = baselines_json(baselines)
+    write_text(args.out_baselines, frame_to_csv(baselines))
     write_text(args.out_csv, frame_to_csv(frame))
-    write_json(args.out_json, metrics_json(frame, levels))
-    log.info("aggregated %d cells into %s and %s", len(frame), args.out_csv, args.out_json)
+    write_json(args.out_json, summary)
+    log.info("aggregated %d cells and %d seeds' baselines into %s, %s and %s",
+             len(frame), len(baselines) // 2, args.out_csv, args.out_json, args.out_baselines)
     timings = read_timings(params)
     if not timings.empty:
         write_text(paths.TIMINGS_CSV, frame_to_csv(timings))

@@ -8,20 +8,27 @@ resample. With few seeds the bootstrap is coarse; the verdict then tends to
 *inconclusive*, which is the honest answer.
 
 Claims (Kong et al., CVPR 2023, as summarised in the project's paper notes):
+  C0 baseline (ours, for interpretation): pretraining adds root-level information beyond
+     a random encoder: the trained encoders' root R^2 (mean over ratios) exceeds that of
+     the same architecture untrained (results/baselines.csv), per patch size.
   C1 non-monotonic: the root level's R^2 peaks at an interior masking ratio, not at the
      smallest or largest one (per patch size).
   C2 level balance: the root-minus-leaf R^2 gap (how much more high-level than low-level
      information the features hold) peaks at an interior ratio (per patch size).
   C3 patch size: larger masking units give higher root-level R^2 (mean over ratios),
      largest vs smallest patch size.
-  C4 real track (when results exist): clean linear-probe accuracy peaks at an interior
+  C4 real track (when real.enabled): clean linear-probe accuracy (CLS, the Table 1
+     column; as a fraction, so MIN_EFFECT is one percentage point) peaks at an interior
      ratio in Sweep A; and rises from the smallest to the largest masking unit in Sweep B.
+     Per-seed values come from the per-cell JSONs (results/real/cells/<sweep>/), not
+     from table1.csv, which holds only means. The paper's own Table 1 says both.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,8 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import Params
-from .io import ArtifactError, write_json, write_text
+from .aggregate import load_baselines, load_metrics
+from .config import Params, cell_id, real_enabled, real_sweep_cells
+from .io import ArtifactError, read_json, write_json, write_text
 
 log = logging.getLogger("mae_hlvm.claims")
 
@@ -105,12 +113,29 @@ def _per_seed(frame: pd.DataFrame, value: Callable[[pd.DataFrame], pd.Series], b
     return {k: g.sort_values("seed")["_v"].to_numpy() for k, g in frame.groupby(by)}
 
 
-def synthetic_claims(metrics: pd.DataFrame, n_levels: int) -> list[dict[str, Any]]:
-    """C1-C3 on results/metrics.csv (one row per cell)."""
+def baseline_claims(metrics: pd.DataFrame, baselines: pd.DataFrame, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """C0 per patch size: trained root R^2 (per seed, mean over ratios) vs the random-init encoder's (per seed)."""
+    untrained = baselines[baselines["baseline"] == "random_init"].sort_values("seed")["r2_level0"].to_numpy()
+    per_seed = metrics.groupby(["patch_size", "seed"])["r2_level0"].mean().reset_index()
+    claims = []
+    for patch, g in per_seed.groupby("patch_size"):
+        trained = g.sort_values("seed")["r2_level0"].to_numpy()
+        claims.append({
+            "id": "C0", "patch_size": int(patch),
+            "claim": "pretraining adds root-level information beyond a random encoder (root R^2, mean over ratios)",
+            **increases(untrained, trained, rng),
+        })
+    return claims
+
+
+def synthetic_claims(metrics: pd.DataFrame, n_levels: int, baselines: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """C1-C3 on results/metrics.csv (one row per cell); C0 first when ``baselines`` (baselines.csv) is given."""
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     root, leaf = "r2_level0", f"r2_level{n_levels - 1}"
-    claims = []
+    claims = [] if baselines is None else baseline_claims(metrics, baselines, rng)
     n_seeds = metrics.groupby(["mask_ratio", "patch_size"]).size().min()
+    if baselines is not None:
+        n_seeds = min(n_seeds, int((baselines["baseline"] == "random_init").sum()))
     for patch, g in metrics.groupby("patch_size"):
         ratios = sorted(g["mask_ratio"].unique())
         c1 = interior_peak(ratios, _per_seed(g, lambda f: f[root], "mask_ratio"), rng)
@@ -133,6 +158,69 @@ def synthetic_claims(metrics: pd.DataFrame, n_levels: int) -> list[dict[str, Any
     return claims
 
 
+def real_claims(cells: pd.DataFrame, sweep_a_unit: int, sweep_b_ratio: float) -> list[dict[str, Any]]:
+    """C4 on the real track's cells: columns sweep (A, B or G), mask_ratio, mask_unit, seed, acc (fraction).
+
+    A cell counts for the sweep it was trained for (the grid's for both), so the cell
+    that Sweeps A and B share is never counted twice in one sweep.
+    """
+    rng = np.random.default_rng(BOOTSTRAP_SEED + 4)  # its own stream: C1-C3 keep theirs whatever the track does
+    claims = []
+    part_a = cells[cells["sweep"].isin(["A", "G"]) & (cells["mask_unit"] == sweep_a_unit)]
+    if len(part_a):
+        ratios = sorted(part_a["mask_ratio"].unique())
+        res = interior_peak(ratios, _per_seed(part_a, lambda f: f["acc"], "mask_ratio"), rng)
+        claims.append({"id": "C4", "scope": f"Sweep A (unit {sweep_a_unit})",
+                       "claim": "real track: clean linear-probe accuracy peaks at an interior masking ratio", **res})
+        claims[-1]["n_seeds"] = int(part_a.groupby("mask_ratio").size().min())
+    part_b = cells[cells["sweep"].isin(["B", "G"]) & np.isclose(cells["mask_ratio"], sweep_b_ratio)]
+    units = sorted(part_b["mask_unit"].unique())
+    if len(units) > 1:
+        low = part_b[part_b["mask_unit"] == units[0]].sort_values("seed")["acc"].to_numpy()
+        high = part_b[part_b["mask_unit"] == units[-1]].sort_values("seed")["acc"].to_numpy()
+        claims.append({"id": "C4", "scope": f"Sweep B (ratio {sweep_b_ratio:g}), unit {units[0]} -> {units[-1]}",
+                       "claim": "real track: clean linear-probe accuracy rises with the masking unit", **increases(low, high, rng)})
+        claims[-1]["n_seeds"] = int(min(len(low), len(high)))
+    for c in claims:
+        if c["n_seeds"] < MIN_SEEDS:
+            c["verdict"] = "inconclusive"
+            c["note"] = f"only {c['n_seeds']} seed(s) per cell: no spread to test against"
+    return claims
+
+
+def read_real_cells(params: Params, cells_dir: str | Path) -> pd.DataFrame:
+    """One row per current real cell (per sweep it was trained for) from its evaluate-real JSON."""
+    rows = []
+    for sweep, cells in real_sweep_cells(params.real).items():
+        for ratio, unit, seed in cells:
+            path = Path(cells_dir) / sweep / f"{cell_id(ratio, unit, seed)}.json"
+            res = read_json(path)
+            try:
+                acc = float(res["table1"]["linear_cls"]["clean"]) / 100.0
+            except (KeyError, TypeError, ValueError):
+                raise ArtifactError(f"{path}: lacks table1.linear_cls.clean; rerun evaluate-real") from None
+            rows.append({"sweep": sweep, "mask_ratio": float(ratio), "mask_unit": int(unit), "seed": int(seed), "acc": acc})
+    return pd.DataFrame(rows)
+
+
+def claim_key(c: dict[str, Any]) -> str:
+    """A stable key per claim for claims.json, so `dvc metrics diff` lines up claims across revisions."""
+    if "scope" in c:
+        return f"{c['id']}_sweep{c['scope'].split()[1]}"
+    return c["id"] if c["id"] == "C3" else f"{c['id']}_p{c['patch_size']}"
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities as null, recursively: DVC cannot read them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def render_markdown(claims: list[dict[str, Any]]) -> str:
     lines = [
         "# Claims check",
@@ -142,26 +230,37 @@ def render_markdown(claims: list[dict[str, Any]]) -> str:
         "*contradicted* when the opposite holds likewise; *inconclusive* otherwise. Rules fixed in "
         "`src/mae_hlvm/claims.py` before any result was seen.",
         "",
-        "| claim | patch size | verdict | effect | P(claim) | detail |",
+        "| claim | patch size / sweep | verdict | effect | P(claim) | detail |",
         "|---|---|---|---|---|---|",
     ]
     for c in claims:
         p = c.get("p_interior", c.get("p_increase"))
         detail = f"peak at ratio {c['peak_ratio']}" if "peak_ratio" in c else f"95% interval {c['interval95'][0]:.3f} .. {c['interval95'][1]:.3f}"
-        lines.append(f"| {c['id']}: {c['claim']} | {c['patch_size']} | **{c['verdict']}** | {c['effect']:.4f} | {p:.3f} | {detail} |")
+        if "note" in c:
+            detail += f"; {c['note']}"
+        scope = c.get("scope", c.get("patch_size"))
+        lines.append(f"| {c['id']}: {c['claim']} | {scope} | **{c['verdict']}** | {c['effect']:.4f} | {p:.3f} | {detail} |")
     return "\n".join(lines) + "\n"
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    path = Path(args.metrics)
-    if not path.exists():
-        raise ArtifactError(f"{path}: missing (run the aggregate step first)")
-    metrics = pd.read_csv(path)
-    claims = synthetic_claims(metrics, params.data.depth + 1)
-    write_json(args.out_json, {"rules": {
-        "n_bootstrap": N_BOOTSTRAP, "seed": BOOTSTRAP_SEED, "support_prob": SUPPORT_PROB,
-        "min_effect": MIN_EFFECT, "min_seeds": MIN_SEEDS}, "claims": claims})
+    """Write ``args.out_json`` (claims keyed by :func:`claim_key`) and ``args.out_md``."""
+    metrics = load_metrics(args.metrics)
+    baselines = load_baselines(args.baselines)
+    seeds = set(metrics["seed"])
+    if set(baselines["seed"]) != seeds:
+        raise ArtifactError(
+            f"{args.baselines}: seeds {sorted(set(baselines['seed']))} differ from {args.metrics}'s {sorted(seeds)}; "
+            "rerun the aggregate step"
+        )
+    claims = synthetic_claims(metrics, params.data.depth + 1, baselines)
+    if real_enabled(params):
+        real = params.real
+        claims += real_claims(read_real_cells(params, args.real_cells_dir), real.sweep_a_unit, real.sweep_b_ratio)
+    rules = {"n_bootstrap": N_BOOTSTRAP, "seed": BOOTSTRAP_SEED, "support_prob": SUPPORT_PROB,
+             "min_effect": MIN_EFFECT, "min_seeds": MIN_SEEDS}
+    write_json(args.out_json, _finite({"rules": rules, "claims": {claim_key(c): c for c in claims}}))
     write_text(args.out_md, render_markdown(claims))
     for c in claims:
-        log.info("%s (patch %s): %s", c["id"], c["patch_size"], c["verdict"])
+        log.info("%s (%s): %s", c["id"], c.get("scope", c.get("patch_size")), c["verdict"])
 

@@ -78,11 +78,38 @@ def _report_real_args(p: argparse.ArgumentParser) -> None:
 def _aggregate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-csv", default=paths.METRICS_CSV)
     p.add_argument("--out-json", default=paths.METRICS_JSON)
+    p.add_argument("--out-baselines", default=paths.BASELINES_CSV, help="random-init and raw-pixel rows (.csv)")
 
 
 def _figures_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=paths.METRICS_CSV)
+    p.add_argument("--baselines", default=paths.BASELINES_CSV, help="random-init and raw-pixel R^2 (.csv)")
     p.add_argument("--out-dir", default=paths.FIGURES_DIR)
+
+
+def _baseline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
+    p.add_argument("--seed", type=int, required=True, help="the encoder's initialisation seed")
+    p.add_argument("--out", required=True, help="the seed's baseline scores (.json)")
+
+
+def _claims_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", default=paths.METRICS_CSV)
+    p.add_argument("--baselines", default=paths.BASELINES_CSV)
+    p.add_argument("--real-cells-dir", default=paths.REAL_CELLS_DIR, help="read when real.enabled")
+    p.add_argument("--out-json", default=paths.CLAIMS_JSON)
+    p.add_argument("--out-md", default=paths.CLAIMS_MD)
+
+
+def _summary_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", default=paths.METRICS_CSV)
+    p.add_argument("--baselines", default=paths.BASELINES_CSV)
+    p.add_argument("--claims-md", default=paths.CLAIMS_MD)
+    p.add_argument("--claims-json", default=paths.CLAIMS_JSON)
+    p.add_argument("--figures-dir", default=paths.FIGURES_DIR)
+    p.add_argument("--real-dir", default=paths.REAL_RESULTS_DIR, help="Table 1 and figures, read when real.enabled")
+    p.add_argument("--out-md", default=paths.SUMMARY_MD)
+    p.add_argument("--out-tex", default=paths.METRICS_TEX)
 
 
 # step -> (module with ``run(params, args)``, help, argument declarations). Arguments live
@@ -92,8 +119,11 @@ STEPS = {
     "generate": ("mae_hlvm.generate", "draw the synthetic hierarchical dataset", _generate_args),
     "train": ("mae_hlvm.train", "pretrain the MAE of one grid cell", _train_args),
     "probe": ("mae_hlvm.probe", "probe one cell's features against the true latents", _probe_args),
+    "baseline": ("mae_hlvm.baseline", "probe a random-init encoder and raw pixels (one seed)", _baseline_args),
     "aggregate": ("mae_hlvm.aggregate", "collect every cell into results/metrics.*", _aggregate_args),
     "figures": ("mae_hlvm.figures", "render the figures under results/figures", _figures_args),
+    "claims": ("mae_hlvm.claims", "test the paper's claims on our results (bootstrap over seeds)", _claims_args),
+    "summary": ("mae_hlvm.summary", "results/summary.md and results/metrics.tex for review", _summary_args),
     # the real-image track (docs/real_track.md); "module:function" names a runner other than run
     "prepare-real": ("mae_hlvm.realdata:run_prepare", "convert the real images into data/real.npz", _prepare_real_args),
     "train-real": ("mae_hlvm.train_real", "pretrain the MAE of one real-track cell", _train_real_args),

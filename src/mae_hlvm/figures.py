@@ -30,7 +30,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from . import paths  # noqa: E402
-from .aggregate import grid_cells, load_metrics  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from .aggregate import grid_cells, load_baselines, load_metrics  # noqa: E402
 from .config import Params, cell_id, digest, section_dict  # noqa: E402
 from .io import ArtifactError, load_npz, write_bytes  # noqa: E402
 from .provenance import code_revision  # noqa: E402
@@ -50,6 +52,8 @@ RC = {
     "font.size": 9,
 }
 SPREAD = ("pi", 100)  # min-max band over seeds
+# Baselines as horizontal lines in the level's colour: the untrained encoder, raw pixels.
+BASELINE_STYLES = {"random_init": ("--", "random-init encoder"), "pixels": (":", "raw pixels")}
 MAX_RECON_IMAGES = 4
 FIGURE_NAMES = ("r2_vs_ratio", "root_r2_heatmap", "reconstructions", "loss_curves", "region_r2")
 
@@ -132,6 +136,13 @@ def check_grid(frame: pd.DataFrame, params: Params, path: str | Path) -> None:
         )
 
 
+def check_baseline_seeds(baselines: pd.DataFrame, params: Params, path: str | Path) -> None:
+    """The baselines table must hold exactly the grid's seeds."""
+    have, want = set(baselines["seed"].astype(int)), set(params.grid.seeds)
+    if have != want:
+        raise ArtifactError(f"{path}: has seeds {sorted(have)}, params.grid.seeds is {sorted(want)}; rerun the aggregate step")
+
+
 def read_loss_curves(params: Params) -> pd.DataFrame:
     """Every grid cell's train_log.csv stacked: epoch, loss, lr, mask_ratio, patch_size, seed."""
     parts = []
@@ -165,15 +176,58 @@ def level_palette(levels: list[str]) -> dict[str, Any]:
     return {name: colors[int(name.split()[-1]) % 10] for name in levels}
 
 
-def _line_panels(ax_row: np.ndarray, long: pd.DataFrame, patch_sizes: list[int], ylabel: str) -> None:
-    """One seaborn lineplot per patch size along ``ax_row``, hue = level; legend on the last panel only."""
+def baseline_levels(baselines: pd.DataFrame, prefix: str) -> dict[str, dict[str, float]]:
+    """{baseline kind: {"level i": mean over seeds of <prefix>_level<i>}} from baselines.csv rows."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in BASELINE_STYLES:
+        part = baselines[baselines["baseline"] == kind]
+        out[kind] = {f"level {i}": float(part[f"{prefix}_level{i}"].mean()) for i in level_numbers(part, prefix)}
+    return out
+
+
+def _draw_baselines(ax: Any, levels: dict[str, dict[str, float]], palette: dict[str, Any]) -> None:
+    """Dashed (random-init) and dotted (pixels) horizontal lines, one per level present in the panel."""
+    for kind, (style, _) in BASELINE_STYLES.items():
+        for name, value in levels.get(kind, {}).items():
+            if name in palette and np.isfinite(value):
+                ax.axhline(value, color=palette[name], linestyle=style, linewidth=1.0, alpha=0.8, zorder=1)
+
+
+def _baseline_legend(ax: Any) -> None:
+    """The last panel's legend: seaborn's level entries plus one entry per baseline line style."""
+    legend = ax.get_legend()
+    if legend is None:
+        return
+    # seaborn's legend holds proxy handles that ax.get_legend_handles_labels() may not see
+    handles = list(legend.legend_handles)
+    labels = [text.get_text() for text in legend.get_texts()]
+    for style, label in BASELINE_STYLES.values():
+        handles.append(Line2D([], [], color="0.3", linestyle=style, linewidth=1.0))
+        labels.append(label)
+    ax.legend(handles, labels, title=legend.get_title().get_text())
+
+
+def _line_panels(
+    ax_row: np.ndarray, long: pd.DataFrame, patch_sizes: list[int], ylabel: str,
+    baselines: dict[str, dict[str, float]] | None = None,
+) -> None:
+    """One seaborn lineplot per patch size along ``ax_row``, hue = level; legend on the last panel only.
+
+    ``baselines`` ({kind: {level name: value}}, see :func:`baseline_levels`) adds a horizontal
+    line per level in every panel, styled per kind, with legend entries.
+    """
     order = sorted(long["level"].unique(), key=lambda name: int(name.split()[-1]))
+    palette = level_palette(order)
     for i, (ax, patch) in enumerate(zip(ax_row, patch_sizes)):
         part = long[long["patch_size"] == patch]
         sns.lineplot(
             data=part, x="mask_ratio", y="value", hue="level", hue_order=order, palette=level_palette(order),
             errorbar=SPREAD, marker="o", ax=ax, legend=i == len(patch_sizes) - 1,
         )
+        if baselines is not None:
+            _draw_baselines(ax, baselines, palette)
+            if i == len(patch_sizes) - 1:
+                _baseline_legend(ax)
         ax.set_title(f"masking unit {patch} px")
         ax.set_xlabel("masking ratio")
         ax.set_ylabel(ylabel if i == 0 else "")
@@ -183,13 +237,21 @@ def _line_panels(ax_row: np.ndarray, long: pd.DataFrame, patch_sizes: list[int],
         sns.move_legend(ax_row[-1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
 
 
-def plot_r2_vs_ratio(frame: pd.DataFrame, label: str) -> plt.Figure:
-    """Row 1: linear-probe R^2 per level vs ratio; row 2: nonlinear; one column per patch size."""
+def plot_r2_vs_ratio(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | None = None) -> plt.Figure:
+    """Row 1: linear-probe R^2 per level vs ratio; row 2: nonlinear; one column per patch size.
+
+    ``baselines`` (baselines.csv rows) adds each level's random-init (dashed) and raw-pixel
+    (dotted) R^2, mean over seeds, in the level's colour.
+    """
     patch_sizes = sorted(frame["patch_size"].unique())
     fig, axes = _panel_grid(2, len(patch_sizes))
-    _line_panels(axes[0], long_by_level(frame, "r2"), patch_sizes, "linear probe R$^2$")
-    _line_panels(axes[1], long_by_level(frame, "r2nl"), patch_sizes, "nonlinear probe R$^2$")
-    fig.suptitle("Which latent level does the encoder recover? (band: min-max over seeds)")
+    for row, prefix, ylabel in ((0, "r2", "linear probe R$^2$"), (1, "r2nl", "nonlinear probe R$^2$")):
+        lines = None if baselines is None else baseline_levels(baselines, prefix)
+        _line_panels(axes[row], long_by_level(frame, prefix), patch_sizes, ylabel, lines)
+    title = "Which latent level does the encoder recover? (band: min-max over seeds)"
+    if baselines is not None:
+        title += "\ndashed: random-init encoder, dotted: raw pixels (same probes, mean over seeds)"
+    fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     stamp(fig, label)
     return fig
@@ -337,11 +399,13 @@ def plot_reconstructions(params: Params, label: str) -> plt.Figure:
 # --------------------------------------------------------------------------- step
 
 
-def render_all(params: Params, frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+def render_all(
+    params: Params, frame: pd.DataFrame, out_dir: str | Path, baselines: pd.DataFrame | None = None
+) -> list[Path]:
     """Draw and save every figure; returns the written paths (PNG and PDF of each)."""
     label = provenance_label(params)
     builders = {
-        "r2_vs_ratio": lambda: plot_r2_vs_ratio(frame, label),
+        "r2_vs_ratio": lambda: plot_r2_vs_ratio(frame, label, baselines),
         "root_r2_heatmap": lambda: plot_root_heatmap(frame, label),
         "reconstructions": lambda: plot_reconstructions(params, label),
         "loss_curves": lambda: plot_loss_curves(read_loss_curves(params), label),
@@ -354,9 +418,11 @@ def render_all(params: Params, frame: pd.DataFrame, out_dir: str | Path) -> list
 
 
 def run(params: Params, args: Any) -> None:
-    """Render every figure from ``args.metrics`` and the grid's cell files into ``args.out_dir``."""
+    """Render every figure from ``args.metrics``, ``args.baselines`` and the grid's cell files into ``args.out_dir``."""
     frame = load_metrics(args.metrics)
     check_grid(frame, params, args.metrics)
+    baselines = load_baselines(args.baselines)
+    check_baseline_seeds(baselines, params, args.baselines)
     with plt.rc_context(RC), sns.axes_style("ticks"):
-        written = render_all(params, frame, args.out_dir)
+        written = render_all(params, frame, args.out_dir, baselines)
     log.info("wrote %d figure files under %s", len(written), args.out_dir)

@@ -10,6 +10,12 @@ SYNTHETIC_DATA = "data/synthetic.npz"
 METRICS_CSV = "results/metrics.csv"
 METRICS_JSON = "results/metrics.json"
 TIMINGS_CSV = "results/timings.csv"
+BASELINES_DIR = "results/baselines"
+BASELINES_CSV = "results/baselines.csv"
+CLAIMS_JSON = "results/claims.json"
+CLAIMS_MD = "results/claims.md"
+SUMMARY_MD = "results/summary.md"
+METRICS_TEX = "results/metrics.tex"
 FIGURES_DIR = "results/figures"
 CELLS_DIR = "results/cells"
 MODELS_DIR = "models"
@@ -37,6 +43,11 @@ def resume_state(cell: str) -> str:
 
 def probe_json(cell: str) -> str:
     return f"{CELLS_DIR}/{cell}.json"
+
+
+def baseline_json(seed: int | str) -> str:
+    """The untrained encoder's and raw pixels' probe scores for one seed's initialisation."""
+    return f"{BASELINES_DIR}/s{seed}.json"
 
 
 def recon_npz(cell: str) -> str:

@@ -21,6 +21,13 @@ How the two tools agree (README, "Snakemake and DVC together"):
   write keeps mtimes in order; after ``dvc pull``/``dvc checkout`` run
   ``python -m mae_hlvm.sync`` (``make sync``).
 
+Besides one ``train``/``probe`` job per grid cell, ``baseline`` runs once per seed (the
+untrained encoder and raw pixels under the same probes, ``baseline@<seed>``);
+``aggregate`` collects both; ``claims`` (verdicts with a seed bootstrap) and ``summary``
+(results/summary.md, results/metrics.tex) come last and, with the real track on, also
+read its per-cell JSONs (claims) and Table 1 and figures (summary): the params they read
+then grow by the real keys (:func:`stage_param_keys`).
+
 The real-image track (docs/real_track.md) adds ``prepare_real``, one ``train_real_<S>``
 and ``evaluate_real_<S>`` per sweep S and ``report_real``. DVC's ``matrix:`` is a plain
 product of params lists, so each sweep is its own product: A = ratios x seeds at
@@ -56,7 +63,10 @@ from . import paths
 from .config import Params, ParamsError, digest, load_params, real_enabled, real_sweep_cells, real_sweeps
 from .io import ArtifactError, dumps_json, read_json, write_json, write_text
 
-STAGES = ("generate", "train", "probe", "aggregate", "figures")  # the synthetic track
+# The synthetic track, then the review stages (claims, summary), which also read the
+# real track's results when it is enabled.
+STAGES = ("generate", "train", "probe", "baseline", "aggregate", "figures", "claims", "summary")
+SEED_STAGES = ("baseline",)  # one job per grid seed, independent of ratio and patch size
 REAL_SWEEP_LETTERS = ("A", "B", "G")
 REAL_STAGES = (
     ("prepare_real",)
@@ -106,14 +116,32 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "train": ("model", "train"),
     # the model config comes from the checkpoint, which is an input file
     "probe": ("probe", "train.threads"),
+    # the random-init model is built from the model section (seeded by the job's seed)
+    "baseline": ("model", "probe", "train.threads"),
     "aggregate": ("data.depth", "probe.pooling", "grid"),
     # every figure is stamped with the digest of the whole params file
     "figures": ("data", "model", "train", "probe", "grid"),
+    # + REAL_CLAIMS_PARAMS when the real track is on (stage_param_keys)
+    "claims": ("data.depth",),
+    # the summary prints and stamps the params (+ the real section when the track is on)
+    "summary": ("data", "model", "train", "probe", "grid"),
     "prepare_real": REAL_DATA_PARAMS,
     **{f"train_real_{s}": REAL_TRAIN_PARAMS for s in REAL_SWEEP_LETTERS},
     **{f"evaluate_real_{s}": REAL_EVALUATE_PARAMS for s in REAL_SWEEP_LETTERS},
     "report_real": REAL_REPORT_PARAMS,
 }
+
+# What claims and summary read of the real track, only when it is enabled (the section
+# may be absent otherwise): where each sweep's cells are, to find their JSONs.
+REAL_CLAIMS_PARAMS = ("real.sweep", "real.mask_ratios", "real.mask_units", "real.sweep_a_unit", "real.sweep_b_ratio", "real.seeds")
+REAL_READS = {"claims": REAL_CLAIMS_PARAMS, "summary": ("real",)}
+
+
+def stage_param_keys(stage: str, params: Params) -> tuple[str, ...]:
+    """The params keys ``stage`` reads under ``params``: :data:`STAGE_PARAMS` plus real keys when on."""
+    extra = REAL_READS.get(stage, ()) if real_enabled(params) else ()
+    return STAGE_PARAMS[stage] + extra
+
 
 # Files written by the figures step (each as .png and .pdf); examples.png comes from generate.
 FIGURE_NAMES = ("r2_vs_ratio", "root_r2_heatmap", "reconstructions", "loss_curves", "region_r2")
@@ -135,6 +163,11 @@ DVC_ITEM = {"mask_ratio": "${item.mask_ratio}", "patch_size": "${item.patch_size
 SMK_PATH = {"mask_ratio": "{mask_ratio}", "patch_size": "{patch_size}", "seed": "{seed}"}
 SMK_SHELL = {k: f"{{wildcards.{k}}}" for k in SMK_PATH}
 MATRIX = {"mask_ratio": "${grid.mask_ratios}", "patch_size": "${grid.patch_sizes}", "seed": "${grid.seeds}"}
+# A seed stage (SEED_STAGES) varies the seed only.
+SEED_DVC_ITEM = {"seed": "${item.seed}"}
+SEED_MATRIX = {"seed": "${grid.seeds}"}
+SEED_SMK_PATH = {"seed": "{seed}"}
+SEED_SMK_SHELL = {"seed": "{wildcards.seed}"}
 # Per real sweep: its matrix, and the cell fields as DVC spells them (the fixed one from params).
 REAL_MATRIX = {
     "A": {"mask_ratio": "${real.mask_ratios}", "seed": "${real.seeds}"},
@@ -168,6 +201,11 @@ def cell_fields(mask_ratio: float, patch_size: int, seed: int) -> Fields:
     return {"mask_ratio": repr(float(mask_ratio)), "patch_size": str(int(patch_size)), "seed": str(int(seed))}
 
 
+def seed_fields(seed: int) -> Fields:
+    """A seed stage's fields: ``{"seed": "0"}``."""
+    return {"seed": str(int(seed))}
+
+
 def cell_name(f: Fields) -> str:
     """``r0.75_p4_s0``; equals :func:`mae_hlvm.config.cell_id` for concrete fields."""
     return f"r{f['mask_ratio']}_p{f['patch_size']}_s{f['seed']}"
@@ -190,6 +228,8 @@ def dvc_stage_name(stage: str, f: Fields | None = None) -> str:
     Real sweeps vary fewer fields: ``train_real_A@0.75-0`` (ratio, seed), ``train_real_B@8-0``
     (unit, seed), ``train_real_G@0.75-8-0``.
     """
+    if stage in SEED_STAGES:
+        return f"{stage}@{f['seed']}"
     if stage not in CELL_STAGES:
         return stage
     sweep = sweep_of(stage)
@@ -214,6 +254,8 @@ def active_stages(params: Params) -> tuple[str, ...]:
 
 def stage_cells(stage: str, params: Params) -> list[Fields | None]:
     """The instances of a stage: every cell of its matrix, or [None] for a single stage."""
+    if stage in SEED_STAGES:
+        return [seed_fields(s) for s in params.grid.seeds]
     if stage not in CELL_STAGES:
         return [None]
     sweep = sweep_of(stage)
@@ -248,10 +290,35 @@ def command(stage: str, f: Fields | None = None) -> str:
             f"{base} --data {paths.SYNTHETIC_DATA} --checkpoint {paths.checkpoint(cell)} "
             f"--out {paths.probe_json(cell)} --recon {paths.recon_npz(cell)} --log {log_path(stage, f)}"
         )
+    if stage == "baseline":
+        return (
+            f"{base} --data {paths.SYNTHETIC_DATA} --seed {f['seed']} --out {paths.baseline_json(f['seed'])} "
+            f"--log {log_path(stage, f)}"
+        )
     if stage == "aggregate":
-        return f"{base} --out-csv {paths.METRICS_CSV} --out-json {paths.METRICS_JSON} --log {log_path(stage)}"
+        return (
+            f"{base} --out-csv {paths.METRICS_CSV} --out-json {paths.METRICS_JSON} "
+            f"--out-baselines {paths.BASELINES_CSV} --log {log_path(stage)}"
+        )
     if stage == "figures":
-        return f"{base} --metrics {paths.METRICS_CSV} --out-dir {paths.FIGURES_DIR} --log {log_path(stage)}"
+        return (
+            f"{base} --metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --out-dir {paths.FIGURES_DIR} "
+            f"--log {log_path(stage)}"
+        )
+    # claims and summary find the real track's files at their default paths (cli.py), so
+    # their commands do not change, nor name the track, when it is switched off
+    if stage == "claims":
+        return (
+            f"{base} --metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} "
+            f"--out-json {paths.CLAIMS_JSON} --out-md {paths.CLAIMS_MD} "
+            f"--log {log_path(stage)}"
+        )
+    if stage == "summary":
+        return (
+            f"{base} --metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --claims-md {paths.CLAIMS_MD} "
+            f"--claims-json {paths.CLAIMS_JSON} --figures-dir {paths.FIGURES_DIR} "
+            f"--out-md {paths.SUMMARY_MD} --out-tex {paths.METRICS_TEX} --log {log_path(stage)}"
+        )
     return _real_command(stage, f)
 
 
@@ -281,6 +348,8 @@ def _real_command(stage: str, f: Fields | None) -> str:
 
 
 def log_path(stage: str, f: Fields | None = None) -> str:
+    if stage in SEED_STAGES:
+        return paths.log(stage, f"s{f['seed']}")
     return paths.log(stage, cell_name(f) if stage in CELL_STAGES else stage)
 
 
@@ -295,8 +364,18 @@ def outputs(stage: str, f: Fields | None = None) -> list[Out]:
         cell = cell_name(f)
         # per-cell metrics live in git so that `dvc metrics diff` shows every cell
         return [Out(paths.probe_json(cell), "metrics", cache=False), Out(paths.recon_npz(cell), cache=False)]
+    if stage == "baseline":
+        return [Out(paths.baseline_json(f["seed"]), "metrics", cache=False)]
     if stage == "aggregate":
-        return [Out(paths.METRICS_CSV, "plots", cache=False), Out(paths.METRICS_JSON, "metrics", cache=False)]
+        return [
+            Out(paths.METRICS_CSV, "plots", cache=False),
+            Out(paths.METRICS_JSON, "metrics", cache=False),
+            Out(paths.BASELINES_CSV, cache=False),
+        ]
+    if stage == "claims":
+        return [Out(paths.CLAIMS_JSON, "metrics", cache=False), Out(paths.CLAIMS_MD, cache=False)]
+    if stage == "summary":
+        return [Out(paths.SUMMARY_MD, cache=False), Out(paths.METRICS_TEX, cache=False)]
     if stage == "figures":
         outs = []
         for name in FIGURE_NAMES:
@@ -352,27 +431,52 @@ def input_files(stage: str, f: Fields | None = None, params: Params | None = Non
         # weights hash it evaluated and the report refuses any other weights: the JSONs pin
         # the checkpoints. (A dir dep on models_real would also see the .gitignore files DVC
         # writes beside cached outputs, and go stale after every `dvc commit`.)
-        jobs = [(sweep_of(s), c) for s in active_stages(params) if s.startswith("train_real_") for c in stage_cells(s, params)]
-        return [paths.REAL_DATA] + [paths.real_cell_json(sweep, cell_name(c)) for sweep, c in jobs]
+        return [paths.REAL_DATA] + real_cell_jsons(params)
     if stage == "generate":
         return []
-    if stage == "train":
+    if stage in ("train", "baseline"):
         return [paths.SYNTHETIC_DATA]
     if stage == "probe":
         return [paths.SYNTHETIC_DATA, paths.checkpoint(cell_name(f))]
     if stage == "aggregate":
-        return [paths.probe_json(cell_name(c)) for c in cells]
+        seeds = params.grid.seeds if params is not None else []
+        return [paths.probe_json(cell_name(c)) for c in cells] + [paths.baseline_json(s) for s in seeds]
     if stage == "figures":
         return (
-            [paths.METRICS_CSV]
+            [paths.METRICS_CSV, paths.BASELINES_CSV]
             + [paths.recon_npz(cell_name(c)) for c in cells]
             + [paths.train_log(cell_name(c)) for c in cells]
+        )
+    if stage == "claims":
+        return [paths.METRICS_CSV, paths.BASELINES_CSV] + real_cell_jsons(params)
+    if stage == "summary":
+        return (
+            [paths.METRICS_CSV, paths.BASELINES_CSV, paths.CLAIMS_JSON, paths.CLAIMS_MD]
+            + [f"{paths.FIGURES_DIR}/{name}.png" for name in FIGURE_NAMES]
+            + _real_summary_inputs(params)
         )
     raise KeyError(stage)
 
 
+def real_cell_jsons(params: Params | None) -> list[str]:
+    """Every current real cell's JSON (evaluate_real outputs), per sweep; [] when the track is off."""
+    if params is None or not real_enabled(params):
+        return []
+    jobs = [(sweep_of(s), c) for s in active_stages(params) if s.startswith("train_real_") for c in stage_cells(s, params)]
+    return [paths.real_cell_json(sweep, cell_name(c)) for sweep, c in jobs]
+
+
+def _real_summary_inputs(params: Params | None) -> list[str]:
+    """The real track's Table 1 (Markdown) and figures, which the summary shows when the track is on."""
+    if params is None or not real_enabled(params):
+        return []
+    return [f"{paths.REAL_TABLE_STEM}.md"] + [f"{paths.REAL_FIGURES_DIR}/{name}.png" for name in REAL_FIGURE_NAMES]
+
+
 def dvc_item(stage: str) -> Fields | None:
     """A cell stage's fields as DVC interpolates them; None for a single stage."""
+    if stage in SEED_STAGES:
+        return SEED_DVC_ITEM
     if stage not in CELL_STAGES:
         return None
     sweep = sweep_of(stage)
@@ -383,9 +487,11 @@ def dvc_input_deps(stage: str, params: Params) -> list[str]:
     """Artifact deps in dvc.yaml. A stage reading every cell depends on the folder:
     DVC links a folder dep to the stage outputs inside it (matrix deps cannot be listed)."""
     if stage == "aggregate":
-        return [paths.CELLS_DIR]
+        return [paths.CELLS_DIR, paths.BASELINES_DIR]
     if stage == "figures":
-        return [paths.METRICS_CSV, paths.CELLS_DIR, paths.MODELS_DIR]
+        return [paths.METRICS_CSV, paths.BASELINES_CSV, paths.CELLS_DIR, paths.MODELS_DIR]
+    if stage == "claims":
+        return [paths.METRICS_CSV, paths.BASELINES_CSV] + ([paths.REAL_CELLS_DIR] if real_enabled(params) else [])
     if stage == "report_real":
         return [paths.REAL_DATA, paths.REAL_CELLS_DIR]
     return input_files(stage, dvc_item(stage), params)
@@ -429,19 +535,27 @@ def code_deps(stage: str) -> list[str]:
     return [f"{SOURCE_REL}/{m}.py" for m in sorted(seen)]
 
 
+def smk_path_fields(stage: str) -> Fields | None:
+    """A rule's wildcards as spelled in paths; None for a single stage."""
+    if stage in SEED_STAGES:
+        return SEED_SMK_PATH
+    return SMK_PATH if stage in CELL_STAGES else None
+
+
 def smk_outputs(stage: str) -> list[str]:
-    """A rule's output patterns (wildcards for cell stages)."""
-    return [o.path for o in outputs(stage, SMK_PATH if stage in CELL_STAGES else None)]
+    """A rule's output patterns (wildcards for matrix stages)."""
+    return [o.path for o in outputs(stage, smk_path_fields(stage))]
 
 
 def smk_inputs(stage: str, params: Params) -> list[str]:
     """A rule's inputs: artifacts, then the stage's code and params file (mtime triggers)."""
-    f = SMK_PATH if stage in CELL_STAGES else None
-    return input_files(stage, f, params) + code_deps(stage) + [params_file(stage)]
+    return input_files(stage, smk_path_fields(stage), params) + code_deps(stage) + [params_file(stage)]
 
 
 def smk_shell(stage: str) -> str:
     """The rule's shell: :func:`command` with wildcards, so it resolves to DVC's cmd."""
+    if stage in SEED_STAGES:
+        return command(stage, SEED_SMK_SHELL)
     return command(stage, SMK_SHELL if stage in CELL_STAGES else None)
 
 
@@ -453,13 +567,14 @@ def smk_command(stage: str):  # noqa: ANN201 - a Snakemake params function
     """
 
     def resolved(wildcards: Any) -> str:
-        return command(stage, {k: str(wildcards[k]) for k in SMK_PATH} if stage in CELL_STAGES else None)
+        keys = smk_path_fields(stage)
+        return command(stage, None if keys is None else {k: str(wildcards[k]) for k in keys})
 
     return resolved
 
 
 def smk_log(stage: str) -> str:
-    return log_path(stage, SMK_PATH if stage in CELL_STAGES else None)
+    return log_path(stage, smk_path_fields(stage))
 
 
 def figure_stem(path: str) -> str:
@@ -481,9 +596,9 @@ def real_outputs(params: Params) -> list[str]:
 
 
 def stage_params(params: Params, stage: str) -> dict[str, Any]:
-    """Exactly the params a stage reads, keyed as in :data:`STAGE_PARAMS`."""
+    """Exactly the params a stage reads, keyed as in :func:`stage_param_keys`."""
     out: dict[str, Any] = {}
-    for key in STAGE_PARAMS[stage]:
+    for key in stage_param_keys(stage, params):
         section, _, leaf = key.partition(".")
         value = getattr(params, section).model_dump(mode="json")
         out[key] = value[leaf] if leaf else value
@@ -526,12 +641,14 @@ def _dvc_outs(outs: list[Out]) -> dict[str, list[Any]]:
 def dvc_stage(stage: str, params: Params) -> dict[str, Any]:
     f = dvc_item(stage)
     spec: dict[str, Any] = {}
-    if stage in CELL_STAGES:
+    if stage in SEED_STAGES:
+        spec["matrix"] = dict(SEED_MATRIX)
+    elif stage in CELL_STAGES:
         sweep = sweep_of(stage)
         spec["matrix"] = dict(MATRIX if sweep is None else REAL_MATRIX[sweep])
     spec["cmd"] = command(stage, f)
     spec["deps"] = code_deps(stage) + dvc_input_deps(stage, params)
-    spec["params"] = list(STAGE_PARAMS[stage])
+    spec["params"] = list(stage_param_keys(stage, params))
     spec.update(_dvc_outs(outputs(stage, f)))
     return spec
 

@@ -2,7 +2,10 @@
 
 ``results/summary.md`` gathers what a reviewer needs to judge a revision without
 running anything: the params (and their digest), the code revision, library versions,
-the per-cell table averaged over seeds, the claims check and links to every figure.
+the per-cell table averaged over seeds, the baselines (random-init encoder, raw pixels),
+the claims check, links to every figure (:data:`mae_hlvm.pipeline.FIGURE_NAMES`, never a
+glob of the folder, so a stale file cannot appear) and, when the real track is on, its
+Table 1 (results/real/table1.md) and figures.
 ``results/metrics.tex`` is the same table ready for the paper. Both are stamped with the
 params digest and code revision and contain nothing that varies between reruns.
 """
@@ -10,16 +13,26 @@ params digest and code revision and contain nothing that varies between reruns.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from .config import Params, digest, section_dict
+from . import paths
+from .aggregate import load_baselines, load_metrics
+from .config import Params, digest, real_enabled, section_dict
 from .io import ArtifactError, read_json, write_text
+from .pipeline import FIGURE_NAMES, REAL_FIGURE_NAMES
 from .provenance import code_revision, library_versions
 
-SECTIONS = ["data", "model", "train", "probe", "grid"]
+
+def shown_params(params: Params) -> dict:
+    """The params the summary prints and stamps: the synthetic sections, plus ``real`` when on."""
+    shown = section_dict(params, ["data", "model", "train", "probe", "grid"])
+    if real_enabled(params):
+        shown.update(section_dict(params, ["real"]))
+    return shown
 
 
 def seed_table(metrics: pd.DataFrame, n_levels: int) -> pd.DataFrame:
@@ -41,6 +54,18 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def baselines_table(baselines: pd.DataFrame, n_levels: int) -> pd.DataFrame:
+    """Mean ± sd over seeds per baseline (random-init encoder, raw pixels): linear/nonlinear R^2 per level, accuracy."""
+    cols = [f"r2_level{i}" for i in range(n_levels)] + [f"r2nl_level{i}" for i in range(n_levels)] + ["probe_acc"]
+    grouped = baselines.groupby("baseline", sort=False)[cols]
+    mean, sd = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
+    out = mean.copy()
+    for c in cols:
+        out[c] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(mean[c], sd[c])]
+    out["seeds"] = grouped.size()
+    return out.reset_index()
+
+
 def latex_table(table: pd.DataFrame, stamp: str) -> str:
     cols = list(table.columns)
     names = [c.replace("_", r"\_") for c in cols]
@@ -57,14 +82,21 @@ def latex_table(table: pd.DataFrame, stamp: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_summary(params: Params, metrics: pd.DataFrame, claims_md: str, figures: list[str]) -> tuple[str, str]:
-    """(summary.md text, metrics.tex text)."""
+def render_summary(
+    params: Params, metrics: pd.DataFrame, claims_md: str, figures: list[str],
+    baselines: pd.DataFrame | None = None, real_table_md: str | None = None,
+) -> tuple[str, str]:
+    """(summary.md text, metrics.tex text).
+
+    ``figures``: image paths relative to the summary's folder; ``baselines``: baselines.csv
+    rows; ``real_table_md``: the real track's Table 1 (Markdown), shown when given.
+    """
     n_levels = params.data.depth + 1
-    params_digest = digest(section_dict(params, SECTIONS))
-    stamp = f"params {params_digest}, code {code_revision()}"
+    shown = shown_params(params)
+    stamp = f"params {digest(shown)}, code {code_revision()}"
     table = seed_table(metrics, n_levels)
     versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
-    text = "\n".join([
+    parts = [
         "# mae-hlvm results summary",
         "",
         f"Stamp: {stamp}. Environment: {versions}.",
@@ -73,30 +105,64 @@ def render_summary(params: Params, metrics: pd.DataFrame, claims_md: str, figure
         "",
         markdown_table(table),
         "",
-        claims_md.replace("# Claims check", "## Claims check"),
+    ]
+    if baselines is not None:
+        parts += [
+            "## Baselines (same probes; mean ± sd over seeds)",
+            "",
+            "`random_init`: the encoder each cell starts from, untrained (default pooling); "
+            "`pixels`: the flattened raw image. r2 = linear probe, r2nl = nonlinear probe.",
+            "",
+            markdown_table(baselines_table(baselines, n_levels)),
+            "",
+        ]
+    parts += [claims_md.replace("# Claims check", "## Claims check")]
+    if real_table_md is not None:
+        parts += ["## Real-image track: Table 1", "", real_table_md.rstrip(), ""]
+    parts += [
         "## Figures",
         "",
-        *[f"![{Path(f).stem}](figures/{Path(f).name})" for f in figures],
+        *[f"![{Path(f).stem}]({f})" for f in figures],
         "",
         "## Params",
         "",
         "```yaml",
-        yaml.safe_dump(section_dict(params, SECTIONS), sort_keys=False).rstrip(),
+        yaml.safe_dump(shown, sort_keys=False).rstrip(),
         "```",
         "",
-    ])
-    return text, latex_table(table, stamp)
+    ]
+    return "\n".join(parts), latex_table(table, stamp)
+
+
+def figure_paths(params: Params, figures_dir: str | Path, real_dir: str | Path) -> list[tuple[Path, str]]:
+    """(PNG, the step drawing it) of every figure the summary links: the figures step's, then the real report's."""
+    out = [(Path(figures_dir) / f"{name}.png", "figures") for name in FIGURE_NAMES]
+    if real_enabled(params):
+        out += [(Path(real_dir) / "figures" / f"{name}.png", "report-real") for name in REAL_FIGURE_NAMES]
+    return out
+
+
+def _existing(path: Path, step: str) -> Path:
+    if not path.exists():
+        raise ArtifactError(f"{path}: missing (run the {step} step first)")
+    return path
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    path = Path(args.metrics)
-    if not path.exists():
-        raise ArtifactError(f"{path}: missing (run the aggregate step first)")
-    claims_md = Path(args.claims_md)
-    if not claims_md.exists():
-        raise ArtifactError(f"{claims_md}: missing (run the claims step first)")
+    """Write ``args.out_md`` and ``args.out_tex`` from the metrics, baselines, claims and figures."""
+    metrics = load_metrics(args.metrics)
+    baselines = load_baselines(args.baselines)
+    claims_md = _existing(Path(args.claims_md), "claims")
     read_json(args.claims_json)  # a corrupt claims file stops here, named
-    figures = sorted(str(p) for p in Path(args.figures_dir).glob("*.png"))
-    text, tex = render_summary(params, pd.read_csv(path), claims_md.read_text(), figures)
+    real_md = None
+    if real_enabled(params):
+        real_md = _existing(Path(args.real_dir) / Path(f"{paths.REAL_TABLE_STEM}.md").name, "report-real").read_text()
+    out_dir = Path(args.out_md).parent
+    # links relative to summary.md's folder, so the Markdown renders where it lies
+    figures = [
+        Path(os.path.relpath(_existing(f, step), out_dir)).as_posix()
+        for f, step in figure_paths(params, args.figures_dir, args.real_dir)
+    ]
+    text, tex = render_summary(params, metrics, claims_md.read_text(), figures, baselines, real_md)
     write_text(args.out_md, text)
     write_text(args.out_tex, tex)
