@@ -13,7 +13,7 @@ cd "$work"
 git init -q && git add -A && git -c user.email=b@b -c user.name=bench commit -qm bench
 export PATH="$repo/.venv/bin:$PATH" PYTHONPATH="$work/src"
 start=$(date +%s.%N)
-/usr/bin/time -f "peak RSS of the largest job: %M KB" snakemake --cores 2 --quiet "$@" 2> time.err >/dev/null || { cat time.err; exit 1; }
+/usr/bin/time -f "peak RSS of the largest job: %M KB" snakemake --cores 2 "$@" --quiet all 2> time.err >/dev/null || { cat time.err; exit 1; }
 end=$(date +%s.%N)
 grep "peak RSS" time.err
 printf 'wall time: %.0f s on %s cores (load average before: %s)\n' "$(echo "$end - $start" | bc)" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)"
