@@ -37,8 +37,10 @@ import numpy as np
 import pandas as pd
 
 from .aggregate import load_baselines, load_metrics
-from .config import Params, cell_id, real_enabled, real_sweep_cells
+from .config import Params, cell_id, digest, real_enabled, real_sweep_cells
 from .io import ArtifactError, read_json, write_json, write_text
+from .pipeline import stage_params
+from .provenance import code_revision
 
 log = logging.getLogger("mae_hlvm.claims")
 
@@ -260,7 +262,10 @@ def run(params: Params, args: argparse.Namespace) -> None:
     rules = {"n_bootstrap": N_BOOTSTRAP, "seed": BOOTSTRAP_SEED, "support_prob": SUPPORT_PROB,
              "min_effect": MIN_EFFECT, "min_seeds": MIN_SEEDS}
     write_json(args.out_json, _finite({"rules": rules, "claims": {claim_key(c): c for c in claims}}))
-    write_text(args.out_md, render_markdown(claims))
+    # the digest covers the keys this step reads (pipeline.STAGE_PARAMS), so it changes
+    # exactly when the claims could
+    stamp = f"params {digest(stage_params(params, 'claims'))} (keys read here), code {code_revision()}"
+    write_text(args.out_md, render_markdown(claims) + f"\nStamp: {stamp}.\n")
     for c in claims:
         log.info("%s (%s): %s", c["id"], c.get("scope", c.get("patch_size")), c["verdict"])
 

@@ -489,9 +489,17 @@ def recon_quality_cell(
     }
 
 
+# Set by :func:`run_report` for the duration of one report: every figure it saves and
+# every table it renders carries the params digest and code revision (reviewers match
+# an artifact to the revision that made it).
+_STAMP: str | None = None
+
+
 def save_figure(fig: Figure, out_stem: str | Path) -> list[Path]:
     """Write ``out_stem``.png and .pdf atomically, with no timestamps or versions inside."""
     out_stem = Path(out_stem)
+    if _STAMP:
+        fig.text(0.995, 0.005, _STAMP, ha="right", va="bottom", fontsize=6, color="0.4")
     written = []
     for fmt, metadata in (
         ("png", {"Software": None}),
@@ -772,11 +780,8 @@ def figure_cells(sweep_cells: dict[str, list[tuple[float, int, int]]], seed: int
 
 def run_report(params: Any, args: Any) -> None:
     """Table 1 and Figs. 5 to 8 over every current cell of the real track."""
-    from . import paths
     from .config import cell_id, real_sweep_cells
-    from .data import load_dataset
-    from .io import ArtifactError, read_json
-    from .train import load_checkpoint
+    from .io import read_json
 
     real = params.real
     device = _step_device(params)
@@ -788,7 +793,36 @@ def run_report(params: Any, args: Any) -> None:
         for sweep, cells in sweep_cells.items() for r, u, s in cells
     ]
     out_dir, fig_dir = Path(args.out_dir), Path(args.out_dir) / "figures"
+    global _STAMP
+    _STAMP = real_stamp(params)
+    try:
+        _render_report(params, args, results, sweep_cells, where, out_dir, fig_dir, device)
+    finally:
+        _STAMP = None
+
+
+def real_stamp(params: Any) -> str:
+    """``params <digest> | code <revision>`` over every section the real track reads."""
+    from .config import digest, section_dict
+    from .provenance import code_revision
+
+    sections = section_dict(params, ["model", "train", "real"])
+    return f"params {digest(sections)} | code {code_revision()}"
+
+
+def _render_report(params: Any, args: Any, results: list, sweep_cells: dict, where: dict,
+                   out_dir: Path, fig_dir: Path, device: Any) -> None:
+    from . import paths
+    from .config import cell_id
+    from .data import load_dataset
+    from .io import ArtifactError, write_text
+    from .train import load_checkpoint
+
+    real = params.real
     table1_render([res["table1"] for res in results], out_dir, **where)
+    for name, comment in (("table1.md", "_Stamp: {}._"), ("table1.tex", "% stamp: {}")):
+        path = out_dir / name
+        write_text(path, path.read_text().rstrip("\n") + "\n\n" + comment.format(_STAMP) + "\n")
     recon = pd.DataFrame([res["recon_quality"] for res in results]).rename(columns={"sweep": "sweep_tag"})
     plot_recon_quality(recon, fig_dir / "fig5_recon_quality", **where)
 
