@@ -148,6 +148,29 @@ class ProbeParams(_Section):
         return v
 
 
+def _ratios_in_open_unit(v: list[float]) -> list[float]:
+    for i, r in enumerate(v):
+        if not 0 < r < 1:
+            raise ValueError(f"[{i}]={r}: a masking ratio must be in (0, 1)")
+    return v
+
+
+def _at_least(v: list[int], low: int) -> list[int]:
+    for i, x in enumerate(v):
+        if x < low:
+            raise ValueError(f"[{i}]={x}: must be >= {low}")
+    return v
+
+
+def _distinct_nonempty(v: list[Any], repeated: str) -> list[Any]:
+    if not v:
+        raise ValueError("must list at least one value")
+    for i, x in enumerate(v):
+        if x in v[:i]:
+            raise ValueError(f"[{i}]={x}: {repeated}")
+    return v
+
+
 class GridParams(_Section):
     mask_ratios: list[float]
     patch_sizes: list[int]
@@ -156,31 +179,17 @@ class GridParams(_Section):
     @field_validator("mask_ratios")
     @classmethod
     def _ratios_open_unit(cls, v: list[float]) -> list[float]:
-        for i, r in enumerate(v):
-            if not 0 < r < 1:
-                raise ValueError(f"[{i}]={r}: a masking ratio must be in (0, 1)")
-        return v
+        return _ratios_in_open_unit(v)
 
     @field_validator("patch_sizes", "seeds")
     @classmethod
     def _nonneg(cls, v: list[int], info: Any) -> list[int]:
-        low = 1 if info.field_name == "patch_sizes" else 0
-        for i, x in enumerate(v):
-            if x < low:
-                raise ValueError(f"[{i}]={x}: must be >= {low}")
-        return v
+        return _at_least(v, 1 if info.field_name == "patch_sizes" else 0)
 
     @field_validator("mask_ratios", "patch_sizes", "seeds")
     @classmethod
     def _distinct(cls, v: list[Any]) -> list[Any]:
-        if not v:
-            raise ValueError("must list at least one value")
-        seen: set[Any] = set()
-        for i, x in enumerate(v):
-            if x in seen:
-                raise ValueError(f"[{i}]={x}: repeated grid value")
-            seen.add(x)
-        return v
+        return _distinct_nonempty(v, "repeated grid value")
 
 
 class RealParams(_Section):
@@ -217,10 +226,7 @@ class RealParams(_Section):
     @field_validator("mask_ratios")
     @classmethod
     def _ratios_open_unit(cls, v: list[float]) -> list[float]:
-        for i, r in enumerate(v):
-            if not 0 < r < 1:
-                raise ValueError(f"[{i}]={r}: a masking ratio must be in (0, 1)")
-        return v
+        return _ratios_in_open_unit(v)
 
     @field_validator("sweep_b_ratio")
     @classmethod
@@ -232,21 +238,12 @@ class RealParams(_Section):
     @field_validator("mask_units", "seeds")
     @classmethod
     def _nonneg(cls, v: list[int], info: Any) -> list[int]:
-        low = 1 if info.field_name == "mask_units" else 0
-        for i, x in enumerate(v):
-            if x < low:
-                raise ValueError(f"[{i}]={x}: must be >= {low}")
-        return v
+        return _at_least(v, 1 if info.field_name == "mask_units" else 0)
 
     @field_validator("mask_ratios", "mask_units", "seeds")
     @classmethod
     def _distinct(cls, v: list[Any]) -> list[Any]:
-        if not v:
-            raise ValueError("must list at least one value")
-        for i, x in enumerate(v):
-            if x in v[:i]:
-                raise ValueError(f"[{i}]={x}: repeated value")
-        return v
+        return _distinct_nonempty(v, "repeated value")
 
     @model_validator(mode="after")
     def _consistent(self) -> RealParams:

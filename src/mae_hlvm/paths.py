@@ -36,11 +36,6 @@ def train_log(cell: str) -> str:
     return f"{MODELS_DIR}/{cell}/train_log.csv"
 
 
-def resume_state(cell: str) -> str:
-    """Last end-of-epoch state of an unfinished run: never an output of either tool."""
-    return f"{STATE_DIR}/resume/{cell}.pt"
-
-
 def probe_json(cell: str) -> str:
     return f"{CELLS_DIR}/{cell}.json"
 
