@@ -223,15 +223,20 @@ def frame_to_csv(frame: pd.DataFrame) -> str:
     return buf.getvalue()
 
 
+def _read_table(path: Path, what: str, hint: str) -> pd.DataFrame:
+    """A CSV this step wrote (NaN spelt 'nan'); missing or unparsable is one ArtifactError."""
+    if not path.exists():
+        raise ArtifactError(f"{path}: missing ({hint})")
+    try:
+        return pd.read_csv(path, na_values=["nan"], keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: corrupt {what} table ({err.__class__.__name__})") from None
+
+
 def load_metrics(path: str | Path = paths.METRICS_CSV) -> pd.DataFrame:
     """Read ``metrics.csv`` back: ids typed (float ratio, int patch/seed), metrics float."""
     path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"{path}: missing (run the aggregate step first)")
-    try:
-        frame = pd.read_csv(path, na_values=["nan"], keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ArtifactError(f"{path}: corrupt metrics table ({err.__class__.__name__})") from None
+    frame = _read_table(path, "metrics", "run the aggregate step first")
     needed = [*ID_COLUMNS, "r2_level0", "probe_acc", "recon_mse"]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
@@ -382,12 +387,7 @@ def baselines_json(frame: pd.DataFrame) -> dict[str, dict[str, float | None]]:
 def load_baselines(path: str | Path = paths.BASELINES_CSV) -> pd.DataFrame:
     """Read ``baselines.csv`` back; a missing, corrupt or incomplete file is one ArtifactError."""
     path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"{path}: missing (run the baseline and aggregate steps first)")
-    try:
-        frame = pd.read_csv(path, na_values=["nan"], keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ArtifactError(f"{path}: corrupt baselines table ({err.__class__.__name__})") from None
+    frame = _read_table(path, "baselines", "run the baseline and aggregate steps first")
     if not {"baseline", "seed", "r2_level0", "probe_acc"} <= set(frame.columns):
         raise ArtifactError(f"{path}: lacks the columns baseline, seed, r2_level0, probe_acc; rerun the aggregate step")
     if not set(BASELINE_KINDS) <= set(frame["baseline"]):

@@ -35,16 +35,21 @@ def shown_params(params: Params) -> dict:
     return shown
 
 
-def seed_table(metrics: pd.DataFrame, n_levels: int) -> pd.DataFrame:
-    """Mean and standard deviation over seeds, one row per (patch size, masking ratio)."""
-    cols = [f"r2_level{i}" for i in range(n_levels)] + ["probe_acc", "recon_mse"]
-    grouped = metrics.groupby(["patch_size", "mask_ratio"])[cols]
+def _mean_sd(frame: pd.DataFrame, by: list[str] | str, cols: list[str], sort: bool = True) -> pd.DataFrame:
+    """``mean ± sd`` over seeds of ``cols`` per group of ``by``, with a ``seeds`` count."""
+    grouped = frame.groupby(by, sort=sort)[cols]
     mean, sd = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
     out = mean.copy()
     for c in cols:
         out[c] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(mean[c], sd[c])]
     out["seeds"] = grouped.size()
     return out.reset_index()
+
+
+def seed_table(metrics: pd.DataFrame, n_levels: int) -> pd.DataFrame:
+    """Mean and standard deviation over seeds, one row per (patch size, masking ratio)."""
+    cols = [f"r2_level{i}" for i in range(n_levels)] + ["probe_acc", "recon_mse"]
+    return _mean_sd(metrics, ["patch_size", "mask_ratio"], cols)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -57,13 +62,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 def baselines_table(baselines: pd.DataFrame, n_levels: int) -> pd.DataFrame:
     """Mean ± sd over seeds per baseline (random-init encoder, raw pixels): linear/nonlinear R^2 per level, accuracy."""
     cols = [f"r2_level{i}" for i in range(n_levels)] + [f"r2nl_level{i}" for i in range(n_levels)] + ["probe_acc"]
-    grouped = baselines.groupby("baseline", sort=False)[cols]
-    mean, sd = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
-    out = mean.copy()
-    for c in cols:
-        out[c] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(mean[c], sd[c])]
-    out["seeds"] = grouped.size()
-    return out.reset_index()
+    return _mean_sd(baselines, "baseline", cols, sort=False)
 
 
 def latex_table(table: pd.DataFrame, stamp: str) -> str:
