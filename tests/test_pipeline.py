@@ -315,6 +315,18 @@ def test_receipt_written_for_canonical_command_only_and_invalidated_by_edits(tmp
     assert pipeline._valid_receipts(params)[0] == [], "a changed output must invalidate the receipt"
 
 
+def test_commit_targets_name_whole_foreach_groups_once():
+    params = load_params(REPO / "params.yaml")
+    names = [pipeline.dvc_stage_name(s, f) for s, f in pipeline.instances(params)]
+    train = [n for n in names if n.startswith("train@")]
+    probe = [n for n in names if n.startswith("probe@")]
+    picked = ["generate", *train, *probe[:2], "baseline@0"]
+    targets = pipeline.commit_targets(picked, params)
+    # one dvc.lock rewrite for the whole train group; incomplete groups stay per cell
+    assert targets == ["generate", "train", *probe[:2], "baseline@0"]
+    assert pipeline.commit_targets([], params) == []
+
+
 def test_drift_default_grid_same_outputs_and_commands():
     sm, dv = snakemake_jobs(REPO), dvc_jobs(REPO)
     params = load_params(REPO / "params.yaml")

@@ -794,7 +794,8 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
     if valid:
         outs = [o.path for name in valid for o in _outs_of(name, params)]
         mtimes = {p: os.stat(p).st_mtime_ns for p in outs}
-        proc = subprocess.run(["dvc", "commit", "-f", "-q", *valid], capture_output=True, text=True)
+        targets = commit_targets(valid, params)
+        proc = subprocess.run(["dvc", "commit", "-f", "-q", *targets], capture_output=True, text=True)
         for p, ns in mtimes.items():
             with contextlib.suppress(OSError):
                 os.utime(p, ns=(ns, ns))
@@ -807,6 +808,23 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
     if valid and not quiet:
         print(f"mae_hlvm.pipeline: recorded {len(valid)} Snakemake job(s) in dvc.lock", file=sys.stderr)
     return valid
+
+
+def commit_targets(names: Sequence[str], params: Params) -> list[str]:
+    """``dvc commit`` targets for stage instances ``names``: a whole foreach group by its name.
+
+    DVC rewrites dvc.lock once per target, so naming 60 cells one by one costs time
+    quadratic in the grid (28 s against 7 s for the default grid); a group name commits
+    all its cells with one write. Groups with any cell missing from ``names`` stay per cell.
+    """
+    members: dict[str, list[str]] = {}
+    for stage, f in instances(params):
+        members.setdefault(stage, []).append(dvc_stage_name(stage, f))
+    wanted, targets = set(names), []
+    for stage, group in members.items():
+        done = [n for n in group if n in wanted]
+        targets += [stage] if len(done) == len(group) else done  # a plain stage is its own group
+    return targets
 
 
 def _outs_of(name: str, params: Params) -> list[Out]:
