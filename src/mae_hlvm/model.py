@@ -47,7 +47,8 @@ class Attention(nn.Module):
         """x: (N, T, D) -> q, k, v each (N, heads, T, D/heads)."""
         n, t, d = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
+        # unbind, not qkv[i]: each indexing op's backward would zero-fill a full qkv-sized buffer
+        return qkv.unbind(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, T, D) -> (N, T, D)."""

@@ -52,6 +52,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -792,6 +793,7 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
     params = load_params(params_path)
     valid, done = _valid_receipts(params)
     if valid:
+        started = time.perf_counter()
         outs = [o.path for name in valid for o in _outs_of(name, params)]
         mtimes = {p: os.stat(p).st_mtime_ns for p in outs}
         targets = commit_targets(valid, params)
@@ -806,7 +808,8 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
     for path in done:
         path.unlink(missing_ok=True)
     if valid and not quiet:
-        print(f"mae_hlvm.pipeline: recorded {len(valid)} Snakemake job(s) in dvc.lock", file=sys.stderr)
+        took = time.perf_counter() - started
+        print(f"mae_hlvm.pipeline: recorded {len(valid)} Snakemake job(s) in dvc.lock ({took:.1f} s)", file=sys.stderr)
     return valid
 
 
