@@ -816,9 +816,10 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
 def commit_targets(names: Sequence[str], params: Params) -> list[str]:
     """``dvc commit`` targets for stage instances ``names``: a whole foreach group by its name.
 
-    DVC rewrites dvc.lock once per target, so naming 60 cells one by one costs time
-    quadratic in the grid (28 s against 7 s for the default grid); a group name commits
-    all its cells with one write. Groups with any cell missing from ``names`` stay per cell.
+    DVC rewrites dvc.lock once per target, so naming cells one by one costs time
+    quadratic in the grid (the default grid's 67 stages: 28 s, against 7 s by group); a
+    group name commits all its cells with one write. Groups with any cell missing from
+    ``names`` stay per cell.
     """
     members: dict[str, list[str]] = {}
     for stage, f in instances(params):
