@@ -11,34 +11,23 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 
-from mae_hlvm.data import Dataset, load_dataset, save_dataset
+from mae_hlvm.data import load_dataset
 from mae_hlvm.io import ArtifactError, write_text
 from mae_hlvm.train import resume_state_path
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(tiny_workdir):
     """Tiny params and a dataset big enough that one epoch takes a moment."""
-    monkeypatch.chdir(tmp_path)
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"].update(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 1.0])
-    raw["model"].update(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_num_heads=2)
-    raw["train"].update(epochs=4, batch_size=16, base_lr=1e-3)
-    raw["grid"].update(patch_sizes=[2, 4], mask_ratios=[0.5])
-    Path("params.yaml").write_text(yaml.safe_dump(raw))
-    rng = np.random.default_rng(0)
-    n = 2400
-    save_dataset("data.npz", Dataset(
-        rng.standard_normal((n, 3, 8, 8)).astype(np.float32), rng.integers(0, 3, n), np.arange(n) >= 2000,
-        [rng.standard_normal((n, 1, 1, 4)).astype(np.float32)], {"kind": "test"},
-    ))
-    return tmp_path
+    return tiny_workdir(
+        2400, 2000,
+        data=dict(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 1.0]),
+        model=dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_num_heads=2),
+        train=dict(epochs=4, batch_size=16, base_lr=1e-3),
+        grid=dict(patch_sizes=[2, 4], mask_ratios=[0.5]),
+    )
 
 
 def train_cmd(out_dir: str, data: str = "data.npz") -> list[str]:

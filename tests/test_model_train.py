@@ -6,18 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import yaml
 
 from mae_hlvm.config import load_params
-from mae_hlvm.data import Dataset, save_dataset
 from mae_hlvm.io import ArtifactError
 from mae_hlvm.model import MaskedAutoencoder
 from mae_hlvm.train import load_checkpoint, lr_at, resume_state_path, train_cell
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_model(mask_unit: int = 4, mask_ratio: float = 0.75, norm_pix_loss: bool = False) -> MaskedAutoencoder:
@@ -110,21 +105,15 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 
 
 @pytest.fixture
-def tiny_run(tmp_path, monkeypatch):
+def tiny_run(tiny_workdir):
     """A tiny params file and random dataset in a temporary working directory."""
-    monkeypatch.chdir(tmp_path)
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"].update(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 0.5])
-    raw["model"].update(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_num_heads=2)
-    raw["train"].update(epochs=3, batch_size=16, base_lr=1e-3)
-    raw["grid"].update(patch_sizes=[2, 4], mask_ratios=[0.25, 0.5])
-    Path("params.yaml").write_text(yaml.safe_dump(raw))
-    rng = np.random.default_rng(0)
-    n = 80
-    save_dataset("data.npz", Dataset(
-        rng.standard_normal((n, 3, 8, 8)).astype(np.float32), rng.integers(0, 3, n), np.arange(n) >= 64,
-        [rng.standard_normal((n, 1, 1, 4)).astype(np.float32)], {"kind": "test"},
-    ))
+    tiny_workdir(
+        80, 64,
+        data=dict(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 0.5]),
+        model=dict(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_num_heads=2),
+        train=dict(epochs=3, batch_size=16, base_lr=1e-3),
+        grid=dict(patch_sizes=[2, 4], mask_ratios=[0.25, 0.5]),
+    )
     return load_params("params.yaml")
 
 

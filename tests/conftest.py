@@ -1,0 +1,36 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mae_hlvm.data import Dataset, save_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_workdir(tmp_path, monkeypatch):
+    """Factory: make ``tmp_path`` the working directory, with a tiny ``params.yaml`` (the
+    repository's, with per-section overrides) and ``data.npz``: ``n`` random 3x8x8 images
+    in 3 classes, the first ``n_train`` of them the train split, one 1x1x4 latent level.
+    Returns ``tmp_path``."""
+
+    def make(n: int, n_train: int, **sections: dict) -> Path:
+        monkeypatch.chdir(tmp_path)
+        raw = yaml.safe_load((REPO / "params.yaml").read_text())
+        for section, values in sections.items():
+            raw[section].update(values)
+        Path("params.yaml").write_text(yaml.safe_dump(raw))
+        rng = np.random.default_rng(0)
+        save_dataset("data.npz", Dataset(
+            rng.standard_normal((n, 3, 8, 8)).astype(np.float32), rng.integers(0, 3, n), np.arange(n) >= n_train,
+            [rng.standard_normal((n, 1, 1, 4)).astype(np.float32)], {"kind": "test"},
+        ))
+        return tmp_path
+
+    return make
