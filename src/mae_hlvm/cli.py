@@ -48,8 +48,12 @@ def _prepare_real_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=paths.REAL_DATA)
 
 
-def _real_cell_args(p: argparse.ArgumentParser) -> None:
+def _sweep_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep", choices=["A", "B", "G"], required=True, help="the sweep the cell is trained for")
+
+
+def _real_cell_args(p: argparse.ArgumentParser) -> None:
+    _sweep_arg(p)
     p.add_argument("--mask-ratio", type=float, required=True)
     p.add_argument("--mask-unit", type=int, required=True, help="masking unit in pixels")
     p.add_argument("--seed", type=int, required=True)
@@ -63,7 +67,7 @@ def _train_real_args(p: argparse.ArgumentParser) -> None:
 
 def _evaluate_real_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=paths.REAL_DATA)
-    p.add_argument("--sweep", choices=["A", "B", "G"], required=True, help="the sweep the cell is trained for")
+    _sweep_arg(p)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="the cell's Table 1 and Fig. 5 numbers (.json)")
 
