@@ -65,6 +65,22 @@ rule generate:
         pipeline.smk_shell("generate")
 
 
+rule predict:
+    input:
+        pipeline.smk_inputs("predict", P),
+    output:
+        pipeline.smk_outputs("predict"),
+    log:
+        pipeline.smk_log("predict"),
+    params:
+        reads=pipeline.STAGE_PARAMS["predict"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+    shell:
+        pipeline.smk_shell("predict")
+
+
 rule train:
     input:
         pipeline.smk_inputs("train", P),

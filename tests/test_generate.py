@@ -108,8 +108,10 @@ def test_n_train_changes_neither_functions_nor_test_set() -> None:
         np.testing.assert_array_equal(za, zb)
 
 
-def test_parent_is_recovered_from_noise_free_child() -> None:
-    data = tiny_data()
+@pytest.mark.parametrize("dims", [[4, 4, 6], [6, 4, 3]])
+def test_parent_is_recovered_from_noise_free_children(dims: list[int]) -> None:
+    """Exact inversion, also when a child is narrower than its parent (the four jointly determine it)."""
+    data = tiny_data(latent_dims=dims)
     fns = draw_functions(data)
     ds = generate_dataset(data)
     for level in range(1, data.depth + 1):

@@ -58,9 +58,9 @@ BAD_EDITS = [
     ("model.vit_patch", 5, "params.yaml: model.vit_patch=5: must divide data.image_size=24"),
     ("data.depth", 0, "params.yaml: data.depth=0: Input should be greater than or equal to 1"),
     (
-        "data.latent_dims", [8, 4, 8],
-        "params.yaml: data.latent_dims[1]=4: a child level needs at least its parent's dimension (8) "
-        "for the parent-to-child map to be invertible",
+        "data.latent_dims", [8, 1, 8],
+        "params.yaml: data.latent_dims[1]=1: a parent's four children together need at least its "
+        "dimension (8), so each child at least 2, for the map to be invertible",
     ),
     (
         "data.noise_scales", [1.0, 0.7],

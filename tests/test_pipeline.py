@@ -334,8 +334,8 @@ def test_drift_default_grid_same_outputs_and_commands():
     assert real.enabled and real.sweep == "AB", "the default params run both real sweeps"
     # prepare + report, and train + evaluate per cell of each sweep (the shared cell twice)
     n_real = 2 + 2 * len(real.seeds) * (len(real.mask_ratios) + len(real.mask_units))
-    # generate, aggregate, figures, claims, summary; train + probe per cell; one baseline per seed
-    n_synthetic = 5 + 2 * len(pipeline.grid_cells(params)) + len(params.grid.seeds)
+    # generate, predict, aggregate, figures, claims, summary; train + probe per cell; one baseline per seed
+    n_synthetic = 6 + 2 * len(pipeline.grid_cells(params)) + len(params.grid.seeds)
     assert len(dv) == n_synthetic + n_real
     assert sm == dv
     review = {outs: cmd for outs, cmd in dv.items() if " claims " in cmd or " summary " in cmd}

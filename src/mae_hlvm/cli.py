@@ -31,6 +31,10 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure", default=None, help="also draw example images per class here (.png)")
 
 
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=paths.PREDICTION_JSON)
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=paths.SYNTHETIC_DATA)
     _cell_args(p)
@@ -121,6 +125,7 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
 STEPS = {
     "check": ("mae_hlvm.cli", "validate params.yaml and exit", lambda p: None),
     "generate": ("mae_hlvm.generate", "draw the synthetic hierarchical dataset", _generate_args),
+    "predict": ("mae_hlvm.predict", "the theorem's predicted latent level per grid cell", _predict_args),
     "train": ("mae_hlvm.train", "pretrain the MAE of one grid cell", _train_args),
     "probe": ("mae_hlvm.probe", "probe one cell's features against the true latents", _probe_args),
     "baseline": ("mae_hlvm.baseline", "probe a random-init encoder and raw pixels (one seed)", _baseline_args),

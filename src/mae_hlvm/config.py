@@ -50,10 +50,10 @@ class DataParams(_Section):
             if d <= 0:
                 raise ValueError(f"[{i}]={d}: every latent dimension must be > 0")
         for i in range(1, len(v)):
-            if v[i] < v[i - 1]:
+            if 4 * v[i] < v[i - 1]:
                 raise ValueError(
-                    f"[{i}]={v[i]}: a child level needs at least its parent's dimension "
-                    f"({v[i - 1]}) for the parent-to-child map to be invertible"
+                    f"[{i}]={v[i]}: a parent's four children together need at least its dimension "
+                    f"({v[i - 1]}), so each child at least {-(-v[i - 1] // 4)}, for the map to be invertible"
                 )
         return v
 

@@ -5,10 +5,13 @@ level 0 is one root node for the whole image, level ``l`` has ``2**l x 2**l`` no
 and each leaf (level ``D``) renders one ``b x b`` block of pixels, ``b = S / 2**D``.
 
 - Root: a class ``y`` (uniform over K) and ``z_0 = sep * m_y + s_0 * eps``.
-- Child at absolute position (l, i, j) of parent ``z``:
+- Children of a parent ``z`` at absolute position (l-1, i, j):
   ``h = z + 0.5 * tanh(W z + b)`` (W orthogonal, so the map is a contraction-perturbed
-  identity and invertible), ``child = c_l * (Q h + s_l * eps)`` (Q orthonormal columns,
-  ``c_l`` a fixed per-level gain that gives every level unit average variance).
+  identity and invertible), then child k of the four is ``c_l * (Q_k h + s_l * eps_k)``;
+  the four lifts stacked, ``[Q_1; ..; Q_4] = 2 O`` with O orthonormal columns, so the
+  four noise-free children together determine the parent even when one child is
+  narrower than its parent (``4 d_l >= d_{l-1}``). ``c_l`` is a fixed per-level gain
+  that gives every level unit average variance.
 - Leaf to pixels: ``pixels = g * B tanh(A z + a) + pixel_noise * eps`` with B an
   orthonormal mix of low-frequency 2-D cosine patterns (smooth, injective).
 
@@ -34,7 +37,7 @@ from .io import atomic_path
 
 log = logging.getLogger("mae_hlvm.generate")
 
-GENERATOR_VERSION = "hlvm-quadtree-1"
+GENERATOR_VERSION = "hlvm-quadtree-2"
 
 # Fixed design constants; changing any of them changes the data, so bump GENERATOR_VERSION.
 _RESIDUAL_GAIN = 0.5  # Lipschitz constant of the residual branch: < 1 keeps the map invertible
@@ -48,9 +51,10 @@ _STREAM_FUNCTIONS, _STREAM_TRAIN, _STREAM_TEST = 0, 1, 2
 class LevelMap:
     """The fixed parent->child maps of one level ``l >= 1``; ``g = 2**l`` nodes per side.
 
-    weight: (g, g, d_parent, d_parent) orthogonal W per child node
-    bias:   (g, g, d_parent)
-    lift:   (g, g, d_child, d_parent) Q with orthonormal columns
+    weight: (g/2, g/2, d_parent, d_parent) orthogonal W per parent node
+    bias:   (g/2, g/2, d_parent)
+    lift:   (g, g, d_child, d_parent) Q_k per child node; the four children of one parent
+            stacked give ``2 O`` with O (4 d_child, d_parent) orthonormal columns
     gain:   scalar c_l that normalises the level to unit average variance
     noise:  s_l, the exogenous noise scale before the gain
     """
@@ -90,22 +94,23 @@ class HierarchyFunctions:
     def child_mean(self, level: int, parent: np.ndarray) -> np.ndarray:
         """Noise-free children of level ``level`` from parents (N, g/2, g/2, d_p) -> (N, g, g, d_c)."""
         lm = self.levels[level - 1]
-        return lm.gain * _lift(lm, _residual(lm, _upsample(parent)))
+        return lm.gain * _lift(lm, _upsample(_residual(lm, parent)))
 
     def invert_child(self, level: int, child: np.ndarray, iterations: int = 100) -> np.ndarray:
         """Recover parents (N, g/2, g/2, d_p) from noise-free children (N, g, g, d_c).
 
-        Q has orthonormal columns, so ``Q^T`` undoes the lift exactly; the residual map
+        The four lifts of a parent stack to ``2 O`` with O orthonormal columns, so
+        ``h = (sum_k Q_k^T child_k) / 4`` undoes them exactly; the residual map
         ``h = z + 0.5 tanh(W z + b)`` is undone by the fixed-point iteration
-        ``z <- h - 0.5 tanh(W z + b)``, a contraction with rate 0.5. Each child node holds
-        a full copy of its parent, so the top-left child of every parent is used.
+        ``z <- h - 0.5 tanh(W z + b)``, a contraction with rate 0.5.
         """
         lm = self.levels[level - 1]
-        h = np.einsum("nijc,ijcp->nijp", child / lm.gain, lm.lift)[:, ::2, ::2]
-        w, b = lm.weight[::2, ::2], lm.bias[::2, ::2]
+        per_child = np.einsum("nijc,ijcp->nijp", child / lm.gain, lm.lift)  # (N, g, g, d_p)
+        n, g, _, d_p = per_child.shape
+        h = per_child.reshape(n, g // 2, 2, g // 2, 2, d_p).sum(axis=(2, 4)) / 4.0
         z = h.copy()
         for _ in range(iterations):
-            z = h - _RESIDUAL_GAIN * np.tanh(np.einsum("nijp,ijqp->nijq", z, w) + b)
+            z = h - _RESIDUAL_GAIN * np.tanh(np.einsum("nijp,ijqp->nijq", z, lm.weight) + lm.bias)
         return z
 
     def render(self, leaves: np.ndarray) -> np.ndarray:
@@ -180,12 +185,19 @@ def _check_renderable(data: DataParams) -> tuple[int, int]:
 
 
 def _draw_level(rng: np.random.Generator, level: int, d_parent: int, d_child: int, noise: float) -> LevelMap:
-    """Raw (gain 1) maps of one level: per absolute child node, W, b and Q."""
-    g = 2**level
-    weight = _orthonormal(rng, (g, g, d_parent, d_parent))
-    bias = 0.5 * rng.standard_normal((g, g, d_parent))
-    lift = _orthonormal(rng, (g, g, d_child, d_parent))
-    return LevelMap(weight, bias, lift, 1.0, noise)
+    """Raw (gain 1) maps of one level, the same at every node of the level (stationary).
+
+    One W and b for every parent, and one (4 d_child, d_parent) orthonormal frame split
+    into the four child slots in raster order (top-left, top-right, bottom-left,
+    bottom-right), tiled over the level: siblings differ, positions do not.
+    """
+    half = 2 ** (level - 1)
+    weight = np.broadcast_to(_orthonormal(rng, (d_parent, d_parent)), (half, half, d_parent, d_parent))
+    bias = np.broadcast_to(0.5 * rng.standard_normal(d_parent), (half, half, d_parent))
+    frame = 2.0 * _orthonormal(rng, (4 * d_child, d_parent))
+    slots = frame.reshape(2, 2, d_child, d_parent)
+    lift = np.tile(slots, (half, half, 1, 1))  # (g, g, d_child, d_parent): node (i, j) gets slot (i % 2, j % 2)
+    return LevelMap(weight.copy(), bias.copy(), lift, 1.0, noise)
 
 
 def _draw_renderer(rng: np.random.Generator, data: DataParams) -> Renderer:
@@ -228,7 +240,7 @@ def draw_functions(data: DataParams) -> HierarchyFunctions:
     z = root_gain * root_raw
     levels = []
     for raw in raw_levels:
-        child = _lift(raw, _residual(raw, _upsample(z))) + raw.noise * rng.standard_normal(
+        child = _lift(raw, _upsample(_residual(raw, z))) + raw.noise * rng.standard_normal(
             (z.shape[0], 2 * z.shape[1], 2 * z.shape[2], raw.lift.shape[2])
         )
         gain = _unit_gain(child, f"level {len(levels) + 1}")

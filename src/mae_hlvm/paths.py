@@ -7,6 +7,8 @@ spell paths through these functions, so the two DAGs cannot drift apart.
 from __future__ import annotations
 
 SYNTHETIC_DATA = "data/synthetic.npz"
+# the theorem's prediction per (ratio, unit), beside the data it is computed for (git)
+PREDICTION_JSON = "data/prediction.json"
 METRICS_CSV = "results/metrics.csv"
 METRICS_JSON = "results/metrics.json"
 TIMINGS_CSV = "results/timings.csv"

@@ -66,7 +66,7 @@ from .io import ArtifactError, dumps_json, read_json, write_json, write_text
 
 # The synthetic track, then the review stages (claims, summary), which also read the
 # real track's results when it is enabled.
-STAGES = ("generate", "train", "probe", "baseline", "aggregate", "figures", "claims", "summary")
+STAGES = ("generate", "predict", "train", "probe", "baseline", "aggregate", "figures", "claims", "summary")
 SEED_STAGES = ("baseline",)  # one job per grid seed, independent of ratio and patch size
 REAL_SWEEP_LETTERS = ("A", "B", "G")
 REAL_STAGES = (
@@ -114,6 +114,8 @@ REAL_REPORT_PARAMS = (
 # Editing a key reruns exactly the stages listing it (in both tools).
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "generate": ("data",),
+    # the theorem's prediction needs the tree's geometry and widths, and the grid's cells
+    "predict": ("data.image_size", "data.latent_dims", "grid.mask_ratios", "grid.patch_sizes"),
     "train": ("model", "train"),
     # the model config comes from the checkpoint, which is an input file
     "probe": ("probe", "train.threads"),
@@ -278,6 +280,8 @@ def command(stage: str, f: Fields | None = None) -> str:
     base = f"python -m {PACKAGE} {stage}"
     if stage == "generate":
         return f"{base} --out {paths.SYNTHETIC_DATA} --figure {EXAMPLES_PNG} --log {log_path(stage)}"
+    if stage == "predict":
+        return f"{base} --out {paths.PREDICTION_JSON} --log {log_path(stage)}"
     if stage == "train":
         cell = cell_name(f)
         return (
@@ -358,6 +362,8 @@ def outputs(stage: str, f: Fields | None = None) -> list[Out]:
     """Every file a stage writes (the same list in both tools)."""
     if stage == "generate":
         return [Out(paths.SYNTHETIC_DATA), Out(EXAMPLES_PNG, "plots", cache=False)]
+    if stage == "predict":
+        return [Out(paths.PREDICTION_JSON, "metrics", cache=False)]
     if stage == "train":
         cell = cell_name(f)
         return [Out(paths.checkpoint(cell)), Out(paths.train_log(cell))]
@@ -433,7 +439,7 @@ def input_files(stage: str, f: Fields | None = None, params: Params | None = Non
         # the checkpoints. (A dir dep on models_real would also see the .gitignore files DVC
         # writes beside cached outputs, and go stale after every `dvc commit`.)
         return [paths.REAL_DATA] + real_cell_jsons(params)
-    if stage == "generate":
+    if stage in ("generate", "predict"):
         return []
     if stage in ("train", "baseline"):
         return [paths.SYNTHETIC_DATA]
