@@ -55,7 +55,21 @@ def fake_cell(ratio: float, patch: int, seed: int) -> dict:
         "r2_region": {"levels": [None, 0.4 + ratio / 10, 0.2 + patch / 100], "per_node": [[], [0.4] * 4, [0.2] * 16]},
         "probe_acc": {"mean": 0.5 + ratio / 4, "cls": 0.4},
         "recon_mse": 0.01 * patch + ratio,
+        "gate": fake_gate(ratio, patch, seed),
         "config_digest": "0123456789abcdef",
+    }
+
+
+def fake_gate(ratio: float, patch: int, seed: int) -> dict:
+    """The probe's gate object: every cell passes except (0.75, 4, 1), which has not plateaued."""
+    recon = 0.01 * patch + ratio
+    mean_pred = recon / 0.9
+    settled = (ratio, patch, seed) != (0.75, 4, 1)
+    return {
+        "recon_mse": recon, "mean_pred_mse": round(mean_pred, 6), "recon_rel": 0.9, "learned": True,
+        "loss_rel_drop": 0.001 if settled else 0.05, "plateau": settled, "gate_pass": settled,
+        "gate_reason": "ok" if settled else "not plateaued (loss fell 5.0% over the last quarter of epochs)",
+        "rules": {"gate_max_rel": 0.97, "plateau_rel_drop": 0.01, "min_epochs": 4},
     }
 
 
@@ -132,7 +146,7 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
     assert header == [
         "mask_ratio", "patch_size", "seed",
         "r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
-        "probe_acc", "recon_mse", "n_visible", "n_hidden",
+        "probe_acc", "recon_mse", "mean_pred_mse", "recon_rel", "plateau", "gate_pass", "n_visible", "n_hidden",
         "r2cls_level0", "r2cls_level1", "r2cls_level2", "r2nlcls_level0", "r2nlcls_level1", "r2nlcls_level2",
         "r2region_level1", "r2region_level2", "probe_acc_cls",
     ]
@@ -147,6 +161,9 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
     assert row["probe_acc_cls"] == "0.400000"
     assert row["recon_mse"] == "%.6f" % (0.04 + 0.75)
     assert (row["n_visible"], row["n_hidden"]) == ("10", "26")
+    assert row["recon_rel"] == "0.900000" and row["mean_pred_mse"] == "%.6f" % ((0.04 + 0.75) / 0.9)
+    assert (row["plateau"], row["gate_pass"]) == ("0", "0"), "booleans as 0/1"
+    assert {(r["plateau"], r["gate_pass"]) for i, r in enumerate(rows) if i != order.index((0.75, 4, 1))} == {("1", "1")}
 
 
 def test_load_metrics_round_trips_the_csv(grid):
@@ -155,6 +172,7 @@ def test_load_metrics_round_trips_the_csv(grid):
     frame = aggregate.load_metrics(paths.METRICS_CSV)
     assert len(frame) == len(RATIOS) * len(PATCHES) * len(SEEDS)
     assert str(frame["patch_size"].dtype) == "int64" and str(frame["seed"].dtype) == "int64"
+    assert str(frame["gate_pass"].dtype) == "int64" and frame["gate_pass"].sum() == len(frame) - 1
     got = frame.set_index(["mask_ratio", "patch_size", "seed"]).loc[(0.5, 2, 0), "r2_level0"]
     assert got == pytest.approx(root_r2(0.5, 2, 0), abs=1e-6)
 
@@ -163,11 +181,14 @@ def test_json_summary_names_the_peak_ratio_per_patch_size(grid):
     params, _ = grid
     aggregate.run(params, agg_args())
     metrics = json.loads(Path(paths.METRICS_JSON).read_text())
-    assert set(metrics) == {cell_id(r, p, s) for r in RATIOS for p in PATCHES for s in SEEDS} | {"summary", "baselines"}
+    assert set(metrics) == {cell_id(r, p, s) for r in RATIOS for p in PATCHES for s in SEEDS} | {"summary", "baselines", "gate"}
     cell = metrics[cell_id(0.25, 2, 1)]
     assert cell["r2_level0"] == round(root_r2(0.25, 2, 1), 6)
     assert set(cell) == {"r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
-                         "probe_acc", "recon_mse"}
+                         "probe_acc", "recon_mse", "mean_pred_mse", "recon_rel", "plateau", "gate_pass"}
+    assert (cell["recon_rel"], cell["plateau"], cell["gate_pass"]) == (0.9, 1, 1)
+    assert metrics[cell_id(0.75, 4, 1)]["gate_pass"] == 0
+    assert metrics["gate"] == {"n_cells": len(RATIOS) * len(PATCHES) * len(SEEDS), "n_pass": len(RATIOS) * len(PATCHES) * len(SEEDS) - 1}
     summary = metrics["summary"]
     assert summary["p2"]["peak_mask_ratio"] == 0.5
     assert summary["p4"]["peak_mask_ratio"] == 0.75
@@ -214,6 +235,11 @@ def test_a_missing_cell_file_is_one_error_naming_it(grid):
         (lambda c: c["cell"].update(seed=7), "describes cell"),
         (lambda c: c["probe_acc"].update(mean="high"), "is not a number"),
         (lambda c: c.update(n_levels=4), "n_levels=4"),
+        (lambda c: c.pop("gate"), "lacks key 'gate'"),
+        (lambda c: c["gate"].pop("recon_rel"), "lacks key 'gate.recon_rel'"),
+        (lambda c: c["gate"].update(plateau=1), "gate.plateau=1 is not true or false"),
+        (lambda c: c["gate"].update(learned=False), "gate.gate_pass=True contradicts"),
+        (lambda c: c["gate"].update(mean_pred_mse="low"), "gate.mean_pred_mse='low' is not a number"),
     ],
 )
 def test_a_malformed_cell_file_is_one_error_naming_it(grid, edit, message):
@@ -402,3 +428,12 @@ def test_figures_refuse_baselines_of_other_seeds(grid):
 def test_load_metrics_names_a_missing_table(tmp_path):
     with pytest.raises(ArtifactError, match="nope.csv: missing"):
         aggregate.load_metrics(tmp_path / "nope.csv")
+
+
+def test_load_metrics_refuses_a_table_without_the_gate(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    frame = aggregate.load_metrics(paths.METRICS_CSV)
+    frame.drop(columns=["gate_pass"]).to_csv(paths.METRICS_CSV, index=False)
+    with pytest.raises(ArtifactError, match=r"lacks columns \['gate_pass'\]; rerun the aggregate step"):
+        aggregate.load_metrics(paths.METRICS_CSV)

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mae_hlvm.claims import increases, interior_peak, real_claims, render_markdown, run, synthetic_claims, verdict
+from mae_hlvm.claims import (
+    MIN_SEEDS, NOT_TESTABLE, increases, interior_peak, real_claims, render_markdown, run, synthetic_claims, verdict,
+)
 from mae_hlvm.config import parse_params
 from mae_hlvm.io import ArtifactError, write_json
 
@@ -20,15 +22,27 @@ REPO = Path(__file__).resolve().parents[1]
 RATIOS = [0.1, 0.25, 0.5, 0.75, 0.9]
 
 
-def frame(root_curve, leaf_curve, patches=(2, 4), seeds=(0, 1, 2), noise=0.002, patch_gain=0.0):
+def raw_params() -> dict:
+    """The repository's params with 3 latent levels pinned (the fake tables below have r2_level0..2)."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update(depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 1.0, 1.0])
+    return raw
+
+
+def frame(root_curve, leaf_curve, patches=(2, 4), seeds=(0, 1, 2), noise=0.002, patch_gain=0.0, failing=()):
+    """A metrics table; the cells (ratio, patch, seed) in ``failing`` fail the learning gate."""
     rng = np.random.default_rng(0)
     rows = []
     for (i, r), p, s in itertools.product(enumerate(RATIOS), patches, seeds):
+        passes = (r, p, s) not in failing
         rows.append({
             "mask_ratio": r, "patch_size": p, "seed": s,
             "r2_level0": root_curve[i] + patch_gain * p + rng.normal(0, noise),
             "r2_level1": 0.5, "r2_level2": leaf_curve[i] + rng.normal(0, noise),
-            "probe_acc": 0.5, "recon_mse": 0.1,
+            "probe_acc": 0.5, "recon_mse": 0.1, "mean_pred_mse": 0.12, "recon_rel": 0.833333 if passes else 0.99,
+            "plateau": 1, "gate_pass": int(passes),
         })
     return pd.DataFrame(rows)
 
@@ -66,7 +80,64 @@ def test_level_gap_and_patch_effect():
 
 def test_one_seed_is_never_a_verdict():
     claims = synthetic_claims(frame([0.3, 0.5, 0.7, 0.5, 0.3], [0.6] * 5, seeds=(0,)), 3)
-    assert all(c["verdict"] == "inconclusive" for c in claims)
+    assert all(c["verdict"] == "not judged: 1 seed" and c["n_seeds"] == 1 for c in claims)
+
+
+def test_two_seeds_are_not_judged_and_their_bootstrap_is_withheld():
+    assert MIN_SEEDS == 3
+    hump = [0.3, 0.5, 0.7, 0.5, 0.3]  # with three seeds this is supported (see above)
+    claims = synthetic_claims(frame(hump, [0.6] * 5, seeds=(0, 1)), 3, baselines([0.2, 0.2]))
+    assert [c["verdict"] for c in claims] == ["not judged: 2 seeds"] * len(claims)
+    assert all(c["n_seeds"] == 2 and "fewer than 3: bootstrap withheld" in c["note"] for c in claims)
+    c1 = next(c for c in claims if c["id"] == "C1")
+    assert c1["p_interior"] is None and c1["peak_ratio_bootstrap_share"] is None and c1["peak_ratio"] == 0.5
+    c3 = next(c for c in claims if c["id"] == "C3")
+    assert c3["p_increase"] is None and c3["interval95"] is None and isinstance(c3["effect"], float)
+    md = render_markdown(claims)
+    rows = [line for line in md.splitlines() if line.startswith("| C")]
+    assert len(rows) == len(claims)
+    for row in rows:
+        cols = [c.strip() for c in row.strip("|").split("|")]
+        assert cols[3] == "2" and cols[5] == "n/a", row  # n_seeds, P(claim)
+    assert "| 0.000 |" not in md and "| 1.000 |" not in md and "interval n/a" in md
+
+
+def test_a_bootstrap_of_two_seeds_is_never_printed_even_if_given():
+    # a claim dict made elsewhere (or by an older version) that still carries p = 1.0
+    claim = {"id": "C1", "claim": "x", "patch_size": 2, "verdict": "not judged: 2 seeds", "n_seeds": 2,
+             "effect": 0.1, "p_interior": 1.0, "peak_ratio": 0.5}
+    assert "| n/a |" in render_markdown([claim]) and "1.000" not in render_markdown([claim])
+
+
+def test_a_claim_reading_an_unconverged_cell_is_not_testable():
+    hump = [0.3, 0.5, 0.7, 0.5, 0.3]
+    f = frame(hump, [0.6] * 5, patch_gain=0.05, failing={(0.9, 2, 1)})
+    claims = {(c["id"], c["patch_size"]): c for c in synthetic_claims(f, 3, baselines([0.2, 0.21, 0.19]))}
+    # every claim that reads patch size 2 (C0, C1, C2 at p2; C3 compares p2 with p4) fails
+    for key in (("C0", 2), ("C1", 2), ("C2", 2), ("C3", "2 -> 4")):
+        assert claims[key]["verdict"] == NOT_TESTABLE, key
+        assert claims[key]["n_cells_failing_gate"] == 1
+    assert claims[("C1", 2)]["note"] == "1 of 15 cells fail the learning gate"
+    assert claims[("C3", "2 -> 4")]["note"] == "1 of 30 cells fail the learning gate"
+    # the claims on patch size 4 alone read no failing cell and keep their verdicts
+    assert claims[("C1", 4)]["verdict"] == "supported" and claims[("C0", 4)]["verdict"] == "supported"
+    assert claims[("C1", 4)]["n_cells_failing_gate"] == 0 and "note" not in claims[("C1", 4)]
+    md = render_markdown(list(claims.values()))
+    assert md.count(f"**{NOT_TESTABLE}**") == 4 and "| n_seeds |" in md
+
+
+def test_a_failing_gate_outranks_too_few_seeds():
+    f = frame([0.3, 0.5, 0.7, 0.5, 0.3], [0.6] * 5, seeds=(0, 1), failing={(0.1, 4, 0)})
+    claims = {(c["id"], c["patch_size"]): c for c in synthetic_claims(f, 3)}
+    assert claims[("C1", 4)]["verdict"] == NOT_TESTABLE
+    assert claims[("C1", 4)]["note"] == "1 of 10 cells fail the learning gate; 2 seeds per cell, fewer than 3: bootstrap withheld"
+    assert claims[("C1", 2)]["verdict"] == "not judged: 2 seeds"
+
+
+def test_a_metrics_table_without_the_gate_is_refused():
+    f = frame([0.3, 0.5, 0.7, 0.5, 0.3], [0.6] * 5).drop(columns="gate_pass")
+    with pytest.raises(ArtifactError, match="gate_pass"):
+        synthetic_claims(f, 3)
 
 
 def test_bootstrap_is_deterministic_and_markdown_lists_every_claim():
@@ -113,13 +184,13 @@ def test_c0_compares_trained_root_with_the_random_encoder_per_patch_size():
 
 
 def real_cells(acc_a, acc_b, seeds=(0, 1, 2), shared=None):
-    """Sweep A over RATIOS at unit 8, Sweep B over units 4/8/16 at 0.75; acc per seed +-0.002."""
+    """Sweep A over RATIOS at unit 8, Sweep B over units 4/8/16 at 0.75; acc per seed +-0.002; every gate passes."""
     rows = []
     for s in seeds:
         jitter = 0.002 * (s - 1)
         rows += [{"sweep": "A", "mask_ratio": r, "mask_unit": 8, "seed": s, "acc": a + jitter} for r, a in zip(RATIOS, acc_a)]
         rows += [{"sweep": "B", "mask_ratio": 0.75, "mask_unit": u, "seed": s, "acc": a + jitter} for u, a in zip((4, 8, 16), acc_b)]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).assign(gate_pass=True)
 
 
 def test_c4_reads_each_sweep_and_the_paper_shape_is_supported():
@@ -138,7 +209,22 @@ def test_c4_monotone_is_contradicted_and_one_seed_is_inconclusive():
     a, b = real_claims(cells, 8, 0.75)
     assert a["verdict"] == "contradicted" and b["verdict"] == "contradicted"
     a, b = real_claims(real_cells([0.47, 0.54, 0.60, 0.67, 0.63], [0.62, 0.69, 0.73], seeds=(0,)), 8, 0.75)
-    assert a["verdict"] == b["verdict"] == "inconclusive" and "1 seed" in a["note"]
+    assert a["verdict"] == b["verdict"] == "not judged: 1 seed" and "1 seed per cell" in a["note"]
+    assert a["p_interior"] is None and b["p_increase"] is None
+    a, b = real_claims(real_cells([0.47, 0.54, 0.60, 0.67, 0.63], [0.62, 0.69, 0.73], seeds=(0, 1)), 8, 0.75)
+    assert a["verdict"] == b["verdict"] == "not judged: 2 seeds" and a["n_seeds"] == b["n_seeds"] == 2
+
+
+def test_c4_with_an_unconverged_cell_is_not_testable_where_it_is_read():
+    cells = real_cells([0.47, 0.54, 0.60, 0.67, 0.63], [0.62, 0.69, 0.73])
+    # Sweep B's middle unit is not one of the two units its claim compares
+    cells.loc[(cells.sweep == "B") & (cells.mask_unit == 8) & (cells.seed == 0), "gate_pass"] = False
+    a, b = real_claims(cells, 8, 0.75)
+    assert a["verdict"] == "supported" and b["verdict"] == "supported" and b["n_cells"] == 6
+    cells.loc[(cells.sweep == "A") & (cells.mask_ratio == 0.9) & (cells.seed == 2), "gate_pass"] = False
+    a, b = real_claims(cells, 8, 0.75)
+    assert a["verdict"] == NOT_TESTABLE and a["note"] == "1 of 15 cells fail the learning gate"
+    assert b["verdict"] == "supported"
 
 
 def test_c4_grid_sweep_counts_for_both_and_single_sweeps_give_one_claim():
@@ -158,14 +244,11 @@ def write_real_cells(root, params, acc):
     for sweep, cells in real_sweep_cells(params.real).items():
         for r, u, s in cells:
             path = root / "real_cells" / sweep / f"{cell_id(r, u, s)}.json"
-            write_json(path, {"table1": {"linear_cls": {"clean": 100 * acc(r, u) + s}}})
+            write_json(path, {"table1": {"linear_cls": {"clean": 100 * acc(r, u) + s}}, "gate": {"gate_pass": True}})
 
 
 def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
-    import yaml
-
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"]["depth"] = 2
+    raw = raw_params()
     raw["real"].update(enabled=True, sweep="AB", mask_ratios=[0.1, 0.5, 0.9], mask_units=[4, 8], sweep_a_unit=8,
                        sweep_b_ratio=0.5, seeds=[0, 1])
     params = parse_params(raw)
@@ -184,8 +267,11 @@ def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
     assert set(claims) == {"C0_p2", "C0_p4", "C1_p2", "C1_p4", "C2_p2", "C2_p4", "C3", "C4_sweepA", "C4_sweepB"}
     assert claims["C4_sweepA"]["peak_ratio"] == 0.5 and claims["C4_sweepB"]["effect"] == pytest.approx(0.04)
     assert claims["C2_p2"]["effect"] is None or isinstance(claims["C2_p2"]["effect"], float)
+    assert all(c["verdict"] == "not judged: 2 seeds" for c in claims.values()), "two seeds: nothing is judged"
+    assert json.loads(text)["rules"]["min_seeds"] == 3 and json.loads(text)["rules"]["gate"]["gate_max_rel"] == 0.97
     md = (tmp_path / "claims.md").read_text()
     assert md.count("| C") == 9 and "Sweep B (ratio 0.5), unit 4 -> 8" in md
+    assert "| 0.000 |" not in md and "| 1.000 |" not in md
     # the track off: no C4, and no real file is read
     raw["real"]["enabled"] = False
     run(parse_params(raw), argparse.Namespace(**{**vars(args), "real_cells_dir": tmp_path / "nowhere"}))
@@ -193,10 +279,7 @@ def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
 
 
 def test_step_refuses_baselines_of_other_seeds_and_names_a_missing_real_cell(tmp_path):
-    import yaml
-
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    params = parse_params(raw)
+    params = parse_params(raw_params())
     frame([0.3, 0.5, 0.7, 0.5, 0.3], [0.6] * 5, seeds=(0, 1)).to_csv(tmp_path / "metrics.csv", index=False)
     baselines([0.2, 0.2, 0.2]).to_csv(tmp_path / "baselines.csv", index=False)
     args = argparse.Namespace(metrics=tmp_path / "metrics.csv", baselines=tmp_path / "baselines.csv",
@@ -208,3 +291,8 @@ def test_step_refuses_baselines_of_other_seeds_and_names_a_missing_real_cell(tmp
     with pytest.raises(ArtifactError, match=r"real_cells/A/r0\.1_p8_s0\.json: missing"):
         run(params, args)
     assert not (tmp_path / "claims.json").exists()
+    # a real cell from before the gate existed
+    write_real_cells(tmp_path, params, lambda r, u: 0.5)
+    write_json(tmp_path / "real_cells" / "A" / "r0.1_p8_s0.json", {"table1": {"linear_cls": {"clean": 50.0}}})
+    with pytest.raises(ArtifactError, match=r"r0\.1_p8_s0\.json: lacks gate\.gate_pass; rerun evaluate-real"):
+        run(params, args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -227,3 +228,89 @@ def test_tsne_figure_is_deterministic(digits, models, tmp_path) -> None:
     assert out_a["cells"] == out_b["cells"]
     assert out_a["n_points"] == 50
     _same_bytes([tmp_path / "a" / "fig8.png", tmp_path / "a" / "fig8.pdf"], [tmp_path / "b" / "fig8.png", tmp_path / "b" / "fig8.pdf"])
+
+
+# ------------------------------------------------------------------ the learning gate
+
+
+def test_gate_cell_compares_the_mae_with_the_mean_predictor_on_its_own_masks(digits, models) -> None:
+    from mae_hlvm import probe
+    from mae_hlvm.gate import train_mean_image
+
+    model = models[1][1]  # ratio 0.75, unit 4, untrained
+    history = [{"epoch": e, "loss": 1.0, "lr": 0.0} for e in range(4)]
+    g = ev.gate_cell(model, digits, history, cell_seed=3)
+    # the probe step's computation, same masks (the probe's stream for seed 3)
+    mse, mean_mse, _ = probe.reconstruct(
+        model, digits.split(test=True).images, 256, probe.recon_seed(3), 0, train_mean_image(digits.split(test=False).images)
+    )
+    assert (g["recon_mse"], g["mean_pred_mse"]) == (round(mse, 6), round(mean_mse, 6))
+    assert g["plateau"] and not g["learned"] and not g["gate_pass"], "an untrained MAE does not beat the mean"
+    assert g["gate_reason"].startswith("not learned (recon_rel ")
+    assert ev.gate_cell(model, digits, history, cell_seed=3) == g
+    json.dumps(g)
+
+
+def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir) -> None:
+    from types import SimpleNamespace
+
+    from mae_hlvm.config import load_params
+    from mae_hlvm.train import train_cell
+
+    tiny_workdir(
+        60, 40,
+        data=dict(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 1.0]),
+        model=dict(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_num_heads=2),
+        train=dict(epochs=1, batch_size=20, device="cpu", threads=1),
+        grid=dict(patch_sizes=[2, 4], mask_ratios=[0.5]),
+        real=dict(probe_epochs=2, knn_k=3),
+    )
+    params = load_params("params.yaml")
+    train_cell(params, "data.npz", 0.5, 4, 0, "models/c")
+    args = SimpleNamespace(checkpoint="models/c/checkpoint.pt", data="data.npz", sweep="A", out="cell.json")
+    ev.run_evaluate(params, args)
+    g = json.loads(Path("cell.json").read_text())["gate"]
+    assert g["plateau"] is False and g["gate_pass"] is False and "too few epochs to judge" in g["gate_reason"]
+    assert g["recon_rel"] == pytest.approx(g["recon_mse"] / g["mean_pred_mse"], abs=1e-5)
+    first = Path("cell.json").read_bytes()
+    ev.run_evaluate(params, args)
+    assert Path("cell.json").read_bytes() == first, "deterministic"
+
+
+def test_table1_shows_how_many_seeds_pass_the_gate(tmp_path) -> None:
+    results = [
+        {**_fake_result(r, 8, s, 50 + 10 * r), "gate_pass": not (r == 0.9 and s == 1)} for r in (0.1, 0.5, 0.9) for s in (0, 1)
+    ]
+    table = ev.table1_render(results, tmp_path, sweep_a_unit=8, sweep_b_ratio=0.75)
+    assert table.gate_pass.tolist() == [2, 2, 1]
+    assert pd.read_csv(tmp_path / "table1.csv")["gate_pass"].tolist() == [2, 2, 1]
+    md = (tmp_path / "table1.md").read_text()
+    assert "| seeds | gate |" in md and "| 2 | 1/2 |" in md and "learning gate" in md
+    # results without a gate (made before it existed) show a dash, not a made-up count
+    ev.table1_render([_fake_result(0.5, 8, 0, 50.0)], tmp_path / "old", sweep_a_unit=8, sweep_b_ratio=0.75)
+    assert "| 1 | – |" in (tmp_path / "old" / "table1.md").read_text()
+
+
+def test_real_gate_line_names_failing_cells_by_sweep() -> None:
+    ok = {"gate_pass": True, "gate_reason": "ok"}
+    bad = {"gate_pass": False, "gate_reason": "too few epochs to judge"}
+    results = [{"sweep": "A", "cell_id": "r0.1_p8_s0", "gate": ok}, {"sweep": "B", "cell_id": "r0.75_p16_s1", "gate": bad}]
+    assert ev.real_gate_line(results) == (
+        "Learning gate, real track: 1 of 2 cells pass; failing: B/r0.75_p16_s1 (too few epochs to judge)."
+    )
+
+
+def test_report_refuses_a_cell_json_without_the_gate(tmp_path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from mae_hlvm.config import cell_id, load_params, real_sweep_cells
+    from mae_hlvm.io import ArtifactError, write_json
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    sweep, cells = next(iter(real_sweep_cells(params.real).items()))
+    path = tmp_path / sweep / f"{cell_id(*cells[0])}.json"
+    write_json(path, {"sweep": sweep, "table1": {}, "recon_quality": {}})
+    args = SimpleNamespace(cells_dir=tmp_path, out_dir=tmp_path / "out", data="none.npz", models_dir="none")
+    with pytest.raises(ArtifactError, match=r"lacks gate\.gate_pass; rerun evaluate-real"):
+        ev.run_report(params, args)
+    assert not (tmp_path / "out").exists()

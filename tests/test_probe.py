@@ -187,7 +187,8 @@ def _tiny_model(norm_pix_loss: bool = False, mask_unit: int = 4) -> MaskedAutoen
 def test_reconstruct_masks_at_the_cell_ratio_and_pastes_visible_pixels() -> None:
     model = _tiny_model()
     images = np.random.default_rng(11).standard_normal((10, 2, 8, 8)).astype(np.float32)
-    mse, fig = probe.reconstruct(model, images, batch_size=4, seed=3, n_keep=6)
+    mean_image = np.random.default_rng(12).standard_normal((2, 8, 8)).astype(np.float32)
+    mse, mean_mse, fig = probe.reconstruct(model, images, batch_size=4, seed=3, n_keep=6, mean_image=mean_image)
     assert fig["original"].shape == fig["masked"].shape == fig["reconstruction"].shape == (6, 2, 8, 8)
     assert fig["mask"].shape == (6, 8, 8) and fig["mask"].dtype == bool
     assert np.array_equal(fig["original"], images[:6])
@@ -198,13 +199,29 @@ def test_reconstruct_masks_at_the_cell_ratio_and_pastes_visible_pixels() -> None
     assert np.array_equal(fig["masked"][~hidden], images[:6][~hidden])
     assert np.array_equal(fig["reconstruction"][~hidden], images[:6][~hidden])
     # the MSE is over hidden pixels only: recompute it from the figure arrays of all images
-    _, every = probe.reconstruct(model, images, batch_size=4, seed=3, n_keep=10)
+    _, _, every = probe.reconstruct(model, images, batch_size=4, seed=3, n_keep=10, mean_image=mean_image)
     hid = np.broadcast_to(every["mask"][:, None], images.shape)
     manual = ((every["reconstruction"] - images)[hid] ** 2).mean()
     assert mse == pytest.approx(float(manual), rel=1e-5)
+    # the mean predictor on exactly the same hidden pixels
+    manual_mean = ((np.broadcast_to(mean_image, images.shape) - images)[hid] ** 2).mean()
+    assert mean_mse == pytest.approx(float(manual_mean), rel=1e-5)
     # same seed, same masks; another seed, other masks
-    assert np.array_equal(probe.reconstruct(model, images, 4, 3, 6)[1]["mask"], fig["mask"])
-    assert not np.array_equal(probe.reconstruct(model, images, 4, 4, 6)[1]["mask"], fig["mask"])
+    assert np.array_equal(probe.reconstruct(model, images, 4, 3, 6, mean_image)[2]["mask"], fig["mask"])
+    assert not np.array_equal(probe.reconstruct(model, images, 4, 4, 6, mean_image)[2]["mask"], fig["mask"])
+    # no figure arrays asked for, none made; the errors do not depend on n_keep
+    assert probe.reconstruct(model, images, 4, 3, 0, mean_image) == (mse, mean_mse, {})
+
+
+def test_the_mean_predictor_error_is_the_hidden_pixels_variance_when_given_their_mean() -> None:
+    # images whose every pixel varies around a per-position mean: the train mean predicts
+    # it, and the MSE of that prediction is the pixel variance (1 here)
+    model = _tiny_model()
+    rng = np.random.default_rng(13)
+    centre = rng.standard_normal((2, 8, 8)).astype(np.float32)
+    images = (centre + rng.standard_normal((400, 2, 8, 8))).astype(np.float32)
+    _, mean_mse, _ = probe.reconstruct(model, images, 64, 5, 0, centre)
+    assert mean_mse == pytest.approx(1.0, abs=0.02)
 
 
 def test_pixel_prediction_undoes_the_normalised_pixel_target() -> None:
@@ -277,7 +294,7 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     metrics = json.loads((cell / "out.json").read_text())
     assert set(metrics) == {
         "cell", "n_visible", "n_hidden", "pooling", "n_levels", "r2_linear", "r2_nonlinear", "r2_region",
-        "probe_acc", "recon_mse", "config_digest",
+        "probe_acc", "recon_mse", "gate", "config_digest",
     }
     assert metrics["cell"] == {"cell_id": "r0.5_p4_s0", "mask_ratio": 0.5, "patch_size": 4, "seed": 0}
     # 4 masking units of 2x2 tokens, half hidden
@@ -292,6 +309,11 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     assert set(metrics["probe_acc"]) == {"mean", "cls"} and 0 <= metrics["probe_acc"]["mean"] <= 1
     assert metrics["recon_mse"] > 0
     assert all(len(repr(r).split(".")[-1]) <= 6 for r in metrics["r2_linear"]["mean"])
+    # the learning gate: a one-epoch cell cannot have plateaued
+    g = metrics["gate"]
+    assert g["recon_mse"] == metrics["recon_mse"] and g["mean_pred_mse"] > 0
+    assert g["recon_rel"] == pytest.approx(g["recon_mse"] / g["mean_pred_mse"], abs=1e-5)
+    assert g["plateau"] is False and g["gate_pass"] is False and "too few epochs to judge" in g["gate_reason"]
 
     recon = np.load(cell / "recon.npz")
     assert sorted(recon.files) == ["mask", "masked", "original", "reconstruction"]
@@ -317,3 +339,17 @@ def test_probe_step_rejects_a_dataset_the_checkpoint_was_not_trained_on(cell, ca
     assert main(_probe_argv(data="other.npz")) == 2
     assert "not the dataset this checkpoint was trained on" in capsys.readouterr().err
     assert not (cell / "out.json").exists()
+
+
+def test_an_unconverged_cell_makes_every_claim_not_testable(cell) -> None:
+    """The one-epoch cell end to end: probe -> metrics row -> claims, which refuse to judge it."""
+    from mae_hlvm.aggregate import metrics_frame, validate_cell
+    from mae_hlvm.claims import NOT_TESTABLE, synthetic_claims
+
+    assert main(_probe_argv()) == 0
+    raw = validate_cell(json.loads((cell / "out.json").read_text()), (0.5, 4, 0), 3, "out.json")
+    frame = metrics_frame([raw], 3, "mean")
+    assert frame.loc[0, "gate_pass"] == 0 and frame.loc[0, "plateau"] == 0
+    claims = synthetic_claims(frame, 3)
+    assert claims and all(c["verdict"] == NOT_TESTABLE for c in claims)
+    assert all(c["note"].startswith("1 of 1 cells fail the learning gate") for c in claims)

@@ -18,6 +18,7 @@ from mae_hlvm.summary import baselines_table, latex_table, render_summary, seed_
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
+RAW["data"].update(depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 1.0, 1.0])  # the fake tables' 3 levels
 
 
 def params_with(real_enabled: bool):
@@ -26,11 +27,15 @@ def params_with(real_enabled: bool):
     return parse_params(raw)
 
 
-def metrics() -> pd.DataFrame:
+def metrics(failing=()) -> pd.DataFrame:
+    """8 cells; those (ratio, patch, seed) in ``failing`` fail the learning gate (not learned, not plateaued)."""
     rows = []
     for r, p, s in itertools.product([0.25, 0.75], [2, 4], [0, 1]):
+        passes = (r, p, s) not in failing
         rows.append({"mask_ratio": r, "patch_size": p, "seed": s, "r2_level0": 0.5 + 0.1 * s,
-                     "r2_level1": 0.4, "r2_level2": 0.3, "probe_acc": 0.6, "recon_mse": 0.1})
+                     "r2_level1": 0.4, "r2_level2": 0.3, "probe_acc": 0.6, "recon_mse": 0.1,
+                     "mean_pred_mse": 0.125 if passes else 0.1, "recon_rel": 0.8 if passes else 1.0,
+                     "plateau": int(passes), "gate_pass": int(passes)})
     return pd.DataFrame(rows)
 
 
@@ -72,6 +77,20 @@ def test_the_real_track_adds_its_table_params_and_changes_the_stamp():
     assert "## Real-image track: Table 1" in text_on and "| A | 0.1 |" in text_on and "\nreal:" in text_on
     stamp = lambda text: text.split("Stamp: ")[1].split(",")[0]  # noqa: E731
     assert stamp(text_on) != stamp(render_summary(off, metrics(), "# Claims check\n", [])[0])
+
+
+def test_the_gate_section_counts_each_track_and_names_failing_cells():
+    params = params_with(True)
+    real_md = "| A | 0.1 |\n\nLearning gate, real track: 9 of 10 cells pass; failing: B/r0.75_p16_s1 (too few epochs to judge).\n"
+    text, _ = render_summary(params, metrics(failing={(0.75, 4, 1)}), "# Claims check\n", [], None, real_md)
+    section = text.split("## Learning gate")[1].split("## Claims check")[0]
+    assert "- Learning gate, synthetic grid: 7 of 8 cells pass; failing: r0.75_p4_s1 (not learned (recon_rel 1.000); not plateaued)." in section
+    assert "- Learning gate, real track: 9 of 10 cells pass; failing: B/r0.75_p16_s1 (too few epochs to judge)." in section
+    text, _ = render_summary(params_with(False), metrics(), "# Claims check\n", [])
+    section = text.split("## Learning gate")[1].split("## Claims check")[0]
+    assert "- Learning gate, synthetic grid: 8 of 8 cells pass." in section and "real track" not in section
+    # a table1.md from before the gate says so instead of passing silently
+    assert "not reported in table1.md" in summary.real_gate_line("| A | 0.1 |\n")
 
 
 def test_latex_escapes_underscores():

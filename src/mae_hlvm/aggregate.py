@@ -9,6 +9,11 @@ The seeds' baselines (``results/baselines/s<seed>.json``: a random-init encoder 
 pixels under the same probes) go to ``results/baselines.csv``, one row per (baseline,
 seed), and their means over seeds to ``metrics.json["baselines"]``.
 
+Every cell's learning gate (:mod:`mae_hlvm.gate`, the probe JSON's ``gate`` object) goes
+into the table as ``mean_pred_mse``, ``recon_rel``, ``plateau`` and ``gate_pass`` (the
+flags as 0/1), and into ``metrics.json`` per cell, with the count of passing cells under
+``gate``.
+
 Wall-clock timings (``logs/timings/...``) vary run to run, so they go to an untracked
 ``results/timings.csv`` and are skipped when absent.
 """
@@ -35,7 +40,8 @@ FLOAT_FORMAT = "%.6f"
 JSON_DIGITS = 6  # the CSV's precision, so the two files agree
 POOLINGS = ("mean", "cls")
 ID_COLUMNS = ("mask_ratio", "patch_size", "seed")
-INT_COLUMNS = ("patch_size", "seed", "n_visible", "n_hidden")
+INT_COLUMNS = ("patch_size", "seed", "n_visible", "n_hidden", "plateau", "gate_pass")
+GATE_COLUMNS = ("mean_pred_mse", "recon_rel", "plateau", "gate_pass")
 
 
 # --------------------------------------------------------------------------- grid
@@ -124,7 +130,24 @@ def validate_cell(cell: Any, expected: tuple[float, int, int], levels: int, path
         value = _get(cell, (key,), path)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ArtifactError(f"{path}: {key}={value!r} is not an integer")
+    validate_gate(cell, path)
     return cell
+
+
+def validate_gate(cell: dict, path: str) -> dict:
+    """Check a cell's ``gate`` object (:func:`mae_hlvm.gate.evaluate_gate`); return it unchanged."""
+    for key in ("mean_pred_mse", "recon_rel"):
+        _number(_get(cell, ("gate", key), path), f"gate.{key}", path, allow_none=True)
+    gate = cell["gate"]
+    for key in ("learned", "plateau", "gate_pass"):
+        value = _get(cell, ("gate", key), path)
+        if not isinstance(value, bool):
+            raise ArtifactError(f"{path}: gate.{key}={value!r} is not true or false")
+    if gate["gate_pass"] != (gate["learned"] and gate["plateau"]):
+        raise ArtifactError(f"{path}: gate.gate_pass={gate['gate_pass']} contradicts gate.learned and gate.plateau")
+    if not isinstance(_get(cell, ("gate", "gate_reason"), path), str):
+        raise ArtifactError(f"{path}: gate.gate_reason={gate['gate_reason']!r} is not a string")
+    return gate
 
 
 def read_cells(params: Params) -> list[dict]:
@@ -156,6 +179,7 @@ def metric_columns(levels: int) -> list[str]:
         *level_columns("r2nl", levels),
         "probe_acc",
         "recon_mse",
+        *GATE_COLUMNS,
         "n_visible",
         "n_hidden",
         *level_columns("r2alt", levels),
@@ -197,6 +221,10 @@ def cell_row(cell: dict, pooling: str) -> dict[str, Any]:
         **per_level("r2nl", cell["r2_nonlinear"][pooling]),
         "probe_acc": scalar(cell["probe_acc"][pooling]),
         "recon_mse": scalar(cell["recon_mse"]),
+        "mean_pred_mse": scalar(cell["gate"]["mean_pred_mse"]),
+        "recon_rel": scalar(cell["gate"]["recon_rel"]),
+        "plateau": int(cell["gate"]["plateau"]),
+        "gate_pass": int(cell["gate"]["gate_pass"]),
         "n_visible": int(cell["n_visible"]),
         "n_hidden": int(cell["n_hidden"]),
         **per_level(f"r2{other}", cell["r2_linear"][other]),
@@ -237,7 +265,7 @@ def load_metrics(path: str | Path = paths.METRICS_CSV) -> pd.DataFrame:
     """Read ``metrics.csv`` back: ids typed (float ratio, int patch/seed), metrics float."""
     path = Path(path)
     frame = _read_table(path, "metrics", "run the aggregate step first")
-    needed = [*ID_COLUMNS, "r2_level0", "probe_acc", "recon_mse"]
+    needed = [*ID_COLUMNS, "r2_level0", "probe_acc", "recon_mse", *GATE_COLUMNS]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise ArtifactError(f"{path}: lacks columns {missing}; rerun the aggregate step")
@@ -286,13 +314,17 @@ def patch_summary(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
-    """``{cell_id: {r2_level*, r2nl_level*, probe_acc, recon_mse}, "summary": {"p<size>": ...}}``."""
-    keys = [*level_columns("r2", levels), *level_columns("r2nl", levels), "probe_acc", "recon_mse"]
+    """``{cell_id: {r2_level*, r2nl_level*, probe_acc, recon_mse, mean_pred_mse, recon_rel, plateau,
+    gate_pass}, "gate": {"n_cells", "n_pass"}, "summary": {"p<size>": ...}}``; flags as 0/1."""
+    keys = [*level_columns("r2", levels), *level_columns("r2nl", levels), "probe_acc", "recon_mse",
+            "mean_pred_mse", "recon_rel"]
     out: dict[str, Any] = {}
     for row in frame.itertuples(index=False):
         values = row._asdict()
         name = cell_id(values["mask_ratio"], values["patch_size"], values["seed"])
         out[name] = {k: _json_number(values[k]) for k in keys}
+        out[name].update({k: int(values[k]) for k in ("plateau", "gate_pass")})
+    out["gate"] = {"n_cells": len(frame), "n_pass": int(frame["gate_pass"].sum())}
     out["summary"] = {
         f"p{int(p)}": patch_summary(part) for p, part in frame.groupby("patch_size", sort=True)
     }

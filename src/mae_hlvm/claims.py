@@ -4,8 +4,18 @@ Each claim gets a verdict, *supported*, *contradicted* or *inconclusive*, by rul
 here before any result was looked at (the constants below). The statistic is a
 bootstrap over seeds: for every (masking ratio, patch size) cell the seeds are resampled
 with replacement, the seed means recomputed, and the claim's quantity evaluated on each
-resample. With few seeds the bootstrap is coarse; the verdict then tends to
-*inconclusive*, which is the honest answer.
+resample. Two checks come before any verdict, in this order (:func:`judge`):
+
+- the learning gate (:mod:`mae_hlvm.gate`): when any cell the claim reads (its cells,
+  not the untrained baselines) fails it, the verdict is "not testable: cells not
+  converged", with a note counting the failing cells;
+- seeds: with fewer than MIN_SEEDS (3) seeds in any cell the claim reads (for C0, also
+  in the baselines) the verdict is "not judged: N seeds", and the bootstrap's
+  probabilities, interval and peak shares are withheld (null in claims.json, "n/a" in
+  claims.md): a bootstrap over one or two seeds gives spurious 0.000 / 1.000.
+
+Every claim records ``n_seeds`` (the fewest seeds of any cell it reads), ``n_cells`` and
+``n_cells_failing_gate``.
 
 Claims (Kong et al., CVPR 2023, as summarised in the project's paper notes):
   C0 baseline (ours, for interpretation): pretraining adds root-level information beyond
@@ -38,6 +48,7 @@ import pandas as pd
 
 from .aggregate import load_baselines, load_metrics
 from .config import Params, cell_id, digest, real_enabled, real_sweep_cells
+from .gate import RULES as GATE_RULES
 from .io import ArtifactError, read_json, write_json, write_text
 from .pipeline import stage_params
 from .provenance import code_revision
@@ -51,7 +62,9 @@ N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 20230604  # the paper's arXiv month, a number chosen in advance
 SUPPORT_PROB = 0.95
 MIN_EFFECT = 0.01  # in R^2 (or accuracy) units
-MIN_SEEDS = 2  # below this a bootstrap over seeds says nothing
+MIN_SEEDS = 3  # fewer seeds per cell: the bootstrap is too coarse to judge (1 or 2 seeds give p = 0 or 1)
+NOT_TESTABLE = "not testable: cells not converged"
+BOOTSTRAP_KEYS = ("p_interior", "p_endpoint", "p_increase", "interval95", "peak_ratio_bootstrap_share")
 
 
 def verdict(p_claim: float, p_opposite: float, effect: float) -> str:
@@ -61,6 +74,40 @@ def verdict(p_claim: float, p_opposite: float, effect: float) -> str:
     if p_opposite >= SUPPORT_PROB and -effect > MIN_EFFECT:
         return "contradicted"
     return "inconclusive"
+
+
+def not_judged(n_seeds: int) -> str:
+    return f"not judged: {n_seeds} seed{'' if n_seeds == 1 else 's'}"
+
+
+def judge(claim: dict[str, Any], cells: pd.DataFrame, n_seeds: int) -> dict[str, Any]:
+    """Apply the gate and seed checks (module docstring) to ``claim`` in place; return it.
+
+    cells: the rows (one per cell and seed) the claim reads, with a ``gate_pass`` column
+    (1/True = passes; anything else, NaN included, fails); n_seeds: the fewest seeds of
+    any cell it reads.
+    """
+    if "gate_pass" not in cells:
+        raise ArtifactError("the claims' cells lack a gate_pass column; rerun the aggregate (or evaluate-real) step")
+    failing = int((cells["gate_pass"] != 1).sum())
+    claim.update(n_seeds=int(n_seeds), n_cells=len(cells), n_cells_failing_gate=failing)
+    notes = []
+    if failing:
+        claim["verdict"] = NOT_TESTABLE
+        notes.append(f"{failing} of {len(cells)} cells fail the learning gate")
+    if n_seeds < MIN_SEEDS:
+        if not failing:
+            claim["verdict"] = not_judged(n_seeds)
+        notes.append(f"{n_seeds} seed{'' if n_seeds == 1 else 's'} per cell, fewer than {MIN_SEEDS}: bootstrap withheld")
+        claim.update({k: None for k in BOOTSTRAP_KEYS if k in claim})
+    if notes:
+        claim["note"] = "; ".join(notes)
+    return claim
+
+
+def _min_seeds(cells: pd.DataFrame, by: list[str]) -> int:
+    """The fewest rows (seeds) of any cell, cells keyed by ``by``; 0 when there are none."""
+    return int(cells.groupby(by).size().min()) if len(cells) else 0
 
 
 def bootstrap_means(values: dict[Any, np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -122,11 +169,12 @@ def baseline_claims(metrics: pd.DataFrame, baselines: pd.DataFrame, rng: np.rand
     claims = []
     for patch, g in per_seed.groupby("patch_size"):
         trained = g.sort_values("seed")["r2_level0"].to_numpy()
-        claims.append({
+        cells = metrics[metrics["patch_size"] == patch]
+        claims.append(judge({
             "id": "C0", "patch_size": int(patch),
             "claim": "pretraining adds root-level information beyond a random encoder (root R^2, mean over ratios)",
             **increases(untrained, trained, rng),
-        })
+        }, cells, min(_min_seeds(cells, ["mask_ratio", "patch_size"]), len(untrained))))
     return claims
 
 
@@ -135,33 +183,31 @@ def synthetic_claims(metrics: pd.DataFrame, n_levels: int, baselines: pd.DataFra
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     root, leaf = "r2_level0", f"r2_level{n_levels - 1}"
     claims = [] if baselines is None else baseline_claims(metrics, baselines, rng)
-    n_seeds = metrics.groupby(["mask_ratio", "patch_size"]).size().min()
-    if baselines is not None:
-        n_seeds = min(n_seeds, int((baselines["baseline"] == "random_init").sum()))
+    by = ["mask_ratio", "patch_size"]
     for patch, g in metrics.groupby("patch_size"):
         ratios = sorted(g["mask_ratio"].unique())
         c1 = interior_peak(ratios, _per_seed(g, lambda f: f[root], "mask_ratio"), rng)
         c2 = interior_peak(ratios, _per_seed(g, lambda f: f[root] - f[leaf], "mask_ratio"), rng)
-        claims.append({"id": "C1", "patch_size": int(patch), "claim": "root-level R^2 peaks at an interior masking ratio", **c1})
-        claims.append({"id": "C2", "patch_size": int(patch), "claim": "root-minus-leaf R^2 gap peaks at an interior masking ratio", **c2})
+        n_seeds = _min_seeds(g, by)
+        c1 = {"id": "C1", "patch_size": int(patch), "claim": "root-level R^2 peaks at an interior masking ratio", **c1}
+        c2 = {"id": "C2", "patch_size": int(patch), "claim": "root-minus-leaf R^2 gap peaks at an interior masking ratio", **c2}
+        claims += [judge(c1, g, n_seeds), judge(c2, g, n_seeds)]
     patches = sorted(metrics["patch_size"].unique())
     if len(patches) > 1:
         mean_over_ratios = metrics.groupby(["patch_size", "seed"])[root].mean().reset_index()
         low = mean_over_ratios[mean_over_ratios.patch_size == patches[0]].sort_values("seed")[root].to_numpy()
         high = mean_over_ratios[mean_over_ratios.patch_size == patches[-1]].sort_values("seed")[root].to_numpy()
-        claims.append({
+        cells = metrics[metrics["patch_size"].isin([patches[0], patches[-1]])]
+        claims.append(judge({
             "id": "C3", "patch_size": f"{patches[0]} -> {patches[-1]}",
             "claim": "larger masking units give higher root-level R^2 (mean over ratios)", **increases(low, high, rng),
-        })
-    if n_seeds < MIN_SEEDS:
-        for c in claims:
-            c["verdict"] = "inconclusive"
-            c["note"] = f"only {n_seeds} seed(s) per cell: no spread to test against"
+        }, cells, _min_seeds(cells, by)))
     return claims
 
 
 def real_claims(cells: pd.DataFrame, sweep_a_unit: int, sweep_b_ratio: float) -> list[dict[str, Any]]:
-    """C4 on the real track's cells: columns sweep (A, B or G), mask_ratio, mask_unit, seed, acc (fraction).
+    """C4 on the real track's cells: columns sweep (A, B or G), mask_ratio, mask_unit, seed, acc (fraction),
+    gate_pass (bool).
 
     A cell counts for the sweep it was trained for (the grid's for both), so the cell
     that Sweeps A and B share is never counted twice in one sweep.
@@ -172,21 +218,18 @@ def real_claims(cells: pd.DataFrame, sweep_a_unit: int, sweep_b_ratio: float) ->
     if len(part_a):
         ratios = sorted(part_a["mask_ratio"].unique())
         res = interior_peak(ratios, _per_seed(part_a, lambda f: f["acc"], "mask_ratio"), rng)
-        claims.append({"id": "C4", "scope": f"Sweep A (unit {sweep_a_unit})",
-                       "claim": "real track: clean linear-probe accuracy peaks at an interior masking ratio", **res})
-        claims[-1]["n_seeds"] = int(part_a.groupby("mask_ratio").size().min())
+        claims.append(judge({"id": "C4", "scope": f"Sweep A (unit {sweep_a_unit})",
+                             "claim": "real track: clean linear-probe accuracy peaks at an interior masking ratio", **res},
+                            part_a, _min_seeds(part_a, ["mask_ratio"])))
     part_b = cells[cells["sweep"].isin(["B", "G"]) & np.isclose(cells["mask_ratio"], sweep_b_ratio)]
     units = sorted(part_b["mask_unit"].unique())
     if len(units) > 1:
         low = part_b[part_b["mask_unit"] == units[0]].sort_values("seed")["acc"].to_numpy()
         high = part_b[part_b["mask_unit"] == units[-1]].sort_values("seed")["acc"].to_numpy()
-        claims.append({"id": "C4", "scope": f"Sweep B (ratio {sweep_b_ratio:g}), unit {units[0]} -> {units[-1]}",
-                       "claim": "real track: clean linear-probe accuracy rises with the masking unit", **increases(low, high, rng)})
-        claims[-1]["n_seeds"] = int(min(len(low), len(high)))
-    for c in claims:
-        if c["n_seeds"] < MIN_SEEDS:
-            c["verdict"] = "inconclusive"
-            c["note"] = f"only {c['n_seeds']} seed(s) per cell: no spread to test against"
+        cells = part_b[part_b["mask_unit"].isin([units[0], units[-1]])]
+        claims.append(judge({"id": "C4", "scope": f"Sweep B (ratio {sweep_b_ratio:g}), unit {units[0]} -> {units[-1]}",
+                             "claim": "real track: clean linear-probe accuracy rises with the masking unit",
+                             **increases(low, high, rng)}, cells, min(len(low), len(high))))
     return claims
 
 
@@ -201,7 +244,11 @@ def read_real_cells(params: Params, cells_dir: str | Path) -> pd.DataFrame:
                 acc = float(res["table1"]["linear_cls"]["clean"]) / 100.0
             except (KeyError, TypeError, ValueError):
                 raise ArtifactError(f"{path}: lacks table1.linear_cls.clean; rerun evaluate-real") from None
-            rows.append({"sweep": sweep, "mask_ratio": float(ratio), "mask_unit": int(unit), "seed": int(seed), "acc": acc})
+            gate = res.get("gate") if isinstance(res, dict) else None
+            if not isinstance(gate, dict) or not isinstance(gate.get("gate_pass"), bool):
+                raise ArtifactError(f"{path}: lacks gate.gate_pass; rerun evaluate-real")
+            rows.append({"sweep": sweep, "mask_ratio": float(ratio), "mask_unit": int(unit), "seed": int(seed), "acc": acc,
+                         "gate_pass": gate["gate_pass"]})
     return pd.DataFrame(rows)
 
 
@@ -223,25 +270,41 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def _p_text(c: dict[str, Any]) -> str:
+    """The bootstrap probability as printed: "n/a" when withheld (fewer than MIN_SEEDS seeds) or absent."""
+    p = c.get("p_interior", c.get("p_increase"))
+    return "n/a" if p is None or c.get("n_seeds", 0) < MIN_SEEDS else f"{p:.3f}"
+
+
 def render_markdown(claims: list[dict[str, Any]]) -> str:
     lines = [
         "# Claims check",
         "",
         f"Bootstrap over seeds ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). A claim is *supported* when "
         f"its bootstrap probability is >= {SUPPORT_PROB} and its effect on the seed means exceeds {MIN_EFFECT}; "
-        "*contradicted* when the opposite holds likewise; *inconclusive* otherwise. Rules fixed in "
-        "`src/mae_hlvm/claims.py` before any result was seen.",
+        "*contradicted* when the opposite holds likewise; *inconclusive* otherwise. Before that, a claim is "
+        f"*{NOT_TESTABLE}* when any cell it reads fails the learning gate (`src/mae_hlvm/gate.py`: the MAE "
+        f"beats the per-position-mean predictor on hidden patches by >= {1 - GATE_RULES['gate_max_rel']:.0%}, and its "
+        f"training loss has plateaued), and *not judged: N seeds* when a cell has fewer than {MIN_SEEDS} seeds "
+        "(the bootstrap is then withheld: n/a). Rules fixed in `src/mae_hlvm/claims.py` before any result was seen.",
         "",
-        "| claim | patch size / sweep | verdict | effect | P(claim) | detail |",
-        "|---|---|---|---|---|---|",
+        "| claim | patch size / sweep | verdict | n_seeds | effect | P(claim) | detail |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in claims:
-        p = c.get("p_interior", c.get("p_increase"))
-        detail = f"peak at ratio {c['peak_ratio']}" if "peak_ratio" in c else f"95% interval {c['interval95'][0]:.3f} .. {c['interval95'][1]:.3f}"
+        if "peak_ratio" in c:
+            detail = f"peak at ratio {c['peak_ratio']}"
+        elif c.get("interval95") is None or c.get("n_seeds", 0) < MIN_SEEDS:
+            detail = "95% interval n/a"
+        else:
+            detail = f"95% interval {c['interval95'][0]:.3f} .. {c['interval95'][1]:.3f}"
         if "note" in c:
             detail += f"; {c['note']}"
         scope = c.get("scope", c.get("patch_size"))
-        lines.append(f"| {c['id']}: {c['claim']} | {scope} | **{c['verdict']}** | {c['effect']:.4f} | {p:.3f} | {detail} |")
+        lines.append(
+            f"| {c['id']}: {c['claim']} | {scope} | **{c['verdict']}** | {c.get('n_seeds', 'n/a')} | {c['effect']:.4f} "
+            f"| {_p_text(c)} | {detail} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -260,7 +323,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
         real = params.real
         claims += real_claims(read_real_cells(params, args.real_cells_dir), real.sweep_a_unit, real.sweep_b_ratio)
     rules = {"n_bootstrap": N_BOOTSTRAP, "seed": BOOTSTRAP_SEED, "support_prob": SUPPORT_PROB,
-             "min_effect": MIN_EFFECT, "min_seeds": MIN_SEEDS}
+             "min_effect": MIN_EFFECT, "min_seeds": MIN_SEEDS, "gate": GATE_RULES}
     write_json(args.out_json, _finite({"rules": rules, "claims": {claim_key(c): c for c in claims}}))
     # the digest covers the keys this step reads (pipeline.STAGE_PARAMS), so it changes
     # exactly when the claims could

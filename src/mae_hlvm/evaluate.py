@@ -9,6 +9,8 @@ writes its artifact atomically with deterministic bytes (same inputs -> same fil
   and :func:`plot_recon_quality`.
 - Figs. 6/7: :func:`attention_grid` (last-layer CLS attention, and one token's).
 - Fig. 8: :func:`tsne_figure`.
+- The learning gate (:mod:`mae_hlvm.gate`): :func:`gate_cell`, the same rules as the
+  synthetic probe step's, on the test split with the cell's own masking.
 
 The shifted test sets are local stand-ins for ImageNet-v2/ObjectNet/R/A/Sketch, built
 from the clean test split with fixed seeds (:func:`shifted_test_sets`).
@@ -31,7 +33,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .data import Dataset
-from .io import atomic_path, write_json, write_text
+from .gate import evaluate_gate, gate_line, history_losses, train_mean_image
+from .io import ArtifactError, atomic_path, write_json, write_text
 from .model import MaskedAutoencoder
 from .realdata import class_names, normalise, to_unit_range
 
@@ -233,6 +236,29 @@ def table1_cell(
     return out
 
 
+# ------------------------------------------------------------------ the learning gate
+
+GATE_BATCH = 256
+
+
+def gate_cell(model: MaskedAutoencoder, ds: Dataset, history: Any, *, cell_seed: int = 0) -> dict[str, Any]:
+    """The learning gate (:mod:`mae_hlvm.gate`) of one real cell, as JSON-ready data.
+
+    Hidden-patch MSE of the MAE vs the per-position mean of the train images, on every
+    test image, masked at the cell's own ratio and unit with the probe step's fixed mask
+    stream (:func:`mae_hlvm.probe.recon_seed` of the cell seed), in model-input space;
+    plus the plateau rule on ``history`` (the checkpoint's per-epoch losses).
+    """
+    from .probe import reconstruct, recon_seed
+
+    model.eval()
+    mse, mean_mse, _ = reconstruct(
+        model, ds.split(test=True).images, GATE_BATCH, recon_seed(cell_seed), 0,
+        train_mean_image(ds.split(test=False).images),
+    )
+    return evaluate_gate(mse, mean_mse, history_losses(history))
+
+
 # ------------------------------------------------------------------ Table 1 rendering
 
 
@@ -268,6 +294,7 @@ def _cells_frame(cell_results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     for res in cell_results:
         row = {k: res[k] for k in ("mask_ratio", "mask_unit", "vit_patch", "seed")}
         row["sweep_tag"] = res.get("sweep")
+        row["gate_pass"] = res.get("gate_pass")  # None: the result carries no gate
         row.update({f"ours {name}": res["linear_cls"][name] for name in TEST_SETS})
         row["ours clean mean-pool"] = res["linear_mean"]["clean"]
         row["ours clean k-NN"] = res["knn_cls"]["clean"]
@@ -286,6 +313,8 @@ def table1_frame(cell_results: Sequence[dict[str, Any]], *, sweep_a_unit: int, s
         part = sweep_part(cells, sweep, sweep_a_unit=sweep_a_unit, sweep_b_ratio=sweep_b_ratio)
         for (ratio, unit, vit), group in part.groupby(["mask_ratio", "mask_unit", "vit_patch"], sort=True):
             row: dict[str, Any] = {"sweep": sweep, "mask_ratio": ratio, "mask_unit": unit, "vit_patch": vit, "n_seeds": len(group)}
+            known = group["gate_pass"].notna().all()
+            row["gate_pass"] = int(group["gate_pass"].astype(bool).sum()) if known else pd.NA
             for col in OURS_COLUMNS:
                 row[col] = float(group[col].mean())
                 row[f"{col} sd"] = float(group[col].std(ddof=1)) if len(group) > 1 else float("nan")
@@ -293,7 +322,10 @@ def table1_frame(cell_results: Sequence[dict[str, Any]], *, sweep_a_unit: int, s
             for name, value in zip(PAPER_COLUMNS, paper or (float("nan"),) * len(PAPER_COLUMNS)):
                 row[f"paper {name}"] = value
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "gate_pass" in table:
+        table["gate_pass"] = table["gate_pass"].astype("Int64")  # seeds passing; empty where unknown
+    return table
 
 
 def rank_correlations(table: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -340,7 +372,8 @@ def _display_columns() -> list[tuple[str, str]]:
 def _display_rows(table: pd.DataFrame, pm: str) -> list[list[str]]:
     rows = []
     for _, r in table.iterrows():
-        cells = [str(r.sweep), f"{r.mask_ratio:g}", str(int(r.mask_unit)), str(int(r.vit_patch)), str(int(r.n_seeds))]
+        gate = "–" if pd.isna(r.gate_pass) else f"{int(r.gate_pass)}/{int(r.n_seeds)}"
+        cells = [str(r.sweep), f"{r.mask_ratio:g}", str(int(r.mask_unit)), str(int(r.vit_patch)), str(int(r.n_seeds)), gate]
         for _, col in _display_columns():
             sd = r.get(f"{col} sd") if col.startswith("ours") else None
             cells.append(_fmt(r[col], sd, pm))
@@ -348,7 +381,7 @@ def _display_rows(table: pd.DataFrame, pm: str) -> list[list[str]]:
     return rows
 
 
-_KEY_HEADERS = ["sweep", "ratio", "unit", "ViT patch", "seeds"]
+_KEY_HEADERS = ["sweep", "ratio", "unit", "ViT patch", "seeds", "gate"]
 
 TABLE1_NOTE = (
     "Columns 'ours ...' are this project's runs (linear probe on the frozen CLS token, top-1 %, "
@@ -357,7 +390,9 @@ TABLE1_NOTE = (
     "paper's ImageNet variants; '≈X' names the paper column each one stands in for. "
     "Columns 'paper ...' are copied from Table 1 of Kong et al. (CVPR 2023), ImageNet-1K "
     "with ViT-B; paper Sweep A uses ViT patch 16, Sweep B ViT patch 8, matched to ours by "
-    "masking unit / ViT patch."
+    "masking unit / ViT patch. 'gate': seeds whose MAE passes the learning gate "
+    "(src/mae_hlvm/gate.py: beats the per-position-mean predictor on hidden patches, loss plateaued) "
+    "of the seeds shown."
 )
 
 
@@ -403,7 +438,8 @@ def table1_render(
     """Write table1.csv, table1.md, table1.tex and table1_rank.json under ``out_dir``.
 
     cell_results: :func:`table1_cell` outputs (any number of seeds per cell), each
-    optionally with ``sweep`` (A, B or G) naming the sweep it was trained for.
+    optionally with ``sweep`` (A, B or G) naming the sweep it was trained for and
+    ``gate_pass`` (bool, :func:`gate_cell`), counted per row in the ``gate_pass`` column.
     Returns the table (one row per sweep cell, ours and the paper's columns).
     """
     if not cell_results:
@@ -754,10 +790,15 @@ def run_evaluate(params: Any, args: Any) -> None:
         model, ds, cell_seed=seed, probe_epochs=real.probe_epochs, knn_k=real.knn_k, eval_seed=real.eval_seed
     )
     recon = recon_quality_cell(model, ds, cell_seed=seed)
+    try:
+        gate = gate_cell(model, ds, meta.get("history"), cell_seed=seed)
+    except ValueError as err:
+        raise ArtifactError(f"{args.checkpoint}: {err}; retrain the cell") from None
     write_json(args.out, {
         "sweep": args.sweep,
         "cell_id": meta["cell"]["cell_id"],
         "checkpoint_weights_sha256": meta["weights_sha256"],
+        "gate": gate,
         "table1": {**table1, "sweep": args.sweep},
         "recon_quality": {**recon, "sweep": args.sweep},
     })
@@ -788,10 +829,15 @@ def run_report(params: Any, args: Any) -> None:
     where = {"sweep_a_unit": real.sweep_a_unit, "sweep_b_ratio": real.sweep_b_ratio}
     sweep_cells = real_sweep_cells(real)
     # only the cells of the current params: files of cells dropped from params.yaml are ignored
-    results = [
-        read_json(Path(args.cells_dir) / sweep / f"{cell_id(r, u, s)}.json")
-        for sweep, cells in sweep_cells.items() for r, u, s in cells
-    ]
+    results = []
+    for sweep, cells in sweep_cells.items():
+        for r, u, s in cells:
+            path = Path(args.cells_dir) / sweep / f"{cell_id(r, u, s)}.json"
+            res = read_json(path)
+            gate = res.get("gate") if isinstance(res, dict) else None
+            if not isinstance(gate, dict) or not isinstance(gate.get("gate_pass"), bool):
+                raise ArtifactError(f"{path}: lacks gate.gate_pass; rerun evaluate-real")
+            results.append(res)
     out_dir, fig_dir = Path(args.out_dir), Path(args.out_dir) / "figures"
     global _STAMP
     _STAMP = real_stamp(params)
@@ -799,6 +845,14 @@ def run_report(params: Any, args: Any) -> None:
         _render_report(params, args, results, sweep_cells, where, out_dir, fig_dir, device)
     finally:
         _STAMP = None
+
+
+def real_gate_line(results: Sequence[dict[str, Any]]) -> str:
+    """:func:`mae_hlvm.gate.gate_line` over the real cells' JSONs (each with ``sweep``, ``cell_id``, ``gate``)."""
+    failing = [
+        (f"{res['sweep']}/{res['cell_id']}", res["gate"]["gate_reason"]) for res in results if not res["gate"]["gate_pass"]
+    ]
+    return gate_line("real track", len(results), failing)
 
 
 def real_stamp(params: Any) -> str:
@@ -819,10 +873,11 @@ def _render_report(params: Any, args: Any, results: list, sweep_cells: dict, whe
     from .train import load_checkpoint
 
     real = params.real
-    table1_render([res["table1"] for res in results], out_dir, **where)
-    for name, comment in (("table1.md", "_Stamp: {}._"), ("table1.tex", "% stamp: {}")):
+    table1_render([{**res["table1"], "gate_pass": res["gate"]["gate_pass"]} for res in results], out_dir, **where)
+    gate = real_gate_line(results)
+    for name, comment in (("table1.md", "{gate}\n\n_Stamp: {stamp}._"), ("table1.tex", "% {gate}\n% stamp: {stamp}")):
         path = out_dir / name
-        write_text(path, path.read_text().rstrip("\n") + "\n\n" + comment.format(_STAMP) + "\n")
+        write_text(path, path.read_text().rstrip("\n") + "\n\n" + comment.format(gate=gate, stamp=_STAMP) + "\n")
     recon = pd.DataFrame([res["recon_quality"] for res in results]).rename(columns={"sweep": "sweep_tag"})
     plot_recon_quality(recon, fig_dir / "fig5_recon_quality", **where)
 

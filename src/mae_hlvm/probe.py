@@ -55,6 +55,7 @@ from threadpoolctl import threadpool_limits
 from . import paths
 from .config import Params, digest, section_dict
 from .data import Dataset, load_dataset
+from .gate import evaluate_gate, hidden_sq_errors, history_losses, train_mean_image
 from .io import ArtifactError, file_sha256, save_npz, write_json
 from .model import MaskedAutoencoder
 
@@ -282,31 +283,36 @@ def pixel_prediction(model: MaskedAutoencoder, imgs: torch.Tensor, pred: torch.T
 
 
 def reconstruct(
-    model: MaskedAutoencoder, images: np.ndarray, batch_size: int, seed: int, n_keep: int
-) -> tuple[float, dict[str, np.ndarray]]:
+    model: MaskedAutoencoder, images: np.ndarray, batch_size: int, seed: int, n_keep: int, mean_image: np.ndarray
+) -> tuple[float, float, dict[str, np.ndarray]]:
     """Mask at the cell's own ratio (mask stream from ``seed``) and reconstruct images (N, C, S, S).
 
-    Returns (MSE of pixels on hidden patches over all N images, figure arrays for the
-    first ``n_keep`` images: original/masked/reconstruction (n, C, S, S) float32 and
-    mask (n, S, S) bool, True = hidden).
+    Returns (MSE of the MAE's pixels on hidden patches over all N images, MSE of the
+    per-position-mean predictor ``mean_image`` (C, S, S) on the same hidden patches under
+    the same masks (:mod:`mae_hlvm.gate`), figure arrays for the first ``n_keep`` images:
+    original/masked/reconstruction (n, C, S, S) float32 and mask (n, S, S) bool, True =
+    hidden; no arrays when ``n_keep`` is 0). Runs on the model's device; masks are drawn
+    on the CPU, so they do not depend on it.
     """
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    sq_err, n_values = 0.0, 0
+    mean_patches = model.patchify(torch.from_numpy(np.ascontiguousarray(mean_image, dtype=np.float32))[None].to(device))
+    sq_err, mean_sq_err, n_values = 0.0, 0.0, 0
     kept: dict[str, list[np.ndarray]] = {"original": [], "masked": [], "reconstruction": [], "mask": []}
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
-            imgs = torch.from_numpy(images[start : start + batch_size])
+            imgs = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
             _, pred, mask = model(imgs, generator=generator)
-            pix = pixel_prediction(model, imgs, pred)
-            err = ((pix - model.patchify(imgs)) ** 2).sum(dim=-1)  # (n, L)
-            sq_err += float((err * mask).sum(dtype=torch.float64))
-            n_values += int(mask.sum()) * pix.shape[-1]
+            pix = pixel_prediction(model, imgs, pred.float())
+            mae, mean, count = hidden_sq_errors(pix, model.patchify(imgs), mean_patches, mask)
+            sq_err, mean_sq_err, n_values = sq_err + mae, mean_sq_err + mean, n_values + count
             take = max(0, min(n_keep - start, imgs.shape[0]))
             if take:
-                for name, arr in _figure_arrays(model, imgs[:take], pix[:take], mask[:take]).items():
+                arrays = _figure_arrays(model, imgs[:take].cpu(), pix[:take].cpu(), mask[:take].cpu())
+                for name, arr in arrays.items():
                     kept[name].append(arr)
-    figures = {name: np.concatenate(chunks) for name, chunks in kept.items()}
-    return sq_err / n_values, figures
+    figures = {name: np.concatenate(chunks) for name, chunks in kept.items() if chunks}
+    return sq_err / n_values, mean_sq_err / n_values, figures
 
 
 def _figure_arrays(
@@ -397,6 +403,15 @@ def probe_scores(
     return out
 
 
+def cell_gate(recon_mse: float, mean_pred_mse: float, meta: dict[str, Any], checkpoint_path: str) -> dict[str, Any]:
+    """The learning gate (:mod:`mae_hlvm.gate`) of one cell from its errors and its checkpoint's loss curve."""
+    try:
+        losses = history_losses(meta.get("history"))
+    except ValueError as err:
+        raise ArtifactError(f"{checkpoint_path}: {err}; retrain the cell") from None
+    return evaluate_gate(recon_mse, mean_pred_mse, losses)
+
+
 def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
     """Probe one cell: (metrics JSON object, reconstruction arrays, timings)."""
     from .train import load_checkpoint  # the train step owns the checkpoint format
@@ -419,7 +434,10 @@ def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[di
         scores = probe_scores(feats_tr, feats_te, train, test, params)
     clock.lap("fit")
     n_keep = min(params.probe.n_recon_images, test.images.shape[0])
-    mse, figures = reconstruct(model, test.images, batch, recon_seed(int(cell["seed"])), n_keep)
+    mse, mean_mse, figures = reconstruct(
+        model, test.images, batch, recon_seed(int(cell["seed"])), n_keep, train_mean_image(train.images)
+    )
+    gate = cell_gate(mse, mean_mse, meta, checkpoint_path)
     clock.lap("recon")
 
     metrics = {
@@ -430,6 +448,7 @@ def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[di
         "n_levels": n_levels,
         **scores,
         "recon_mse": _r(mse),
+        "gate": gate,
         "config_digest": digest({"probe": section_dict(params, ["probe"])["probe"], "checkpoint": meta["config"]}),
     }
     timings = {
@@ -451,9 +470,10 @@ def run(params: Params, args: argparse.Namespace) -> None:
     write_json(args.out, metrics)
     log.info(
         "cell %s: R2 linear(mean) %s, region %s, acc %.3f, recon mse %.4f | encode %.1fs fit %.1fs recon %.1fs"
-        " (CPU %.1fs)",
+        " (CPU %.1fs); gate: %s",
         cell, metrics["r2_linear"]["mean"], metrics["r2_region"]["levels"], metrics["probe_acc"]["mean"],
         metrics["recon_mse"], timings["encode_s"], timings["fit_s"], timings["recon_s"], timings["total_cpu_s"],
+        metrics["gate"]["gate_reason"],
     )
 
 
@@ -461,5 +481,5 @@ __all__ = [
     "pooled_features", "region_bounds", "region_features", "flatten_latent", "standardise",
     "r2_ridge", "r2_ridge_blocks", "r2_linear", "median_gamma", "nonlinear_features", "r2_nonlinear", "class_accuracy",
     "region_r2", "encode_features", "recon_seed", "pixel_prediction", "reconstruct", "probe_scores",
-    "probe_cell", "run",
+    "cell_gate", "probe_cell", "run",
 ]
