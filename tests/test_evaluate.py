@@ -233,9 +233,9 @@ def test_tsne_figure_is_deterministic(digits, models, tmp_path) -> None:
 # ------------------------------------------------------------------ the learning gate
 
 
-def test_gate_cell_compares_the_mae_with_the_mean_predictor_on_its_own_masks(digits, models) -> None:
+def test_gate_cell_compares_the_mae_with_the_mean_and_linear_predictors_on_its_own_masking(digits, models) -> None:
     from mae_hlvm import probe
-    from mae_hlvm.gate import train_mean_image
+    from mae_hlvm.gate import linear_reference, train_mean_image
 
     model = models[1][1]  # ratio 0.75, unit 4, untrained
     history = [{"epoch": e, "loss": 1.0, "lr": 0.0} for e in range(4)]
@@ -245,8 +245,14 @@ def test_gate_cell_compares_the_mae_with_the_mean_predictor_on_its_own_masks(dig
         model, digits.split(test=True).images, 256, probe.recon_seed(3), 0, train_mean_image(digits.split(test=False).images)
     )
     assert (g["recon_mse"], g["mean_pred_mse"]) == (round(mse, 6), round(mean_mse, 6))
-    assert g["plateau"] and not g["learned"] and not g["gate_pass"], "an untrained MAE does not beat the mean"
-    assert g["gate_reason"].startswith("not learned (recon_rel ")
+    # the linear reference at the model's own unit (4) and ratio (0.75), train fitted, test scored
+    # expressed on the MAE's masks: its own linear / mean-predictor ratio times the MAE masks' mean error
+    linear, own_mean = linear_reference(digits.split(test=False).images, digits.split(test=True).images, 4, 0.75)
+    assert g["linear_mse"] == round(linear / own_mean * mean_mse, 6) and g["linear_mse"] < g["mean_pred_mse"], "digits are predictable"
+    assert g["linear_rel"] == pytest.approx(linear / own_mean, abs=1e-5)
+    assert g["learned_rule"] == "gain_share" and g["gain_share"] < 0.5
+    assert g["plateau"] and not g["learned"] and not g["gate_pass"], "an untrained MAE gets no share of the gain"
+    assert g["gate_reason"].startswith("not learned (gain share ")
     assert ev.gate_cell(model, digits, history, cell_seed=3) == g
     json.dumps(g)
 
@@ -272,6 +278,7 @@ def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir) -> None
     g = json.loads(Path("cell.json").read_text())["gate"]
     assert g["plateau"] is False and g["gate_pass"] is False and "too few epochs to judge" in g["gate_reason"]
     assert g["recon_rel"] == pytest.approx(g["recon_mse"] / g["mean_pred_mse"], abs=1e-5)
+    assert g["linear_mse"] is not None and g["linear_rel"] == pytest.approx(g["linear_mse"] / g["mean_pred_mse"], abs=1e-5)
     first = Path("cell.json").read_bytes()
     ev.run_evaluate(params, args)
     assert Path("cell.json").read_bytes() == first, "deterministic"

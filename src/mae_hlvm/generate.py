@@ -335,7 +335,7 @@ def parent_r2(ds: Dataset, level: int) -> float:
 _RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # times the mean eigenvalue of the Gram matrix
 
 
-def _ridge_fit_predict(x_tr: np.ndarray, targets: list[np.ndarray], x_te: np.ndarray) -> list[np.ndarray]:
+def ridge_fit_predict(x_tr: np.ndarray, targets: list[np.ndarray], x_te: np.ndarray) -> list[np.ndarray]:
     """Ridge with intercept per target group; alpha picked on the last quarter of train.
 
     x_tr (N, F), targets [(N, T_k)], x_te (M, F) -> [(M, T_k)]. Each group gets its own
@@ -377,7 +377,7 @@ def pixel_r2(ds: Dataset) -> dict[str, float]:
     x = ds.images.reshape(len(ds.images), -1).astype(np.float64)
     ys = [z.reshape(len(x), -1).astype(np.float64) for z in ds.latents]
     tr, te = ~ds.is_test, ds.is_test
-    preds = _ridge_fit_predict(x[tr], [y[tr] for y in ys], x[te])
+    preds = ridge_fit_predict(x[tr], [y[tr] for y in ys], x[te])
     return {str(level): _r2(y[te], pred) for level, (y, pred) in enumerate(zip(ys, preds))}
 
 
