@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mae_hlvm import aggregate, figures, paths
+from mae_hlvm import aggregate, figures, gate, paths
 from mae_hlvm.cli import main as cli_main
 from mae_hlvm.config import cell_id, parse_params
 from mae_hlvm.io import ArtifactError, save_npz, write_json
@@ -54,22 +54,34 @@ def fake_cell(ratio: float, patch: int, seed: int) -> dict:
         "r2_nonlinear": {"mean": [v + 0.05 for v in lin], "cls": [v - 0.1 for v in lin]},
         "r2_region": {"levels": [None, 0.4 + ratio / 10, 0.2 + patch / 100], "per_node": [[], [0.4] * 4, [0.2] * 16]},
         "probe_acc": {"mean": 0.5 + ratio / 4, "cls": 0.4},
+        "r2_spatial": {"pool_level": 2, "levels": [v + 0.1 for v in lin], "innovations": [None, 0.2 + ratio / 10, 0.1 * patch]},
         "recon_mse": 0.01 * patch + ratio,
         "gate": fake_gate(ratio, patch, seed),
         "config_digest": "0123456789abcdef",
     }
 
 
+FALLBACK_CELL = (0.25, 4, 0)  # its linear predictor does not beat the mean predictor: no gain share
+
+
 def fake_gate(ratio: float, patch: int, seed: int) -> dict:
-    """The probe's gate object: every cell passes except (0.75, 4, 1), which has not plateaued."""
+    """The probe's gate object: every cell passes except (0.75, 4, 1), which has not plateaued.
+
+    recon_rel 0.9 and linear_rel 0.85 (gain share 2/3), except FALLBACK_CELL: linear_rel 1,
+    gain share null, learned by the fallback rule (recon_rel < 1).
+    """
     recon = 0.01 * patch + ratio
     mean_pred = recon / 0.9
+    fallback = (ratio, patch, seed) == FALLBACK_CELL
     settled = (ratio, patch, seed) != (0.75, 4, 1)
     return {
-        "recon_mse": recon, "mean_pred_mse": round(mean_pred, 6), "recon_rel": 0.9, "learned": True,
+        "recon_mse": recon, "mean_pred_mse": round(mean_pred, 6),
+        "linear_mse": round(mean_pred * (1.0 if fallback else 0.85), 6),
+        "recon_rel": 0.9, "linear_rel": 1.0 if fallback else 0.85, "gain_share": None if fallback else 0.666667,
+        "learned": True, "learned_rule": gate.RULE_FALLBACK if fallback else gate.RULE_SHARE,
         "loss_rel_drop": 0.001 if settled else 0.05, "plateau": settled, "gate_pass": settled,
         "gate_reason": "ok" if settled else "not plateaued (loss fell 5.0% over the last quarter of epochs)",
-        "rules": {"gate_max_rel": 0.97, "plateau_rel_drop": 0.01, "min_epochs": 4},
+        "rules": dict(gate.RULES),
     }
 
 
@@ -103,8 +115,11 @@ def fake_baseline(seed: int) -> dict:
             "r2_nonlinear": {"mean": [v + 0.05 for v in enc], "cls": enc},
             "r2_region": {"levels": [None, 0.25, 0.35], "per_node": [[], [0.25] * 4, [0.35] * 16]},
             "probe_acc": {"mean": 0.3 + seed / 100, "cls": 0.2},
+            "r2_spatial": {"pool_level": 2, "levels": enc, "innovations": [None, 0.1, 0.2]},
         },
-        "pixels": {"r2_linear": [0.6, 0.7, 0.8], "r2_nonlinear": [0.65, 0.75, 0.85], "probe_acc": 0.5},
+        "pixels": {"r2_linear": [0.6, 0.7, 0.8], "r2_nonlinear": [0.65, 0.75, 0.85], "probe_acc": 0.5,
+                   "r2_spatial": {"pool_level": 2, "levels": [0.6, 0.7, 0.8], "innovations": [None, 0.5, 0.6]}},
+        "latents": {"r2_spatial": {"pool_level": 2, "levels": [0.7, 0.8, 1.0], "innovations": [None, 0.6, 1.0]}},
         "config_digest": "0123456789abcdef",
     }
 
@@ -146,9 +161,11 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
     assert header == [
         "mask_ratio", "patch_size", "seed",
         "r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
-        "probe_acc", "recon_mse", "mean_pred_mse", "recon_rel", "plateau", "gate_pass", "n_visible", "n_hidden",
+        "probe_acc", "recon_mse", "mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "plateau", "gate_pass",
+        "n_visible", "n_hidden",
         "r2cls_level0", "r2cls_level1", "r2cls_level2", "r2nlcls_level0", "r2nlcls_level1", "r2nlcls_level2",
         "r2region_level1", "r2region_level2", "probe_acc_cls",
+        "r2sp_level0", "r2sp_level1", "r2sp_level2", "r2in_level1", "r2in_level2",
     ]
     order = [(float(r["mask_ratio"]), int(r["patch_size"]), int(r["seed"])) for r in rows]
     assert order == [(r, p, s) for p in PATCHES for r in RATIOS for s in SEEDS]
@@ -161,7 +178,11 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
     assert row["probe_acc_cls"] == "0.400000"
     assert row["recon_mse"] == "%.6f" % (0.04 + 0.75)
     assert (row["n_visible"], row["n_hidden"]) == ("10", "26")
+    assert row["r2sp_level0"] == "%.6f" % (root_r2(0.75, 4, 1) + 0.1) and row["r2in_level2"] == "0.400000"
     assert row["recon_rel"] == "0.900000" and row["mean_pred_mse"] == "%.6f" % ((0.04 + 0.75) / 0.9)
+    assert row["linear_mse"] == "%.6f" % round((0.04 + 0.75) / 0.9 * 0.85, 6) and row["gain_share"] == "0.666667"
+    fallback = rows[order.index(FALLBACK_CELL)]
+    assert fallback["gain_share"] == "nan" and fallback["linear_mse"] == fallback["mean_pred_mse"], "no share: NaN"
     assert (row["plateau"], row["gate_pass"]) == ("0", "0"), "booleans as 0/1"
     assert {(r["plateau"], r["gate_pass"]) for i, r in enumerate(rows) if i != order.index((0.75, 4, 1))} == {("1", "1")}
 
@@ -173,6 +194,7 @@ def test_load_metrics_round_trips_the_csv(grid):
     assert len(frame) == len(RATIOS) * len(PATCHES) * len(SEEDS)
     assert str(frame["patch_size"].dtype) == "int64" and str(frame["seed"].dtype) == "int64"
     assert str(frame["gate_pass"].dtype) == "int64" and frame["gate_pass"].sum() == len(frame) - 1
+    assert frame["gain_share"].isna().sum() == 1 and str(frame["gain_share"].dtype) == "float64"
     got = frame.set_index(["mask_ratio", "patch_size", "seed"]).loc[(0.5, 2, 0), "r2_level0"]
     assert got == pytest.approx(root_r2(0.5, 2, 0), abs=1e-6)
 
@@ -185,8 +207,10 @@ def test_json_summary_names_the_peak_ratio_per_patch_size(grid):
     cell = metrics[cell_id(0.25, 2, 1)]
     assert cell["r2_level0"] == round(root_r2(0.25, 2, 1), 6)
     assert set(cell) == {"r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
-                         "probe_acc", "recon_mse", "mean_pred_mse", "recon_rel", "plateau", "gate_pass"}
-    assert (cell["recon_rel"], cell["plateau"], cell["gate_pass"]) == (0.9, 1, 1)
+                         "probe_acc", "recon_mse", "mean_pred_mse", "linear_mse", "recon_rel", "gain_share",
+                         "plateau", "gate_pass"}
+    assert (cell["recon_rel"], cell["gain_share"], cell["plateau"], cell["gate_pass"]) == (0.9, 0.666667, 1, 1)
+    assert metrics[cell_id(*FALLBACK_CELL)]["gain_share"] is None, "no share: null"
     assert metrics[cell_id(0.75, 4, 1)]["gate_pass"] == 0
     assert metrics["gate"] == {"n_cells": len(RATIOS) * len(PATCHES) * len(SEEDS), "n_pass": len(RATIOS) * len(PATCHES) * len(SEEDS) - 1}
     summary = metrics["summary"]
@@ -240,6 +264,8 @@ def test_a_missing_cell_file_is_one_error_naming_it(grid):
         (lambda c: c["gate"].update(plateau=1), "gate.plateau=1 is not true or false"),
         (lambda c: c["gate"].update(learned=False), "gate.gate_pass=True contradicts"),
         (lambda c: c["gate"].update(mean_pred_mse="low"), "gate.mean_pred_mse='low' is not a number"),
+        (lambda c: c["gate"].pop("linear_mse"), "lacks key 'gate.linear_mse'"),
+        (lambda c: c["gate"].update(gain_share="half"), "gate.gain_share='half' is not a number"),
     ],
 )
 def test_a_malformed_cell_file_is_one_error_naming_it(grid, edit, message):
@@ -302,7 +328,10 @@ def test_baselines_csv_rows_and_json_means(grid):
     aggregate.run(params, agg_args())
     header, rows = read_rows(paths.BASELINES_CSV)
     assert header == aggregate.baseline_columns(3)
-    assert [(r["baseline"], r["seed"]) for r in rows] == [("random_init", "0"), ("random_init", "1"), ("pixels", "0"), ("pixels", "1")]
+    assert [(r["baseline"], r["seed"]) for r in rows] == [
+        ("random_init", "0"), ("random_init", "1"), ("pixels", "0"), ("pixels", "1"), ("latents", "0"), ("latents", "1"),
+    ]
+    assert rows[4]["r2_level0"] == "nan" and rows[4]["r2in_level2"] == "1.000000", "the ceiling has spatial probes only"
     assert rows[1]["r2_level0"] == "0.210000" and rows[1]["r2nl_level0"] == "0.260000"
     assert rows[2]["r2region_level1"] == "nan", "raw pixels have no region probe"
     means = json.loads(Path(paths.METRICS_JSON).read_text())["baselines"]
@@ -310,7 +339,8 @@ def test_baselines_csv_rows_and_json_means(grid):
     assert means["pixels"]["r2nl_level2"] == pytest.approx(0.85) and means["pixels"]["r2region_level1"] is None
     assert means["n_seeds"] == 2
     frame = aggregate.load_baselines(paths.BASELINES_CSV)
-    assert set(frame["baseline"]) == {"random_init", "pixels"}
+    assert set(frame["baseline"]) == {"random_init", "pixels", "latents"}
+    assert means["latents"]["r2sp_level2"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
@@ -344,8 +374,18 @@ def test_a_missing_baseline_file_stops_aggregate(grid):
 # --------------------------------------------------------------------------- figures
 
 
+def fake_prediction() -> dict:
+    """A prediction JSON (predict step) for the fake grid: mean level falls with the ratio."""
+    from mae_hlvm.predict import cell_key
+
+    return {"cells": {cell_key(r, p): {"mean_level": 2.0 - r - p / 10} for r in RATIOS for p in PATCHES}}
+
+
 def fig_args(out_dir: str) -> argparse.Namespace:
-    return argparse.Namespace(metrics=paths.METRICS_CSV, baselines=paths.BASELINES_CSV, out_dir=out_dir)
+    write_json("data/prediction.json", fake_prediction())
+    return argparse.Namespace(
+        metrics=paths.METRICS_CSV, baselines=paths.BASELINES_CSV, prediction="data/prediction.json", out_dir=out_dir
+    )
 
 
 def test_figures_are_png_and_pdf_and_byte_identical_across_runs(grid):

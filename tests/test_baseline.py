@@ -81,10 +81,10 @@ def _argv(out: str = "b.json", data: str = "data.npz", seed: int = 0) -> list[st
 def test_step_schema_pixel_known_answer_and_determinism(workdir):
     assert main(_argv()) == 0
     out = json.loads((workdir / "b.json").read_text())
-    assert set(out) == {"seed", "n_levels", "pooling", "random_init", "pixels", "config_digest"}
+    assert set(out) == {"seed", "n_levels", "pooling", "random_init", "pixels", "latents", "config_digest"}
     assert out["seed"] == 0 and out["n_levels"] == 3 and out["pooling"] == "mean"
     enc = out["random_init"]
-    assert set(enc) == {"r2_linear", "r2_nonlinear", "probe_acc", "r2_region"}  # probe_scores' layout
+    assert set(enc) == {"r2_linear", "r2_nonlinear", "probe_acc", "r2_region", "r2_spatial"}  # probe_scores' layout
     assert all(len(v) == 3 for kind in ("r2_linear", "r2_nonlinear") for v in enc[kind].values())
     assert [len(v) for v in enc["r2_region"]["per_node"]] == [0, 4, 16]
     pix = out["pixels"]
@@ -92,6 +92,9 @@ def test_step_schema_pixel_known_answer_and_determinism(workdir):
     assert pix["r2_linear"][1] > 0.9 and pix["r2_nonlinear"][1] > 0.9
     assert pix["r2_linear"][0] < 0.2 and pix["r2_linear"][2] < 0.2
     assert 0.0 <= pix["probe_acc"] <= 1.0
+    assert pix["r2_spatial"]["levels"][1] > 0.9  # the same from the spatial probe
+    # the ceiling from the true leaves: level 2 is the leaves themselves
+    assert out["latents"]["r2_spatial"]["levels"][2] > 0.99
     timing = json.loads((workdir / "logs/timings/baseline/s0.json").read_text())
     assert timing["n_train"] == 90 and timing["pixels_s"] >= 0
     assert main(_argv("again.json")) == 0

@@ -41,10 +41,47 @@ def frame(root_curve, leaf_curve, patches=(2, 4), seeds=(0, 1, 2), noise=0.002, 
             "mask_ratio": r, "patch_size": p, "seed": s,
             "r2_level0": root_curve[i] + patch_gain * p + rng.normal(0, noise),
             "r2_level1": 0.5, "r2_level2": leaf_curve[i] + rng.normal(0, noise),
-            "probe_acc": 0.5, "recon_mse": 0.1, "mean_pred_mse": 0.12, "recon_rel": 0.833333 if passes else 0.99,
+            "probe_acc": 0.5, "recon_mse": 0.1 if passes else 0.119, "mean_pred_mse": 0.12, "linear_mse": 0.11,
+            "recon_rel": 0.833333 if passes else 0.991667, "gain_share": 2.0 if passes else 0.1,
             "plateau": 1, "gate_pass": int(passes),
+            "r2sp_level0": root_curve[i], "r2in_level1": 0.3, "r2in_level2": leaf_curve[i],
         })
     return pd.DataFrame(rows)
+
+
+def prediction(level_of) -> dict:
+    """A prediction JSON (predict step) whose mean level per (ratio, unit) is ``level_of(ratio, unit)``."""
+    from mae_hlvm.predict import cell_key
+
+    return {"cells": {cell_key(r, p): {"mean_level": level_of(r, p)} for r in RATIOS for p in (2, 4)}}
+
+
+def theorem_frame(level_of, seeds=(0, 1, 2), failing=()) -> pd.DataFrame:
+    """Cells whose measured level (root weight 1 - L/2, level-2 innovation weight L/2) is level_of + noise."""
+    f = frame([0.5] * 5, [0.5] * 5, seeds=seeds, failing=failing)
+    rng = np.random.default_rng(1)
+    level = np.array([level_of(r, p) for r, p in zip(f.mask_ratio, f.patch_size)]) + rng.normal(0, 0.01, len(f))
+    return f.assign(r2sp_level0=1 - level / 2, r2in_level1=0.0, r2in_level2=level / 2)
+
+
+def test_theorem_claim_follows_the_rank_correlation_of_predicted_and_measured_level():
+    from mae_hlvm.claims import MIN_RHO, theorem_claim
+
+    hump = lambda r, p: 1.5 - abs(r - 0.5) - p / 10  # noqa: E731
+    pred = prediction(hump)
+    agree = theorem_claim(theorem_frame(hump), pred, 3)
+    assert agree["verdict"] == "supported" and agree["effect"] > 0.95 and agree["n_seeds"] == 3
+    assert agree["per_cell"]["r0.5_p2"]["predicted"] == pytest.approx(1.3)
+    assert agree["per_cell"]["r0.5_p2"]["measured"] == pytest.approx(1.3, abs=0.02)
+    opposite = theorem_claim(theorem_frame(lambda r, p: -hump(r, p) + 3), pred, 3)
+    assert opposite["verdict"] == "contradicted" and opposite["effect"] < -MIN_RHO
+    flat = theorem_claim(theorem_frame(lambda r, p: 1.0 + 0.0 * r), pred, 3)
+    assert flat["verdict"] == "inconclusive"
+    assert theorem_claim(theorem_frame(hump, seeds=(0, 1)), pred, 3)["verdict"] == "not judged: 2 seeds"
+    failing = theorem_claim(theorem_frame(hump, failing=[(0.5, 2, 1)]), pred, 3)
+    assert failing["verdict"] == "not testable: cells not converged"
+    with pytest.raises(ArtifactError, match="the prediction has no cell"):
+        theorem_claim(theorem_frame(hump), {"cells": {}}, 3)
 
 
 def test_rule_needs_both_probability_and_effect():
@@ -162,6 +199,7 @@ def test_primitives_on_raw_arrays():
 def baselines(root_by_seed, pixels=0.9):
     rows = [{"baseline": "random_init", "seed": s, "r2_level0": v, "probe_acc": 0.2} for s, v in enumerate(root_by_seed)]
     rows += [{"baseline": "pixels", "seed": s, "r2_level0": pixels, "probe_acc": 0.5} for s in range(len(root_by_seed))]
+    rows += [{"baseline": "latents", "seed": s, "r2_level0": np.nan, "probe_acc": np.nan} for s in range(len(root_by_seed))]
     return pd.DataFrame(rows)
 
 
@@ -255,22 +293,25 @@ def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
     f = frame([0.3, 0.5, 0.7, 0.5, 0.3], [0.6] * 5, seeds=(0, 1))
     f.to_csv(tmp_path / "metrics.csv", index=False)
     b = baselines([0.2, 0.2])
-    b.to_csv(tmp_path / "baselines.csv", index=False)
+    b.to_csv(tmp_path / "baselines.csv", index=False, na_rep="nan")
     write_real_cells(tmp_path, params, lambda r, u: 0.5 - abs(r - 0.5) + u / 100)
+    write_json(tmp_path / "prediction.json", prediction(lambda r, p: 2.0 - abs(r - 0.5)))
     args = argparse.Namespace(metrics=tmp_path / "metrics.csv", baselines=tmp_path / "baselines.csv",
                               real_cells_dir=tmp_path / "real_cells", out_json=tmp_path / "claims.json",
-                              out_md=tmp_path / "claims.md")
+                              out_md=tmp_path / "claims.md", prediction=tmp_path / "prediction.json")
     run(params, args)
     text = (tmp_path / "claims.json").read_text()
     assert "NaN" not in text
     claims = json.loads(text)["claims"]
-    assert set(claims) == {"C0_p2", "C0_p4", "C1_p2", "C1_p4", "C2_p2", "C2_p4", "C3", "C4_sweepA", "C4_sweepB"}
+    assert set(claims) == {"C0_p2", "C0_p4", "C1_p2", "C1_p4", "C2_p2", "C2_p4", "C3", "C5", "C4_sweepA", "C4_sweepB"}
     assert claims["C4_sweepA"]["peak_ratio"] == 0.5 and claims["C4_sweepB"]["effect"] == pytest.approx(0.04)
     assert claims["C2_p2"]["effect"] is None or isinstance(claims["C2_p2"]["effect"], float)
     assert all(c["verdict"] == "not judged: 2 seeds" for c in claims.values()), "two seeds: nothing is judged"
-    assert json.loads(text)["rules"]["min_seeds"] == 3 and json.loads(text)["rules"]["gate"]["gate_max_rel"] == 0.97
+    rules = json.loads(text)["rules"]
+    assert rules["min_seeds"] == 3 and rules["gate"]["gate_min_share"] == 0.5 and "gate_max_rel" not in rules["gate"]
     md = (tmp_path / "claims.md").read_text()
-    assert md.count("| C") == 9 and "Sweep B (ratio 0.5), unit 4 -> 8" in md
+    assert ">= 50% of a linear predictor's gain over the per-position-mean predictor" in md
+    assert md.count("| C") == 10 and "Sweep B (ratio 0.5), unit 4 -> 8" in md
     assert "| 0.000 |" not in md and "| 1.000 |" not in md
     # the track off: no C4, and no real file is read
     raw["real"]["enabled"] = False
@@ -281,13 +322,14 @@ def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
 def test_step_refuses_baselines_of_other_seeds_and_names_a_missing_real_cell(tmp_path):
     params = parse_params(raw_params())
     frame([0.3, 0.5, 0.7, 0.5, 0.3], [0.6] * 5, seeds=(0, 1)).to_csv(tmp_path / "metrics.csv", index=False)
-    baselines([0.2, 0.2, 0.2]).to_csv(tmp_path / "baselines.csv", index=False)
+    baselines([0.2, 0.2, 0.2]).to_csv(tmp_path / "baselines.csv", index=False, na_rep="nan")
+    write_json(tmp_path / "prediction.json", prediction(lambda r, p: 2.0 - abs(r - 0.5)))
     args = argparse.Namespace(metrics=tmp_path / "metrics.csv", baselines=tmp_path / "baselines.csv",
                               real_cells_dir=tmp_path / "real_cells", out_json=tmp_path / "claims.json",
-                              out_md=tmp_path / "claims.md")
+                              out_md=tmp_path / "claims.md", prediction=tmp_path / "prediction.json")
     with pytest.raises(ArtifactError, match=r"seeds \[0, 1, 2\] differ"):
         run(params, args)
-    baselines([0.2, 0.2]).to_csv(tmp_path / "baselines.csv", index=False)
+    baselines([0.2, 0.2]).to_csv(tmp_path / "baselines.csv", index=False, na_rep="nan")
     with pytest.raises(ArtifactError, match=r"real_cells/A/r0\.1_p8_s0\.json: missing"):
         run(params, args)
     assert not (tmp_path / "claims.json").exists()

@@ -256,7 +256,7 @@ def test_review_stages_read_the_real_keys_only_when_the_track_is_on():
     assert "real.seeds" in pipeline.stage_params(on, "claims")
     real_files = [p for p in pipeline.input_files("claims", None, on) if p.startswith("results/real/")]
     assert len(real_files) == len(pipeline.stage_cells("evaluate_real_A", on)) + len(pipeline.stage_cells("evaluate_real_B", on))
-    assert pipeline.input_files("claims", None, off) == ["results/metrics.csv", "results/baselines.csv"]
+    assert pipeline.input_files("claims", None, off) == ["results/metrics.csv", "results/baselines.csv", "data/prediction.json"]
     assert "results/real/table1.md" in pipeline.input_files("summary", None, on)
     assert not any(p.startswith("results/real") for p in pipeline.input_files("summary", None, off))
     # the baseline is seeded per job and does not read the grid: grid edits leave it alone

@@ -294,8 +294,11 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     metrics = json.loads((cell / "out.json").read_text())
     assert set(metrics) == {
         "cell", "n_visible", "n_hidden", "pooling", "n_levels", "r2_linear", "r2_nonlinear", "r2_region",
-        "probe_acc", "recon_mse", "gate", "config_digest",
+        "r2_spatial", "probe_acc", "recon_mse", "gate", "config_digest",
     }
+    spatial = metrics["r2_spatial"]
+    assert spatial["pool_level"] == 2 and len(spatial["levels"]) == 3
+    assert spatial["innovations"][0] is None and all(isinstance(x, float) for x in spatial["innovations"][1:])
     assert metrics["cell"] == {"cell_id": "r0.5_p4_s0", "mask_ratio": 0.5, "patch_size": 4, "seed": 0}
     # 4 masking units of 2x2 tokens, half hidden
     assert (metrics["n_visible"], metrics["n_hidden"]) == (8, 8)
@@ -314,6 +317,22 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     assert g["recon_mse"] == metrics["recon_mse"] and g["mean_pred_mse"] > 0
     assert g["recon_rel"] == pytest.approx(g["recon_mse"] / g["mean_pred_mse"], abs=1e-5)
     assert g["plateau"] is False and g["gate_pass"] is False and "too few epochs to judge" in g["gate_reason"]
+    # the linear reference at the cell's own unit (4) and ratio (0.5), train split fitted, test split scored
+    from mae_hlvm import gate
+    from mae_hlvm.gate import linear_reference
+
+    ds = _tiny_dataset()
+    linear, own_mean = linear_reference(ds.images[:90], ds.images[90:], 4, 0.5)
+    # the ratio on the reference's own masks decides; on 90 train images the linear fit is no better
+    # than the mean predictor there, so the fallback rule applies
+    assert g["linear_rel"] == pytest.approx(linear / own_mean, abs=1e-5)
+    assert g["linear_mse"] == pytest.approx(linear / own_mean * g["mean_pred_mse"], abs=1e-5)
+    if linear < own_mean:
+        assert g["learned_rule"] == "gain_share"
+        assert g["gain_share"] == pytest.approx((1 - g["recon_rel"]) / (1 - g["linear_rel"]), abs=1e-4)
+    else:
+        assert g["learned_rule"] == gate.RULE_FALLBACK and g["gain_share"] is None
+    assert "gate_s" in json.loads((cell / "logs/timings/probe/r0.5_p4_s0.json").read_text())
 
     recon = np.load(cell / "recon.npz")
     assert sorted(recon.files) == ["mask", "masked", "original", "reconstruction"]
@@ -350,6 +369,24 @@ def test_an_unconverged_cell_makes_every_claim_not_testable(cell) -> None:
     raw = validate_cell(json.loads((cell / "out.json").read_text()), (0.5, 4, 0), 3, "out.json")
     frame = metrics_frame([raw], 3, "mean")
     assert frame.loc[0, "gate_pass"] == 0 and frame.loc[0, "plateau"] == 0
+    assert frame.loc[0, "linear_mse"] == raw["gate"]["linear_mse"]
+    share = raw["gate"]["gain_share"]
+    assert (np.isnan(frame.loc[0, "gain_share"]) and share is None) or frame.loc[0, "gain_share"] == share
     claims = synthetic_claims(frame, 3)
     assert claims and all(c["verdict"] == NOT_TESTABLE for c in claims)
     assert all(c["note"].startswith("1 of 1 cells fail the learning gate") for c in claims)
+
+
+def test_innovations_remove_what_the_parent_predicts() -> None:
+    """A child that is an exact linear function of its parent has zero innovation; noise stays."""
+    from mae_hlvm.probe import innovations
+
+    rng = np.random.default_rng(0)
+    root = rng.standard_normal((200, 1, 1, 3))
+    exact = np.einsum("nijp,cp->nijc", root.repeat(2, axis=1).repeat(2, axis=2), rng.standard_normal((2, 3))) + 1.0
+    noise = rng.standard_normal((200, 2, 2, 2))
+    in_tr, in_te = innovations([root[:150], exact[:150]], [root[150:], exact[150:]])
+    assert in_tr[0] is None and in_te[0] is None
+    assert np.abs(in_tr[1]).max() < 1e-9 and np.abs(in_te[1]).max() < 1e-9
+    in_tr, _ = innovations([root[:150], exact[:150] + noise[:150]], [root[150:], exact[150:] + noise[150:]])
+    assert 0.8 < in_tr[1].var() / noise.var() <= 1.0  # least squares removes only what the parent explains

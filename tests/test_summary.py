@@ -34,7 +34,8 @@ def metrics(failing=()) -> pd.DataFrame:
         passes = (r, p, s) not in failing
         rows.append({"mask_ratio": r, "patch_size": p, "seed": s, "r2_level0": 0.5 + 0.1 * s,
                      "r2_level1": 0.4, "r2_level2": 0.3, "probe_acc": 0.6, "recon_mse": 0.1,
-                     "mean_pred_mse": 0.125 if passes else 0.1, "recon_rel": 0.8 if passes else 1.0,
+                     "mean_pred_mse": 0.125 if passes else 0.1, "linear_mse": 0.1 if passes else 0.09,
+                     "recon_rel": 0.8 if passes else 1.0, "gain_share": 1.0 if passes else 0.0,
                      "plateau": int(passes), "gate_pass": int(passes)})
     return pd.DataFrame(rows)
 
@@ -46,6 +47,12 @@ def baselines() -> pd.DataFrame:
         rows.append({"baseline": kind, "seed": s, **{f"r2_level{i}": base + 0.02 * s for i in range(3)},
                      **{f"r2nl_level{i}": base + 0.05 for i in range(3)}, "probe_acc": 0.3})
     return pd.DataFrame(rows)
+
+
+def baselines_file() -> str:
+    """baselines.csv as the aggregate step writes it: the ceiling's rows too (spatial probes only), NaN as 'nan'."""
+    latents = pd.DataFrame([{"baseline": "latents", "seed": s} for s in (0, 1)])
+    return pd.concat([baselines(), latents], ignore_index=True).to_csv(index=False, na_rep="nan")
 
 
 def test_seed_table_means_and_spreads():
@@ -84,7 +91,9 @@ def test_the_gate_section_counts_each_track_and_names_failing_cells():
     real_md = "| A | 0.1 |\n\nLearning gate, real track: 9 of 10 cells pass; failing: B/r0.75_p16_s1 (too few epochs to judge).\n"
     text, _ = render_summary(params, metrics(failing={(0.75, 4, 1)}), "# Claims check\n", [], None, real_md)
     section = text.split("## Learning gate")[1].split("## Claims check")[0]
-    assert "- Learning gate, synthetic grid: 7 of 8 cells pass; failing: r0.75_p4_s1 (not learned (recon_rel 1.000); not plateaued)." in section
+    assert ("- Learning gate, synthetic grid: 7 of 8 cells pass; failing: r0.75_p4_s1 (not learned (gain share 0.00 "
+            "< 0.5 of the linear predictor's); not plateaued).") in section
+    assert "a share of at least 0.5 of a linear predictor's gain over the per-position-mean predictor" in text
     assert "- Learning gate, real track: 9 of 10 cells pass; failing: B/r0.75_p16_s1 (too few epochs to judge)." in section
     text, _ = render_summary(params_with(False), metrics(), "# Claims check\n", [])
     section = text.split("## Learning gate")[1].split("## Claims check")[0]
@@ -103,7 +112,7 @@ def test_latex_escapes_underscores():
 def write_inputs(real: bool) -> argparse.Namespace:
     """Every input of the summary step in the working directory (fake numbers)."""
     write_text(paths.METRICS_CSV, metrics().to_csv(index=False))
-    write_text(paths.BASELINES_CSV, baselines().to_csv(index=False))
+    write_text(paths.BASELINES_CSV, baselines_file())
     write_text(paths.CLAIMS_MD, "# Claims check\n\n| C1 | **supported** |\n")
     write_json(paths.CLAIMS_JSON, {"claims": {}})
     names = [f"{paths.FIGURES_DIR}/{n}.png" for n in pipeline.FIGURE_NAMES]

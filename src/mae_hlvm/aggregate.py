@@ -10,9 +10,9 @@ pixels under the same probes) go to ``results/baselines.csv``, one row per (base
 seed), and their means over seeds to ``metrics.json["baselines"]``.
 
 Every cell's learning gate (:mod:`mae_hlvm.gate`, the probe JSON's ``gate`` object) goes
-into the table as ``mean_pred_mse``, ``recon_rel``, ``plateau`` and ``gate_pass`` (the
-flags as 0/1), and into ``metrics.json`` per cell, with the count of passing cells under
-``gate``.
+into the table as ``mean_pred_mse``, ``linear_mse``, ``recon_rel``, ``gain_share`` (NaN
+where the fallback rule judged the cell), ``plateau`` and ``gate_pass`` (the flags as
+0/1), and into ``metrics.json`` per cell, with the count of passing cells under ``gate``.
 
 Wall-clock timings (``logs/timings/...``) vary run to run, so they go to an untracked
 ``results/timings.csv`` and are skipped when absent.
@@ -41,7 +41,7 @@ JSON_DIGITS = 6  # the CSV's precision, so the two files agree
 POOLINGS = ("mean", "cls")
 ID_COLUMNS = ("mask_ratio", "patch_size", "seed")
 INT_COLUMNS = ("patch_size", "seed", "n_visible", "n_hidden", "plateau", "gate_pass")
-GATE_COLUMNS = ("mean_pred_mse", "recon_rel", "plateau", "gate_pass")
+GATE_COLUMNS = ("mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "plateau", "gate_pass")
 
 
 # --------------------------------------------------------------------------- grid
@@ -123,6 +123,7 @@ def validate_cell(cell: Any, expected: tuple[float, int, int], levels: int, path
         for pooling in POOLINGS:
             _numbers(_get(cell, (kind, pooling), path), levels, f"{kind}.{pooling}", path, allow_none=True)
     _numbers(_get(cell, ("r2_region", "levels"), path), levels, "r2_region.levels", path, allow_none=True)
+    validate_spatial(cell, "", levels, path)
     for pooling in POOLINGS:
         _number(_get(cell, ("probe_acc", pooling), path), f"probe_acc.{pooling}", path, allow_none=True)
     _number(_get(cell, ("recon_mse",), path), "recon_mse", path, allow_none=True)
@@ -134,9 +135,26 @@ def validate_cell(cell: Any, expected: tuple[float, int, int], levels: int, path
     return cell
 
 
+def validate_spatial(obj: dict, where: str, levels: int, path: str) -> None:
+    """Check an ``r2_spatial`` object (probe.level_scores) under ``obj[where]`` (or ``obj`` itself for "")."""
+    keys = ((where,) if where else ()) + ("r2_spatial",)
+    name = ".".join(keys)
+    _numbers(_get(obj, keys + ("levels",), path), levels, f"{name}.levels", path, allow_none=True)
+    _numbers(_get(obj, keys + ("innovations",), path), levels, f"{name}.innovations", path, allow_none=True)
+
+
+def spatial_columns(values: dict) -> dict[str, float]:
+    """``r2sp_level<l>`` (whole level) and ``r2in_level<l>`` (its innovation, l >= 1) from an ``r2_spatial`` object."""
+    out = {f"r2sp_level{i}": math.nan if v is None else float(v) for i, v in enumerate(values["levels"])}
+    out.update({
+        f"r2in_level{i}": math.nan if v is None else float(v) for i, v in enumerate(values["innovations"]) if i >= 1
+    })
+    return out
+
+
 def validate_gate(cell: dict, path: str) -> dict:
     """Check a cell's ``gate`` object (:func:`mae_hlvm.gate.evaluate_gate`); return it unchanged."""
-    for key in ("mean_pred_mse", "recon_rel"):
+    for key in ("mean_pred_mse", "linear_mse", "recon_rel", "gain_share"):
         _number(_get(cell, ("gate", key), path), f"gate.{key}", path, allow_none=True)
     gate = cell["gate"]
     for key in ("learned", "plateau", "gate_pass"):
@@ -186,6 +204,8 @@ def metric_columns(levels: int) -> list[str]:
         *level_columns("r2nlalt", levels),
         *level_columns("r2region", levels, first=1),
         "probe_acc_alt",
+        *level_columns("r2sp", levels),
+        *level_columns("r2in", levels, first=1),
     ]
 
 
@@ -222,7 +242,9 @@ def cell_row(cell: dict, pooling: str) -> dict[str, Any]:
         "probe_acc": scalar(cell["probe_acc"][pooling]),
         "recon_mse": scalar(cell["recon_mse"]),
         "mean_pred_mse": scalar(cell["gate"]["mean_pred_mse"]),
+        "linear_mse": scalar(cell["gate"]["linear_mse"]),
         "recon_rel": scalar(cell["gate"]["recon_rel"]),
+        "gain_share": scalar(cell["gate"]["gain_share"]),
         "plateau": int(cell["gate"]["plateau"]),
         "gate_pass": int(cell["gate"]["gate_pass"]),
         "n_visible": int(cell["n_visible"]),
@@ -231,6 +253,7 @@ def cell_row(cell: dict, pooling: str) -> dict[str, Any]:
         **per_level(f"r2nl{other}", cell["r2_nonlinear"][other]),
         **per_level("r2region", cell["r2_region"]["levels"], first=1),
         f"probe_acc_{other}": scalar(cell["probe_acc"][other]),
+        **spatial_columns(cell["r2_spatial"]),
     }
 
 
@@ -314,10 +337,11 @@ def patch_summary(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
-    """``{cell_id: {r2_level*, r2nl_level*, probe_acc, recon_mse, mean_pred_mse, recon_rel, plateau,
-    gate_pass}, "gate": {"n_cells", "n_pass"}, "summary": {"p<size>": ...}}``; flags as 0/1."""
+    """``{cell_id: {r2_level*, r2nl_level*, probe_acc, recon_mse, mean_pred_mse, linear_mse, recon_rel,
+    gain_share, plateau, gate_pass}, "gate": {"n_cells", "n_pass"}, "summary": {"p<size>": ...}}``;
+    flags as 0/1, gain_share null under the gate's fallback rule."""
     keys = [*level_columns("r2", levels), *level_columns("r2nl", levels), "probe_acc", "recon_mse",
-            "mean_pred_mse", "recon_rel"]
+            "mean_pred_mse", "linear_mse", "recon_rel", "gain_share"]
     out: dict[str, Any] = {}
     for row in frame.itertuples(index=False):
         values = row._asdict()
@@ -333,7 +357,7 @@ def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- baselines
 
-BASELINE_KINDS = ("random_init", "pixels")
+BASELINE_KINDS = ("random_init", "pixels", "latents")
 
 
 def validate_baseline(obj: Any, seed: int, levels: int, path: str) -> dict:
@@ -352,6 +376,8 @@ def validate_baseline(obj: Any, seed: int, levels: int, path: str) -> dict:
     for pooling in POOLINGS:
         _number(_get(obj, ("random_init", "probe_acc", pooling), path), f"random_init.probe_acc.{pooling}", path, True)
     _number(_get(obj, ("pixels", "probe_acc"), path), "pixels.probe_acc", path, True)
+    for kind in ("random_init", "pixels", "latents"):
+        validate_spatial(obj, kind, levels, path)
     return obj
 
 
@@ -368,12 +394,13 @@ def baseline_columns(levels: int) -> list[str]:
     """Columns of ``baselines.csv``: the metrics table's names, so one reader serves both."""
     return [
         "baseline", "seed", *level_columns("r2", levels), *level_columns("r2nl", levels), "probe_acc",
-        *level_columns("r2region", levels, first=1),
+        *level_columns("r2region", levels, first=1), *level_columns("r2sp", levels), *level_columns("r2in", levels, first=1),
     ]
 
 
 def baseline_rows(obj: dict, pooling: str) -> list[dict[str, Any]]:
-    """Two rows of one validated baseline JSON: the random-init encoder (default pooling), raw pixels."""
+    """Three rows of one validated baseline JSON: the random-init encoder (default pooling), raw pixels,
+    and the true leaf latents (the linear ceiling: spatial and innovation probes only)."""
 
     def per_level(prefix: str, values: list[Any], first: int = 0) -> dict[str, float]:
         return {f"{prefix}_level{i}": math.nan if v is None else float(v) for i, v in enumerate(values) if i >= first}
@@ -386,12 +413,15 @@ def baseline_rows(obj: dict, pooling: str) -> list[dict[str, Any]]:
             **per_level("r2", enc["r2_linear"][pooling]), **per_level("r2nl", enc["r2_nonlinear"][pooling]),
             "probe_acc": math.nan if acc is None else float(acc),
             **per_level("r2region", enc["r2_region"]["levels"], first=1),
+            **spatial_columns(enc["r2_spatial"]),
         },
         {
             "baseline": "pixels", "seed": int(obj["seed"]),
             **per_level("r2", pix["r2_linear"]), **per_level("r2nl", pix["r2_nonlinear"]),
             "probe_acc": math.nan if pix["probe_acc"] is None else float(pix["probe_acc"]),
+            **spatial_columns(pix["r2_spatial"]),
         },
+        {"baseline": "latents", "seed": int(obj["seed"]), **spatial_columns(obj["latents"]["r2_spatial"])},
     ]
 
 
@@ -423,7 +453,7 @@ def load_baselines(path: str | Path = paths.BASELINES_CSV) -> pd.DataFrame:
     if not {"baseline", "seed", "r2_level0", "probe_acc"} <= set(frame.columns):
         raise ArtifactError(f"{path}: lacks the columns baseline, seed, r2_level0, probe_acc; rerun the aggregate step")
     if not set(BASELINE_KINDS) <= set(frame["baseline"]):
-        raise ArtifactError(f"{path}: needs rows for both {BASELINE_KINDS}; rerun the aggregate step")
+        raise ArtifactError(f"{path}: needs rows for every kind of {BASELINE_KINDS}; rerun the aggregate step")
     return frame
 
 

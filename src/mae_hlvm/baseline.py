@@ -7,8 +7,12 @@ cell's R^2 only means something beside two floors measured with the SAME probes
 * the random-init encoder: the very MAE that ``train.train_cell`` starts from for this
   seed, never trained; default and CLS pooling, nonlinear and region probes, as a cell;
 * raw pixels: the flattened image (N, C*S*S) under the linear ridge, the Nystroem
-  nonlinear probe and the class probe. Pixels do not depend on the seed; each seed's
-  file repeats them so that one file is one complete baseline.
+  nonlinear probe and the class probe, and the level / innovation probes of the spatial
+  feature (pixels keep every position already). Pixels do not depend on the seed; each
+  seed's file repeats them so that one file is one complete baseline.
+* the true leaf latents (N, 4**D * d_D), under the level / innovation probes: the
+  ceiling of what a linear probe can read from anything computed from the image, since
+  the pixels are a noisy function of the leaves.
 
 The model is built at a fixed valid cell (masking unit = ViT patch, ratio 0.5) rather
 than at a grid cell: masking settings shape no parameter, so after
@@ -38,6 +42,7 @@ from .probe import (
     class_accuracy,
     encode_features,
     flatten_latent,
+    level_scores,
     nonlinear_features,
     probe_scores,
     r2_ridge_blocks,
@@ -47,7 +52,7 @@ from .probe import (
 log = logging.getLogger("mae_hlvm.baseline")
 
 BASELINE_MASK_RATIO = 0.5
-KINDS = ("random_init", "pixels")
+KINDS = ("random_init", "pixels", "latents")
 
 
 def random_init_model(params: Params, image_size: int, channels: int, seed: int) -> MaskedAutoencoder:
@@ -66,7 +71,8 @@ def random_init_model(params: Params, image_size: int, channels: int, seed: int)
 def pixel_scores(train: Dataset, test: Dataset, params: Params) -> dict[str, Any]:
     """Probes on the flattened raw pixels (N, C*S*S) with the probe step's recipes.
 
-    Returns {"r2_linear": [R^2 per level], "r2_nonlinear": [R^2 per level], "probe_acc": float}.
+    Returns {"r2_linear": [R^2 per level], "r2_nonlinear": [R^2 per level], "probe_acc": float,
+    "r2_spatial": :func:`mae_hlvm.probe.level_scores` of the pixels}.
     """
     alphas, n_comp, folds = params.probe.ridge_alphas, params.probe.nystroem_components, params.probe.cv_folds
     x_tr = train.images.reshape(len(train.images), -1).astype(np.float64)
@@ -79,7 +85,14 @@ def pixel_scores(train: Dataset, test: Dataset, params: Params) -> dict[str, Any
         "r2_linear": [_r(r) for r in r2_ridge_blocks(s_tr, z_tr, s_te, z_te, alphas)],
         "r2_nonlinear": [_r(r) for r in r2_ridge_blocks(f_tr, z_tr, f_te, z_te, alphas)],
         "probe_acc": _r(class_accuracy(x_tr, train.labels, x_te, test.labels, alphas, folds)),
+        "r2_spatial": level_scores(x_tr, x_te, train, test, alphas),
     }
+
+
+def latent_ceiling(train: Dataset, test: Dataset, params: Params) -> dict[str, Any]:
+    """The level / innovation probes on the true leaf latents (N, 4**D * d_D): the linear ceiling."""
+    leaves_tr, leaves_te = flatten_latent(train.latents[-1]), flatten_latent(test.latents[-1])
+    return {"r2_spatial": level_scores(leaves_tr, leaves_te, train, test, params.probe.ridge_alphas)}
 
 
 def baseline_scores(params: Params, data_path: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -106,12 +119,14 @@ def baseline_scores(params: Params, data_path: str, seed: int) -> tuple[dict[str
         clock.lap("fit")
         pixels = pixel_scores(train, test, params)
         clock.lap("pixels")
+        latents = latent_ceiling(train, test, params)
     out = {
         "seed": int(seed),
         "n_levels": n_levels,
         "pooling": params.probe.pooling,
         "random_init": encoder,
         "pixels": pixels,
+        "latents": latents,
         "config_digest": digest({
             "probe": section_dict(params, ["probe"])["probe"],
             "model": section_dict(params, ["model"])["model"],

@@ -92,6 +92,7 @@ def _aggregate_args(p: argparse.ArgumentParser) -> None:
 def _figures_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=paths.METRICS_CSV)
     p.add_argument("--baselines", default=paths.BASELINES_CSV, help="random-init and raw-pixel R^2 (.csv)")
+    p.add_argument("--prediction", default=paths.PREDICTION_JSON, help="the theorem's prediction (predict step)")
     p.add_argument("--out-dir", default=paths.FIGURES_DIR)
 
 
@@ -105,6 +106,7 @@ def _claims_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=paths.METRICS_CSV)
     p.add_argument("--baselines", default=paths.BASELINES_CSV)
     p.add_argument("--real-cells-dir", default=paths.REAL_CELLS_DIR, help="read when real.enabled")
+    p.add_argument("--prediction", default=paths.PREDICTION_JSON, help="the theorem's prediction (predict step)")
     p.add_argument("--out-json", default=paths.CLAIMS_JSON)
     p.add_argument("--out-md", default=paths.CLAIMS_MD)
 

@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from .aggregate import grid_cells, load_baselines, load_metrics  # noqa: E402
 from .config import Params, cell_id, digest, section_dict  # noqa: E402
-from .io import ArtifactError, load_npz, write_bytes  # noqa: E402
+from .io import ArtifactError, load_npz, read_json, write_bytes  # noqa: E402
 from .provenance import code_revision  # noqa: E402
 
 log = logging.getLogger("mae_hlvm.figures")
@@ -53,9 +53,13 @@ RC = {
 }
 SPREAD = ("pi", 100)  # min-max band over seeds
 # Baselines as horizontal lines in the level's colour: the untrained encoder, raw pixels.
-BASELINE_STYLES = {"random_init": ("--", "random-init encoder"), "pixels": (":", "raw pixels")}
+BASELINE_STYLES = {
+    "random_init": ("--", "random-init encoder"),
+    "pixels": (":", "raw pixels"),
+    "latents": ("-.", "true leaf latents (ceiling)"),
+}
 MAX_RECON_IMAGES = 4
-FIGURE_NAMES = ("r2_vs_ratio", "root_r2_heatmap", "reconstructions", "loss_curves", "region_r2")
+FIGURE_NAMES = ("r2_vs_ratio", "root_r2_heatmap", "reconstructions", "loss_curves", "region_r2", "spatial_r2", "theorem_levels")
 
 
 # --------------------------------------------------------------------------- saving
@@ -193,15 +197,15 @@ def _draw_baselines(ax: Any, levels: dict[str, dict[str, float]], palette: dict[
                 ax.axhline(value, color=palette[name], linestyle=style, linewidth=1.0, alpha=0.8, zorder=1)
 
 
-def _baseline_legend(ax: Any) -> None:
-    """The last panel's legend: seaborn's level entries plus one entry per baseline line style."""
+def _baseline_legend(ax: Any, kinds: list[str]) -> None:
+    """The last panel's legend: seaborn's level entries plus one entry per baseline kind drawn."""
     legend = ax.get_legend()
     if legend is None:
         return
     # seaborn's legend holds proxy handles that ax.get_legend_handles_labels() may not see
     handles = list(legend.legend_handles)
     labels = [text.get_text() for text in legend.get_texts()]
-    for style, label in BASELINE_STYLES.values():
+    for style, label in (BASELINE_STYLES[k] for k in kinds):
         handles.append(Line2D([], [], color="0.3", linestyle=style, linewidth=1.0))
         labels.append(label)
     ax.legend(handles, labels, title=legend.get_title().get_text())
@@ -227,7 +231,7 @@ def _line_panels(
         if baselines is not None:
             _draw_baselines(ax, baselines, palette)
             if i == len(patch_sizes) - 1:
-                _baseline_legend(ax)
+                _baseline_legend(ax, [k for k, v in baselines.items() if any(np.isfinite(x) for x in v.values())])
         ax.set_title(f"masking unit {patch} px")
         ax.set_xlabel("masking ratio")
         ax.set_ylabel(ylabel if i == 0 else "")
@@ -252,6 +256,28 @@ def plot_r2_vs_ratio(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | 
     if baselines is not None:
         title += "\ndashed: random-init encoder, dotted: raw pixels (same probes, mean over seeds)"
     fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    stamp(fig, label)
+    return fig
+
+
+def plot_spatial_r2(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | None = None) -> plt.Figure:
+    """Row 1: spatial-probe R^2 of each whole level; row 2: of each level's innovation (l >= 1).
+
+    One column per masking unit; floors (random-init encoder, raw pixels) and the ceiling
+    (a linear probe on the true leaf latents) as horizontal lines in the level's colour.
+    """
+    if not level_numbers(frame, "r2sp"):
+        raise ArtifactError("metrics table has no r2sp_level* columns; rerun the aggregate step")
+    patch_sizes = sorted(frame["patch_size"].unique())
+    fig, axes = _panel_grid(2, len(patch_sizes))
+    for row, prefix, ylabel in ((0, "r2sp", "R$^2$ of the level"), (1, "r2in", "R$^2$ of its innovation")):
+        lines = None if baselines is None else baseline_levels(baselines, prefix)
+        _line_panels(axes[row], long_by_level(frame, prefix), patch_sizes, ylabel, lines)
+    fig.suptitle(
+        "Spatial probe (4 x 4 region means of the tokens): each level, and what it adds beyond its parent\n"
+        "(band: min-max over seeds; dashed: random-init encoder, dotted: raw pixels, dash-dot: true leaf latents)"
+    )
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     stamp(fig, label)
     return fig
@@ -396,11 +422,54 @@ def plot_reconstructions(params: Params, label: str) -> plt.Figure:
     return fig
 
 
+def plot_theorem_levels(frame: pd.DataFrame, prediction: dict[str, Any], n_levels: int, label: str) -> plt.Figure:
+    """The theorem's test, per (ratio, unit) cell: predicted separator level vs the level the encoder holds.
+
+    Left: x = the predicted mean level of the separating set (data/prediction.json), y =
+    the measured level (:func:`mae_hlvm.predict.measured_level`), mean over seeds with a
+    min-max bar, one marker per masking unit, each point labelled with its ratio. Right:
+    both against the masking ratio (predicted solid, measured dashed, own axes).
+    """
+    from .predict import cell_key, measured_level
+
+    cells = frame.assign(measured=measured_level(frame, n_levels))
+    agg = cells.groupby(["patch_size", "mask_ratio"])["measured"].agg(["mean", "min", "max"]).reset_index()
+    try:
+        agg["predicted"] = [prediction["cells"][cell_key(r, p)]["mean_level"] for p, r in zip(agg.patch_size, agg.mask_ratio)]
+    except KeyError as err:
+        raise ArtifactError(f"prediction has no cell {err}; rerun the predict step") from None
+    fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    palette = sns.color_palette("colorblind", n_colors=agg["patch_size"].nunique())
+    markers = "osD^v<>"
+    ax_p = ax_r.twinx()
+    for (patch, part), colour, marker in zip(agg.groupby("patch_size"), palette, markers):
+        err = np.vstack([part["mean"] - part["min"], part["max"] - part["mean"]])
+        ax.errorbar(part["predicted"], part["mean"], yerr=err, fmt=marker, color=colour, capsize=2, label=f"unit {patch} px")
+        for _, r in part.iterrows():
+            ax.annotate(f"{r.mask_ratio:g}", (r.predicted, r["mean"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ax_r.plot(part["mask_ratio"], part["mean"], "--", marker=marker, color=colour, label=f"measured, unit {patch}")
+        ax_p.plot(part["mask_ratio"], part["predicted"], "-", marker=marker, color=colour, alpha=0.5, label=f"predicted, unit {patch}")
+    ax.set_xlabel("predicted level of the separating set (0 = root)")
+    ax.set_ylabel("measured level held by the encoder")
+    ax.legend(frameon=False, fontsize=7)
+    ax_r.set_xlabel("masking ratio")
+    ax_r.set_ylabel("measured level (dashed)")
+    ax_p.set_ylabel("predicted level (solid)")
+    ax_p.invert_yaxis()
+    ax_r.invert_yaxis()
+    fig.suptitle("Theorem 1 in our generator: does the encoder hold the predicted level? (bars: min-max over seeds;\n"
+                 "measured level = R$^2$-weighted mean level of the root and each level's innovation, spatial probe)")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    stamp(fig, label)
+    return fig
+
+
 # --------------------------------------------------------------------------- step
 
 
 def render_all(
-    params: Params, frame: pd.DataFrame, out_dir: str | Path, baselines: pd.DataFrame | None = None
+    params: Params, frame: pd.DataFrame, out_dir: str | Path, baselines: pd.DataFrame | None = None,
+    prediction: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Draw and save every figure; returns the written paths (PNG and PDF of each)."""
     label = provenance_label(params)
@@ -410,6 +479,8 @@ def render_all(
         "reconstructions": lambda: plot_reconstructions(params, label),
         "loss_curves": lambda: plot_loss_curves(read_loss_curves(params), label),
         "region_r2": lambda: plot_region_r2(frame, label),
+        "spatial_r2": lambda: plot_spatial_r2(frame, label, baselines),
+        "theorem_levels": lambda: plot_theorem_levels(frame, prediction or {}, params.data.depth + 1, label),
     }
     written: list[Path] = []
     for name in FIGURE_NAMES:
@@ -424,5 +495,5 @@ def run(params: Params, args: Any) -> None:
     baselines = load_baselines(args.baselines)
     check_baseline_seeds(baselines, params, args.baselines)
     with plt.rc_context(RC), sns.axes_style("ticks"):
-        written = render_all(params, frame, args.out_dir, baselines)
+        written = render_all(params, frame, args.out_dir, baselines, read_json(args.prediction))
     log.info("wrote %d figure files under %s", len(written), args.out_dir)

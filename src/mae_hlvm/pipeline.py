@@ -147,7 +147,7 @@ def stage_param_keys(stage: str, params: Params) -> tuple[str, ...]:
 
 
 # Files written by the figures step (each as .png and .pdf); examples.png comes from generate.
-FIGURE_NAMES = ("r2_vs_ratio", "root_r2_heatmap", "reconstructions", "loss_curves", "region_r2")
+FIGURE_NAMES = ("r2_vs_ratio", "root_r2_heatmap", "reconstructions", "loss_curves", "region_r2", "spatial_r2", "theorem_levels")
 EXAMPLES_PNG = f"{paths.FIGURES_DIR}/examples.png"
 # Written by report_real under paths.REAL_FIGURES_DIR (each as .png and .pdf).
 REAL_FIGURE_NAMES = ("fig5_recon_quality", "fig6_cls_attention", "fig7_token_attention", "fig8_tsne")
@@ -307,14 +307,14 @@ def command(stage: str, f: Fields | None = None) -> str:
         )
     if stage == "figures":
         return (
-            f"{base} --metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --out-dir {paths.FIGURES_DIR} "
-            f"--log {log_path(stage)}"
+            f"{base} --metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --prediction {paths.PREDICTION_JSON} "
+            f"--out-dir {paths.FIGURES_DIR} --log {log_path(stage)}"
         )
     # claims and summary find the real track's files at their default paths (cli.py), so
     # their commands do not change, nor name the track, when it is switched off
     if stage == "claims":
         return (
-            f"{base} --metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} "
+            f"{base} --metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --prediction {paths.PREDICTION_JSON} "
             f"--out-json {paths.CLAIMS_JSON} --out-md {paths.CLAIMS_MD} "
             f"--log {log_path(stage)}"
         )
@@ -450,12 +450,12 @@ def input_files(stage: str, f: Fields | None = None, params: Params | None = Non
         return [paths.probe_json(cell_name(c)) for c in cells] + [paths.baseline_json(s) for s in seeds]
     if stage == "figures":
         return (
-            [paths.METRICS_CSV, paths.BASELINES_CSV]
+            [paths.METRICS_CSV, paths.BASELINES_CSV, paths.PREDICTION_JSON]
             + [paths.recon_npz(cell_name(c)) for c in cells]
             + [paths.train_log(cell_name(c)) for c in cells]
         )
     if stage == "claims":
-        return [paths.METRICS_CSV, paths.BASELINES_CSV] + real_cell_jsons(params)
+        return [paths.METRICS_CSV, paths.BASELINES_CSV, paths.PREDICTION_JSON] + real_cell_jsons(params)
     if stage == "summary":
         return (
             [paths.METRICS_CSV, paths.BASELINES_CSV, paths.CLAIMS_JSON, paths.CLAIMS_MD]
@@ -496,9 +496,11 @@ def dvc_input_deps(stage: str, params: Params) -> list[str]:
     if stage == "aggregate":
         return [paths.CELLS_DIR, paths.BASELINES_DIR]
     if stage == "figures":
-        return [paths.METRICS_CSV, paths.BASELINES_CSV, paths.CELLS_DIR, paths.MODELS_DIR]
+        return [paths.METRICS_CSV, paths.BASELINES_CSV, paths.PREDICTION_JSON, paths.CELLS_DIR, paths.MODELS_DIR]
     if stage == "claims":
-        return [paths.METRICS_CSV, paths.BASELINES_CSV] + ([paths.REAL_CELLS_DIR] if real_enabled(params) else [])
+        return [paths.METRICS_CSV, paths.BASELINES_CSV, paths.PREDICTION_JSON] + (
+            [paths.REAL_CELLS_DIR] if real_enabled(params) else []
+        )
     if stage == "report_real":
         return [paths.REAL_DATA, paths.REAL_CELLS_DIR]
     return input_files(stage, dvc_item(stage), params)

@@ -184,6 +184,26 @@ def predict_grid(params: Params) -> dict[str, Any]:
     }
 
 
+def measured_level(frame: Any, n_levels: int) -> Any:
+    """The level profile an encoder holds, as one number per row of metrics.csv (0 = root).
+
+    The weights are what the spatial probe reads of each level's *own* information: the
+    root's R^2 (``r2sp_level0``) and, below it, the R^2 of each level's innovation
+    (``r2in_level<l>``, the latent minus its parent's prediction), each clipped at 0.
+    measured level = sum_l l * w_l / sum_l w_l, on the same 0..D scale as the predicted
+    ``mean_level``. Rule fixed before any result; the random-init floor is not
+    subtracted (it is the same for every cell of a seed). NaN when every weight is 0.
+    """
+    import pandas as pd
+
+    weights = [frame["r2sp_level0"].clip(lower=0)] + [
+        frame[f"r2in_level{lv}"].clip(lower=0) for lv in range(1, n_levels)
+    ]
+    total = sum(weights)
+    level = sum(lv * w for lv, w in enumerate(weights)) / total.where(total > 0)
+    return pd.Series(level, index=frame.index, name="measured_level")
+
+
 def render_markdown(pred: dict[str, Any]) -> str:
     """The prediction table as Markdown (docs/generator.md quotes it)."""
     levels = len(pred["latent_dims"])
@@ -192,7 +212,7 @@ def render_markdown(pred: dict[str, Any]) -> str:
         f"| unit | ratio | actual ratio | {head} | separator dim | mean level | predicted level |",
         "|" + "---|" * (levels + 6),
     ]
-    for c in pred["cells"].values():
+    for c in sorted(pred["cells"].values(), key=lambda c: (c["patch_size"], c["mask_ratio"])):
         nodes = " | ".join(f"{x:.2f}" for x in c["nodes_per_level"])
         lines.append(
             f"| {c['patch_size']} | {c['mask_ratio']:g} | {c['actual_ratio']:.3f} | {nodes} | "

@@ -21,6 +21,16 @@ over 144 tokens dilutes a node that covers 9 of them), so for each level l >= 1 
 each node (i, j) a linear probe predicts that node's latent from the mean of the tokens
 over that node's own square.
 
+Spatial and innovation probes (what the theorem's prediction is checked against).
+Pooling a whole image into one vector mixes every node together, so each level is also
+probed from the *spatial* feature: the mean token over each node of level
+``spatial_level`` (4 x 4 regions at depth >= 2), concatenated, (N, 16 D). It keeps where
+things are while staying small enough for a ridge on a CPU. And since a level's latents
+are half predictable from their parent, R^2 of the whole level cannot tell "holds this
+level" from "holds its ancestors": the *innovation* probe targets each level's new
+information, ``z_l`` minus its best linear prediction from its parent (fitted per node on
+the train split, :func:`innovations`), with the same spatial feature.
+
 Cross-validation. Every regression ridge picks its alpha per output dimension by
 efficient leave-one-out (RidgeCV's closed-form generalised CV): one SVD per feature
 matrix, deterministic, and per-output alphas make one joint fit over all levels equal
@@ -55,7 +65,7 @@ from threadpoolctl import threadpool_limits
 from . import paths
 from .config import Params, digest, section_dict
 from .data import Dataset, load_dataset
-from .gate import evaluate_gate, hidden_sq_errors, history_losses, train_mean_image
+from .gate import evaluate_gate, hidden_sq_errors, history_losses, linear_on_mae_masks, linear_reference, train_mean_image
 from .io import ArtifactError, file_sha256, save_npz, write_json
 from .model import MaskedAutoencoder
 
@@ -101,6 +111,57 @@ def region_features(patch_tokens: np.ndarray, grid: int, level: int) -> np.ndarr
         for j, (c0, c1) in enumerate(bounds):
             out[:, i, j] = squares[:, r0:r1, c0:c1].mean(axis=(1, 2))
     return out
+
+
+SPATIAL_LEVEL = 2  # the spatial feature pools tokens over the nodes of this level (4 x 4)
+
+
+def spatial_level(n_levels: int) -> int:
+    """The level whose nodes pool the spatial feature: SPATIAL_LEVEL, or the leaves if shallower."""
+    return max(1, min(SPATIAL_LEVEL, n_levels - 1))
+
+
+def innovations(train_latents: list[np.ndarray], test_latents: list[np.ndarray]) -> tuple[list, list]:
+    """Each level's new information: ``z_l`` minus its least-squares prediction from its parent.
+
+    latents: per level (N, 2**l, 2**l, d_l). The fit (with intercept) is per node, on the
+    train split, applied to both splits. Returns (train, test) lists of flattened
+    innovations (N, 4**l * d_l), with None at level 0 (the root has no parent).
+    """
+    out_tr: list[np.ndarray | None] = [None]
+    out_te: list[np.ndarray | None] = [None]
+    for level in range(1, len(train_latents)):
+        g = 2**level
+        p_tr = train_latents[level - 1].astype(np.float64).repeat(2, axis=1).repeat(2, axis=2)
+        p_te = test_latents[level - 1].astype(np.float64).repeat(2, axis=1).repeat(2, axis=2)
+        c_tr, c_te = train_latents[level].astype(np.float64), test_latents[level].astype(np.float64)
+        r_tr, r_te = np.empty_like(c_tr), np.empty_like(c_te)
+        ones_tr, ones_te = np.ones((len(c_tr), 1)), np.ones((len(c_te), 1))
+        for i in range(g):
+            for j in range(g):
+                a_tr = np.hstack([p_tr[:, i, j], ones_tr])
+                coef, *_ = np.linalg.lstsq(a_tr, c_tr[:, i, j], rcond=None)
+                r_tr[:, i, j] = c_tr[:, i, j] - a_tr @ coef
+                r_te[:, i, j] = c_te[:, i, j] - np.hstack([p_te[:, i, j], ones_te]) @ coef
+        out_tr.append(flatten_latent(r_tr))
+        out_te.append(flatten_latent(r_te))
+    return out_tr, out_te
+
+
+def level_scores(
+    x_tr: np.ndarray, x_te: np.ndarray, train: Dataset, test: Dataset, alphas: list[float] | tuple[float, ...]
+) -> dict[str, list[float | None]]:
+    """Linear R^2 per level of the whole level and of its innovation, from features x (N, F).
+
+    Returns {"levels": [R^2 of z_l], "innovations": [None, R^2 of the innovation of z_l, ...]}.
+    """
+    s_tr, s_te = standardise(x_tr, x_te)
+    z_tr = [flatten_latent(z) for z in train.latents]
+    z_te = [flatten_latent(z) for z in test.latents]
+    in_tr, in_te = innovations(train.latents, test.latents)
+    scores = r2_ridge_blocks(s_tr, z_tr + in_tr[1:], s_te, z_te + in_te[1:], alphas)
+    n = len(z_tr)
+    return {"levels": [_r(x) for x in scores[:n]], "innovations": [None] + [_r(x) for x in scores[n:]]}
 
 
 def flatten_latent(z: np.ndarray) -> np.ndarray:
@@ -400,16 +461,23 @@ def probe_scores(
         "levels": [None] + [_r(np.mean(s)) for s in per_node[1:]],
         "per_node": per_node,
     }
+    level = spatial_level(len(train.latents))
+    spatial_tr = feats_tr["regions"][level].reshape(len(train.images), -1)
+    spatial_te = feats_te["regions"][level].reshape(len(test.images), -1)
+    out["r2_spatial"] = {"pool_level": level, **level_scores(spatial_tr, spatial_te, train, test, alphas)}
     return out
 
 
-def cell_gate(recon_mse: float, mean_pred_mse: float, meta: dict[str, Any], checkpoint_path: str) -> dict[str, Any]:
-    """The learning gate (:mod:`mae_hlvm.gate`) of one cell from its errors and its checkpoint's loss curve."""
+def cell_gate(
+    recon_mse: float, mean_pred_mse: float, linear_mse: float, meta: dict[str, Any], checkpoint_path: str
+) -> dict[str, Any]:
+    """The learning gate (:mod:`mae_hlvm.gate`) of one cell from its errors (the MAE's, the mean
+    predictor's, the linear reference's) and its checkpoint's loss curve."""
     try:
         losses = history_losses(meta.get("history"))
     except ValueError as err:
         raise ArtifactError(f"{checkpoint_path}: {err}; retrain the cell") from None
-    return evaluate_gate(recon_mse, mean_pred_mse, losses)
+    return evaluate_gate(recon_mse, mean_pred_mse, linear_mse, losses)
 
 
 def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
@@ -437,8 +505,12 @@ def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[di
     mse, mean_mse, figures = reconstruct(
         model, test.images, batch, recon_seed(int(cell["seed"])), n_keep, train_mean_image(train.images)
     )
-    gate = cell_gate(mse, mean_mse, meta, checkpoint_path)
     clock.lap("recon")
+    with threadpool_limits(limits=threads):  # one ridge fit per reference mask: BLAS-bound
+        linear = linear_reference(train.images, test.images, int(cell["patch_size"]), float(cell["mask_ratio"]))
+    linear_mse = linear_on_mae_masks(linear, mean_mse)
+    gate = cell_gate(mse, mean_mse, linear_mse, meta, checkpoint_path)
+    clock.lap("gate")
 
     metrics = {
         "cell": {k: cell[k] for k in ("cell_id", "mask_ratio", "patch_size", "seed")},
@@ -479,6 +551,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
 
 __all__ = [
     "pooled_features", "region_bounds", "region_features", "flatten_latent", "standardise",
+    "SPATIAL_LEVEL", "spatial_level", "innovations", "level_scores",
     "r2_ridge", "r2_ridge_blocks", "r2_linear", "median_gamma", "nonlinear_features", "r2_nonlinear", "class_accuracy",
     "region_r2", "encode_features", "recon_seed", "pixel_prediction", "reconstruct", "probe_scores",
     "cell_gate", "probe_cell", "run",

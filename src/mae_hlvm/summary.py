@@ -24,7 +24,7 @@ import yaml
 from . import paths
 from .aggregate import load_baselines, load_metrics
 from .config import Params, cell_id, digest, real_enabled, section_dict
-from .gate import flag_reason, gate_line
+from .gate import GATE_MIN_SHARE, flag_reason, gate_line
 from .io import ArtifactError, read_json, write_text
 from .pipeline import FIGURE_NAMES, REAL_FIGURE_NAMES
 from .provenance import code_revision, library_versions
@@ -72,9 +72,10 @@ REAL_GATE_PREFIX = "Learning gate, real track:"
 
 
 def synthetic_gate_line(metrics: pd.DataFrame) -> str:
-    """:func:`mae_hlvm.gate.gate_line` over metrics.csv's rows (columns gate_pass, recon_rel, plateau)."""
+    """:func:`mae_hlvm.gate.gate_line` over metrics.csv's rows (columns gate_pass, gain_share, recon_rel, plateau)."""
     failing = [
-        (cell_id(r.mask_ratio, r.patch_size, r.seed), flag_reason(float(r.recon_rel), bool(r.plateau)))
+        (cell_id(r.mask_ratio, r.patch_size, r.seed),
+         flag_reason(float(r.gain_share), float(r.recon_rel), bool(r.plateau)))
         for r in metrics.itertuples(index=False) if r.gate_pass != 1
     ]
     return gate_line("synthetic grid", len(metrics), failing)
@@ -94,8 +95,10 @@ def gate_section(metrics: pd.DataFrame, real_table_md: str | None) -> list[str]:
     return [
         "## Learning gate",
         "",
-        "A cell passes when its MAE beats the per-position-mean predictor on hidden patches and its training "
-        "loss has plateaued (rules in `src/mae_hlvm/gate.py`); a claim reading a failing cell is not tested.",
+        "A cell passes when its MAE achieves on hidden pixels a share of at least "
+        f"{GATE_MIN_SHARE} of a linear predictor's gain over the per-position-mean predictor and its training "
+        "loss has plateaued (rules in "
+        "`src/mae_hlvm/gate.py`); a claim reading a failing cell is not tested.",
         "",
         *lines,
         "",
