@@ -321,3 +321,15 @@ def test_report_refuses_a_cell_json_without_the_gate(tmp_path, monkeypatch) -> N
     with pytest.raises(ArtifactError, match=r"lacks gate\.gate_pass; rerun evaluate-real"):
         ev.run_report(params, args)
     assert not (tmp_path / "out").exists()
+
+
+def test_table1_floors_probe_raw_pixels_and_the_untrained_encoder(digits, models) -> None:
+    floors = ev.table1_floors(digits, models[0][1], probe_epochs=5, knn_k=5, eval_seed=0)
+    assert set(floors) == {"raw pixels", "random-init encoder"}
+    for scores in floors.values():
+        assert set(scores) == {"linear", "knn"} and set(scores["linear"]) == set(ev.TEST_SETS)
+    # digits are easy from raw pixels: far above chance (10 %) under both probes
+    assert floors["raw pixels"]["linear"]["clean"] > 50 and floors["raw pixels"]["knn"]["clean"] > 50
+    assert ev.table1_floors(digits, models[0][1], probe_epochs=5, knn_k=5, eval_seed=0) == floors
+    md = ev.floors_markdown(floors)
+    assert md.count("| raw pixels |") == 2 and "| random-init encoder | knn |" in md

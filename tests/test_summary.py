@@ -154,3 +154,17 @@ def test_step_names_a_missing_figure_and_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(ArtifactError, match=r"results/real/figures/fig8_tsne\.png: missing \(run the report-real step"):
         summary.run(params_with(True), args)
     assert not Path(paths.SUMMARY_MD).exists() and not Path(paths.METRICS_TEX).exists()
+
+
+def test_theorem_section_lists_predicted_and_measured_level_per_cell():
+    from mae_hlvm.summary import theorem_section
+
+    claims = {"claims": {"C5": {"effect": 0.6, "verdict": "not judged: 2 seeds", "per_cell": {
+        "r0.5_p4": {"predicted": 1.16, "measured": 1.5}, "r0.1_p2": {"predicted": 2.79, "measured": None},
+        "r0.5_p2": {"predicted": 2.18, "measured": 1.9},
+    }}}}
+    lines = theorem_section(claims)
+    assert lines[0].startswith("## The theorem") and "Spearman rho over cells 0.600" in lines[2]
+    rows = [ln for ln in lines if ln.startswith("| r")]
+    assert rows == ["| r0.1_p2 | 2.790 | n/a |", "| r0.5_p2 | 2.180 | 1.900 |", "| r0.5_p4 | 1.160 | 1.500 |"]
+    assert theorem_section({"claims": {}}) == [] and theorem_section(None) == []

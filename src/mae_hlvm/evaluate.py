@@ -237,6 +237,60 @@ def table1_cell(
     return out
 
 
+def floor_scores(features: dict[str, dict[str, np.ndarray]], train_labels: np.ndarray, test_labels: np.ndarray,
+                 n_classes: int, *, probe_epochs: int, knn_k: int, eval_seed: int, batch_size: int = 256) -> dict[str, Any]:
+    """Table 1's probes on given features: {"linear": {test set: top-1}, "knn": {...}}.
+
+    features: {"train": {"x": (N, F)}, <test set>: {"x": (N', F)}} (one feature vector per image).
+    """
+    probe = fit_linear_probe(features["train"]["x"], train_labels, n_classes, epochs=probe_epochs,
+                             batch_size=batch_size, seed=eval_seed)
+    tests = [name for name in features if name != "train"]
+    return {
+        "linear": {n: round(probe_accuracy(probe, features[n]["x"], test_labels), 2) for n in tests},
+        "knn": {n: round(knn_accuracy(features["train"]["x"], train_labels, features[n]["x"], test_labels, knn_k), 2)
+                for n in tests},
+    }
+
+
+def table1_floors(ds: Dataset, random_model: MaskedAutoencoder, *, probe_epochs: int, knn_k: int, eval_seed: int) -> dict[str, Any]:
+    """Table 1's floors under the same probes: raw pixels, and the untrained encoder (CLS).
+
+    Returns {"raw pixels": floor_scores, "random-init encoder": floor_scores}.
+    """
+    train = ds.split(test=False)
+    test_labels = ds.split(test=True).labels
+    sets = {"train": train.images, **shifted_test_sets(ds, eval_seed)}
+    pixels = {name: {"x": imgs.reshape(len(imgs), -1).astype(np.float32)} for name, imgs in sets.items()}
+    encoder = {name: {"x": extract_features(random_model, imgs)["cls"]} for name, imgs in sets.items()}
+    kw = {"probe_epochs": probe_epochs, "knn_k": knn_k, "eval_seed": eval_seed}
+    return {
+        "raw pixels": floor_scores(pixels, train.labels, test_labels, ds.n_classes, **kw),
+        "random-init encoder": floor_scores(encoder, train.labels, test_labels, ds.n_classes, **kw),
+    }
+
+
+def random_init_model(params: Any, ds: Dataset, seed: int, device: Any) -> MaskedAutoencoder:
+    """The real track's MAE as train-real starts it for ``seed``, never trained (masking shapes no weight)."""
+    from .model import build_model
+    from .train_real import real_train_params
+
+    p = real_train_params(params)
+    torch.manual_seed(seed)
+    geometry = {"image_size": ds.image_size, "channels": ds.channels}
+    return build_model(p.model.model_dump(), geometry, p.real.sweep_b_ratio, p.real.sweep_a_unit).to(device).eval()
+
+
+def floors_markdown(floors: dict[str, Any]) -> str:
+    """The floors as a Markdown table: one row per floor and probe, one column per test set."""
+    lines = ["Floors under the same probes (clean-split training, top-1 %):", "",
+             "| floor | probe | " + " | ".join(TEST_SETS) + " |", "|---|---|" + "---|" * len(TEST_SETS)]
+    for name, scores in floors.items():
+        for probe in ("linear", "knn"):
+            lines.append(f"| {name} | {probe} | " + " | ".join(f"{scores[probe][t]:.2f}" for t in TEST_SETS) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------ the learning gate
 
 GATE_BATCH = 256
@@ -880,13 +934,19 @@ def _render_report(params: Any, args: Any, results: list, sweep_cells: dict, whe
     real = params.real
     table1_render([{**res["table1"], "gate_pass": res["gate"]["gate_pass"]} for res in results], out_dir, **where)
     gate = real_gate_line(results)
-    for name, comment in (("table1.md", "{gate}\n\n_Stamp: {stamp}._"), ("table1.tex", "% {gate}\n% stamp: {stamp}")):
+    ds = load_dataset(args.data)
+    floors = floors_markdown(table1_floors(
+        ds, random_init_model(params, ds, real.seeds[0], device),
+        probe_epochs=real.probe_epochs, knn_k=real.knn_k, eval_seed=real.eval_seed,
+    ))
+    for name, comment in (("table1.md", "{floors}\n{gate}\n\n_Stamp: {stamp}._"),
+                          ("table1.tex", "% {gate}\n% stamp: {stamp}")):
         path = out_dir / name
-        write_text(path, path.read_text().rstrip("\n") + "\n\n" + comment.format(gate=gate, stamp=_STAMP) + "\n")
+        text = comment.format(floors=floors, gate=gate, stamp=_STAMP)
+        write_text(path, path.read_text().rstrip("\n") + "\n\n" + text + "\n")
     recon = pd.DataFrame([res["recon_quality"] for res in results]).rename(columns={"sweep": "sweep_tag"})
     plot_recon_quality(recon, fig_dir / "fig5_recon_quality", **where)
 
-    ds = load_dataset(args.data)
     evaluated = {(res["sweep"], res["cell_id"]): res["checkpoint_weights_sha256"] for res in results}
     models = []
     for sweep, ratio, unit in figure_cells(sweep_cells, real.seeds[0]):

@@ -108,6 +108,9 @@ REAL_EVALUATE_PARAMS = ("real.probe_epochs", "real.knn_k", "real.eval_seed", "tr
 REAL_REPORT_PARAMS = (
     "real.sweep", "real.mask_ratios", "real.mask_units", "real.sweep_a_unit", "real.sweep_b_ratio", "real.seeds",
     "real.n_eval_images", "real.tsne_points", "real.eval_seed", "train.threads", "train.device",
+    # Table 1's floors: the untrained encoder (built as train-real builds it) under the same probes
+    "real.probe_epochs", "real.knn_k", "real.vit_patch",
+    *(k for k in REAL_TRAIN_PARAMS if k.startswith("model.")),
 )
 
 # The params keys each step reads: a section name takes the whole section, "a.b" one key.

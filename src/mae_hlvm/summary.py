@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -121,9 +122,31 @@ def latex_table(table: pd.DataFrame, stamp: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def theorem_section(claims: dict[str, Any] | None) -> list[str]:
+    """Markdown lines: the theorem's predicted level per (ratio, unit) cell beside the measured one (claim C5)."""
+    c5 = (claims or {}).get("claims", {}).get("C5")
+    if not c5 or not c5.get("per_cell"):
+        return []
+    lines = [
+        "## The theorem: predicted against measured level (claim C5)",
+        "",
+        "Predicted: mean level (0 = root) of the minimum separating set of latents, from the generator's tree "
+        "(`data/prediction.json`). Measured: the R^2-weighted mean level of what the spatial probe reads of the "
+        "root and of each level's innovation (mean over seeds). "
+        f"Spearman rho over cells {c5['effect']:.3f}; verdict **{c5['verdict']}**.",
+        "",
+        "| cell | predicted level | measured level |",
+        "|---|---|---|",
+    ]
+    for key, v in sorted(c5["per_cell"].items(), key=lambda kv: (int(kv[0].rsplit("_p", 1)[1]), float(kv[0][1:].split("_")[0]))):
+        measured = "n/a" if v["measured"] is None else f"{v['measured']:.3f}"
+        lines.append(f"| {key} | {v['predicted']:.3f} | {measured} |")
+    return lines + [""]
+
+
 def render_summary(
     params: Params, metrics: pd.DataFrame, claims_md: str, figures: list[str],
-    baselines: pd.DataFrame | None = None, real_table_md: str | None = None,
+    baselines: pd.DataFrame | None = None, real_table_md: str | None = None, claims: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """(summary.md text, metrics.tex text).
 
@@ -157,6 +180,7 @@ def render_summary(
         ]
     parts += gate_section(metrics, real_table_md)
     parts += [claims_md.replace("# Claims check", "## Claims check")]
+    parts += theorem_section(claims)
     if real_table_md is not None:
         parts += ["## Real-image track: Table 1", "", real_table_md.rstrip(), ""]
     parts += [
@@ -193,7 +217,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     metrics = load_metrics(args.metrics)
     baselines = load_baselines(args.baselines)
     claims_md = _existing(Path(args.claims_md), "claims")
-    read_json(args.claims_json)  # a corrupt claims file stops here, named
+    claims = read_json(args.claims_json)  # a corrupt claims file stops here, named
     real_md = None
     if real_enabled(params):
         real_md = _existing(Path(args.real_dir) / Path(f"{paths.REAL_TABLE_STEM}.md").name, "report-real").read_text()
@@ -203,6 +227,6 @@ def run(params: Params, args: argparse.Namespace) -> None:
         Path(os.path.relpath(_existing(f, step), out_dir)).as_posix()
         for f, step in figure_paths(params, args.figures_dir, args.real_dir)
     ]
-    text, tex = render_summary(params, metrics, claims_md.read_text(), figures, baselines, real_md)
+    text, tex = render_summary(params, metrics, claims_md.read_text(), figures, baselines, real_md, claims)
     write_text(args.out_md, text)
     write_text(args.out_tex, tex)

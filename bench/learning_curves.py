@@ -1,0 +1,154 @@
+"""Learning curves of the default MAE: hidden-patch error and probes against image passes.
+
+Why: a verdict is only worth something on cells that learned (src/mae_hlvm/gate.py). This
+benchmark measures, for a few cells, how the hidden-patch MSE (against the per-position
+mean and the linear predictor: the gate's gain share) and the spatial probes move with the
+number of training images seen, so that the default budgets are chosen from measured
+curves, by the hidden-patch error only (never by a probe score or a claim).
+
+One run per cell with the project's own model, optimiser groups, schedule and data
+(params.yaml, ``--n-train`` overriding data.n_train), scheduled for ``--max-passes``; it
+is evaluated at log-spaced pass counts on the way. A point inside a run sits at a higher
+learning rate than the end of a run with that budget, so intermediate points are, if
+anything, pessimistic. Pass 0 is the random-init encoder (the floor).
+
+    python bench/learning_curves.py [--params params.yaml] [--cells 0.1:2,0.5:2,0.9:2]
+        [--n-train 20000] [--max-passes 320000] [--out bench/results/learning_curves_cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from mae_hlvm.config import load_params
+from mae_hlvm.gate import GATE_MIN_SHARE, linear_on_mae_masks, linear_reference, train_mean_image
+from mae_hlvm.generate import generate_dataset
+from mae_hlvm.model import build_model
+from mae_hlvm.probe import encode_features, level_scores, recon_seed, reconstruct, spatial_level
+from mae_hlvm.train import epoch_seed, lr_at, param_groups
+
+
+def evaluate(model, train, test, passes: int, loss: float | None, linear: tuple[float, float], seed: int, alphas) -> dict:
+    """Hidden-patch errors (gate quantities) and spatial probes of the model as it is now."""
+    model.eval()
+    mse, mean_mse, _ = reconstruct(model, test.images, 256, recon_seed(seed), 0, train_mean_image(train.images))
+    lin = linear_on_mae_masks(linear, mean_mse)
+    n_levels = len(train.latents)
+    level = spatial_level(n_levels)
+    f_tr = encode_features(model, train.images, 256, n_levels)["regions"][level].reshape(len(train.images), -1)
+    f_te = encode_features(model, test.images, 256, n_levels)["regions"][level].reshape(len(test.images), -1)
+    scores = level_scores(f_tr, f_te, train, test, alphas)
+    model.train()
+    return {
+        "passes": passes, "train_loss": loss, "recon_mse": mse, "mean_pred_mse": mean_mse, "linear_mse": lin,
+        "recon_rel": mse / mean_mse, "gain_share": (mean_mse - mse) / (mean_mse - lin),
+        "r2sp": scores["levels"], "r2in": scores["innovations"],
+    }
+
+
+def run_cell(params, ds, ratio: float, unit: int, seed: int, max_passes: int, eval_at: list[int]) -> list[dict]:
+    """Train one cell for ``max_passes`` images (cosine over all of them), evaluating at ``eval_at``."""
+    train, test = ds.split(test=False), ds.split(test=True)
+    torch.manual_seed(seed)
+    geometry = {"image_size": ds.image_size, "channels": ds.channels}
+    model = build_model(params.model.model_dump(), geometry, ratio, unit)
+    opt = torch.optim.AdamW(param_groups(model, params.train.weight_decay), lr=0.0, betas=tuple(params.train.betas))
+    images = torch.from_numpy(train.images)
+    batch = params.train.batch_size
+    steps_per_epoch = len(images) // batch
+    total = max_passes // batch
+    warmup = max(1, round(params.train.warmup_epochs * steps_per_epoch))
+    peak = params.train.base_lr * batch / 256
+    with threadpool_limits(limits=1):
+        linear = linear_reference(train.images, test.images, unit, ratio)
+    alphas = params.probe.ridge_alphas
+    points = [evaluate(model, train, test, 0, None, linear, seed, alphas)]
+    targets = sorted(p for p in eval_at if 0 < p <= max_passes)
+    step, losses, start = 0, [], time.perf_counter()
+    while step < total:
+        epoch = step // steps_per_epoch
+        order = torch.from_numpy(np.random.default_rng(epoch_seed(seed, epoch, "order")).permutation(len(images)))
+        masks = torch.Generator().manual_seed(epoch_seed(seed, epoch, "mask"))
+        for i in range(steps_per_epoch):
+            if step >= total:
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, warmup, peak)
+            loss, _, _ = model(images[order[i * batch : (i + 1) * batch]], generator=masks)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+            if targets and step * batch >= targets[0]:
+                targets.pop(0)
+                with threadpool_limits(limits=1):
+                    pt = evaluate(model, train, test, step * batch, float(np.mean(losses[-steps_per_epoch:])), linear, seed, alphas)
+                pt["seconds"] = round(time.perf_counter() - start, 1)
+                points.append(pt)
+                print(f"r{ratio} u{unit}: {pt['passes']} passes, loss {pt['train_loss']:.4f}, hidden rel "
+                      f"{pt['recon_rel']:.3f}, gain share {pt['gain_share']:.2f}, root R2 {pt['r2sp'][0]:.3f}, "
+                      f"{pt['seconds']:.0f} s", flush=True)
+    return points
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# Learning curves ({result['when']}, {result['machine']})", "",
+        f"params: {result['params']}, n_train {result['n_train']}, batch {result['batch']}, peak lr "
+        f"{result['peak_lr']:.2e}, {result['threads']} thread(s). Gate: gain share >= {GATE_MIN_SHARE} (and plateau).",
+        "",
+        "| cell | passes | train loss | hidden rel (MAE / mean) | linear rel | gain share | root R^2 (spatial) | innovation R^2 per level | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell, pts in result["cells"].items():
+        for p in pts:
+            loss = "" if p["train_loss"] is None else f"{p['train_loss']:.4f}"
+            innov = " / ".join(f"{x:.3f}" for x in p["r2in"][1:])
+            lines.append(
+                f"| {cell} | {p['passes']} | {loss} | {p['recon_rel']:.3f} | {p['linear_mse'] / p['mean_pred_mse']:.3f} | "
+                f"{p['gain_share']:.2f} | {p['r2sp'][0]:.3f} | {innov} | {p.get('seconds', 0):.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--cells", default="0.1:2,0.5:2,0.9:2")
+    ap.add_argument("--n-train", type=int, default=20000)
+    ap.add_argument("--max-passes", type=int, default=320000)
+    ap.add_argument("--eval-at", default="10000,20000,40000,80000,160000,320000")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="bench/results/learning_curves_cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    data = params.data.model_copy(update={"n_train": args.n_train})
+    ds = generate_dataset(data)
+    result = {
+        "when": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, {args.threads} thread(s)",
+        "params": args.params, "n_train": args.n_train, "batch": params.train.batch_size,
+        "peak_lr": params.train.base_lr * params.train.batch_size / 256, "threads": args.threads, "cells": {},
+    }
+    eval_at = [int(x) for x in args.eval_at.split(",")]
+    for spec in args.cells.split(","):
+        ratio, unit = spec.split(":")
+        name = f"r{float(ratio)!r}_p{int(unit)}"
+        result["cells"][name] = run_cell(params, ds, float(ratio), int(unit), 0, args.max_passes, eval_at)
+        Path(args.out + ".json").write_text(json.dumps(result, indent=1, sort_keys=True))
+        Path(args.out + ".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
