@@ -162,7 +162,7 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
         "mask_ratio", "patch_size", "seed",
         "r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
         "probe_acc", "recon_mse", "mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "plateau", "gate_pass",
-        "n_visible", "n_hidden",
+        "n_visible", "n_hidden", "actual_ratio",
         "r2cls_level0", "r2cls_level1", "r2cls_level2", "r2nlcls_level0", "r2nlcls_level1", "r2nlcls_level2",
         "r2region_level1", "r2region_level2", "probe_acc_cls",
         "r2sp_level0", "r2sp_level1", "r2sp_level2", "r2in_level1", "r2in_level2",
@@ -177,7 +177,7 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
     assert row["probe_acc"] == "%.6f" % (0.5 + 0.75 / 4)
     assert row["probe_acc_cls"] == "0.400000"
     assert row["recon_mse"] == "%.6f" % (0.04 + 0.75)
-    assert (row["n_visible"], row["n_hidden"]) == ("10", "26")
+    assert (row["n_visible"], row["n_hidden"], row["actual_ratio"]) == ("10", "26", "%.6f" % (26 / 36))
     assert row["r2sp_level0"] == "%.6f" % (root_r2(0.75, 4, 1) + 0.1) and row["r2in_level2"] == "0.400000"
     assert row["recon_rel"] == "0.900000" and row["mean_pred_mse"] == "%.6f" % ((0.04 + 0.75) / 0.9)
     assert row["linear_mse"] == "%.6f" % round((0.04 + 0.75) / 0.9 * 0.85, 6) and row["gain_share"] == "0.666667"

@@ -374,9 +374,10 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     assert "## Real-image track: Table 1" in summary and "](real/figures/fig8_tsne.png)" in summary
     assert "| random_init |" in summary and "| pixels |" in summary
 
-    # adding a ratio: only the new cell's train/probe plus aggregate and figures, in both tools
+    # adding a ratio: only the new cell's train/probe, the theorem's prediction (it covers the
+    # grid's cells), plus aggregate and figures, in both tools
     edit_params(root, grid__mask_ratios=[0.25, 0.5, 0.75])
-    want = {"train@0.75-2-0", "probe@0.75-2-0", "aggregate", "figures", "claims", "summary"}
+    want = {"predict", "train@0.75-2-0", "probe@0.75-2-0", "aggregate", "figures", "claims", "summary"}
     assert dvc_stale(root) == want - {"claims"}  # claims reads no grid key; its input changes downstream
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)

@@ -200,6 +200,7 @@ def metric_columns(levels: int) -> list[str]:
         *GATE_COLUMNS,
         "n_visible",
         "n_hidden",
+        "actual_ratio",
         *level_columns("r2alt", levels),
         *level_columns("r2nlalt", levels),
         *level_columns("r2region", levels, first=1),
@@ -249,6 +250,8 @@ def cell_row(cell: dict, pooling: str) -> dict[str, Any]:
         "gate_pass": int(cell["gate"]["gate_pass"]),
         "n_visible": int(cell["n_visible"]),
         "n_hidden": int(cell["n_hidden"]),
+        # the hidden share after MAE's rounding int(U * (1 - r)): 0.938 at nominal 0.9 with 16 units
+        "actual_ratio": round(int(cell["n_hidden"]) / (int(cell["n_visible"]) + int(cell["n_hidden"])), 6),
         **per_level(f"r2{other}", cell["r2_linear"][other]),
         **per_level(f"r2nl{other}", cell["r2_nonlinear"][other]),
         **per_level("r2region", cell["r2_region"]["levels"], first=1),
