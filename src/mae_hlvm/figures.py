@@ -275,8 +275,9 @@ def plot_spatial_r2(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | N
         lines = None if baselines is None else baseline_levels(baselines, prefix)
         _line_panels(axes[row], long_by_level(frame, prefix), patch_sizes, ylabel, lines)
     fig.suptitle(
-        "Spatial probe (4 x 4 region means of the tokens): each level, and what it adds beyond its parent\n"
-        "(band: min-max over seeds; dashed: random-init encoder, dotted: raw pixels, dash-dot: true leaf latents)"
+        "Spatial probe (4 x 4 region means of the tokens):\neach level (top) and what it adds beyond its parent (bottom)\n"
+        "band: min-max over seeds; dashed: random-init encoder,\ndotted: raw pixels, dash-dot: true leaf latents (ceiling)",
+        fontsize=8,
     )
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     stamp(fig, label)
