@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import itertools
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def metrics(failing=()) -> pd.DataFrame:
                      "r2_level1": 0.4, "r2_level2": 0.3, "probe_acc": 0.6, "recon_mse": 0.1,
                      "mean_pred_mse": 0.125 if passes else 0.1, "linear_mse": 0.1 if passes else 0.09,
                      "recon_rel": 0.8 if passes else 1.0, "gain_share": 1.0 if passes else 0.0,
-                     "plateau": int(passes), "gate_pass": int(passes)})
+                     "plateau": int(passes), "gate_pass": int(passes),
+                     "r2sp_level0": 0.6, "r2sp_level1": 0.5, "r2sp_level2": 0.4, "r2in_level1": 0.2, "r2in_level2": 0.1 + 0.1 * s})
     return pd.DataFrame(rows)
 
 
@@ -51,7 +53,8 @@ def baselines() -> pd.DataFrame:
 
 def baselines_file() -> str:
     """baselines.csv as the aggregate step writes it: the ceiling's rows too (spatial probes only), NaN as 'nan'."""
-    latents = pd.DataFrame([{"baseline": "latents", "seed": s} for s in (0, 1)])
+    latents = pd.DataFrame([{"baseline": "latents", "seed": s, "r2sp_level0": 0.8, "r2sp_level1": 0.9, "r2sp_level2": 1.0,
+                             "r2in_level1": 0.7, "r2in_level2": 1.0} for s in (0, 1)])
     return pd.concat([baselines(), latents], ignore_index=True).to_csv(index=False, na_rep="nan")
 
 
@@ -168,3 +171,14 @@ def test_theorem_section_lists_predicted_and_measured_level_per_cell():
     rows = [ln for ln in lines if ln.startswith("| r")]
     assert rows == ["| r0.1_p2 | 2.790 | n/a |", "| r0.5_p2 | 2.180 | 1.900 |", "| r0.5_p4 | 1.160 | 1.500 |"]
     assert theorem_section({"claims": {}}) == [] and theorem_section(None) == []
+
+
+def test_spatial_table_puts_trained_cells_beside_floors_and_ceiling():
+    from mae_hlvm.summary import spatial_table
+
+    base = pd.read_csv(io.StringIO(baselines_file()), na_values=["nan"], keep_default_na=False)
+    base = base.assign(**{c: base.get(c, 0.3) for c in ("r2sp_level0", "r2sp_level1", "r2sp_level2", "r2in_level1", "r2in_level2")})
+    t = spatial_table(metrics(), base, 3)
+    assert t["baseline"].tolist() == ["trained cells (all)", "random_init", "pixels", "latents"]
+    assert t.loc[0, "r2in_level2"] == "0.150 ± 0.053" and t.loc[3, "r2sp_level2"] == "1.000 ± 0.000"
+    assert "latents" not in baselines_table(base, 3)["baseline"].tolist()

@@ -64,9 +64,22 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def baselines_table(baselines: pd.DataFrame, n_levels: int) -> pd.DataFrame:
-    """Mean ± sd over seeds per baseline (random-init encoder, raw pixels): linear/nonlinear R^2 per level, accuracy."""
+    """Mean ± sd over seeds per baseline (random-init encoder, raw pixels): linear/nonlinear R^2 per level, accuracy.
+
+    Kinds with none of these probes (the leaf-latent ceiling) are left out.
+    """
     cols = [f"r2_level{i}" for i in range(n_levels)] + [f"r2nl_level{i}" for i in range(n_levels)] + ["probe_acc"]
-    return _mean_sd(baselines, "baseline", cols, sort=False)
+    has = baselines[cols].notna().any(axis=1)
+    return _mean_sd(baselines[has], "baseline", cols, sort=False)
+
+
+def spatial_table(metrics: pd.DataFrame, baselines: pd.DataFrame, n_levels: int) -> pd.DataFrame:
+    """Spatial-probe R^2 per level and of each level's innovation: trained cells (mean over every cell and
+    seed), then the floors (random-init encoder, raw pixels) and the ceiling (true leaf latents)."""
+    cols = [f"r2sp_level{i}" for i in range(n_levels)] + [f"r2in_level{i}" for i in range(1, n_levels)]
+    trained = metrics.reindex(columns=cols).assign(baseline="trained cells (all)")
+    rows = pd.concat([trained, baselines.reindex(columns=["baseline", *cols])], ignore_index=True)
+    return _mean_sd(rows, "baseline", cols, sort=False)
 
 
 REAL_GATE_PREFIX = "Learning gate, real track:"
@@ -176,6 +189,12 @@ def render_summary(
             "`pixels`: the flattened raw image. r2 = linear probe, r2nl = nonlinear probe.",
             "",
             markdown_table(baselines_table(baselines, n_levels)),
+            "",
+            "Spatial probe (4 x 4 region means of the tokens; pixels and latents as they are): R^2 of each level "
+            "(r2sp) and of each level's innovation beyond its parent (r2in), against the floors and the ceiling "
+            "(`latents`: a linear probe on the true leaf latents).",
+            "",
+            markdown_table(spatial_table(metrics, baselines, n_levels)),
             "",
         ]
     parts += gate_section(metrics, real_table_md)
