@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mae_hlvm import gate
+from mae_hlvm.probe import hidden_sq_errors
 
 
 # ------------------------------------------------------------------ plateau
@@ -184,7 +185,7 @@ def test_hidden_pixels_that_are_linear_in_the_visible_ones_are_predicted_exactly
     train, test = images[:500], images[500:]
     for unit, ratio in [(2, 0.5), (4, 0.75)]:
         mean_pred = _mean_pred_on_reference_masks(train, test, unit, ratio)
-        linear = gate.linear_reference_mse(train, test, unit, ratio)
+        linear = gate.linear_reference(train, test, unit, ratio)[0]
         assert mean_pred > 1.0 and linear < 1e-6 * mean_pred
 
 
@@ -193,7 +194,7 @@ def test_independent_noise_pixels_leave_the_linear_predictor_at_the_mean_predict
     centre = rng.standard_normal((3, 8, 8))
     images = (centre + 0.5 * rng.standard_normal((2500, 3, 8, 8))).astype(np.float32)
     train, test = images[:2000], images[2000:]
-    linear = gate.linear_reference_mse(train, test, 2, 0.5)
+    linear = gate.linear_reference(train, test, 2, 0.5)[0]
     mean_pred = _mean_pred_on_reference_masks(train, test, 2, 0.5)
     assert mean_pred == pytest.approx(0.25, rel=0.03)
     assert linear == pytest.approx(mean_pred, rel=0.01)  # nothing to learn: ridge falls back to the intercept
@@ -214,11 +215,11 @@ def test_the_linear_reference_is_one_ridge_per_mae_mask_over_every_channel():
         x_te, y_te = test[:, :, ~hidden].reshape(150, -1), test[:, :, hidden].reshape(150, -1)
         (pred,) = ridge_fit_predict(x_tr.astype(np.float64), [y_tr.astype(np.float64)], x_te.astype(np.float64))
         sq, count = sq + float(((pred - y_te) ** 2).sum()), count + y_te.size
-    assert gate.linear_reference_mse(train, test, 2, 0.5, n_masks=2, seed=7) == pytest.approx(sq / count, rel=1e-12)
+    assert gate.linear_reference(train, test, 2, 0.5, n_masks=2, seed=7)[0] == pytest.approx(sq / count, rel=1e-12)
     assert 0 < sq / count < 0.75 * _mean_pred_on_reference_masks(train, test, 2, 0.5, n_masks=2, seed=7)
     # deterministic; another seed, other masks
-    assert gate.linear_reference_mse(train, test, 2, 0.5) == gate.linear_reference_mse(train, test, 2, 0.5)
-    assert gate.linear_reference_mse(train, test, 2, 0.5, seed=8) != gate.linear_reference_mse(train, test, 2, 0.5)
+    assert gate.linear_reference(train, test, 2, 0.5)[0] == gate.linear_reference(train, test, 2, 0.5)[0]
+    assert gate.linear_reference(train, test, 2, 0.5, seed=8)[0] != gate.linear_reference(train, test, 2, 0.5)[0]
 
 
 def test_a_mask_hides_a_pixel_in_every_channel():
@@ -227,16 +228,16 @@ def test_a_mask_hides_a_pixel_in_every_channel():
     rng = np.random.default_rng(3)
     one = rng.standard_normal((900, 1, 8, 8)).astype(np.float32)
     two = np.concatenate([one, one], axis=1)
-    linear = gate.linear_reference_mse(two[:700], two[700:], 4, 0.5)
+    linear = gate.linear_reference(two[:700], two[700:], 4, 0.5)[0]
     assert linear == pytest.approx(_mean_pred_on_reference_masks(two[:700], two[700:], 4, 0.5), rel=0.02)
 
 
 def test_the_linear_reference_rejects_what_it_cannot_fit():
     images = np.zeros((10, 1, 8, 8), dtype=np.float32)
     with pytest.raises(ValueError, match="at least 4 train images"):
-        gate.linear_reference_mse(images[:3], images[3:], 4, 0.5)
+        gate.linear_reference(images[:3], images[3:], 4, 0.5)[0]
     with pytest.raises(ValueError, match="one size"):
-        gate.linear_reference_mse(images, np.zeros((2, 1, 4, 4), dtype=np.float32), 4, 0.5)
+        gate.linear_reference(images, np.zeros((2, 1, 4, 4), dtype=np.float32), 4, 0.5)
 
 
 # ------------------------------------------------------------------ the errors
@@ -247,7 +248,7 @@ def test_hidden_errors_count_only_hidden_tokens_for_both_predictors():
     pix = torch.ones(2, 3, 4)  # error 1 per value
     mean = torch.full((1, 3, 4), 2.0)  # error 4 per value
     mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
-    mae, mean_err, count = gate.hidden_sq_errors(pix, target, mean, mask)
+    mae, mean_err, count = hidden_sq_errors(pix, target, mean, mask)
     assert (mae, mean_err, count) == (12.0, 48.0, 12)
 
 

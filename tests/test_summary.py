@@ -102,7 +102,7 @@ def test_the_gate_section_counts_each_track_and_names_failing_cells():
     section = text.split("## Learning gate")[1].split("## Claims check")[0]
     assert "- Learning gate, synthetic grid: 8 of 8 cells pass." in section and "real track" not in section
     # a table1.md from before the gate says so instead of passing silently
-    assert "not reported in table1.md" in summary.real_gate_line("| A | 0.1 |\n")
+    assert "not reported in table1.md" in summary.real_gate_line_of_table("| A | 0.1 |\n")
 
 
 def test_latex_escapes_underscores():

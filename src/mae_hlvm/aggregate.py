@@ -379,7 +379,7 @@ def validate_baseline(obj: Any, seed: int, levels: int, path: str) -> dict:
     for pooling in POOLINGS:
         _number(_get(obj, ("random_init", "probe_acc", pooling), path), f"random_init.probe_acc.{pooling}", path, True)
     _number(_get(obj, ("pixels", "probe_acc"), path), "pixels.probe_acc", path, True)
-    for kind in ("random_init", "pixels", "latents"):
+    for kind in BASELINE_KINDS:
         validate_spatial(obj, kind, levels, path)
     return obj
 

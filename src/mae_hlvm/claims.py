@@ -56,6 +56,7 @@ import pandas as pd
 from .aggregate import load_baselines, load_metrics
 from .config import Params, cell_id, digest, real_enabled, real_sweep_cells
 from .gate import RULES as GATE_RULES
+from .gate import require_gate
 from .io import ArtifactError, read_json, write_json, write_text
 from .pipeline import stage_params
 from .provenance import code_revision
@@ -75,11 +76,11 @@ BOOTSTRAP_KEYS = ("p_interior", "p_endpoint", "p_increase", "interval95", "peak_
 MIN_RHO = 0.3  # C5: a rank correlation this small is no agreement worth the name
 
 
-def verdict(p_claim: float, p_opposite: float, effect: float) -> str:
-    """The decision rule, the same for every claim."""
-    if p_claim >= SUPPORT_PROB and effect > MIN_EFFECT:
+def verdict(p_claim: float, p_opposite: float, effect: float, min_effect: float = MIN_EFFECT) -> str:
+    """The decision rule, the same for every claim (C5's effect is a rank correlation: MIN_RHO)."""
+    if p_claim >= SUPPORT_PROB and effect > min_effect:
         return "supported"
-    if p_opposite >= SUPPORT_PROB and -effect > MIN_EFFECT:
+    if p_opposite >= SUPPORT_PROB and -effect > min_effect:
         return "contradicted"
     return "inconclusive"
 
@@ -226,32 +227,24 @@ def spearman_rows(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 def theorem_claim(metrics: pd.DataFrame, prediction: dict[str, Any], n_levels: int) -> dict[str, Any]:
     """C5: Spearman rho over (ratio, unit) cells between predicted and measured level (module docstring)."""
-    from .predict import cell_key, measured_level
+    from .predict import cell_key, measured_level, predicted_mean_levels
 
     rng = np.random.default_rng(BOOTSTRAP_SEED + 5)  # its own stream: C0-C4 keep theirs
     frame = metrics.assign(measured=measured_level(metrics, n_levels))
     per_cell = {
         (r, p): g.sort_values("seed")["measured"].to_numpy() for (r, p), g in frame.groupby(["mask_ratio", "patch_size"])
     }
-    try:
-        predicted = np.array([prediction["cells"][cell_key(r, p)]["mean_level"] for r, p in per_cell])
-    except KeyError as err:
-        raise ArtifactError(f"the prediction has no cell {err}; rerun the predict step") from None
+    predicted = np.array(predicted_mean_levels(prediction, per_cell))
     means = np.array([v.mean() for v in per_cell.values()])
     rho = float(spearman_rows(predicted, means[None])[0])
     boot = spearman_rows(predicted, bootstrap_means(per_cell, rng))
     lo, hi = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (math.nan, math.nan)
     p_pos, p_neg = float(np.mean(boot > 0)), float(np.mean(boot < 0))
-    if p_pos >= SUPPORT_PROB and rho > MIN_RHO:
-        outcome = "supported"
-    elif p_neg >= SUPPORT_PROB and rho < -MIN_RHO:
-        outcome = "contradicted"
-    else:
-        outcome = "inconclusive"
     claim = {
         "id": "C5", "patch_size": "all",
         "claim": "the encoder's level follows the theorem's predicted separator level across cells (Spearman rho)",
-        "effect": rho, "p_increase": p_pos, "interval95": [float(lo), float(hi)], "verdict": outcome,
+        "effect": rho, "p_increase": p_pos, "interval95": [float(lo), float(hi)],
+        "verdict": verdict(p_pos, p_neg, rho, MIN_RHO),
         "per_cell": {cell_key(r, p): {"predicted": float(x), "measured": float(m)} for (r, p), x, m in zip(per_cell, predicted, means)},
     }
     return judge(claim, metrics, _min_seeds(metrics, ["mask_ratio", "patch_size"]))
@@ -296,9 +289,7 @@ def read_real_cells(params: Params, cells_dir: str | Path) -> pd.DataFrame:
                 acc = float(res["table1"]["linear_cls"]["clean"]) / 100.0
             except (KeyError, TypeError, ValueError):
                 raise ArtifactError(f"{path}: lacks table1.linear_cls.clean; rerun evaluate-real") from None
-            gate = res.get("gate") if isinstance(res, dict) else None
-            if not isinstance(gate, dict) or not isinstance(gate.get("gate_pass"), bool):
-                raise ArtifactError(f"{path}: lacks gate.gate_pass; rerun evaluate-real")
+            gate = require_gate(res, path)
             rows.append({"sweep": sweep, "mask_ratio": float(ratio), "mask_unit": int(unit), "seed": int(seed), "acc": acc,
                          "gate_pass": gate["gate_pass"]})
     return pd.DataFrame(rows)

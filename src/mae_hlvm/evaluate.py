@@ -34,7 +34,9 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from .data import Dataset
-from .gate import evaluate_gate, gate_line, history_losses, linear_on_mae_masks, linear_reference, train_mean_image
+from .gate import (
+    evaluate_gate, gate_line, history_losses, linear_on_mae_masks, linear_reference, require_gate, train_mean_image,
+)
 from .io import ArtifactError, atomic_path, write_json, write_text
 from .model import MaskedAutoencoder
 from .realdata import class_names, normalise, to_unit_range
@@ -302,7 +304,7 @@ def gate_cell(model: MaskedAutoencoder, ds: Dataset, history: Any, *, cell_seed:
     Hidden-patch MSE of the MAE vs the per-position mean of the train images, on every
     test image, masked at the cell's own ratio and unit with the probe step's fixed mask
     stream (:func:`mae_hlvm.probe.recon_seed` of the cell seed), in model-input space;
-    the linear reference (:func:`mae_hlvm.gate.linear_reference_mse`) at the model's
+    the linear reference (:func:`mae_hlvm.gate.linear_reference`) at the model's
     ``mask_unit`` and ``mask_ratio`` on the same splits, with as many BLAS threads as
     torch uses (``train.threads`` in the step); plus the plateau rule on ``history``
     (the checkpoint's per-epoch losses).
@@ -893,9 +895,7 @@ def run_report(params: Any, args: Any) -> None:
         for r, u, s in cells:
             path = Path(args.cells_dir) / sweep / f"{cell_id(r, u, s)}.json"
             res = read_json(path)
-            gate = res.get("gate") if isinstance(res, dict) else None
-            if not isinstance(gate, dict) or not isinstance(gate.get("gate_pass"), bool):
-                raise ArtifactError(f"{path}: lacks gate.gate_pass; rerun evaluate-real")
+            require_gate(res, path)
             results.append(res)
     out_dir, fig_dir = Path(args.out_dir), Path(args.out_dir) / "figures"
     global _STAMP

@@ -431,14 +431,11 @@ def plot_theorem_levels(frame: pd.DataFrame, prediction: dict[str, Any], n_level
     min-max bar, one marker per masking unit, each point labelled with its ratio. Right:
     both against the masking ratio (predicted solid, measured dashed, own axes).
     """
-    from .predict import cell_key, measured_level
+    from .predict import measured_level, predicted_mean_levels
 
     cells = frame.assign(measured=measured_level(frame, n_levels))
     agg = cells.groupby(["patch_size", "mask_ratio"])["measured"].agg(["mean", "min", "max"]).reset_index()
-    try:
-        agg["predicted"] = [prediction["cells"][cell_key(r, p)]["mean_level"] for p, r in zip(agg.patch_size, agg.mask_ratio)]
-    except KeyError as err:
-        raise ArtifactError(f"prediction has no cell {err}; rerun the predict step") from None
+    agg["predicted"] = predicted_mean_levels(prediction, zip(agg.mask_ratio, agg.patch_size))
     fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(9.6, 3.8))
     palette = sns.color_palette("colorblind", n_colors=agg["patch_size"].nunique())
     markers = "osD^v<>"

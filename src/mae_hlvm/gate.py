@@ -29,7 +29,7 @@ learned
     (:func:`mae_hlvm.probe.pixel_prediction`), which neither reference gets: there the
     test is easier to pass.
 
-    ``linear_mse`` (:func:`linear_reference_mse`) is the hidden-pixel test MSE of a ridge
+    ``linear_mse`` (:func:`linear_reference`) is the hidden-pixel test MSE of a ridge
     regression from all visible pixel values to all hidden ones, one fit per mask on the
     TRAIN images, over LINEAR_REF_MASKS (4) masks drawn as the MAE draws them at the
     cell's ratio and unit (:func:`mae_hlvm.predict.draw_masks`, seed LINEAR_REF_SEED,
@@ -66,7 +66,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from .generate import ridge_fit_predict
 from .predict import draw_masks
@@ -96,24 +95,6 @@ def train_mean_image(train_images: np.ndarray) -> np.ndarray:
     return train_images.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
-def hidden_sq_errors(
-    pix: torch.Tensor, target: torch.Tensor, mean_patches: torch.Tensor, mask: torch.Tensor
-) -> tuple[float, float, int]:
-    """Summed squared errors on hidden tokens of the MAE and of the mean predictor, and the count.
-
-    pix, target: (N, L, P) pixel predictions and true patches; mean_patches: (1, L, P) the
-    patchified train-mean image; mask: (N, L), 1 = hidden. Returns (MAE sum, mean-predictor
-    sum, number of hidden pixel values), summed in float64.
-    """
-    mae = ((pix - target) ** 2).sum(dim=-1)  # (N, L)
-    mean = ((mean_patches - target) ** 2).sum(dim=-1)
-    return (
-        float((mae * mask).sum(dtype=torch.float64)),
-        float((mean * mask).sum(dtype=torch.float64)),
-        int(mask.sum()) * target.shape[-1],
-    )
-
-
 # --------------------------------------------------------------------------- the linear predictor
 
 
@@ -123,18 +104,6 @@ def _gather(flat: np.ndarray, columns: np.ndarray) -> np.ndarray:
     for start in range(0, flat.shape[0], _GATHER_ROWS):
         out[start : start + _GATHER_ROWS] = flat[start : start + _GATHER_ROWS, columns]
     return out
-
-
-def linear_reference_mse(
-    train_images: np.ndarray,
-    test_images: np.ndarray,
-    mask_unit: int,
-    mask_ratio: float,
-    n_masks: int = LINEAR_REF_MASKS,
-    seed: int = LINEAR_REF_SEED,
-) -> float:
-    """Hidden-pixel test MSE of the best linear predictor from the visible pixels: see :func:`linear_reference`."""
-    return linear_reference(train_images, test_images, mask_unit, mask_ratio, n_masks, seed)[0]
 
 
 def linear_reference(
@@ -185,16 +154,15 @@ def linear_reference(
             raise ValueError(
                 f"mask_ratio={mask_ratio}, mask_unit={mask_unit}: a mask needs visible and hidden pixels"
             )
-        (err,) = ridge_fit_predict(
-            _gather(flat_tr, visible_cols), [_gather(flat_tr, hidden_cols)], _gather(flat_te, visible_cols)
-        )
+        hidden_tr = _gather(flat_tr, hidden_cols)
+        (err,) = ridge_fit_predict(_gather(flat_tr, visible_cols), [hidden_tr], _gather(flat_te, visible_cols))
         truth = _gather(flat_te, hidden_cols)
         err -= truth  # prediction minus truth, in place
         sq_err += float(np.einsum("ij,ij->", err, err))
-        truth -= _gather(flat_tr, hidden_cols).mean(axis=0)  # minus the train mean: the mean predictor's error
+        truth -= hidden_tr.mean(axis=0)  # minus the train mean: the mean predictor's error
         mean_sq_err += float(np.einsum("ij,ij->", truth, truth))
         count += err.size
-        del err, truth
+        del err, truth, hidden_tr
     return sq_err / count, mean_sq_err / count
 
 
@@ -270,7 +238,7 @@ def evaluate_gate(
     """The gate of one cell as JSON-ready data (floats rounded to 6 decimals, NaN as null).
 
     recon_mse, mean_pred_mse: the MAE's and the mean predictor's hidden-pixel MSE;
-    linear_mse: :func:`linear_reference_mse` of the cell; losses: per-epoch training loss.
+    linear_mse: :func:`linear_reference` of the cell; losses: per-epoch training loss.
     Keys: recon_mse, mean_pred_mse, linear_mse, recon_rel, linear_rel, gain_share (null
     under the fallback rule), learned, learned_rule, loss_rel_drop, plateau, gate_pass,
     gate_reason, rules. ``learned`` is decided on the rounded numbers (gain_share from the
@@ -332,6 +300,16 @@ def flag_reason(gain_share: float, recon_rel: float, plateaued: bool) -> str:
     return "; ".join(reasons) or "ok"
 
 
+def require_gate(result: Any, path: Any) -> dict[str, Any]:
+    """A per-cell result's ``gate`` object, or one ArtifactError naming ``path`` (made before the gate existed)."""
+    from .io import ArtifactError
+
+    gate = result.get("gate") if isinstance(result, dict) else None
+    if not isinstance(gate, dict) or not isinstance(gate.get("gate_pass"), bool):
+        raise ArtifactError(f"{path}: lacks gate.gate_pass; rerun evaluate-real")
+    return gate
+
+
 def gate_line(track: str, n_cells: int, failing: Sequence[tuple[str, str]]) -> str:
     """One Markdown line: how many of a track's cells pass, and each failing cell with its reason."""
     line = f"Learning gate, {track}: {n_cells - len(failing)} of {n_cells} cells pass"
@@ -342,7 +320,7 @@ def gate_line(track: str, n_cells: int, failing: Sequence[tuple[str, str]]) -> s
 
 __all__ = [
     "GATE_MIN_SHARE", "LINEAR_MIN_GAIN_REL", "LINEAR_REF_MASKS", "LINEAR_REF_SEED", "PLATEAU_REL_DROP",
-    "MIN_EPOCHS", "RULES", "train_mean_image", "hidden_sq_errors", "linear_reference_mse", "linear_reference",
+    "MIN_EPOCHS", "RULES", "train_mean_image", "linear_reference",
     "linear_on_mae_masks", "history_losses",
-    "loss_rel_drop", "plateau", "has_linear_gain", "evaluate_gate", "flag_reason", "gate_line",
+    "loss_rel_drop", "plateau", "has_linear_gain", "evaluate_gate", "flag_reason", "require_gate", "gate_line",
 ]

@@ -75,10 +75,6 @@ def _children_sum(x: np.ndarray) -> np.ndarray:
     return x.reshape(m, g2 // 2, 2, g2 // 2, 2).sum(axis=(2, 4))
 
 
-def _sat_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.minimum(a + b, _INF)
-
-
 def separators(hidden: np.ndarray, latent_dims: list[int]) -> np.ndarray:
     """The minimum separator of every mask: (M, S, S) hidden masks -> list per level of
     (M, 2**l, 2**l) bool, True = the node is in ``c``.
@@ -86,7 +82,9 @@ def separators(hidden: np.ndarray, latent_dims: list[int]) -> np.ndarray:
     Dynamic programme, leaves up. For a node v: ``cut[v]`` is the cheapest cost inside v's
     subtree when v is removed; ``vis[v]`` (``hid[v]``) when v stays and the part connected
     to v holds no hidden (no visible) pixel. Costs are integers ``dim * K + level`` so the
-    tie-break toward the root is part of the minimum (K exceeds any sum of levels).
+    tie-break toward the root is part of the minimum (K exceeds any sum of levels). Only
+    a leaf's vis/hid can be infinite; ``cut`` is always finite, so every sum over children
+    of ``min(cut, .)`` is finite too.
     """
     depth = len(latent_dims) - 1
     m = hidden.shape[0]
@@ -102,10 +100,11 @@ def separators(hidden: np.ndarray, latent_dims: list[int]) -> np.ndarray:
     tables = [(cut, vis, hid)]
     for level in range(depth - 1, -1, -1):
         best_any = np.minimum(cut, np.minimum(vis, hid))
-        new_cut = _sat_add(_children_sum(best_any), weight[level])
-        new_vis = np.minimum(_children_sum(np.minimum(cut, vis)), _INF)
-        new_hid = np.minimum(_children_sum(np.minimum(cut, hid)), _INF)
-        cut, vis, hid = new_cut, new_vis, new_hid
+        cut, vis, hid = (
+            _children_sum(best_any) + weight[level],
+            _children_sum(np.minimum(cut, vis)),
+            _children_sum(np.minimum(cut, hid)),
+        )
         tables.append((cut, vis, hid))
     tables.reverse()  # tables[l] = (cut, vis, hid) at level l
 
@@ -182,6 +181,16 @@ def predict_grid(params: Params) -> dict[str, Any]:
         "cells": {cell_key(c["mask_ratio"], c["patch_size"]): c for c in cells},
         "params_digest": digest(stage_params(params, "predict")),
     }
+
+
+def predicted_mean_levels(prediction: dict[str, Any], cells: Any) -> list[float]:
+    """The predicted ``mean_level`` of each (ratio, unit) in ``cells``; a missing cell is one ArtifactError."""
+    from .io import ArtifactError
+
+    try:
+        return [prediction["cells"][cell_key(r, p)]["mean_level"] for r, p in cells]
+    except KeyError as err:
+        raise ArtifactError(f"the prediction has no cell {err}; rerun the predict step") from None
 
 
 def measured_level(frame: Any, n_levels: int) -> Any:

@@ -65,7 +65,7 @@ from threadpoolctl import threadpool_limits
 from . import paths
 from .config import Params, digest, section_dict
 from .data import Dataset, load_dataset
-from .gate import evaluate_gate, hidden_sq_errors, history_losses, linear_on_mae_masks, linear_reference, train_mean_image
+from .gate import evaluate_gate, history_losses, linear_on_mae_masks, linear_reference, train_mean_image
 from .io import ArtifactError, file_sha256, save_npz, write_json
 from .model import MaskedAutoencoder
 
@@ -343,6 +343,24 @@ def pixel_prediction(model: MaskedAutoencoder, imgs: torch.Tensor, pred: torch.T
     return pred * (var + 1e-6) ** 0.5 + mean
 
 
+def hidden_sq_errors(
+    pix: torch.Tensor, target: torch.Tensor, mean_patches: torch.Tensor, mask: torch.Tensor
+) -> tuple[float, float, int]:
+    """Summed squared errors on hidden tokens of the MAE and of the mean predictor, and the count.
+
+    pix, target: (N, L, P) pixel predictions and true patches; mean_patches: (1, L, P) the
+    patchified train-mean image; mask: (N, L), 1 = hidden. Returns (MAE sum, mean-predictor
+    sum, number of hidden pixel values), summed in float64.
+    """
+    mae = ((pix - target) ** 2).sum(dim=-1)  # (N, L)
+    mean = ((mean_patches - target) ** 2).sum(dim=-1)
+    return (
+        float((mae * mask).sum(dtype=torch.float64)),
+        float((mean * mask).sum(dtype=torch.float64)),
+        int(mask.sum()) * target.shape[-1],
+    )
+
+
 def reconstruct(
     model: MaskedAutoencoder, images: np.ndarray, batch_size: int, seed: int, n_keep: int, mean_image: np.ndarray
 ) -> tuple[float, float, dict[str, np.ndarray]]:
@@ -350,7 +368,7 @@ def reconstruct(
 
     Returns (MSE of the MAE's pixels on hidden patches over all N images, MSE of the
     per-position-mean predictor ``mean_image`` (C, S, S) on the same hidden patches under
-    the same masks (:mod:`mae_hlvm.gate`), figure arrays for the first ``n_keep`` images:
+    the same masks (:func:`hidden_sq_errors`, for :mod:`mae_hlvm.gate`), figure arrays for the first ``n_keep`` images:
     original/masked/reconstruction (n, C, S, S) float32 and mask (n, S, S) bool, True =
     hidden; no arrays when ``n_keep`` is 0). Runs on the model's device; masks are drawn
     on the CPU, so they do not depend on it.
@@ -553,6 +571,6 @@ __all__ = [
     "pooled_features", "region_bounds", "region_features", "flatten_latent", "standardise",
     "SPATIAL_LEVEL", "spatial_level", "innovations", "level_scores",
     "r2_ridge", "r2_ridge_blocks", "r2_linear", "median_gamma", "nonlinear_features", "r2_nonlinear", "class_accuracy",
-    "region_r2", "encode_features", "recon_seed", "pixel_prediction", "reconstruct", "probe_scores",
+    "region_r2", "encode_features", "recon_seed", "pixel_prediction", "hidden_sq_errors", "reconstruct", "probe_scores",
     "cell_gate", "probe_cell", "run",
 ]

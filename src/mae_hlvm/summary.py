@@ -95,7 +95,7 @@ def synthetic_gate_line(metrics: pd.DataFrame) -> str:
     return gate_line("synthetic grid", len(metrics), failing)
 
 
-def real_gate_line(real_table_md: str) -> str:
+def real_gate_line_of_table(real_table_md: str) -> str:
     """The real track's gate line, as report-real wrote it into table1.md."""
     found = [line for line in real_table_md.splitlines() if line.startswith(REAL_GATE_PREFIX)]
     return found[0] if found else f"{REAL_GATE_PREFIX} not reported in table1.md (rerun report-real)."
@@ -105,7 +105,7 @@ def gate_section(metrics: pd.DataFrame, real_table_md: str | None) -> list[str]:
     """The summary's learning-gate lines, one per track."""
     lines = [f"- {synthetic_gate_line(metrics)}"]
     if real_table_md is not None:
-        lines.append(f"- {real_gate_line(real_table_md)}")
+        lines.append(f"- {real_gate_line_of_table(real_table_md)}")
     return [
         "## Learning gate",
         "",
