@@ -16,11 +16,24 @@ Pixel pipeline, the same for every source:
    split (as MAE normalises with dataset statistics); both are kept in
    ``settings["normalisation"]`` so evaluations can map back to [0, 1] pixels
    (:func:`to_unit_range`).
+
+A user's folder or ``.npz`` is checked before anything is written, and every defect is
+one line (:class:`ArtifactError` or :class:`ParamsError`, printed by the CLI as
+``error: ...``) naming the file or folder and what to do: see the rules above
+:data:`MIN_CLASSES`, in the folder listing notes and in tests/test_bad_data.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import io
+import logging
+import os
+import re
+import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +45,8 @@ from pydantic import ValidationError
 from .config import ParamsError, RealParams, _one_line, _Section, cell_pairs, real_cells  # noqa: F401
 from .data import Dataset
 from .io import ArtifactError, file_sha256
+
+log = logging.getLogger("mae_hlvm.realdata")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -87,12 +102,34 @@ def parse_real(raw: Any, source: str = "params.yaml") -> RealParams:
 # ---------------------------------------------------------------- raw sources
 # Each loader returns uint8/float images (N, H, W, C) in their native size, int labels
 # (N,), the row indices of the train and test subsets, a raw-content hash and extras.
+#
+# What every dataset must satisfy, each failure one line naming the file or folder and
+# what to do (tests/test_bad_data.py):
+# - a user's folder or .npz holds at least MIN_CLASSES classes: with a single class every
+#   probe scores 100% and Table 1 says nothing;
+# - n_train + n_test is no more than the images available;
+# - in the drawn subset (any source, MNIST and digits included), each split holds at
+#   least MIN_CLASSES classes and every class of the test split also has train images:
+#   the probes cannot learn a class from no example, and would score it wrong every time.
+#   That is the per-class minimum: checked on the draw, because the split is random
+#   (not stratified) and only the draw decides which images each split gets.
+
+MIN_CLASSES = 2
+
+
+def _show(path: Any) -> str:
+    """A path for a one-line message: control characters (a newline in a file name) escaped."""
+    text = str(path)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _subset_rows(n_total: int, n_train: int, n_test: int, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint sorted train/test row indices drawn by ``seed`` from ``n_total`` rows."""
     if n_train + n_test > n_total:
-        raise ParamsError(f"real.n_train + real.n_test = {n_train + n_test}: {what} has only {n_total} images")
+        raise ParamsError(
+            f"{what}: has only {n_total} images, fewer than real.n_train + real.n_test = {n_train} + {n_test} = "
+            f"{n_train + n_test}: lower real.n_train and/or real.n_test"
+        )
     order = np.random.default_rng(seed).permutation(n_total)
     return np.sort(order[n_test : n_test + n_train]), np.sort(order[:n_test])
 
@@ -101,6 +138,39 @@ def _pick(n_total: int, n: int, seed: int, what: str) -> np.ndarray:
     if n > n_total:
         raise ParamsError(f"{what}: asks for {n} images, the source has only {n_total}")
     return np.sort(np.random.default_rng(seed).permutation(n_total)[:n])
+
+
+def _check_classes(names: Sequence[str], what: str, unit: str) -> None:
+    """A user's source must hold at least MIN_CLASSES classes."""
+    if len(names) < MIN_CLASSES:
+        only = f"only one {unit}, {names[0]!r}" if names else f"no {unit}"
+        raise ArtifactError(
+            f"{what}: {only}; the probes need at least {MIN_CLASSES} classes (one class scores 100% everywhere): "
+            "add the other classes"
+        )
+
+
+def _check_split(labels: np.ndarray, train_rows: np.ndarray, test_rows: np.ndarray, names: Sequence[str],
+                 real: RealParams, what: str) -> None:
+    """The drawn subset must let the probes learn and score more than one class."""
+    train = np.unique(labels[train_rows])
+    test, test_counts = np.unique(labels[test_rows], return_counts=True)
+    drawn = f"real.split_seed={real.split_seed}"
+    for split, classes, key in (("train", train, "n_train"), ("test", test, "n_test")):
+        if len(classes) < MIN_CLASSES:
+            n = len(train_rows) if split == "train" else len(test_rows)
+            raise ParamsError(
+                f"{what}: the {n} {split} images drawn ({drawn}) all belong to class {names[int(classes[0])]!r}; "
+                f"the probes need at least {MIN_CLASSES} classes in each split: raise real.{key}"
+            )
+    unseen = np.setdiff1d(test, train)
+    if len(unseen):
+        k = int(unseen[0])
+        raise ParamsError(
+            f"{what}: class {names[k]!r} has {int(test_counts[np.searchsorted(test, k)])} of the {len(test_rows)} test images "
+            f"but none of the {len(train_rows)} train images ({drawn}), so no probe could ever predict it "
+            f"({len(unseen)} such class(es)): raise real.n_train"
+        )
 
 
 def _array_hash(*arrays: np.ndarray) -> str:
@@ -126,14 +196,17 @@ def _load_mnist(real: RealParams) -> dict[str, Any]:
     images = np.concatenate([train_x[tr], test_x[te]])[..., None]
     labels = np.concatenate([train_y[tr], test_y[te]]).astype(np.int64)
     n = len(tr)
+    names = [str(d) for d in range(10)]
+    train_rows, test_rows = np.arange(n), np.arange(n, n + len(te))
+    _check_split(labels, train_rows, test_rows, names, real, "MNIST")
     return {
         "images": images,
         "labels": labels,
-        "train_rows": np.arange(n),
-        "test_rows": np.arange(n, n + len(te)),
+        "train_rows": train_rows,
+        "test_rows": test_rows,
         "raw_sha256": digest,
         "full_scale": 255.0,
-        "class_names": [str(d) for d in range(10)],
+        "class_names": names,
     }
 
 
@@ -144,7 +217,9 @@ def _load_digits(real: RealParams) -> dict[str, Any]:
     bunch = load_digits()
     images = bunch.images.astype(np.float64)[..., None]
     labels = bunch.target.astype(np.int64)
+    names = [str(d) for d in range(10)]
     train_rows, test_rows = _subset_rows(len(images), real.n_train, real.n_test, real.split_seed, "sklearn digits")
+    _check_split(labels, train_rows, test_rows, names, real, "sklearn digits")
     return {
         "images": images,
         "labels": labels,
@@ -152,38 +227,229 @@ def _load_digits(real: RealParams) -> dict[str, Any]:
         "test_rows": test_rows,
         "raw_sha256": _array_hash(images, labels),
         "full_scale": 16.0,
-        "class_names": [str(d) for d in range(10)],
+        "class_names": names,
     }
 
 
-def _class_folders(root: Path) -> list[tuple[str, list[Path]]]:
-    """(class name, sorted image files) per subfolder; clear errors for a bad layout."""
+# ------------------------------------------------ a folder of class subfolders
+# Listing rules: entries whose name starts with "." are ignored (.DS_Store, ._x.jpg,
+# .ipynb_checkpoints); inside a class folder, files without an image suffix are ignored
+# and counted in the log; at the top level every entry must be a class folder (a file
+# there may be a class left packed or unlabelled images). Symlinked files are followed
+# when they point inside real.path or into a DVC cache (dvc's symlink cache type); a
+# link out of the folder, a broken link, a link loop and a symlinked folder are refused.
+# Empty and unreadable files are refused while listing; a file is decoded (and so found
+# corrupt) only when drawn, so that an ImageNet-sized folder is never read whole.
+
+
+class _Listing:
+    """State of one folder walk: the resolved root, DVC caches (lazily) and what was skipped."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root_real = root.resolve()
+        self.ignored: list[Path] = []
+        self._caches: list[Path] | None = None
+
+    def caches(self) -> list[Path]:
+        """DVC cache folders a symlink may point into: <repo>/.dvc/cache or its ``cache.dir``."""
+        if self._caches is None:
+            import configparser
+
+            found = []
+            for base in dict.fromkeys([Path.cwd().resolve(), *self.root_real.parents]):
+                dvc = base / ".dvc"
+                if not dvc.is_dir():
+                    continue
+                found.append((dvc / "cache").resolve())
+                for name in ("config", "config.local"):
+                    cfg = configparser.ConfigParser()
+                    with contextlib.suppress(configparser.Error, OSError, UnicodeDecodeError):
+                        cfg.read(dvc / name)
+                        if cfg.has_option("cache", "dir"):
+                            found.append((dvc / cfg.get("cache", "dir")).resolve())
+            self._caches = found
+        return self._caches
+
+    def follow(self, link: Path) -> Path:
+        """The file a symlink points to, if it is a file inside the root or a DVC cache."""
+        try:
+            target = link.resolve(strict=True)
+        except RuntimeError:  # Python 3.11 signals a loop this way
+            raise ArtifactError(f"{_show(link)}: symlink loop: remove the link or point it at an image") from None
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise ArtifactError(f"{_show(link)}: symlink loop: remove the link or point it at an image") from None
+            if isinstance(err, FileNotFoundError):
+                raise ArtifactError(
+                    f"{_show(link)}: broken symlink (to {_show(os.readlink(link))}, which does not exist): fix or remove it"
+                ) from None
+            raise ArtifactError(f"{_show(link)}: cannot follow symlink ({err.strerror}): fix or remove it") from None
+        if target.is_dir():
+            raise ArtifactError(
+                f"{_show(link)}: symlinked folder (to {_show(target)}); symlinked folders are not followed "
+                "(they can loop or pull in data twice): replace the link with a real folder"
+            )
+        inside = [self.root_real, *self.caches()]
+        if not any(target == base or base in target.parents for base in inside):
+            raise ArtifactError(
+                f"{_show(link)}: symlink to {_show(target)}, outside {_show(self.root)}: copy the file into the folder "
+                "(or `dvc add` the data) so that real.path holds every image it lists"
+            )
+        return target
+
+    def scan(self, folder: Path) -> list[Path]:
+        """Image files under one class folder, recursively, sorted as paths."""
+        files: list[Path] = []
+        todo = [folder]
+        while todo:
+            here = todo.pop()
+            try:
+                with os.scandir(here) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as err:
+                raise ArtifactError(f"{_show(here)}: cannot list this folder ({err.strerror}): fix its permissions") from None
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_symlink():
+                    self.follow(path)  # refuses folders, loops and links out
+                elif entry.is_dir(follow_symlinks=False):
+                    todo.append(path)
+                    continue
+                if entry.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(path)
+                else:  # other suffixes, sockets, fifos (opening one would hang)
+                    self.ignored.append(path)
+        return sorted(files)
+
+
+def _file_size(path: Path) -> int:
+    """Size in bytes of a listed image; an empty or unreadable file is refused here."""
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise ArtifactError(f"{_show(path)}: cannot read ({err.strerror}): fix or remove it") from None
+    if size == 0:
+        raise ArtifactError(f"{_show(path)}: empty file (0 bytes): replace or remove it")
+    if not os.access(path, os.R_OK):
+        raise ArtifactError(f"{_show(path)}: cannot read (permission denied): fix its permissions or remove it")
+    return size
+
+
+def _class_folders(root: Path) -> list[tuple[str, list[tuple[Path, int]]]]:
+    """(class name, sorted (image file, size)) per subfolder; one-line errors for a bad layout."""
+    if not root.exists():
+        raise ArtifactError(
+            f"{_show(root)}: image folder not found (real.path for real.dataset 'folder' must be a folder "
+            "with one subfolder of images per class)"
+        )
     if not root.is_dir():
-        raise ArtifactError(f"{root}: image folder not found")
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise ArtifactError(
+            f"{_show(root)}: is a file, not a folder (real.dataset 'folder' expects a folder with one subfolder "
+            "per class; for an .npz file set real.dataset: npz)"
+        )
+    listing = _Listing(root)
+    try:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as err:
+        raise ArtifactError(f"{_show(root)}: cannot list this folder ({err.strerror}): fix its permissions") from None
+    classes, stray = [], []
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink():
+            listing.follow(path)  # refuses a symlinked class folder; a file link falls through
+        if entry.is_dir(follow_symlinks=False):
+            classes.append(path)
+        else:
+            stray.append(path)
     if not classes:
-        raise ArtifactError(f"{root}: no class subfolders (expected one folder of images per class)")
+        found = (f"it holds {len(stray)} file(s), e.g. {stray[0].name!r}" if stray
+                 else "it holds only hidden entries" if entries else "it is empty")
+        raise ArtifactError(
+            f"{_show(root)}: no class subfolders ({found}): put each class's images in its own subfolder"
+        )
+    if stray:
+        raise ArtifactError(
+            f"{_show(stray[0])}: a file among the class folders of {_show(root)} (every entry there must be a folder "
+            "of one class's images): move it into its class folder or out, or hide it with a leading '.'"
+        )
     out = []
     for folder in classes:
-        files = sorted(
-            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        before = len(listing.ignored)
+        files = listing.scan(folder)
         if not files:
-            raise ArtifactError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        out.append((folder.name, files))
+            skipped = len(listing.ignored) - before
+            also = f"; {skipped} other file(s) ignored, e.g. {listing.ignored[before].name!r}" if skipped else ""
+            raise ArtifactError(
+                f"{_show(folder)}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}{also}): add images or remove it"
+            )
+        out.append((folder.name, [(f, _file_size(f)) for f in files]))
+    _check_classes([name for name, _ in out], _show(root), "class folder")
+    if listing.ignored:
+        examples = ", ".join(repr(p.relative_to(root).as_posix()) for p in listing.ignored[:3])
+        log.info("%s: ignored %d file(s) without an image suffix (%s)", root, len(listing.ignored), examples)
     return out
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
-    """One image file -> uint8 (H, W, channels)."""
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _decode_image(path: Path, data: bytes, channels: int) -> np.ndarray:
+    """One image file's bytes -> float64 (H, W, 1 or 3) in [0, 1]; one line per defect."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ArtifactError(f"{path}: unreadable image ({err.__class__.__name__})") from None
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: both refuse.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return _image_pixels(img, path, channels)
+    except ArtifactError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ArtifactError(
+            f"{_show(path)}: {size}, over Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,}: "
+            "downscale it or remove it"
+        ) from None
+    except UnidentifiedImageError:
+        raise ArtifactError(
+            f"{_show(path)}: unreadable image (not in any format Pillow knows, whatever its suffix): replace or remove it"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - Pillow raises many kinds on a corrupt file
+        reason = " ".join(str(err).split()) or err.__class__.__name__
+        raise ArtifactError(f"{_show(path)}: unreadable image ({reason[:200]}): replace or remove it") from None
+
+
+def _image_pixels(img: Any, path: Path, channels: int) -> np.ndarray:
+    mode = img.mode
+    if mode in _SIXTEEN_BIT or (mode == "I" and img.format in ("PNG", "PPM")):
+        # 16-bit grey: Pillow's convert("L") would clip at 255, so scale by hand
+        arr = np.asarray(img, dtype=np.float64) / 65535.0
+        if arr.min() < 0 or arr.max() > 1:
+            raise ArtifactError(f"{_show(path)}: 16-bit pixels outside 0..65535: re-save it as 8- or 16-bit")
+        return arr[..., None]
+    if mode in ("I", "F"):
+        kind = "integer" if mode == "I" else "float"
+        raise ArtifactError(
+            f"{_show(path)}: 32-bit {kind} pixels (Pillow mode {mode}) have no known full scale: save it as 8- or 16-bit"
+        )
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        img = img.convert("RGBA")
+        alpha = np.asarray(img.getchannel("A"))
+        clear = int((alpha < 255).sum())
+        if clear:
+            raise ArtifactError(
+                f"{_show(path)}: {clear} of {alpha.size} pixels are transparent, and their colour is undefined: "
+                "flatten it onto the background you want and save it without alpha"
+            )
+    arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.float64) / 255.0
     return arr[..., None] if arr.ndim == 2 else arr
 
 
@@ -191,69 +457,173 @@ def _load_folder(real: RealParams) -> dict[str, Any]:
     """A folder of class subfolders; only the drawn subset of files is decoded."""
     root = Path(real.path)
     classes = _class_folders(root)
-    files = [(label, f) for label, (_, fs) in enumerate(classes) for f in fs]
-    train_rows, test_rows = _subset_rows(len(files), real.n_train, real.n_test, real.split_seed, str(root))
+    files = [(label, f, size) for label, (_, fs) in enumerate(classes) for f, size in fs]
+    names = [name for name, _ in classes]
+    labels = np.array([label for label, _, _ in files], dtype=np.int64)
+    train_rows, test_rows = _subset_rows(len(files), real.n_train, real.n_test, real.split_seed, _show(root))
+    _check_split(labels, train_rows, test_rows, names, real, _show(root))
     chosen = np.concatenate([train_rows, test_rows])
     # The listing (names and sizes) pins the whole folder; the bytes of every file we
     # actually read pin the images themselves, without reading all of ImageNet.
     h = hashlib.sha256()
-    for _, f in files:
-        h.update(f"{f.relative_to(root).as_posix()}\0{f.stat().st_size}\n".encode())
+    for _, f, size in files:
+        h.update(f"{f.relative_to(root).as_posix()}\0{size}\n".encode())
+    images = []
     for row in chosen:
-        h.update(file_sha256(files[row][1]).encode())
-    images = [_fit_square(_read_image(files[row][1], real.channels) / 255.0, real) for row in chosen]
+        path = files[row][1]
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ArtifactError(f"{_show(path)}: cannot read ({err.strerror}): fix or remove it") from None
+        h.update(hashlib.sha256(data).hexdigest().encode())
+        images.append(_fit_square(_decode_image(path, data, real.channels), real, path))
     n = len(train_rows)
     return {
         "images": np.stack(images),
-        "labels": np.array([files[row][0] for row in chosen], dtype=np.int64),
+        "labels": labels[chosen],
         "train_rows": np.arange(n),
         "test_rows": np.arange(n, len(chosen)),
         "raw_sha256": h.hexdigest(),
         "full_scale": 1.0,
         "already_fitted": True,
-        "class_names": [name for name, _ in classes],
+        "class_names": names,
     }
+
+
+# ------------------------------------------------ an .npz with images and labels
+
+
+def _npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` and ``labels`` of a user's .npz, never unpickling; one line per defect."""
+    hint = "save it with numpy.savez(path, images=..., labels=...)"
+    if not path.exists():
+        raise ArtifactError(f"{_show(path)}: missing (no such file; real.path for real.dataset 'npz' must be an .npz file)")
+    if path.is_dir():
+        raise ArtifactError(
+            f"{_show(path)}: is a folder, not an .npz file (for a folder with one subfolder per class set real.dataset: folder)"
+        )
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as err:
+        raise ArtifactError(f"{_show(path)}: cannot read ({err.strerror}): fix its permissions") from None
+    if magic == b"\x93NUMPY":
+        raise ArtifactError(f"{_show(path)}: a single .npy array, not an .npz archive of images and labels: {hint}")
+    if not zipfile.is_zipfile(path):
+        raise ArtifactError(f"{_show(path)}: not an .npz archive (empty, truncated or another format): {hint}")
+    out = {}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("images", "labels") if k not in f.files]
+            if missing:
+                held = ", ".join(repr(k) for k in f.files[:6]) or "nothing"
+                raise ArtifactError(f"{_show(path)}: lacks arrays {missing} (it holds {held}): {hint}")
+            for name in ("images", "labels"):
+                try:
+                    out[name] = f[name]
+                except ValueError as err:
+                    if "allow_pickle" not in str(err):
+                        raise
+                    raise ArtifactError(
+                        f"{_show(path)}: {name!r} holds Python objects (dtype object), which would need unpickling "
+                        f"(never done: unsafe): save {name} as a numeric array"
+                    ) from None
+    except ArtifactError:
+        raise
+    except Exception as err:  # noqa: BLE001 - zip and zlib raise many kinds on a damaged file
+        raise ArtifactError(f"{_show(path)}: corrupt or truncated ({err.__class__.__name__}): {hint}") from None
+    return out["images"], out["labels"]
 
 
 def _as_nhwc(images: np.ndarray, path: Path) -> np.ndarray:
     """(N, H, W), (N, H, W, C) or (N, C, H, W) with C in {1, 3} -> (N, H, W, C)."""
+    expected = "must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 or 3"
     if images.ndim == 3:
-        return images[..., None]
-    if images.ndim == 4:
-        if images.shape[-1] in (1, 3):
-            return images
-        if images.shape[1] in (1, 3):
-            return images.transpose(0, 2, 3, 1)
-    raise ArtifactError(f"{path}: 'images' must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 or 3, got {images.shape}")
+        out = images[..., None]
+    elif images.ndim == 4 and images.shape[-1] in (1, 3):
+        out = images
+    elif images.ndim == 4 and images.shape[1] in (1, 3):
+        out = images.transpose(0, 2, 3, 1)
+    elif images.ndim == 4 and 4 in (images.shape[1], images.shape[-1]):
+        raise ArtifactError(f"{_show(path)}: 'images' {images.shape} has 4 channels (RGBA?): drop or flatten the alpha channel")
+    else:
+        fix = ": reshape flat rows to (N, H, W)" if images.ndim == 2 else ""
+        raise ArtifactError(f"{_show(path)}: 'images' {expected}, got {images.shape}{fix}")
+    if 0 in out.shape[:3]:
+        raise ArtifactError(f"{_show(path)}: 'images' {images.shape} holds no pixels: save the images themselves")
+    return out
+
+
+def _npz_labels(raw: np.ndarray, n: int, path: Path) -> np.ndarray:
+    """Labels (N,) of integers (any width), integral floats, bools or strings."""
+    if raw.shape != (n,):
+        fix = (": flatten them with labels.ravel()" if raw.shape == (n, 1)
+               else ": one-hot? take labels.argmax(axis=1)" if raw.ndim == 2 and raw.shape[0] == n
+               else ": save one label per image")
+        raise ArtifactError(f"{_show(path)}: 'labels' must be (N,) = ({n},) like 'images', got {raw.shape}{fix}")
+    if raw.dtype.kind in "iubUS":
+        return raw
+    if raw.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)))
+        if len(bad):
+            raise ArtifactError(
+                f"{_show(path)}: 'labels' must be class ids (integers or strings), but labels[{bad[0]}] = {raw[bad[0]].item()!r} "
+                f"({len(bad)} such): save integer labels"
+            )
+        return raw.astype(np.int64)
+    raise ArtifactError(f"{_show(path)}: 'labels' must be integers or strings, got dtype {raw.dtype}")
+
+
+def _npz_full_scale(images: np.ndarray, path: Path) -> float:
+    """255 for integer pixels in 0..255, 1 for float pixels in [0, 1]; anything else refused."""
+    kind = images.dtype.kind
+    if kind in "iu":
+        lo, hi = int(images.min()), int(images.max())
+        if lo < 0 or hi > 255:
+            raise ArtifactError(
+                f"{_show(path)}: integer 'images' range over {lo}..{hi}, outside 0..255: save them as uint8, "
+                "or as float in [0, 1] (e.g. 16-bit data divided by 65535)"
+            )
+        return 255.0
+    if kind == "f":
+        finite = np.isfinite(images)
+        if not finite.all():
+            raise ArtifactError(
+                f"{_show(path)}: 'images' hold {int((~finite).sum())} NaN or infinite values: replace them before saving"
+            )
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0 or hi > 1:
+            fix = ": 0..255 data? divide by 255" if lo >= 0 and hi <= 255 else ": rescale them"
+            raise ArtifactError(f"{_show(path)}: float 'images' range over [{lo:g}, {hi:g}]; they must lie in [0, 1]{fix}")
+        return 1.0
+    raise ArtifactError(f"{_show(path)}: 'images' must be uint8 (0..255) or float in [0, 1], got dtype {images.dtype}")
 
 
 def _load_npz(real: RealParams) -> dict[str, Any]:
-    """An ``.npz`` with ``images`` (uint8 0..255 or float in [0, 1]) and ``labels`` (N,)."""
-    from .io import load_npz
-
+    """An ``.npz`` with ``images`` (integers 0..255 or float in [0, 1]) and ``labels`` (N,)."""
     path = Path(real.path)
-    arrays = load_npz(path, required=("images", "labels"))
-    images, raw_labels = _as_nhwc(arrays["images"], path), arrays["labels"]
-    if raw_labels.ndim != 1 or len(raw_labels) != len(images):
-        raise ArtifactError(f"{path}: 'labels' must be (N,) = ({len(images)},), got {raw_labels.shape}")
-    if images.dtype == np.uint8:
-        full_scale = 255.0
-    elif np.issubdtype(images.dtype, np.floating):
-        if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-            raise ArtifactError(f"{path}: float 'images' must be finite and in [0, 1]")
-        full_scale = 1.0
-    else:
-        raise ArtifactError(f"{path}: 'images' must be uint8 or float, got {images.dtype}")
+    raw_images, raw_labels = _npz_arrays(path)
+    images = _as_nhwc(raw_images, path)
+    raw_labels = _npz_labels(raw_labels, len(images), path)
+    full_scale = _npz_full_scale(images, path)
+    side = min(images.shape[1:3])
+    if real.fit == "pad" and side > real.image_size:
+        raise ParamsError(_pad_cannot_shrink(_show(path), images.shape[2], images.shape[1], real.image_size))
+    # arbitrary labels (gaps, negatives, strings) are renumbered 0..K-1 in sorted order
     classes, labels = np.unique(raw_labels, return_inverse=True)
-    train_rows, test_rows = _subset_rows(len(images), real.n_train, real.n_test, real.split_seed, str(path))
+    names = [c.decode(errors="replace") if isinstance(c, bytes) else str(c) for c in classes.tolist()]
+    _check_classes(names, _show(path), "label")
+    labels = labels.astype(np.int64)
+    train_rows, test_rows = _subset_rows(len(images), real.n_train, real.n_test, real.split_seed, _show(path))
+    _check_split(labels, train_rows, test_rows, names, real, _show(path))
     return {
         "images": images,
-        "labels": labels.astype(np.int64),
+        "labels": labels,
         "train_rows": train_rows,
         "test_rows": test_rows,
         "raw_sha256": file_sha256(path),
         "full_scale": full_scale,
-        "class_names": [str(c) for c in classes.tolist()],
+        "class_names": names,
     }
 
 
@@ -269,8 +639,19 @@ def _match_channels(img: np.ndarray, channels: int) -> np.ndarray:
     return (img[..., :3] @ np.array([0.299, 0.587, 0.114]))[..., None]
 
 
-def _fit_square(img: np.ndarray, real: RealParams) -> np.ndarray:
-    """One image in [0, 1], (H, W, C) -> (image_size, image_size, channels) float64."""
+def _pad_cannot_shrink(what: str, width: int, height: int, size: int) -> str:
+    return (
+        f"{what}: a {width}x{height} image is larger than real.image_size={size}, and real.fit 'pad' only pads "
+        "(shrinking some images and padding others would mix scales): set real.fit: resize or a larger real.image_size"
+    )
+
+
+def _fit_square(img: np.ndarray, real: RealParams, source: Any = "an image") -> np.ndarray:
+    """One image in [0, 1], (H, W, C) -> (image_size, image_size, channels) float64.
+
+    Images of any size are centre-cropped to a square; ``fit: resize`` rescales every
+    one, ``fit: pad`` pads smaller ones and refuses a larger one (``source`` names it).
+    """
     from skimage.transform import resize
 
     img = _match_channels(np.asarray(img, dtype=np.float64), real.channels)
@@ -281,7 +662,9 @@ def _fit_square(img: np.ndarray, real: RealParams) -> np.ndarray:
     size = real.image_size
     if side == size:
         return img
-    if real.fit == "pad" and side < size:
+    if real.fit == "pad":
+        if side > size:
+            raise ParamsError(_pad_cannot_shrink(_show(source), w, h, size))
         before = (size - side) // 2
         pad = ((before, size - side - before), (before, size - side - before), (0, 0))
         return np.pad(img, pad)
