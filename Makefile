@@ -31,8 +31,9 @@ lint: $(VENV)
 	snakemake --lint
 	$(PY) -m mae_hlvm check
 
+# written through a temporary file: with invalid params the old dvc.yaml stays as it was
 dvc-yaml: $(VENV)
-	$(PY) -m mae_hlvm.pipeline dvc-yaml > dvc.yaml
+	$(PY) -m mae_hlvm.pipeline dvc-yaml --out dvc.yaml
 
 bench: $(VENV)
 	$(PY) bench/bench_pipeline.py

@@ -29,17 +29,18 @@ wildcard_constraints:
 
 
 onstart:
-    # receipts left by an interrupted earlier run
-    pipeline.commit_receipts()
+    # refuse while `dvc repro` runs here, record receipts an interrupted earlier run left,
+    # then hold DVC's lock until the end (mae_hlvm.runlock)
+    pipeline.start_run()
 
 
 onsuccess:
-    pipeline.commit_receipts()
+    pipeline.finish_run()
 
 
 onerror:
     # jobs that did finish are still recorded in dvc.lock
-    pipeline.commit_receipts()
+    pipeline.finish_run()
 
 
 rule all:

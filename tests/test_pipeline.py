@@ -194,7 +194,7 @@ def tracked_outputs(root: Path) -> list[str]:
 
 def test_committed_dvc_yaml_is_the_generated_one():
     assert (REPO / "dvc.yaml").read_text() == pipeline.dvc_yaml(load_params(REPO / "params.yaml")), (
-        "dvc.yaml is stale: python -m mae_hlvm.pipeline dvc-yaml > dvc.yaml"
+        "dvc.yaml is stale: make dvc-yaml"
     )
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import paths
 from .config import Params, cell_id
-from .io import ArtifactError, read_json, write_json, write_text
+from .io import ArtifactError, check_recorded, read_json, write_json, write_text
 
 log = logging.getLogger("mae_hlvm.aggregate")
 
@@ -281,6 +281,7 @@ def _read_table(path: Path, what: str, hint: str) -> pd.DataFrame:
     """A CSV this step wrote (NaN spelt 'nan'); missing or unparsable is one ArtifactError."""
     if not path.exists():
         raise ArtifactError(f"{path}: missing ({hint})")
+    check_recorded(path)
     try:
         return pd.read_csv(path, na_values=["nan"], keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

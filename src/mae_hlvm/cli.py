@@ -122,6 +122,10 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-tex", default=paths.METRICS_TEX)
 
 
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep", action="store_true", help="only report damaged artifacts, do not remove them")
+
+
 # step -> (module with ``run(params, args)``, help, argument declarations). Arguments live
 # here, not in the step modules, so that ``--help`` and ``check`` never import torch.
 STEPS = {
@@ -140,7 +144,11 @@ STEPS = {
     "train-real": ("mae_hlvm.train_real", "pretrain the MAE of one real-track cell", _train_real_args),
     "evaluate-real": ("mae_hlvm.evaluate:run_evaluate", "Table 1 and Fig. 5 numbers of one real cell", _evaluate_real_args),
     "report-real": ("mae_hlvm.evaluate:run_report", "Table 1 and Figs. 5 to 8 under results/real", _report_real_args),
+    # tools on the working copy, not stages
+    "verify": ("mae_hlvm.ledger:run_verify", "check every artifact against dvc.lock; remove damaged ones", _verify_args),
 }
+# Steps that read no params: they work even while params.yaml is being fixed.
+PARAMS_FREE = frozenset({"verify"})
 
 
 def run(params, args) -> None:  # noqa: ANN001 - the ``check`` step
@@ -169,14 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log)
+    module, _, function = STEPS[args.step][0].partition(":")
     try:
+        if args.step in PARAMS_FREE:
+            rc = getattr(importlib.import_module(module), function or "run")(None, args)
+            return rc if isinstance(rc, int) else 0
         params = load_params(args.params)
         from .pipeline import step_hooks
 
         # Rewrites the stage's params file if stale, and records a receipt for dvc commit
         # when Snakemake ran the step (README: "Snakemake and DVC together").
         with step_hooks(args.step, params, sys.argv[1:] if argv is None else argv):
-            module, _, function = STEPS[args.step][0].partition(":")
             getattr(importlib.import_module(module), function or "run")(params, args)
     except (ParamsError, ArtifactError) as err:
         log.error("error: %s", err)

@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from .aggregate import grid_cells, load_baselines, load_metrics  # noqa: E402
 from .config import Params, cell_id, digest, section_dict  # noqa: E402
-from .io import ArtifactError, load_npz, read_json, write_bytes  # noqa: E402
+from .io import ArtifactError, check_recorded, load_npz, read_json, write_bytes  # noqa: E402
 from .provenance import code_revision  # noqa: E402
 
 log = logging.getLogger("mae_hlvm.figures")
@@ -154,6 +154,7 @@ def read_loss_curves(params: Params) -> pd.DataFrame:
         path = Path(paths.train_log(cell_id(ratio, patch, seed)))
         if not path.exists():
             raise ArtifactError(f"{path}: missing (run the train step first)")
+        check_recorded(path)
         try:
             log_frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

@@ -3,6 +3,8 @@
 Every file a step produces goes through :func:`atomic_path`: it is written under a
 temporary name in the same folder and renamed into place only when complete, so an
 interrupted job leaves nothing that either Snakemake or DVC could take for finished.
+The file is fsynced before the rename and its folder after it, so this holds after a
+power cut too, not only after a killed process.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o644)
+        _fsync(tmp_path)  # the bytes are on disk before the name points at them
         os.replace(tmp_path, path)
+        _fsync(path.parent)  # and the rename itself survives a power cut
     except OSError as err:
         tmp_path.unlink(missing_ok=True)
         if err.errno == errno.ENOSPC:
@@ -49,6 +53,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's) data and metadata to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -69,9 +82,17 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, dumps_json(obj))
 
 
+def check_recorded(path: str | Path) -> None:
+    """Refuse an artifact whose bytes differ from the hash recorded for it (:mod:`mae_hlvm.ledger`)."""
+    from . import ledger
+
+    ledger.check(path)
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:
+        check_recorded(path)
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing (run the step that makes it first)") from None
@@ -101,6 +122,7 @@ def load_npz(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, np.n
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: missing (run the step that makes it first)")
+    check_recorded(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             out = {k: f[k] for k in f.files}

@@ -26,7 +26,7 @@ from . import paths
 from .aggregate import load_baselines, load_metrics
 from .config import Params, cell_id, digest, real_enabled, section_dict
 from .gate import GATE_MIN_SHARE, flag_reason, gate_line
-from .io import ArtifactError, read_json, write_text
+from .io import ArtifactError, check_recorded, read_json, write_text
 from .pipeline import FIGURE_NAMES, REAL_FIGURE_NAMES
 from .provenance import code_revision, library_versions
 
@@ -228,6 +228,7 @@ def figure_paths(params: Params, figures_dir: str | Path, real_dir: str | Path) 
 def _existing(path: Path, step: str) -> Path:
     if not path.exists():
         raise ArtifactError(f"{path}: missing (run the {step} step first)")
+    check_recorded(path)
     return path
 
 

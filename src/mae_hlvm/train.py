@@ -25,9 +25,9 @@ import torch
 from . import paths
 from .config import ParamsError, Params, cell_id, digest, section_dict
 from .data import load_dataset
-from .io import ArtifactError, atomic_path, dumps_json, file_sha256, write_json, write_text
+from .io import ArtifactError, atomic_path, check_recorded, dumps_json, file_sha256, write_json, write_text
 from .model import MaskedAutoencoder, build_model
-from .provenance import provenance
+from .provenance import code_digest, provenance
 
 log = logging.getLogger("mae_hlvm.train")
 
@@ -87,6 +87,31 @@ def _save_torch(path: str | Path, obj: Any) -> None:
         tmp.write_bytes(buf.getvalue())
 
 
+# A resume file is this header, then torch.save's bytes: the hash catches a damaged file
+# before torch reads it (a flipped byte would otherwise load and change the run).
+RESUME_MAGIC = b"mae-hlvm-resume sha256="
+
+
+def save_resume(path: str | Path, state: dict[str, Any]) -> None:
+    buf = _io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(RESUME_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def load_resume(path: str | Path) -> dict[str, Any] | None:
+    """The state in a resume file, or None when it is damaged (wrong header or hash)."""
+    blob = Path(path).read_bytes()
+    head, _, payload = blob.partition(b"\n")
+    if not head.startswith(RESUME_MAGIC) or head[len(RESUME_MAGIC):] != hashlib.sha256(payload).hexdigest().encode():
+        return None
+    try:
+        return torch.load(_io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - hash matched, so only another torch version gets here
+        return None
+
+
 def resume_state_path(out_dir: str | Path) -> Path:
     """Where an unfinished run of ``out_dir`` keeps its last end-of-epoch state.
 
@@ -102,6 +127,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: missing (run the train step first)")
+    check_recorded(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         meta, state = json.loads(blob["meta_json"]), blob["model"]
@@ -184,7 +210,8 @@ def train_cell(params: Params, data_path: str, mask_ratio: float, patch_size: in
     model_cfg = section_dict(params, ["model"])["model"]
     train_cfg = section_dict(params, ["train"])["train"]
     config = {"model": model_cfg, "train": train_cfg, "data_geometry": geometry, "data_sha256": file_sha256(data_path)}
-    run_digest = digest({"config": config, "cell": [mask_ratio, patch_size, seed]})
+    # the code too: a resume after an edit of the training code would mix epochs of two codes
+    run_digest = digest({"config": config, "cell": [mask_ratio, patch_size, seed], "code": code_digest()})
 
     device, autocast_dtype = resolve_device(params)
     if device.type == "cpu":
@@ -211,18 +238,16 @@ def train_cell(params: Params, data_path: str, mask_ratio: float, patch_size: in
     start_epoch = 0
     resume_path = resume_state_path(out_dir)
     if resume_path.exists():
-        try:
-            state = torch.load(resume_path, map_location="cpu", weights_only=True)
-            ok = state["run_digest"] == run_digest
-        except Exception:  # a damaged resume file only costs a restart
-            ok = False
-        if ok:
+        state = load_resume(resume_path)
+        if state is None:
+            log.info("ignoring %s: damaged (its hash does not match); starting from epoch 1", resume_path)
+        elif state.get("run_digest") != run_digest:
+            log.info("ignoring %s: made with other params, data or code; starting from epoch 1", resume_path)
+        else:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             history, start_epoch = json.loads(state["history_json"]), state["epoch"] + 1
             log.info("resuming %s after epoch %d of %d", cell, start_epoch, epochs)
-        else:
-            log.info("ignoring %s: made with other params or damaged", resume_path)
 
     log.info(
         "cell %s: %d train images %dx%dx%d, %d visible / %d hidden tokens, device %s%s, %d epochs x %d steps",
@@ -240,7 +265,7 @@ def train_cell(params: Params, data_path: str, mask_ratio: float, patch_size: in
         history.append({"epoch": epoch, "loss": round(loss, 8), "lr": lr_end})
         log.info("epoch %d/%d loss %.5f | %s", epoch + 1, epochs, loss, progress.line(loss))
         if epoch + 1 < epochs:
-            _save_torch(resume_path, {
+            save_resume(resume_path, {
                 "run_digest": run_digest, "epoch": epoch, "history_json": dumps_json(history),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             })
