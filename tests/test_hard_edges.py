@@ -375,3 +375,19 @@ def test_commit_failure_names_dvcs_error(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "dvc commit failed (ERROR: Unable to acquire lock" in err and "receipts kept" in err
     assert Path(pipeline.receipt_path(name)).exists()
+
+
+# ----------------------------------------------------------------------------- RAM
+
+
+def test_a_step_refuses_a_dataset_larger_than_this_machines_ram_before_allocating(tiny_workdir, monkeypatch, capsys):
+    tiny_workdir(64, 32)
+    monkeypatch.setattr(cli, "physical_ram", lambda: 1000)  # bytes: any dataset is too big
+    assert cli.main(["generate", "--out", "x.npz"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "generate: the synthetic dataset needs" in err[0] and "lower data.n_train" in err[0]
+    assert not Path("x.npz").exists()
+    monkeypatch.setattr(cli, "physical_ram", lambda: 2**40)
+    params = load_params("params.yaml")
+    cli.check_ram("generate", params)  # fits
+    assert cli.main(["check"]) == 0  # check does not depend on this machine

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 from . import paths
-from .config import ParamsError, load_params
+from .config import GIB, ParamsError, dataset_bytes, load_params, real_enabled
 from .io import ArtifactError
 
 log = logging.getLogger("mae_hlvm")
@@ -151,6 +152,35 @@ STEPS = {
 PARAMS_FREE = frozenset({"verify"})
 
 
+# Steps that hold a whole dataset in RAM, and which one. ``check`` bounds datasets by the
+# largest machine planned for (config.MEMORY_LIMIT_BYTES) because it runs where the tools
+# read params; a step checks the machine it runs on, before it allocates anything.
+DATA_STEPS = {
+    "generate": "synthetic", "train": "synthetic", "probe": "synthetic", "baseline": "synthetic",
+    "prepare-real": "real", "train-real": "real", "evaluate-real": "real", "report-real": "real",
+}
+RAM_SHARE = 0.8  # of physical memory: the model, the probes and the OS need the rest
+
+
+def physical_ram() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_ram(step: str, params) -> None:  # noqa: ANN001
+    """One ParamsError line when the step's dataset cannot fit this machine's RAM."""
+    track = DATA_STEPS.get(step)
+    if track is None or (track == "real" and not real_enabled(params)):
+        return
+    need, have = dataset_bytes(params, track), physical_ram()
+    if need > RAM_SHARE * have:
+        section = "real" if track == "real" else "data"
+        raise ParamsError(
+            f"{step}: the {track} dataset needs {need / GIB:.1f} GiB of RAM as float32 and this machine has "
+            f"{have / GIB:.1f} GiB: lower {section}.n_train, {section}.n_test or {section}.image_size, "
+            "or run this step on a machine with more memory"
+        )
+
+
 def run(params, args) -> None:  # noqa: ANN001 - the ``check`` step
     print(f"{args.params}: valid")
 
@@ -183,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             rc = getattr(importlib.import_module(module), function or "run")(None, args)
             return rc if isinstance(rc, int) else 0
         params = load_params(args.params)
+        check_ram(args.step, params)
         from .pipeline import step_hooks
 
         # Rewrites the stage's params file if stale, and records a receipt for dvc commit

@@ -99,6 +99,16 @@ BUILTIN_SIDE = {"mnist": 28, "digits": 8}  # native image side, for fit: pad
 GIB = 2**30
 
 
+def dataset_bytes(params: Params, track: str) -> int:
+    """RAM the ``track``'s dataset takes as float32 ("synthetic": pixels and latents; "real")."""
+    if track == "real":
+        r = params.real
+        return 4 * (r.n_train + r.n_test) * r.channels * r.image_size**2
+    d = params.data
+    latents = sum(4**level * dim for level, dim in enumerate(d.latent_dims))
+    return 4 * (d.n_train + d.n_test) * (d.channels * d.image_size**2 + latents)
+
+
 def memory_limit_bytes() -> int:
     """The most RAM a dataset may take (:data:`MEMORY_LIMIT_BYTES`); a function so tests can lower it."""
     return MEMORY_LIMIT_BYTES
