@@ -27,8 +27,9 @@ test-fast: $(VENV)
 sync: $(VENV)
 	$(PY) -m mae_hlvm.sync
 
+# snakemake --lint with each accepted suggestion justified in src/mae_hlvm/lint.py
 lint: $(VENV)
-	snakemake --lint
+	$(PY) -m mae_hlvm.lint
 	$(PY) -m mae_hlvm check
 
 # written through a temporary file: with invalid params the old dvc.yaml stays as it was

@@ -10,6 +10,14 @@ the edited keys whichever tool made the outputs (README, "Snakemake and DVC toge
 from mae_hlvm import pipeline
 from mae_hlvm.config import ParamsError, load_params
 
+if config:
+    # params.yaml is the one place a user edits, and dvc.yaml reads it too: an override
+    # here would be a run neither dvc.lock nor the artifacts' stamps could describe
+    raise SystemExit(
+        f"error: --config {', '.join(sorted(config))} is not read: edit params.yaml instead "
+        "(or `dvc exp run -S key=value` for a tracked experiment)"
+    )
+
 try:
     P = load_params("params.yaml")
     # dvc.yaml's stage set follows real.enabled / real.sweep: never let the two DAGs differ

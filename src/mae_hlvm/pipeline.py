@@ -161,7 +161,7 @@ SOURCE_REL = "src/mae_hlvm"
 # Modules that validate, name or describe, but never compute a result: editing them
 # must not rerun the grid, so they are not code deps.
 NOT_CODE_DEPS = frozenset(
-    {"__init__", "__main__", "cli", "config", "ledger", "paths", "pipeline", "provenance", "replay", "runlock"}
+    {"__init__", "__main__", "cli", "config", "ledger", "lint", "paths", "pipeline", "provenance", "replay", "runlock"}
 )
 
 PARAMS_DIR = f"{paths.STATE_DIR}/params"
