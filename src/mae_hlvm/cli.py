@@ -201,10 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
         p.add_argument("--log", default=None, help="also write the log to this file")
         declare(p)
+    # its own parser (mae_hlvm.replay); listed here for --help, dispatched before parsing
+    sub.add_parser("replay-check", help="compare a rerun's results with the committed ones within measured tolerances")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw[:1] == ["replay-check"]:
+        from .replay import main as replay_main
+
+        return replay_main(raw[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.log)
     module, _, function = STEPS[args.step][0].partition(":")
