@@ -4,15 +4,22 @@ Each case builds a tiny folder (``real.dataset: folder``) or ``.npz`` (``real.da
 npz``) in ``tmp_path`` and runs the ``prepare-real`` step in-process
 (``cli.main(["prepare-real", ...])``). A bad case must return 2 with exactly one
 ``error:`` line that starts with the file or folder at fault and says what is wrong, no
-traceback, no Pillow warning, and no output file. The last tests pin the decisions on
+traceback, no Pillow warning, and no output file. The permission cases (chmod 000) need
+a process that file modes bind: as root (CI) they run the step in a subprocess started by
+util-linux ``setpriv`` without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, and fail (never
+skip) where neither is possible. The last tests pin the decisions on
 inputs that are accepted (label gaps renumbered, an image whose suffix lies, stray
 non-image files, mixed sizes and modes, 16-bit PNGs, links into a DVC cache).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import subprocess
+import sys
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -56,6 +63,47 @@ def _permissions_bind(tmp: Path) -> bool:
     return False
 
 
+# Root without these two capabilities is bound by file modes like anyone else.
+SETPRIV = Path("/usr/bin/setpriv")
+DROP_CAPS = "-dac_override,-dac_read_search"
+
+
+def _unprivileged(argv: list[str]) -> list[str]:
+    """``argv`` run by setpriv without the capabilities that bypass file modes (and unable to regain them)."""
+    return [str(SETPRIV), f"--inh-caps={DROP_CAPS}", f"--bounding-set={DROP_CAPS}", *argv]
+
+
+@functools.cache
+def _setpriv_problem() -> str | None:
+    """None where a setpriv'd child of this process is refused a chmod 000 file; else what went wrong."""
+    if not SETPRIV.exists():
+        return f"{SETPRIV} (util-linux) is not installed"
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe"
+        probe.write_bytes(b"x")
+        probe.chmod(0)
+        try:
+            run = subprocess.run(_unprivileged([sys.executable, "-c", f"open({str(probe)!r}).read()"]),
+                                 capture_output=True, text=True, timeout=60)
+        finally:
+            probe.chmod(0o644)
+    if run.returncode == 0:
+        return f"{SETPRIV} ran, but its child could still read a chmod 000 file"
+    if "PermissionError" not in run.stderr:
+        return f"{SETPRIV} could not drop the capabilities: {' '.join(run.stderr.split())[-300:]}"
+    return None
+
+
+def _need_unprivileged_runner() -> None:
+    """As root: fail, loudly, unless setpriv gives a process that chmod 000 stops."""
+    problem = _setpriv_problem()
+    if problem:
+        pytest.fail(
+            "this permission check needs a process that chmod 000 stops: run the tests as a non-root user, or as "
+            f"root with util-linux setpriv able to drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH ({problem})"
+        )
+
+
 # ----------------------------------------------------------------------------- builders
 
 
@@ -97,21 +145,37 @@ def _png_then(path: Path, tail: Callable[[bytes], bytes]) -> None:
 # ----------------------------------------------------------------------------- running the step
 
 
-def _prepare(tmp_path: Path, monkeypatch, capsys, real: dict) -> tuple[int, Path, str]:
-    """Run ``prepare-real`` on a tiny params file; (return code, output path, stderr+stdout)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_STAGE", raising=False)
+def _write_params(tmp_path: Path, real: dict) -> tuple[Path, Path]:
+    """A tiny params file with ``real`` overrides; (its path, the step's output path)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["real"] = {**RECOMMENDED_REAL, **TINY, **real}
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
-    out = tmp_path / "out" / "real.npz"
+    return params, tmp_path / "out" / "real.npz"
+
+
+def _prepare(tmp_path: Path, monkeypatch, capsys, real: dict) -> tuple[int, Path, str]:
+    """Run ``prepare-real`` on a tiny params file; (return code, output path, stderr+stdout)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    params, out = _write_params(tmp_path, real)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rc = cli.main(["prepare-real", "--params", str(params), "--out", str(out)])
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
     captured = capsys.readouterr()
     return rc, out, captured.out + captured.err
+
+
+def _prepare_unprivileged(tmp_path: Path, real: dict) -> tuple[int, Path, str]:
+    """:func:`_prepare` in a subprocess that file modes bind (root without the DAC capabilities)."""
+    params, out = _write_params(tmp_path, real)
+    env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"}
+    # this checkout's code, whether or not the package is installed editable
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
+    argv = [sys.executable, "-m", "mae_hlvm", "prepare-real", "--params", str(params), "--out", str(out)]
+    run = subprocess.run(_unprivileged(argv), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return run.returncode, out, run.stdout + run.stderr
 
 
 def _assert_one_line_error(rc: int, out: Path, text: str, named: Path | str, reason: str) -> None:
@@ -340,8 +404,10 @@ NEEDS_NON_ROOT = {"unreadable file (chmod 000)", "unlistable class folder (chmod
 
 @pytest.mark.parametrize("case", sorted(FOLDER_CASES))
 def test_bad_folder_is_one_line(case, tmp_path, monkeypatch, capsys):
-    if case in NEEDS_NON_ROOT and not _permissions_bind(tmp_path):
-        pytest.skip("running as root: chmod 000 does not stop reading (the simulated case covers the check)")
+    # as root, chmod 000 does not stop this process: run the step where it does
+    unprivileged = case in NEEDS_NON_ROOT and not _permissions_bind(tmp_path)
+    if unprivileged:
+        _need_unprivileged_runner()
     build = FOLDER_CASES[case]
     extra = {}
     if isinstance(build, tuple):
@@ -349,7 +415,8 @@ def test_bad_folder_is_one_line(case, tmp_path, monkeypatch, capsys):
     takes_monkeypatch = build.__code__.co_argcount == 2
     real, named, reason = build(tmp_path, monkeypatch) if takes_monkeypatch else build(tmp_path)
     try:
-        rc, out, text = _prepare(tmp_path, monkeypatch, capsys, {"dataset": "folder", "path": str(tmp_path / "d"), **extra, **real})
+        real = {"dataset": "folder", "path": str(tmp_path / "d"), **extra, **real}
+        rc, out, text = _prepare_unprivileged(tmp_path, real) if unprivileged else _prepare(tmp_path, monkeypatch, capsys, real)
     finally:
         for p in tmp_path.rglob("*"):  # let pytest clean up what the case locked
             if not p.is_symlink():
@@ -457,19 +524,22 @@ NPZ_CASES = {
     "n_train + n_test above the images": (_npz_case(r"has only 18 images, fewer than .* = 21: lower"), {"n_train": 15}),
     "unreadable (chmod 000)": _npz_unreadable,
 }
+NPZ_NEEDS_NON_ROOT = {"unreadable (chmod 000)"}
 
 
 @pytest.mark.parametrize("case", sorted(NPZ_CASES))
 def test_bad_npz_is_one_line(case, tmp_path, monkeypatch, capsys):
-    if case == "unreadable (chmod 000)" and not _permissions_bind(tmp_path):
-        pytest.skip("running as root: chmod 000 does not stop reading")
+    unprivileged = case in NPZ_NEEDS_NON_ROOT and not _permissions_bind(tmp_path)
+    if unprivileged:
+        _need_unprivileged_runner()
     build = NPZ_CASES[case]
     extra = {}
     if isinstance(build, tuple):
         build, extra = build
     named, reason = build(tmp_path)
     try:
-        rc, out, text = _prepare(tmp_path, monkeypatch, capsys, {"dataset": "npz", "path": str(tmp_path / "d.npz"), **extra})
+        real = {"dataset": "npz", "path": str(tmp_path / "d.npz"), **extra}
+        rc, out, text = _prepare_unprivileged(tmp_path, real) if unprivileged else _prepare(tmp_path, monkeypatch, capsys, real)
     finally:
         if (tmp_path / "d.npz").is_file():
             (tmp_path / "d.npz").chmod(0o644)
