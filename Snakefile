@@ -65,6 +65,8 @@ rule generate:
         report(pipeline.EXAMPLES_PNG, caption="report/examples.rst", category="Data"),
     log:
         pipeline.smk_log("generate"),
+    benchmark:
+        pipeline.smk_benchmark("generate"),
     params:
         reads=pipeline.STAGE_PARAMS["generate"],
     threads: 1
@@ -81,6 +83,8 @@ rule predict:
         pipeline.smk_outputs("predict"),
     log:
         pipeline.smk_log("predict"),
+    benchmark:
+        pipeline.smk_benchmark("predict"),
     params:
         reads=pipeline.STAGE_PARAMS["predict"],
     threads: 1
@@ -97,6 +101,8 @@ rule train:
         pipeline.smk_outputs("train"),
     log:
         pipeline.smk_log("train"),
+    benchmark:
+        pipeline.smk_benchmark("train"),
     params:
         reads=pipeline.STAGE_PARAMS["train"],
     threads: P.train.threads
@@ -114,6 +120,8 @@ rule probe:
         pipeline.smk_outputs("probe"),
     log:
         pipeline.smk_log("probe"),
+    benchmark:
+        pipeline.smk_benchmark("probe"),
     params:
         reads=pipeline.STAGE_PARAMS["probe"],
     threads: P.train.threads
@@ -130,6 +138,8 @@ rule baseline:
         pipeline.smk_outputs("baseline"),
     log:
         pipeline.smk_log("baseline"),
+    benchmark:
+        pipeline.smk_benchmark("baseline"),
     params:
         reads=pipeline.STAGE_PARAMS["baseline"],
     threads: P.train.threads
@@ -146,6 +156,8 @@ rule aggregate:
         pipeline.smk_outputs("aggregate"),
     log:
         pipeline.smk_log("aggregate"),
+    benchmark:
+        pipeline.smk_benchmark("aggregate"),
     params:
         reads=pipeline.STAGE_PARAMS["aggregate"],
     threads: 1
@@ -167,6 +179,8 @@ rule figures:
         ],
     log:
         pipeline.smk_log("figures"),
+    benchmark:
+        pipeline.smk_benchmark("figures"),
     params:
         reads=pipeline.STAGE_PARAMS["figures"],
     threads: 1
@@ -184,6 +198,8 @@ rule claims:
         report(pipeline.paths.CLAIMS_MD, caption="report/claims.rst", category="Summary"),
     log:
         pipeline.smk_log("claims"),
+    benchmark:
+        pipeline.smk_benchmark("claims"),
     params:
         reads=pipeline.stage_param_keys("claims", P),
     threads: 1
@@ -197,10 +213,14 @@ rule summary:
     input:
         pipeline.smk_inputs("summary", P),
     output:
-        report(pipeline.paths.SUMMARY_MD, caption="report/summary.rst", category="Summary"),
-        pipeline.paths.METRICS_TEX,
+        [
+            report(path, caption="report/summary.rst", category="Summary") if path == pipeline.paths.SUMMARY_MD else path
+            for path in pipeline.smk_outputs("summary")
+        ],
     log:
         pipeline.smk_log("summary"),
+    benchmark:
+        pipeline.smk_benchmark("summary"),
     params:
         reads=pipeline.stage_param_keys("summary", P),
     threads: 1
@@ -226,6 +246,8 @@ if "prepare_real" in REAL:
             pipeline.smk_outputs("prepare_real"),
         log:
             pipeline.smk_log("prepare_real"),
+        benchmark:
+            pipeline.smk_benchmark("prepare_real"),
         params:
             reads=pipeline.STAGE_PARAMS["prepare_real"],
         threads: 1
@@ -246,6 +268,8 @@ for _stage in sorted(s for s in REAL if s.startswith("train_real_")):
             pipeline.smk_outputs(_stage),
         log:
             pipeline.smk_log(_stage),
+        benchmark:
+            pipeline.smk_benchmark(_stage),
         params:
             reads=pipeline.STAGE_PARAMS[_stage],
             cmd=pipeline.smk_command(_stage),
@@ -269,6 +293,8 @@ for _stage in sorted(s for s in REAL if s.startswith("evaluate_real_")):
             pipeline.smk_outputs(_stage),
         log:
             pipeline.smk_log(_stage),
+        benchmark:
+            pipeline.smk_benchmark(_stage),
         params:
             reads=pipeline.STAGE_PARAMS[_stage],
             cmd=pipeline.smk_command(_stage),
@@ -294,6 +320,8 @@ if "report_real" in REAL:
             ],
         log:
             pipeline.smk_log("report_real"),
+        benchmark:
+            pipeline.smk_benchmark("report_real"),
         params:
             reads=pipeline.STAGE_PARAMS["report_real"],
         threads: P.train.threads

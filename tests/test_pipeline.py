@@ -339,7 +339,9 @@ def test_drift_default_grid_same_outputs_and_commands():
     assert len(dv) == n_synthetic + n_real
     assert sm == dv
     review = {outs: cmd for outs, cmd in dv.items() if " claims " in cmd or " summary " in cmd}
-    assert set(review) == {("results/claims.json", "results/claims.md"), ("results/metrics.tex", "results/summary.md")}
+    assert set(review) == {
+        ("results/claims.json", "results/claims.md"), ("results/headline.json", "results/metrics.tex", "results/summary.md")
+    }
 
 
 def test_drift_edited_grid_same_outputs_and_commands(tmp_path):

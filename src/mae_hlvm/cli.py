@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import paths
-from .config import GIB, ParamsError, dataset_bytes, load_params, real_enabled
+from .config import GIB, ParamsError, cell_id, dataset_bytes, load_params, real_enabled
 from .io import ArtifactError
 
 log = logging.getLogger("mae_hlvm")
@@ -95,6 +95,7 @@ def _figures_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", default=paths.BASELINES_CSV, help="random-init and raw-pixel R^2 (.csv)")
     p.add_argument("--prediction", default=paths.PREDICTION_JSON, help="the theorem's prediction (predict step)")
     p.add_argument("--out-dir", default=paths.FIGURES_DIR)
+    p.add_argument("--loss-curves", default=paths.LOSS_CURVES_CSV, help="every cell's loss per epoch (.csv)")
 
 
 def _baseline_args(p: argparse.ArgumentParser) -> None:
@@ -121,6 +122,7 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real-dir", default=paths.REAL_RESULTS_DIR, help="Table 1 and figures, read when real.enabled")
     p.add_argument("--out-md", default=paths.SUMMARY_MD)
     p.add_argument("--out-tex", default=paths.METRICS_TEX)
+    p.add_argument("--out-headline", default=paths.HEADLINE_JSON, help="the numbers dvc metrics compares (.json)")
 
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
@@ -185,12 +187,27 @@ def run(params, args) -> None:  # noqa: ANN001 - the ``check`` step
     print(f"{args.params}: valid")
 
 
-def _setup_logging(log_path: str | None) -> None:
+def job_label(args: argparse.Namespace) -> str:
+    """The job a log line comes from: ``train r0.5_p2_s0``, ``train-real B/r0.75_p8_s0``,
+    ``baseline s1``, ``aggregate``: two jobs' interleaved lines stay apart."""
+    unit = getattr(args, "patch_size", None) or getattr(args, "mask_unit", None)
+    if getattr(args, "mask_ratio", None) is not None and unit is not None:
+        cell = cell_id(args.mask_ratio, unit, args.seed)
+        return f"{args.step} {args.sweep}/{cell}" if getattr(args, "sweep", None) else f"{args.step} {cell}"
+    if getattr(args, "seed", None) is not None:
+        return f"{args.step} s{args.seed}"
+    if getattr(args, "checkpoint", None):  # evaluate-real names its cell by the checkpoint's folder
+        return f"{args.step} {Path(args.checkpoint).parent.parent.name}/{Path(args.checkpoint).parent.name}"
+    return args.step
+
+
+def _setup_logging(log_path: str | None, label: str = "mae_hlvm") -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers, force=True)
+    fmt = "%(asctime)s [" + label.replace("%", "%%") + "] %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt, handlers=handlers, force=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return replay_main(raw[1:])
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log)
+    _setup_logging(args.log, job_label(args))
     module, _, function = STEPS[args.step][0].partition(":")
     try:
         if args.step in PARAMS_FREE:

@@ -496,3 +496,13 @@ def run(params: Params, args: Any) -> None:
     with plt.rc_context(RC), sns.axes_style("ticks"):
         written = render_all(params, frame, args.out_dir, baselines, read_json(args.prediction))
     log.info("wrote %d figure files under %s", len(written), args.out_dir)
+    # beside the figures folder unless named (results/loss_curves.csv)
+    loss_table = getattr(args, "loss_curves", None) or Path(args.out_dir).parent / Path(paths.LOSS_CURVES_CSV).name
+    write_loss_table(read_loss_curves(params), loss_table)
+
+
+def write_loss_table(curves: pd.DataFrame, path: str | Path) -> None:
+    """Every cell's loss per epoch, one row each (``cell`` names it), for ``dvc plots``."""
+    table = curves.assign(cell=[cell_id(r, p, s) for r, p, s in zip(curves.mask_ratio, curves.patch_size, curves.seed)])
+    cols = ["cell", "mask_ratio", "patch_size", "seed", "epoch", "loss"]
+    write_bytes(path, table[cols].to_csv(index=False, float_format="%.8g", lineterminator="\n").encode())

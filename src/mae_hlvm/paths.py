@@ -17,8 +17,12 @@ BASELINES_CSV = "results/baselines.csv"
 CLAIMS_JSON = "results/claims.json"
 CLAIMS_MD = "results/claims.md"
 SUMMARY_MD = "results/summary.md"
+# The handful of numbers a reviewer compares across revisions (`dvc metrics show/diff`)
+HEADLINE_JSON = "results/headline.json"
 METRICS_TEX = "results/metrics.tex"
 FIGURES_DIR = "results/figures"
+# Every cell's training loss per epoch in one table, for `dvc plots` (figures step)
+LOSS_CURVES_CSV = "results/loss_curves.csv"
 CELLS_DIR = "results/cells"
 MODELS_DIR = "models"
 LOGS_DIR = "logs"

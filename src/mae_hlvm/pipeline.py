@@ -161,7 +161,7 @@ SOURCE_REL = "src/mae_hlvm"
 # Modules that validate, name or describe, but never compute a result: editing them
 # must not rerun the grid, so they are not code deps.
 NOT_CODE_DEPS = frozenset(
-    {"__init__", "__main__", "cli", "config", "ledger", "lint", "paths", "pipeline", "provenance", "replay", "runlock"}
+    {"__init__", "__main__", "cli", "config", "ledger", "lint", "paths", "pipeline", "provenance", "remote", "replay", "runlock"}
 )
 
 PARAMS_DIR = f"{paths.STATE_DIR}/params"
@@ -313,7 +313,7 @@ def command(stage: str, f: Fields | None = None) -> str:
     if stage == "figures":
         return (
             f"{base} --metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --prediction {paths.PREDICTION_JSON} "
-            f"--out-dir {paths.FIGURES_DIR} --log {log_path(stage)}"
+            f"--out-dir {paths.FIGURES_DIR} --loss-curves {paths.LOSS_CURVES_CSV} --log {log_path(stage)}"
         )
     # claims and summary find the real track's files at their default paths (cli.py), so
     # their commands do not change, nor name the track, when it is switched off
@@ -327,7 +327,8 @@ def command(stage: str, f: Fields | None = None) -> str:
         return (
             f"{base} --metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --claims-md {paths.CLAIMS_MD} "
             f"--claims-json {paths.CLAIMS_JSON} --figures-dir {paths.FIGURES_DIR} "
-            f"--out-md {paths.SUMMARY_MD} --out-tex {paths.METRICS_TEX} --log {log_path(stage)}"
+            f"--out-md {paths.SUMMARY_MD} --out-tex {paths.METRICS_TEX} --out-headline {paths.HEADLINE_JSON} "
+            f"--log {log_path(stage)}"
         )
     return _real_command(stage, f)
 
@@ -368,28 +369,30 @@ def outputs(stage: str, f: Fields | None = None) -> list[Out]:
     if stage == "generate":
         return [Out(paths.SYNTHETIC_DATA), Out(EXAMPLES_PNG, "plots", cache=False)]
     if stage == "predict":
-        return [Out(paths.PREDICTION_JSON, "metrics", cache=False)]
+        return [Out(paths.PREDICTION_JSON, cache=False)]
     if stage == "train":
         cell = cell_name(f)
         return [Out(paths.checkpoint(cell)), Out(paths.train_log(cell))]
     if stage == "probe":
         cell = cell_name(f)
-        # per-cell metrics live in git so that `dvc metrics diff` shows every cell
-        return [Out(paths.probe_json(cell), "metrics", cache=False), Out(paths.recon_npz(cell), cache=False)]
+        # per-cell metrics live in git (`git diff`, replay-check); DVC's metrics are the headline
+        return [Out(paths.probe_json(cell), cache=False), Out(paths.recon_npz(cell), cache=False)]
     if stage == "baseline":
-        return [Out(paths.baseline_json(f["seed"]), "metrics", cache=False)]
+        return [Out(paths.baseline_json(f["seed"]), cache=False)]
     if stage == "aggregate":
         return [
-            Out(paths.METRICS_CSV, "plots", cache=False),
-            Out(paths.METRICS_JSON, "metrics", cache=False),
+            Out(paths.METRICS_CSV, cache=False),  # drawn by dvc.yaml's top-level plots (DVC_PLOTS)
+            Out(paths.METRICS_JSON, cache=False),
             Out(paths.BASELINES_CSV, cache=False),
         ]
     if stage == "claims":
-        return [Out(paths.CLAIMS_JSON, "metrics", cache=False), Out(paths.CLAIMS_MD, cache=False)]
+        return [Out(paths.CLAIMS_JSON, cache=False), Out(paths.CLAIMS_MD, cache=False)]
     if stage == "summary":
-        return [Out(paths.SUMMARY_MD, cache=False), Out(paths.METRICS_TEX, cache=False)]
+        # the one DVC metrics file: per-cell numbers stay in git, out of `dvc metrics show`
+        return [Out(paths.SUMMARY_MD, cache=False), Out(paths.METRICS_TEX, cache=False),
+                Out(paths.HEADLINE_JSON, "metrics", cache=False)]
     if stage == "figures":
-        outs = []
+        outs = [Out(paths.LOSS_CURVES_CSV, cache=False)]
         for name in FIGURE_NAMES:
             outs.append(Out(f"{paths.FIGURES_DIR}/{name}.png", "plots", cache=False))
             outs.append(Out(f"{paths.FIGURES_DIR}/{name}.pdf", cache=False))
@@ -403,11 +406,11 @@ def _real_outputs(stage: str, f: Fields | None) -> list[Out]:
         return [Out(paths.REAL_DATA)]
     if stage == "report_real":
         tables = [
-            Out(f"{paths.REAL_TABLE_STEM}.csv", "plots", cache=False),
+            Out(f"{paths.REAL_TABLE_STEM}.csv", cache=False),
             Out(f"{paths.REAL_TABLE_STEM}.md", cache=False),
             Out(f"{paths.REAL_TABLE_STEM}.tex", cache=False),
-            Out(paths.REAL_RANK_JSON, "metrics", cache=False),
-            Out(paths.REAL_FIGURES_JSON, "metrics", cache=False),
+            Out(paths.REAL_RANK_JSON, cache=False),
+            Out(paths.REAL_FIGURES_JSON, cache=False),
         ]
         figures = []
         for name in REAL_FIGURE_NAMES:
@@ -418,7 +421,7 @@ def _real_outputs(stage: str, f: Fields | None) -> list[Out]:
         cell = cell_name(f)
         return [Out(paths.real_checkpoint(sweep, cell)), Out(paths.real_train_log(sweep, cell))]
     if stage.startswith("evaluate_real_"):
-        return [Out(paths.real_cell_json(sweep, cell_name(f)), "metrics", cache=False)]
+        return [Out(paths.real_cell_json(sweep, cell_name(f)), cache=False)]
     raise KeyError(stage)
 
 
@@ -597,6 +600,12 @@ def smk_log(stage: str) -> str:
     return log_path(stage, smk_path_fields(stage))
 
 
+def smk_benchmark(stage: str) -> str:
+    """A rule's ``benchmark:`` file (wall time, memory, I/O per job, by Snakemake):
+    ``benchmarks/<stage>/<cell>.tsv`` beside ``logs/`` (run-dependent, never an artifact)."""
+    return log_path(stage, smk_path_fields(stage)).replace("logs/", "benchmarks/", 1).removesuffix(".log") + ".tsv"
+
+
 def figure_stem(path: str) -> str:
     """``results/figures/r2_vs_ratio.png`` -> ``r2_vs_ratio`` (its report caption's name)."""
     return Path(path).stem
@@ -699,6 +708,21 @@ def dvc_stage(stage: str, params: Params) -> dict[str, Any]:
     return spec
 
 
+# `dvc plots show/diff`: explicit x and y, drawn by our templates in .dvc/plots/ (one line
+# per masking unit, one per cell); the figures stage's PNGs are plots too (outputs).
+DVC_PLOTS = [
+    {"root_r2_vs_ratio": {
+        "template": "by_unit", "x": "mask_ratio", "y": {paths.METRICS_CSV: "r2_level0"},
+        "title": "root R^2 against masking ratio (mean over seeds), per masking unit",
+        "x_label": "masking ratio", "y_label": "root R^2 (linear probe)",
+    }},
+    {"learning_curves": {
+        "template": "by_cell", "x": "epoch", "y": {paths.LOSS_CURVES_CSV: "loss"},
+        "title": "training loss (hidden pixels) per epoch, every cell",
+        "x_label": "epoch", "y_label": "loss",
+    }},
+]
+
 DVC_YAML_HEADER = "# Generated by `make dvc-yaml` (python -m mae_hlvm.pipeline dvc-yaml --out dvc.yaml); do not edit.\n"
 
 
@@ -713,7 +737,7 @@ def dvc_yaml(params: Params) -> str:
         header += f"# real-image track on: sweep {params.real.sweep}\n"
     else:
         header += "# real-image track off (real.enabled)\n"
-    body = {"stages": {s: dvc_stage(s, params) for s in active_stages(params)}}
+    body = {"stages": {s: dvc_stage(s, params) for s in active_stages(params)}, "plots": DVC_PLOTS}
     return header + yaml.safe_dump(body, sort_keys=False, width=1000)
 
 

@@ -26,7 +26,7 @@ from . import paths
 from .aggregate import load_baselines, load_metrics
 from .config import Params, cell_id, digest, real_enabled, section_dict
 from .gate import GATE_MIN_SHARE, flag_reason, gate_line
-from .io import ArtifactError, check_recorded, read_json, write_text
+from .io import ArtifactError, check_recorded, read_json, write_json, write_text
 from .pipeline import FIGURE_NAMES, REAL_FIGURE_NAMES
 from .provenance import code_revision, library_versions
 
@@ -232,6 +232,33 @@ def _existing(path: Path, step: str) -> Path:
     return path
 
 
+def headline(metrics: pd.DataFrame, claims: dict[str, Any]) -> dict[str, Any]:
+    """The numbers `dvc metrics show/diff` compares across revisions: no hashes, no per-cell rows.
+
+    How many cells learned (the gate), the median gain share, root R^2 per masking unit
+    (mean over ratios and seeds, and the ratio where it peaks), the theorem's rank
+    correlation, and how many claims got each verdict.
+    """
+    out: dict[str, Any] = {
+        "cells": int(len(metrics)),
+        "cells_learned": int(metrics["gate_pass"].astype(bool).sum()),
+        "gain_share_median": round(float(metrics["gain_share"].median()), 4),
+    }
+    for unit, group in metrics.groupby("patch_size"):
+        by_ratio = group.groupby("mask_ratio")["r2_level0"].mean()
+        out[f"root_r2_unit{int(unit)}"] = round(float(by_ratio.mean()), 4)
+        out[f"root_r2_peak_ratio_unit{int(unit)}"] = float(by_ratio.idxmax())
+    c5 = claims.get("claims", {}).get("C5", {})
+    if isinstance(c5.get("effect"), (int, float)):
+        out["theorem_rho"] = round(float(c5["effect"]), 4)
+    counts: dict[str, int] = {}
+    for claim in claims.get("claims", {}).values():
+        kind = str(claim.get("verdict", "")).split(":")[0].strip().replace(" ", "_") or "none"
+        counts[kind] = counts.get(kind, 0) + 1
+    out["claims"] = dict(sorted(counts.items()))
+    return out
+
+
 def run(params: Params, args: argparse.Namespace) -> None:
     """Write ``args.out_md`` and ``args.out_tex`` from the metrics, baselines, claims and figures."""
     metrics = load_metrics(args.metrics)
@@ -250,3 +277,5 @@ def run(params: Params, args: argparse.Namespace) -> None:
     text, tex = render_summary(params, metrics, claims_md.read_text(), figures, baselines, real_md, claims)
     write_text(args.out_md, text)
     write_text(args.out_tex, tex)
+    out_headline = getattr(args, "out_headline", None) or Path(args.out_md).parent / Path(paths.HEADLINE_JSON).name
+    write_json(out_headline, headline(metrics, claims))
