@@ -27,6 +27,8 @@ N_IMAGES, SIZE = 3, 24
 
 def make_params(ratios=RATIOS, patches=PATCHES, seeds=SEEDS):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw.pop("robustness", None)  # its subset names cells of the shipped grid
+    raw.pop("robustness", None)  # its subset names cells of the shipped grid, which these tests replace
     # Pin what the fake cells assume (3 latent levels, 24-px images) whatever params.yaml says.
     raw["data"].update(image_size=SIZE, depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 0.7, 0.7])
     raw["model"]["vit_patch"] = 2
@@ -451,7 +453,7 @@ def test_r2_figure_draws_each_baseline_per_level_in_its_colour(grid):
                 }
                 assert got == expected
         labels = [t.get_text() for t in fig.axes[len(PATCHES) - 1].get_legend().get_texts()]
-        assert labels[-2:] == ["random-init encoder", "raw pixels"] and "level 0" in labels
+        assert labels[-2:] == ["random-init encoder", "raw pixels"] and "level 0 (root)" in labels
     finally:
         figures.plt.close(fig)
 
@@ -477,3 +479,164 @@ def test_load_metrics_refuses_a_table_without_the_gate(grid):
     frame.drop(columns=["gate_pass"]).to_csv(paths.METRICS_CSV, index=False)
     with pytest.raises(ArtifactError, match=r"lacks columns \['gate_pass'\]; rerun the aggregate step"):
         aggregate.load_metrics(paths.METRICS_CSV)
+
+
+# --------------------------------------------------------------------------- stamp, bands, axes, names
+
+LONG_LABEL = "params 0123456789abcdef | code " + "f" * 40 + "+dirty"
+
+
+def stamp_collisions(fig) -> list[str]:
+    """What the provenance stamp's box overlaps: any axes' tight box (panel, ticks, labels, title,
+    legend), any figure-level text (suptitle, other figure texts), or the figure's edge; and any
+    figure-level text the figure's edge cuts."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    stamps = [t for t in fig.texts if t.get_gid() == "provenance-stamp"]
+    assert len(stamps) == 1, "one stamp per figure"
+    box = stamps[0].get_window_extent(renderer)
+    edge = fig.bbox
+    hits = [] if edge.x0 <= box.x0 and box.x1 <= edge.x1 and edge.y0 <= box.y0 and box.y1 <= edge.y1 else ["the figure edge"]
+    for ax in fig.axes:
+        tight = ax.get_tightbbox(renderer)
+        if tight is not None and box.overlaps(tight):
+            hits.append(f"axes {ax.get_title()!r}")
+    # figure-level texts (those inside an axes are in its tight box)
+    texts = [t for t in fig.texts if t is not stamps[0]]
+    texts += [t for t in (getattr(fig, "_suptitle", None), getattr(fig, "_supxlabel", None)) if t is not None]
+    texts += [t for legend in fig.legends for t in (*legend.texts, legend.get_title())]
+    for text in texts:
+        if text.get_visible() and text.get_text().strip():
+            extent = text.get_window_extent(renderer)
+            if box.overlaps(extent):
+                hits.append(f"text {text.get_text()!r}")
+            if not (edge.x0 <= extent.x0 and extent.x1 <= edge.x1 and edge.y0 <= extent.y0 and extent.y1 <= edge.y1):
+                hits.append(f"cut by the figure edge: {text.get_text()!r}")
+    return hits
+
+
+def built_figures(params, label: str, prefix: str = "") -> dict:
+    """{figure name: builder} over the tables ``aggregate.run(params, agg_args(prefix))`` wrote."""
+    args = agg_args(prefix)
+    frame = aggregate.load_metrics(args.out_csv)
+    base = aggregate.load_baselines(args.out_baselines)
+    builders = figures.figure_builders(params, frame, label, base, fake_prediction())
+    assert list(builders) == list(figures.FIGURE_NAMES)
+    return builders
+
+
+@pytest.mark.parametrize("patches", [PATCHES, [2]], ids=["two-units", "one-unit-narrow"])
+@pytest.mark.parametrize("label", ["params 0123456789abcdef | code abc123", LONG_LABEL], ids=["short", "long"])
+def test_the_stamp_overlaps_no_panel_label_title_or_legend(grid, patches, label):
+    params, _ = make_params(patches=patches)
+    aggregate.run(params, agg_args("s_"))
+    with figures.figure_style():
+        for name, build in built_figures(params, label, "s_").items():
+            fig = build()
+            try:
+                assert stamp_collisions(fig) == [], name
+                stamp = next(t for t in fig.texts if t.get_gid() == "provenance-stamp")
+                assert stamp.get_text().replace("\n", " | ") == label, name
+            finally:
+                figures.plt.close(fig)
+
+
+def test_the_overlap_check_sees_an_overlap(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    with figures.figure_style():
+        fig = built_figures(params, LONG_LABEL)["loss_curves"]()
+    try:
+        stamp = next(t for t in fig.texts if t.get_gid() == "provenance-stamp")
+        fig.text(*stamp.get_position(), "in the way", ha="right", va="center")
+        assert stamp_collisions(fig) == ["text 'in the way'"]
+    finally:
+        figures.plt.close(fig)
+
+
+def _texts(fig) -> list[str]:
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def test_every_figure_names_the_root_and_the_leaves(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    with figures.figure_style():
+        built = {name: build() for name, build in built_figures(params, "x").items()}
+    try:
+        for name, fig in built.items():
+            for text in _texts(fig):  # "level 0" never appears bare
+                assert "level 0" not in text.replace("level 0 (root)", ""), (name, text)
+        for name in ("r2_vs_ratio", "spatial_r2"):
+            legend = [t.get_text() for t in built[name].axes[len(PATCHES) - 1].get_legend().get_texts()]
+            assert legend[:3] == ["level 0 (root)", "level 1", "level 2 (leaves)"], name
+        region = [t.get_text() for t in built["region_r2"].axes[len(PATCHES) - 1].get_legend().get_texts()]
+        assert region == ["level 1", "level 2 (leaves)"]
+        assert "level 0 (root)" in built["root_r2_heatmap"].axes[0].get_title()
+        ticks = [t.get_text() for t in built["theorem_levels"].axes[0].get_yticklabels()]
+        assert ticks == ["0 (root)", "1", "2 (leaves)"]
+    finally:
+        for fig in built.values():
+            figures.plt.close(fig)
+
+
+def test_bands_are_min_max_over_seeds_and_said_so(grid):
+    from matplotlib.collections import PolyCollection
+
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    frame = aggregate.load_metrics(paths.METRICS_CSV)
+    with figures.figure_style():
+        built = {name: build() for name, build in built_figures(params, "x").items()}
+    try:
+        # root R^2 at unit 2: seeds differ by 0.001 (root_r2); the band spans exactly min..max
+        ax = built["r2_vs_ratio"].axes[0]
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        part = frame[frame.patch_size == 2].groupby("mask_ratio")["r2_level0"]
+        ys = bands[0].get_paths()[0].vertices[:, 1]
+        assert min(ys) == pytest.approx(part.min().min()) and max(ys) == pytest.approx(part.max().max())
+        for name, fig in built.items():
+            said = " ".join(_texts(fig))
+            if name != "reconstructions":  # one seed, no spread to show
+                assert "min-max over seeds" in said or "min\u2013max over seeds" in said, name
+        cells = [t.get_text() for t in built["root_r2_heatmap"].axes[0].texts]
+        low, high = root_r2(0.5, 2, 0), root_r2(0.5, 2, 1)
+        assert f"{(low + high) / 2:.2f}\n{low:.2f}\u2013{high:.2f}" in cells
+    finally:
+        for fig in built.values():
+            figures.plt.close(fig)
+
+
+def test_axes_show_the_scale_of_the_effect(grid):
+    params, _ = grid
+    aggregate.run(params, agg_args())
+    with figures.figure_style():
+        built = {name: build() for name, build in built_figures(params, "x").items()}
+    try:
+        for name in ("r2_vs_ratio", "spatial_r2", "region_r2"):
+            for ax in built[name].axes:
+                low, high = ax.get_ylim()
+                assert low <= 0 and 1 <= high < 1.05, (name, ax.get_ylim())
+        for ax in built["loss_curves"].axes:
+            assert ax.get_ylim()[0] == 0
+        heat = built["root_r2_heatmap"].axes[0].collections[0]
+        assert (heat.norm.vmin, heat.norm.vmax) == (0.0, 1.0)
+        left, right = built["theorem_levels"].axes[:2]
+        assert left.get_xlim() == left.get_ylim() == right.get_ylim() == (-0.15, 2.15)
+    finally:
+        for fig in built.values():
+            figures.plt.close(fig)
+
+
+def test_r2_limits_extend_below_zero_only_when_needed():
+    assert figures.r2_limits([0.2, 0.9, float("nan")]) == (0.0, 1.0)
+    assert figures.r2_limits([-0.04, 0.5]) == (-0.1, 1.0)
+    assert figures.r2_limits([-7.0, 0.5]) == (-1.0, 1.0)
+    assert figures.level_label("level 0", 3) == "level 0 (root)" and figures.level_label("level 3", 3) == "level 3 (leaves)"
+    assert figures.level_label("level 2", 3) == "level 2" and figures.level_index("level 3 (leaves)") == 3

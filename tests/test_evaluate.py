@@ -333,3 +333,152 @@ def test_table1_floors_probe_raw_pixels_and_the_untrained_encoder(digits, models
     assert ev.table1_floors(digits, models[0][1], probe_epochs=5, knn_k=5, eval_seed=0) == floors
     md = ev.floors_markdown(floors)
     assert md.count("| raw pixels |") == 2 and "| random-init encoder | knn |" in md
+
+
+# ------------------------------------------------------------------ figure conventions: stamp, bands, axes
+
+LONG_STAMP = "params 0123456789abcdef | code " + "f" * 40 + "+dirty"
+
+
+def stamp_collisions(fig) -> list[str]:
+    """What the provenance stamp's box overlaps: any axes' tight box (panel, ticks, labels, title,
+    legend), any figure-level text (suptitle, figure legends), or the figure's edge; and any
+    figure-level text the figure's edge cuts."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    stamps = [t for t in fig.texts if t.get_gid() == "provenance-stamp"]
+    assert len(stamps) == 1, "one stamp per figure"
+    box = stamps[0].get_window_extent(renderer)
+    edge = fig.bbox
+    hits = [] if edge.x0 <= box.x0 and box.x1 <= edge.x1 and edge.y0 <= box.y0 and box.y1 <= edge.y1 else ["the figure edge"]
+    for ax in fig.axes:
+        tight = ax.get_tightbbox(renderer)
+        if tight is not None and box.overlaps(tight):
+            hits.append(f"axes {ax.get_title()!r}")
+    # figure-level texts (those inside an axes are in its tight box)
+    texts = [t for t in fig.texts if t is not stamps[0]]
+    texts += [t for t in (getattr(fig, "_suptitle", None), getattr(fig, "_supxlabel", None)) if t is not None]
+    texts += [t for legend in fig.legends for t in (*legend.texts, legend.get_title())]
+    for text in texts:
+        if text.get_visible() and text.get_text().strip():
+            extent = text.get_window_extent(renderer)
+            if box.overlaps(extent):
+                hits.append(f"text {text.get_text()!r}")
+            if not (edge.x0 <= extent.x0 and extent.x1 <= edge.x1 and edge.y0 <= extent.y0 and extent.y1 <= edge.y1):
+                hits.append(f"cut by the figure edge: {text.get_text()!r}")
+    return hits
+
+
+def _recon_frame() -> pd.DataFrame:
+    """Fig. 5 rows with known numbers: Sweep A (unit 4) over three ratios, Sweep B (ratio 0.75) over units 2, 4, 8."""
+    rows = []
+    for ratio, unit in [(0.1, 4), (0.5, 4), (0.75, 4), (0.75, 2), (0.75, 8)]:
+        for seed in (0, 1):
+            ssim = 0.30 + 0.1 * ratio + 0.02 * seed
+            mse = 0.02 + 0.01 * unit / 8 + 0.004 * seed
+            rows.append({"mask_ratio": ratio, "mask_unit": unit, "seed": seed, "ssim": ssim,
+                         "psnr": -10 * np.log10(mse), "mse": mse, "neg_mse": -mse})
+    return pd.DataFrame(rows)
+
+
+def _real_figures(n_images: int, n_cells: int) -> dict:
+    """Every real-track figure drawn from made-up inputs: {name: Figure}."""
+    rng = np.random.default_rng(0)
+    pixels = rng.random((n_images, 1, 16, 16))
+    labels = [f"r0.{i + 1} u4" for i in range(n_cells)]
+    maps = [rng.random((n_images, 8, 8)) / 64 for _ in labels]
+    fig6, fig7 = ev.attention_figures(labels, pixels, maps, [m[:, ::-1] for m in maps], (8, 8, 2))
+    classes = rng.integers(0, 10, size=60)
+    panels = [(label, rng.normal(size=(60, 2)), -0.1) for label in labels]
+    return {
+        "fig5_recon_quality": ev.recon_quality_figure(_recon_frame(), sweep_a_unit=4, sweep_b_ratio=0.75),
+        "fig6_cls_attention": fig6,
+        "fig7_token_attention": fig7,
+        "fig8_tsne": ev.tsne_plot(panels, classes, [str(k) for k in range(10)], 10, "cls"),
+    }
+
+
+@pytest.mark.parametrize(("n_images", "n_cells"), [(6, 7), (1, 1), (3, 5)], ids=["paper-grid", "narrow", "ragged"])
+@pytest.mark.parametrize("label", ["params 0123456789abcdef | code abc123", LONG_STAMP], ids=["short", "long"])
+def test_real_figures_keep_the_stamp_off_panels_labels_and_titles(n_images, n_cells, label) -> None:
+    from mae_hlvm.pipeline import REAL_FIGURE_NAMES
+
+    built = _real_figures(n_images, n_cells)
+    assert sorted(built) == sorted(REAL_FIGURE_NAMES)
+    for name, fig in built.items():
+        height = fig.get_size_inches()[1]
+        ev.stamp_figure(fig, label)
+        assert fig.get_size_inches()[1] > height, "the footer is added below, panels keep their size"
+        assert stamp_collisions(fig) == [], name
+        stamp = next(t for t in fig.texts if t.get_gid() == "provenance-stamp")
+        assert stamp.get_text().replace("\n", " | ") == label
+
+
+def test_the_overlap_check_sees_an_overlap() -> None:
+    fig = _real_figures(2, 2)["fig8_tsne"]
+    ev.stamp_figure(fig, LONG_STAMP)
+    stamp = next(t for t in fig.texts if t.get_gid() == "provenance-stamp")
+    fig.text(*stamp.get_position(), "in the way", ha="right", va="center")
+    assert stamp_collisions(fig) == ["text 'in the way'"]
+
+
+def test_stamp_figure_refuses_what_it_cannot_lay_out() -> None:
+    from matplotlib.figure import Figure
+
+    with pytest.raises(ValueError, match="constrained"):
+        ev.stamp_figure(Figure(), "x")
+    fig = Figure(layout="constrained")
+    fig.subplots().plot([0, 1], label="a")
+    fig.legend(loc="outside lower center")
+    with pytest.raises(ValueError, match="legend in an axes"):
+        ev.stamp_figure(fig, "x")
+
+
+def test_fig5_band_is_the_min_max_over_seeds_on_axes_that_include_zero() -> None:
+    from matplotlib.collections import PolyCollection
+
+    df = _recon_frame()
+    fig = ev.recon_quality_figure(df, sweep_a_unit=4, sweep_b_ratio=0.75)
+    axes = np.asarray(fig.axes).reshape(2, 3)
+    sweep_a = df[df.mask_unit == 4]
+    for col, (metric, _) in enumerate(ev.RECON_METRICS):
+        ax = axes[0, col]
+        band = next(c for c in ax.collections if isinstance(c, PolyCollection))
+        ys = band.get_paths()[0].vertices[:, 1]
+        assert min(ys) == pytest.approx(sweep_a[metric].min()) and max(ys) == pytest.approx(sweep_a[metric].max()), metric
+        low, high = ax.get_ylim()
+        assert low <= 0 <= high, metric
+        assert "widest seed range" in ax.get_title()
+    assert axes[0, 0].get_ylim() == (0.0, 1.0), "SSIM on its fixed 0-1 axis"
+    assert "band: min-max over seeds" in fig.get_suptitle()
+    # the notes give the effect against the seed spread: SSIM means span 0.065 (0.1 -> 0.75), seeds differ by 0.02
+    assert "means span 0.065; widest seed range 0.02" in axes[0, 0].get_title()
+
+
+def test_recon_axis_limits_include_each_metrics_zero() -> None:
+    assert ev.recon_axis_limits("ssim", [0.2, 0.4]) == (0.0, 1.0)
+    assert ev.recon_axis_limits("ssim", [-0.02, 0.4]) == (-0.1, 1.0)
+    assert ev.recon_axis_limits("psnr", [9.1, 12.3]) == (0.0, 15.0)
+    assert ev.recon_axis_limits("neg_mse", [-0.21, -0.1]) == (pytest.approx(-0.25), 0.0)
+
+
+def test_attention_panels_are_coloured_from_zero_to_their_own_maximum() -> None:
+    built = _real_figures(2, 2)
+    for name in ("fig6_cls_attention", "fig7_token_attention"):
+        fig = built[name]
+        for ax in fig.axes[2:]:  # the rows under the inputs
+            image = ax.get_images()[0]
+            assert image.norm.vmin == 0.0 and image.norm.vmax == pytest.approx(float(image.get_array().max()))
+        assert "each panel's own maximum" in fig.get_suptitle()
+
+
+def test_stamped_figures_are_byte_identical(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ev, "_STAMP", LONG_STAMP)
+    a = ev.plot_recon_quality(_recon_frame(), tmp_path / "a" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
+    b = ev.plot_recon_quality(_recon_frame(), tmp_path / "b" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
+    _same_bytes(a, b)
+    assert b"CreationDate" not in a[1].read_bytes() and b"Producer" not in a[1].read_bytes()

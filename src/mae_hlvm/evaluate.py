@@ -6,11 +6,16 @@ writes its artifact atomically with deterministic bytes (same inputs -> same fil
 - Table 1: :func:`table1_cell` (linear probe and k-NN, clean and shifted test sets) and
   :func:`table1_render` (CSV, Markdown, LaTeX beside the paper's numbers).
 - Fig. 5: :func:`recon_quality_cell` (SSIM / PSNR / MSE of UNmasked reconstructions)
-  and :func:`plot_recon_quality`.
-- Figs. 6/7: :func:`attention_grid` (last-layer CLS attention, and one token's).
-- Fig. 8: :func:`tsne_figure`.
+  and :func:`plot_recon_quality` (drawn by :func:`recon_quality_figure`).
+- Figs. 6/7: :func:`attention_grid` (last-layer CLS attention, and one token's; drawn by
+  :func:`attention_figures`).
+- Fig. 8: :func:`tsne_figure` (drawn by :func:`tsne_plot`).
 - The learning gate (:mod:`mae_hlvm.gate`): :func:`gate_cell`, the same rules as the
   synthetic probe step's, on the test split with the cell's own masking.
+
+Figures follow the synthetic track's conventions (:mod:`mae_hlvm.figures`): seed spread as
+the min-max band over seeds, axes that include each metric's zero, and the params/code
+stamp in a footer strip reserved below the panels (:func:`stamp_figure`).
 
 The shifted test sets are local stand-ins for ImageNet-v2/ObjectNet/R/A/Sketch, built
 from the clean test split with fixed seeds (:func:`shifted_test_sets`).
@@ -592,11 +597,42 @@ def recon_quality_cell(
 _STAMP: str | None = None
 
 
+STAMP_FONTSIZE = 6  # points; the same footer as mae_hlvm.figures.stamp (not imported: the
+STAMP_LINE_IN = 0.12  # evaluate-real stage would then depend on the synthetic figures' code)
+STAMP_PAD_IN = 0.08
+
+
+def stamp_figure(fig: Figure, label: str) -> None:
+    """Add a footer strip below a constrained-layout figure and write ``label`` in it.
+
+    The figure grows by the strip (panels keep their size) and the layout engine keeps
+    every panel, label, legend and the suptitle above it, so the stamp overlaps none.
+    The label is split after its ``|`` when one line would be wider than the figure.
+    """
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+    from matplotlib.textpath import TextPath
+
+    engine = fig.get_layout_engine()
+    if not isinstance(engine, ConstrainedLayoutEngine):
+        raise ValueError("stamp_figure: the figure must use layout='constrained'")
+    if fig.legends:  # constrained layout anchors them to the figure's edge, i.e. into the footer
+        raise ValueError("stamp_figure: put the legend in an axes, not on the figure")
+    width, height = fig.get_size_inches()
+    wide = TextPath((0, 0), label, size=STAMP_FONTSIZE).get_extents().width / 72
+    text = label.replace(" | ", "\n") if wide > width - 2 * STAMP_PAD_IN and " | " in label else label
+    footer = STAMP_LINE_IN * (text.count("\n") + 1) + 2 * STAMP_PAD_IN
+    fig.set_figheight(height + footer)
+    bottom = footer / (height + footer)
+    engine.set(rect=(0, bottom, 1, 1 - bottom))
+    fig.text(1 - STAMP_PAD_IN / width, bottom / 2, text, ha="right", va="center", ma="right",
+             fontsize=STAMP_FONTSIZE, color="0.4", gid="provenance-stamp")
+
+
 def save_figure(fig: Figure, out_stem: str | Path) -> list[Path]:
     """Write ``out_stem``.png and .pdf atomically, with no timestamps or versions inside."""
     out_stem = Path(out_stem)
     if _STAMP:
-        fig.text(0.995, 0.005, _STAMP, ha="right", va="bottom", fontsize=6, color="0.4")
+        stamp_figure(fig, _STAMP)
     written = []
     for fmt, metadata in (
         ("png", {"Software": None}),
@@ -612,18 +648,47 @@ def save_figure(fig: Figure, out_stem: str | Path) -> list[Path]:
 RECON_METRICS = (("ssim", "SSIM (higher: structure)"), ("psnr", "PSNR dB (higher: pixels)"), ("neg_mse", "-MSE (higher: pixels)"))
 
 
-def plot_recon_quality(
-    df: pd.DataFrame, out_stem: str | Path, *, sweep_a_unit: int, sweep_b_ratio: float
-) -> list[Path]:
+SPREAD = ("pi", 100)  # min-max band over seeds, as in every synthetic figure; exact, no random numbers
+
+
+def recon_axis_limits(metric: str, values: Any) -> tuple[float, float]:
+    """Fig. 5's y range: each metric's zero included, so a 0.001 change reads as one.
+
+    SSIM: 0 to 1 (down to the next 0.1, at most -1, when a value is negative); PSNR: 0 dB
+    to the next 5 dB above the largest value; -MSE: the next 0.05 below the lowest to 0.
+    """
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if metric == "ssim":
+        low = 0.0 if finite.size == 0 else min(0.0, math.floor(float(finite.min()) * 10) / 10)
+        return max(low, -1.0), 1.0
+    if metric == "psnr":
+        top = 0.0 if finite.size == 0 else float(finite.max())
+        return 0.0, max(5.0, math.ceil(top / 5) * 5)
+    low = 0.0 if finite.size == 0 else float(finite.min())
+    return min(-0.05, math.floor(low / 0.05) * 0.05), 0.0
+
+
+def spread_note(part: pd.DataFrame, x: str, metric: str) -> str:
+    """'means span A; widest seed range B': the effect against the seed spread, for a panel title."""
+    groups = part.groupby(x)[metric]
+    means = groups.mean()
+    ranges = groups.max() - groups.min()
+    return f"means span {float(means.max() - means.min()):.3g}; widest seed range {float(ranges.max()):.3g}"
+
+
+def recon_quality_figure(df: pd.DataFrame, *, sweep_a_unit: int, sweep_b_ratio: float) -> Figure:
     """Fig. 5: SSIM, PSNR, -MSE against masking ratio (top) and masking unit (bottom).
 
     df: one row per cell and seed with mask_ratio, mask_unit, ssim, psnr, neg_mse
     (:func:`recon_quality_cell` outputs), optionally ``sweep_tag`` (:func:`sweep_part`).
-    Error bars: sd over seeds. Writes PNG + PDF.
+    Line: mean over seeds; band: min-max over seeds; y axes include the metric's zero
+    (:func:`recon_axis_limits`) and each panel's title compares the span of the means
+    with the widest seed range (:func:`spread_note`).
     """
     import seaborn as sns
 
-    fig = Figure(figsize=(11, 6.5), layout="constrained")
+    fig = Figure(figsize=(11, 7.0), layout="constrained")
     axes = fig.subplots(2, len(RECON_METRICS))
     where = {"sweep_a_unit": sweep_a_unit, "sweep_b_ratio": sweep_b_ratio}
     sweeps = (
@@ -635,15 +700,25 @@ def plot_recon_quality(
             ax = axes[row, col]
             if part.empty:
                 ax.text(0.5, 0.5, "no cells", ha="center", va="center", transform=ax.transAxes)
+                ax.set_title(title, fontsize=8)
             else:
-                # errorbar="sd" is exact; seaborn's default bootstrap would draw random numbers.
-                sns.lineplot(data=part, x=x, y=metric, marker="o", errorbar="sd", ax=ax)
+                sns.lineplot(data=part, x=x, y=metric, marker="o", errorbar=SPREAD, ax=ax)
                 ax.set_xticks(sorted(part[x].unique()))
+                ax.set_title(f"{title}\n{spread_note(part, x, metric)}", fontsize=8)
+            ax.set_ylim(*recon_axis_limits(metric, part[metric] if not part.empty else []))
             ax.set_xlabel("masking ratio" if x == "mask_ratio" else "masking unit (pixels)")
             ax.set_ylabel(label)
-            ax.set_title(title, fontsize=9)
-    fig.suptitle("Reconstruction of UNmasked test images (Fig. 5 analogue)")
-    return save_figure(fig, out_stem)
+            ax.grid(alpha=0.3)
+    fig.suptitle("Reconstruction of UNmasked test images (Fig. 5 analogue)\n"
+                 "line: mean over seeds, band: min-max over seeds; every y axis includes the metric's zero", fontsize=10)
+    return fig
+
+
+def plot_recon_quality(
+    df: pd.DataFrame, out_stem: str | Path, *, sweep_a_unit: int, sweep_b_ratio: float
+) -> list[Path]:
+    """Fig. 5 (:func:`recon_quality_figure`) written as PNG + PDF."""
+    return save_figure(recon_quality_figure(df, sweep_a_unit=sweep_a_unit, sweep_b_ratio=sweep_b_ratio), out_stem)
 
 
 # ------------------------------------------------------------------ Figs. 6/7: attention
@@ -703,14 +778,24 @@ def _show_image(ax: Any, pixels: np.ndarray) -> None:
         ax.imshow(pixels.transpose(1, 2, 0), interpolation="nearest")
 
 
+ATTENTION_TITLES = (
+    "Last-layer attention of the CLS token to the patch tokens,\nmean over heads (Fig. 6 analogue)\n"
+    "colour: 0 (black) to each panel's own maximum; first seed only, no band",
+    "Last-layer attention of the centre token (red box) to the patch tokens,\nmean over heads (Fig. 7 analogue)\n"
+    "colour: 0 (black) to each panel's own maximum; first seed only, no band\n"
+    "compare Fig. 6: the caption says why the two look alike",
+)
+
+
 def _attention_figure(
     labels: Sequence[str], pixels: np.ndarray, maps: list[np.ndarray], title: str, token_box: tuple[int, int, int] | None
 ) -> Figure:
-    """Rows: the inputs, then one row of maps (N, g, g) per cell."""
+    """Rows: the inputs, then one row of maps (N, g, g) per cell, each panel coloured 0 to its maximum."""
     from matplotlib.patches import Rectangle
 
     n_rows, n_cols = 1 + len(maps), len(pixels)
-    fig = Figure(figsize=(1.3 * n_cols + 1.2, 1.3 * n_rows), layout="constrained")
+    # at least 5.2 in wide, so the three-line title fits over a single image
+    fig = Figure(figsize=(max(1.3 * n_cols + 1.2, 5.2), 1.3 * n_rows + 0.4), layout="constrained")
     axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False))
     for col in range(n_cols):
         _show_image(axes[0, col], np.clip(pixels[col], 0, 1))
@@ -718,15 +803,28 @@ def _attention_figure(
             top, left, side = token_box
             axes[0, col].add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False, edgecolor="red", linewidth=1))
         for row, cell_maps in enumerate(maps, start=1):
-            axes[row, col].imshow(cell_maps[col], cmap="inferno", interpolation="nearest")
+            top = float(cell_maps[col].max())
+            axes[row, col].imshow(cell_maps[col], cmap="inferno", interpolation="nearest", vmin=0.0,
+                                  vmax=top if top > 0 else 1.0)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].set_ylabel("input", fontsize=8)
     for row, label in enumerate(labels, start=1):
         axes[row, 0].set_ylabel(label, fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=8)
     return fig
+
+
+def attention_figures(
+    labels: Sequence[str], pixels: np.ndarray, cls_maps: list[np.ndarray], token_maps: list[np.ndarray],
+    token_box: tuple[int, int, int],
+) -> tuple[Figure, Figure]:
+    """Figs. 6 and 7: (CLS maps, centre-token maps), each one row of (N, g, g) maps per cell under the inputs."""
+    return (
+        _attention_figure(labels, pixels, cls_maps, ATTENTION_TITLES[0], None),
+        _attention_figure(labels, pixels, token_maps, ATTENTION_TITLES[1], token_box),
+    )
 
 
 def attention_grid(
@@ -755,14 +853,9 @@ def attention_grid(
     p = first.vit_patch
     box = ((token // first.grid) * p, (token % first.grid) * p, p)
     labels = [label for label, _ in models]
-    written = save_figure(
-        _attention_figure(labels, pixels, cls_maps, "Last-layer CLS attention, mean over heads (Fig. 6 analogue)", None),
-        out_dir / "fig6_cls_attention",
-    )
-    written += save_figure(
-        _attention_figure(labels, pixels, token_maps, "Attention of the centre token, red box (Fig. 7 analogue)", box),
-        out_dir / "fig7_token_attention",
-    )
+    fig6, fig7 = attention_figures(labels, pixels, cls_maps, token_maps, box)
+    written = save_figure(fig6, out_dir / "fig6_cls_attention")
+    written += save_figure(fig7, out_dir / "fig7_token_attention")
     return {
         "test_indices": picks.tolist(),
         "token_pixel_box": list(box),
@@ -797,31 +890,47 @@ def tsne_figure(
     n = min(n_points, len(test.labels))
     rows = np.sort(np.random.default_rng(seed).permutation(len(test.labels))[:n])
     labels = test.labels[rows]
-    names = class_names(ds)
-    n_cols = min(4, len(models))
-    n_rows = math.ceil(len(models) / n_cols)
-    fig = Figure(figsize=(3.2 * n_cols, 3.2 * n_rows + 0.6), layout="constrained")
-    axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
-    cmap = "tab10" if ds.n_classes <= 10 else "tab20"
-    summary = {}
-    for ax, (label, model) in zip(axes, models):
+    summary, panels = {}, []
+    for label, model in models:
         feats = extract_features(model, test.images[rows])[pooling].astype(np.float64)
         perplexity = min(30.0, (n - 1) / 3)
         emb = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed).fit_transform(feats)
-        scatter = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap=cmap, vmin=0, vmax=max(9, ds.n_classes - 1), s=5)
         score = float(silhouette_score(emb, labels)) if len(np.unique(labels)) > 1 else float("nan")
         summary[label] = {"silhouette": round(score, 6)}
+        panels.append((label, emb, score))
+    fig = tsne_plot(panels, labels, class_names(ds), ds.n_classes, pooling)
+    written = save_figure(fig, out_stem)
+    return {"n_points": n, "pooling": pooling, "cells": summary, "files": [str(w) for w in written]}
+
+
+def tsne_plot(
+    panels: Sequence[tuple[str, np.ndarray, float]], labels: np.ndarray, names: Sequence[str], n_classes: int, pooling: str
+) -> Figure:
+    """Fig. 8's drawing: one panel per (cell label, embedding (n, 2), silhouette), points coloured by ``labels``."""
+    n_cols = min(4, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    # at least 6.4 in wide, so the title and a ten-class legend fit over a single panel
+    fig = Figure(figsize=(max(3.2 * n_cols, 6.4), 3.2 * n_rows + 0.6), layout="constrained")
+    # the class legend gets its own row, so the layout keeps it above the stamp's footer
+    grid = fig.add_gridspec(n_rows + 1, n_cols, height_ratios=[1.0] * n_rows + [0.1])
+    axes = np.array([fig.add_subplot(grid[r, c]) for r in range(n_rows) for c in range(n_cols)])
+    legend_ax = fig.add_subplot(grid[n_rows, :])
+    legend_ax.set_axis_off()
+    cmap = "tab10" if n_classes <= 10 else "tab20"
+    for ax, (label, emb, score) in zip(axes, panels):
+        scatter = ax.scatter(emb[:, 0], emb[:, 1], c=labels, cmap=cmap, vmin=0, vmax=max(9, n_classes - 1), s=5)
         ax.set_title(f"{label}\nsilhouette {score:.3f}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in axes[len(models) :]:
+    for ax in axes[len(panels) :]:
         ax.set_axis_off()
     handles, _ = scatter.legend_elements(num=None)
     present = [names[k] for k in np.unique(labels)]
-    fig.legend(handles[: len(present)], present, loc="outside lower center", ncol=min(10, len(present)), fontsize=8)
-    fig.suptitle(f"t-SNE of test features ({pooling} token), coloured by class (Fig. 8 analogue)", fontsize=10)
-    written = save_figure(fig, out_stem)
-    return {"n_points": n, "pooling": pooling, "cells": summary, "files": [str(w) for w in written]}
+    legend_ax.legend(handles[: len(present)], present, loc="center", ncol=min(10, len(present)), fontsize=8, title="class",
+                     title_fontsize=8)
+    fig.suptitle(f"t-SNE of test features ({pooling} token), coloured by class (Fig. 8 analogue)\n"
+                 "first seed only, no band; t-SNE axes have no units", fontsize=10)
+    return fig
 
 
 # ------------------------------------------------------------------ pipeline steps

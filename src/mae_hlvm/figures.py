@@ -4,9 +4,15 @@ Determinism: the Agg/PDF backends stamp software names and dates into the files;
 one of those fields is blanked through ``savefig(metadata=...)``, SVG ids get a fixed
 salt, and ``SOURCE_DATE_EPOCH`` is pinned while saving so no backend falls back to the
 clock. Seed spread is drawn as the min-max band over seeds (``errorbar=("pi", 100)``),
-which, unlike a bootstrap CI, involves no random numbers.
+which, unlike a bootstrap CI, involves no random numbers; every figure that shows a band or
+an error bar uses that one convention and says so on the figure (the real track's Fig. 5 too).
 
-Every figure carries the params digest and the code revision in its bottom-right corner.
+Axes show the scale of an effect, not only its shape: R^2 is drawn on a fixed 0-1 axis
+(:func:`r2_axis`), losses from 0, latent levels on the fixed 0..D scale.
+
+Every figure carries the params digest and the code revision in a footer strip reserved
+below everything else (:func:`stamp`), so the stamp never covers a panel, title or label.
+Level 0 is the root, level D the leaves; legends and titles say so (:func:`level_label`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io as _stdio
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -100,9 +107,36 @@ def save_figure(fig: plt.Figure, out_dir: str | Path, name: str) -> list[Path]:
     return written
 
 
+STAMP_FONTSIZE = 6  # points
+STAMP_LINE_IN = 0.12  # height of one stamp line, inches
+STAMP_PAD_IN = 0.08  # free space around the stamp inside the footer, inches
+
+
+def stamp_lines(label: str, width_in: float) -> str:
+    """``label`` on one line, or split after its ``|`` when wider than the figure allows."""
+    from matplotlib.textpath import TextPath
+
+    wide = TextPath((0, 0), label, size=STAMP_FONTSIZE).get_extents().width / 72
+    if wide <= width_in - 2 * STAMP_PAD_IN or " | " not in label:
+        return label
+    return label.replace(" | ", "\n")
+
+
 def stamp(fig: plt.Figure, label: str) -> None:
-    """Small provenance text in the bottom-right corner."""
-    fig.text(0.995, 0.004, label, ha="right", va="bottom", fontsize=6, color="0.4")
+    """Lay the figure out above a footer strip added below it, and write ``label`` in the strip.
+
+    The figure grows by the strip's height (panels keep their size); tight_layout keeps
+    every axes, label, legend and the suptitle above the strip, so the stamp overlaps none.
+    Call it instead of ``fig.tight_layout`` as the figure's last step.
+    """
+    width, height = fig.get_size_inches()
+    text = stamp_lines(label, width)
+    footer = STAMP_LINE_IN * (text.count("\n") + 1) + 2 * STAMP_PAD_IN
+    fig.set_figheight(height + footer)
+    bottom = footer / (height + footer)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.text(1 - STAMP_PAD_IN / width, bottom / 2, text, ha="right", va="center", ma="right",
+             fontsize=STAMP_FONTSIZE, color="0.4", gid="provenance-stamp")
 
 
 def provenance_label(params: Params) -> str:
@@ -169,16 +203,49 @@ def read_loss_curves(params: Params) -> pd.DataFrame:
 
 
 def _panel_grid(n_rows: int, n_cols: int, width: float = 3.2, height: float = 2.7) -> tuple[plt.Figure, np.ndarray]:
+    # at least 6 in wide: a one-unit grid's suptitle and legend still fit
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(width * n_cols, height * n_rows), squeeze=False, sharex=True, sharey="row"
+        n_rows, n_cols, figsize=(max(width * n_cols, 6.0), height * n_rows), squeeze=False, sharex=True, sharey="row"
     )
     return fig, axes
+
+
+def level_index(name: str) -> int:
+    """The number in a level name: 'level 2' and 'level 2 (leaves)' -> 2."""
+    match = re.match(r"level (\d+)", name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a level name")
+    return int(match.group(1))
+
+
+def level_label(name: str, deepest: int) -> str:
+    """A level name as figures show it: 'level 0 (root)', 'level <deepest> (leaves)', else unchanged."""
+    index = level_index(name)
+    return f"level {index} (root)" if index == 0 else f"level {index} (leaves)" if index == deepest else f"level {index}"
 
 
 def level_palette(levels: list[str]) -> dict[str, Any]:
     """A fixed colour per level name ('level 2' is the same colour in every figure)."""
     colors = sns.color_palette("tab10", 10)
-    return {name: colors[int(name.split()[-1]) % 10] for name in levels}
+    return {name: colors[level_index(name) % 10] for name in levels}
+
+
+R2_FLOOR = -1.0  # an R^2 axis extends below 0 at most to here
+
+
+def r2_limits(values: Any) -> tuple[float, float]:
+    """The fixed R^2 axis: 0 to 1, extended down (to the next 0.1, at most to -1) when a value is negative."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    low = 0.0 if finite.size == 0 else min(0.0, math.floor(float(finite.min()) * 10) / 10)
+    return max(low, R2_FLOOR), 1.0
+
+
+def r2_axis(ax: Any, values: Any) -> None:
+    """Set :func:`r2_limits` on ``ax`` (a small margin so markers at 0 or 1 are not cut)."""
+    low, high = r2_limits(values)
+    ax.set_ylim(low - 0.03, high + 0.03)
+    ax.set_yticks(np.round(np.arange(low, high + 1e-9, 0.2 if low > -0.5 else 0.5), 2))
 
 
 def baseline_levels(baselines: pd.DataFrame, prefix: str) -> dict[str, dict[str, float]]:
@@ -221,12 +288,18 @@ def _line_panels(
     ``baselines`` ({kind: {level name: value}}, see :func:`baseline_levels`) adds a horizontal
     line per level in every panel, styled per kind, with legend entries.
     """
-    order = sorted(long["level"].unique(), key=lambda name: int(name.split()[-1]))
+    order = sorted(long["level"].unique(), key=level_index)
     palette = level_palette(order)
+    deepest = level_index(order[-1])
+    shown = {name: level_label(name, deepest) for name in order}
+    long = long.assign(level=long["level"].map(shown))
+    # y: the fixed R^2 axis over the whole row (every seed, every baseline drawn)
+    drawn = list(long["value"]) + [v for kind in (baselines or {}).values() for n, v in kind.items() if n in palette]
     for i, (ax, patch) in enumerate(zip(ax_row, patch_sizes)):
         part = long[long["patch_size"] == patch]
         sns.lineplot(
-            data=part, x="mask_ratio", y="value", hue="level", hue_order=order, palette=level_palette(order),
+            data=part, x="mask_ratio", y="value", hue="level", hue_order=[shown[n] for n in order],
+            palette={shown[n]: c for n, c in palette.items()},
             errorbar=SPREAD, marker="o", ax=ax, legend=i == len(patch_sizes) - 1,
         )
         if baselines is not None:
@@ -236,6 +309,7 @@ def _line_panels(
         ax.set_title(f"masking unit {patch} px")
         ax.set_xlabel("masking ratio")
         ax.set_ylabel(ylabel if i == 0 else "")
+        r2_axis(ax, drawn)
         ax.grid(alpha=0.3)
     legend = ax_row[-1].get_legend()
     if legend is not None:
@@ -253,11 +327,10 @@ def plot_r2_vs_ratio(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | 
     for row, prefix, ylabel in ((0, "r2", "linear probe R$^2$"), (1, "r2nl", "nonlinear probe R$^2$")):
         lines = None if baselines is None else baseline_levels(baselines, prefix)
         _line_panels(axes[row], long_by_level(frame, prefix), patch_sizes, ylabel, lines)
-    title = "Which latent level does the encoder recover? (band: min-max over seeds)"
+    title = "Which latent level does the encoder recover?\nline: mean over seeds, band: min-max over seeds; R$^2$ axis fixed 0 to 1"
     if baselines is not None:
         title += "\ndashed: random-init encoder, dotted: raw pixels (same probes, mean over seeds)"
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    fig.suptitle(title, fontsize=8)
     stamp(fig, label)
     return fig
 
@@ -277,25 +350,46 @@ def plot_spatial_r2(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | N
         _line_panels(axes[row], long_by_level(frame, prefix), patch_sizes, ylabel, lines)
     fig.suptitle(
         "Spatial probe (4 x 4 region means of the tokens):\neach level (top) and what it adds beyond its parent (bottom)\n"
-        "band: min-max over seeds; dashed: random-init encoder,\ndotted: raw pixels, dash-dot: true leaf latents (ceiling)",
+        "line: mean over seeds, band: min-max over seeds; R$^2$ axis fixed 0 to 1\n"
+        "dashed: random-init encoder, dotted: raw pixels, dash-dot: true leaf latents (ceiling)",
         fontsize=8,
     )
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
     stamp(fig, label)
     return fig
 
 
+def heatmap_annotations(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(means, labels) over (masking ratio x patch size): the seed mean, and 'mean' over 'min-max' text.
+
+    NaN seeds propagate (as in metrics.json's summary): a failed probe shows as a blank cell.
+    """
+    groups = frame.groupby(["mask_ratio", "patch_size"])[column]
+    means = groups.agg(lambda v: v.mean(skipna=False)).unstack("patch_size").sort_index()
+    low = groups.min().unstack("patch_size").reindex_like(means)
+    high = groups.max().unstack("patch_size").reindex_like(means)
+    text = means.copy().astype(object)
+    for r in means.index:
+        for c in means.columns:
+            m = means.loc[r, c]
+            text.loc[r, c] = "" if not np.isfinite(m) else f"{m:.2f}\n{low.loc[r, c]:.2f}\u2013{high.loc[r, c]:.2f}"
+    return means, text
+
+
 def plot_root_heatmap(frame: pd.DataFrame, label: str) -> plt.Figure:
-    """Seed-mean root-level R^2 over (masking ratio x patch size), annotated."""
-    # NaN seeds propagate (as in metrics.json's summary): a failed probe shows as a blank cell.
-    means = frame.groupby(["mask_ratio", "patch_size"])["r2_level0"].agg(lambda v: v.mean(skipna=False))
-    table = means.unstack("patch_size").sort_index()
-    fig, ax = plt.subplots(figsize=(1.4 * table.shape[1] + 2.4, 0.5 * table.shape[0] + 1.8))
-    sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": "R$^2$ (mean over seeds)"})
+    """Seed-mean root-level R^2 over (masking ratio x patch size); each cell also gives the min-max over seeds.
+
+    The colour scale is the fixed R^2 range (0 to 1), so colour differences are effect sizes.
+    """
+    table, text = heatmap_annotations(frame, "r2_level0")
+    fig, ax = plt.subplots(figsize=(max(1.4 * table.shape[1] + 2.4, 4.8), 0.6 * table.shape[0] + 1.8))
+    sns.heatmap(
+        table, annot=text.to_numpy(), fmt="", annot_kws={"fontsize": 7}, cmap="viridis", vmin=0.0, vmax=1.0, ax=ax,
+        cbar_kws={"label": "R$^2$ (mean over seeds; scale fixed 0 to 1)"},
+    )
     ax.set_xlabel("masking unit (px)")
     ax.set_ylabel("masking ratio")
-    ax.set_title("root latent (level 0): linear probe R$^2$")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    ax.set_title("level 0 (root) latent: linear probe R$^2$\ncell: mean over seeds, below it min\u2013max over seeds",
+                 fontsize=8)
     stamp(fig, label)
     return fig
 
@@ -307,8 +401,8 @@ def plot_region_r2(frame: pd.DataFrame, label: str) -> plt.Figure:
     patch_sizes = sorted(frame["patch_size"].unique())
     fig, axes = _panel_grid(1, len(patch_sizes))
     _line_panels(axes[0], long_by_level(frame, "r2region"), patch_sizes, "region probe R$^2$")
-    fig.suptitle("Per-node latents from their own region's features (band: min-max over seeds)")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.suptitle("Per-node latents from their own region's features\n"
+                 "line: mean over seeds, band: min-max over seeds; R$^2$ axis fixed 0 to 1", fontsize=8)
     stamp(fig, label)
     return fig
 
@@ -328,9 +422,11 @@ def plot_loss_curves(curves: pd.DataFrame, label: str) -> plt.Figure:
         ax.set_title(f"masking unit {patch} px")
         ax.set_ylabel("MSE on hidden pixels" if i == 0 else "")
         ax.grid(alpha=0.3)
+    top = float(curves["loss"].max())
+    for ax in axes[0]:  # from 0: the drop is read against the loss itself
+        ax.set_ylim(0.0, top * 1.05 if np.isfinite(top) and top > 0 else 1.0)
     sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="mask ratio")
-    fig.suptitle("Training loss (band: min-max over seeds)")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.suptitle("Training loss\nline: mean over seeds, band: min-max over seeds; y axis from 0", fontsize=8)
     stamp(fig, label)
     return fig
 
@@ -419,9 +515,15 @@ def plot_reconstructions(params: Params, label: str) -> plt.Figure:
         ax.set_title(f"masking unit {patch} px (seed {seed})")
         for spine in ax.spines.values():
             spine.set_visible(False)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
     stamp(fig, label)
     return fig
+
+
+def level_axis_ticks(n_levels: int) -> tuple[list[int], list[str]]:
+    """Ticks of a latent-level axis: 0 (root) .. D (leaves)."""
+    deepest = n_levels - 1
+    return list(range(n_levels)), [f"{lv} (root)" if lv == 0 else f"{lv} (leaves)" if lv == deepest else str(lv)
+                                   for lv in range(n_levels)]
 
 
 def plot_theorem_levels(frame: pd.DataFrame, prediction: dict[str, Any], n_levels: int, label: str) -> plt.Figure:
@@ -429,36 +531,47 @@ def plot_theorem_levels(frame: pd.DataFrame, prediction: dict[str, Any], n_level
 
     Left: x = the predicted mean level of the separating set (data/prediction.json), y =
     the measured level (:func:`mae_hlvm.predict.measured_level`), mean over seeds with a
-    min-max bar, one marker per masking unit, each point labelled with its ratio. Right:
-    both against the masking ratio (predicted solid, measured dashed, own axes).
+    min-max bar, one marker per masking unit, each point labelled with its ratio; the
+    dotted diagonal is measured = predicted. Right: both against the masking ratio
+    (predicted solid, measured dashed with its min-max band). Every level axis is the
+    fixed 0 (root) .. D (leaves) scale, so a shift of 0.01 level looks as small as it is.
     """
     from .predict import measured_level, predicted_mean_levels
 
     cells = frame.assign(measured=measured_level(frame, n_levels))
     agg = cells.groupby(["patch_size", "mask_ratio"])["measured"].agg(["mean", "min", "max"]).reset_index()
     agg["predicted"] = predicted_mean_levels(prediction, zip(agg.mask_ratio, agg.patch_size))
-    fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(9.6, 4.0))
     palette = sns.color_palette("colorblind", n_colors=agg["patch_size"].nunique())
     markers = "osD^v<>"
-    ax_p = ax_r.twinx()
+    limits = (-0.15, n_levels - 1 + 0.15)
+    ax.plot(limits, limits, ":", color="0.5", linewidth=1.0, label="measured = predicted")
     for (patch, part), colour, marker in zip(agg.groupby("patch_size"), palette, markers):
         err = np.vstack([part["mean"] - part["min"], part["max"] - part["mean"]])
         ax.errorbar(part["predicted"], part["mean"], yerr=err, fmt=marker, color=colour, capsize=2, label=f"unit {patch} px")
         for _, r in part.iterrows():
             ax.annotate(f"{r.mask_ratio:g}", (r.predicted, r["mean"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ax_r.fill_between(part["mask_ratio"], part["min"], part["max"], color=colour, alpha=0.2, linewidth=0)
         ax_r.plot(part["mask_ratio"], part["mean"], "--", marker=marker, color=colour, label=f"measured, unit {patch}")
-        ax_p.plot(part["mask_ratio"], part["predicted"], "-", marker=marker, color=colour, alpha=0.5, label=f"predicted, unit {patch}")
-    ax.set_xlabel("predicted level of the separating set (0 = root)")
+        ax_r.plot(part["mask_ratio"], part["predicted"], "-", marker=marker, color=colour, alpha=0.5, label=f"predicted, unit {patch}")
+    ticks, names = level_axis_ticks(n_levels)
+    for a in (ax, ax_r):
+        a.set_ylim(*limits)
+        a.set_yticks(ticks, names)
+        a.grid(alpha=0.3)
+    ax.set_xlim(*limits)
+    ax.set_xticks(ticks, names)
+    ax.set_xlabel("predicted level of the separating set")
     ax.set_ylabel("measured level held by the encoder")
     ax.legend(frameon=False, fontsize=7)
     ax_r.set_xlabel("masking ratio")
-    ax_r.set_ylabel("measured level (dashed)")
-    ax_p.set_ylabel("predicted level (solid)")
-    ax_p.invert_yaxis()
-    ax_r.invert_yaxis()
-    fig.suptitle("Theorem 1 in our generator: does the encoder hold the predicted level? (bars: min-max over seeds;\n"
-                 "measured level = R$^2$-weighted mean level of the root and each level's innovation, spatial probe)")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    ax_r.set_ylabel("level (solid: predicted, dashed: measured)")
+    ax_r.legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Theorem 1 in our generator: does the encoder hold the predicted level?\n"
+                 "marker/line: mean over seeds, bars and band: min-max over seeds; level axes fixed 0 (root) to "
+                 f"{n_levels - 1} (leaves)\n"
+                 "measured level = R$^2$-weighted mean level of the root and each level's innovation, spatial probe",
+                 fontsize=8)
     stamp(fig, label)
     return fig
 
@@ -466,13 +579,20 @@ def plot_theorem_levels(frame: pd.DataFrame, prediction: dict[str, Any], n_level
 # --------------------------------------------------------------------------- step
 
 
-def render_all(
-    params: Params, frame: pd.DataFrame, out_dir: str | Path, baselines: pd.DataFrame | None = None,
+def figure_style() -> contextlib.AbstractContextManager:
+    """The rc settings and seaborn style every figure is drawn under."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(plt.rc_context(RC))
+    stack.enter_context(sns.axes_style("ticks"))
+    return stack
+
+
+def figure_builders(
+    params: Params, frame: pd.DataFrame, label: str, baselines: pd.DataFrame | None = None,
     prediction: dict[str, Any] | None = None,
-) -> list[Path]:
-    """Draw and save every figure; returns the written paths (PNG and PDF of each)."""
-    label = provenance_label(params)
-    builders = {
+) -> dict[str, Any]:
+    """{figure name: a function drawing it and returning the Figure}, for every name in :data:`FIGURE_NAMES`."""
+    return {
         "r2_vs_ratio": lambda: plot_r2_vs_ratio(frame, label, baselines),
         "root_r2_heatmap": lambda: plot_root_heatmap(frame, label),
         "reconstructions": lambda: plot_reconstructions(params, label),
@@ -481,6 +601,14 @@ def render_all(
         "spatial_r2": lambda: plot_spatial_r2(frame, label, baselines),
         "theorem_levels": lambda: plot_theorem_levels(frame, prediction or {}, params.data.depth + 1, label),
     }
+
+
+def render_all(
+    params: Params, frame: pd.DataFrame, out_dir: str | Path, baselines: pd.DataFrame | None = None,
+    prediction: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Draw and save every figure; returns the written paths (PNG and PDF of each)."""
+    builders = figure_builders(params, frame, provenance_label(params), baselines, prediction)
     written: list[Path] = []
     for name in FIGURE_NAMES:
         written += save_figure(builders[name](), out_dir, name)
@@ -493,7 +621,7 @@ def run(params: Params, args: Any) -> None:
     check_grid(frame, params, args.metrics)
     baselines = load_baselines(args.baselines)
     check_baseline_seeds(baselines, params, args.baselines)
-    with plt.rc_context(RC), sns.axes_style("ticks"):
+    with figure_style():
         written = render_all(params, frame, args.out_dir, baselines, read_json(args.prediction))
     log.info("wrote %d figure files under %s", len(written), args.out_dir)
     # beside the figures folder unless named (results/loss_curves.csv)
