@@ -230,6 +230,65 @@ rule summary:
         pipeline.smk_shell("summary")
 
 
+# ----------------------------------------------------------------------------- robustness
+# Built only when robustness.enabled: a fixed subset of grid cells retrained at
+# robustness.budget_factor x the epochs, then compared with the grid's (mae_hlvm.robustness).
+
+if "robustness" in pipeline.active_stages(P):
+
+    rule train_long:
+        input:
+            pipeline.smk_inputs("train_long", P),
+        output:
+            pipeline.smk_outputs("train_long"),
+        log:
+            pipeline.smk_log("train_long"),
+        benchmark:
+            pipeline.smk_benchmark("train_long"),
+        params:
+            reads=pipeline.STAGE_PARAMS["train_long"],
+        threads: P.train.threads
+        resources:
+            gpu=GPU_TRAIN,
+            mem_mb=4000,
+        shell:
+            pipeline.smk_shell("train_long")
+
+    rule probe_long:
+        input:
+            pipeline.smk_inputs("probe_long", P),
+        output:
+            pipeline.smk_outputs("probe_long"),
+        log:
+            pipeline.smk_log("probe_long"),
+        benchmark:
+            pipeline.smk_benchmark("probe_long"),
+        params:
+            reads=pipeline.STAGE_PARAMS["probe_long"],
+        threads: P.train.threads
+        resources:
+            mem_mb=4000,
+        shell:
+            pipeline.smk_shell("probe_long")
+
+    rule robustness:
+        input:
+            pipeline.smk_inputs("robustness", P),
+        output:
+            pipeline.smk_outputs("robustness"),
+        log:
+            pipeline.smk_log("robustness"),
+        benchmark:
+            pipeline.smk_benchmark("robustness"),
+        params:
+            reads=pipeline.STAGE_PARAMS["robustness"],
+        threads: 1
+        resources:
+            mem_mb=2000,
+        shell:
+            pipeline.smk_shell("robustness")
+
+
 # ----------------------------------------------------------------------------- real track
 # Built only when real.enabled; one train/evaluate rule per sweep (A, B, or G for the
 # full grid), named like DVC's stages. Run it alone with

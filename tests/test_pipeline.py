@@ -98,6 +98,7 @@ def tiny_params(root: Path) -> None:
         train__epochs=1, train__batch_size=32, train__threads=1, train__device="cpu",
         probe__cv_folds=2, probe__nystroem_components=16, probe__batch_size=64, probe__n_recon_images=2,
         grid__mask_ratios=[0.25, 0.5], grid__patch_sizes=[2], grid__seeds=[0],
+        robustness__mask_ratios=[0.25, 0.5], robustness__patch_sizes=[2], robustness__seeds=[0],
         **TINY_REAL,
     )
 
@@ -252,7 +253,7 @@ def test_review_stages_read_the_real_keys_only_when_the_track_is_on():
     off = on.model_copy(update={"real": on.real.model_copy(update={"enabled": False})})
     assert pipeline.stage_param_keys("claims", off) == ("data.depth",)
     assert set(pipeline.stage_param_keys("claims", on)) == {"data.depth", *pipeline.REAL_CLAIMS_PARAMS}
-    assert pipeline.stage_param_keys("summary", on)[-1] == "real" and "real" not in pipeline.stage_param_keys("summary", off)
+    assert "real" in pipeline.stage_param_keys("summary", on) and "real" not in pipeline.stage_param_keys("summary", off)
     assert "real.seeds" in pipeline.stage_params(on, "claims")
     real_files = [p for p in pipeline.input_files("claims", None, on) if p.startswith("results/real/")]
     assert len(real_files) == len(pipeline.stage_cells("evaluate_real_A", on)) + len(pipeline.stage_cells("evaluate_real_B", on))
@@ -336,7 +337,10 @@ def test_drift_default_grid_same_outputs_and_commands():
     n_real = 2 + 2 * len(real.seeds) * (len(real.mask_ratios) + len(real.mask_units))
     # generate, predict, aggregate, figures, claims, summary; train + probe per cell; one baseline per seed
     n_synthetic = 6 + 2 * len(pipeline.grid_cells(params)) + len(params.grid.seeds)
-    assert len(dv) == n_synthetic + n_real
+    # train_long + probe_long per robustness cell, and the robustness comparison
+    r = params.robustness
+    n_robust = 2 * len(r.mask_ratios) * len(r.patch_sizes) * len(r.seeds) + 1
+    assert len(dv) == n_synthetic + n_robust + n_real
     assert sm == dv
     review = {outs: cmd for outs, cmd in dv.items() if " claims " in cmd or " summary " in cmd}
     assert set(review) == {
@@ -347,12 +351,14 @@ def test_drift_default_grid_same_outputs_and_commands():
 def test_drift_edited_grid_same_outputs_and_commands(tmp_path):
     root = copy_repo(tmp_path)
     sh(root, *GIT, "init", "-q")
-    edit_params(root, grid__mask_ratios=[0.3, 0.6], grid__patch_sizes=[4], grid__seeds=[5, 6])
+    edit_params(root, grid__mask_ratios=[0.3, 0.6], grid__patch_sizes=[4], grid__seeds=[5, 6],
+                robustness__mask_ratios=[0.6], robustness__patch_sizes=[4], robustness__seeds=[6])
     sm, dv = snakemake_jobs(root), dvc_jobs(root)
     assert ("models/r0.3_p4_s5/checkpoint.pt", "models/r0.3_p4_s5/train_log.csv") in dv
+    assert ("models_long/r0.6_p4_s6/checkpoint.pt", "models_long/r0.6_p4_s6/train_log.csv") in dv
     assert ("results/baselines/s6.json",) in dv and "--seed 6 --out results/baselines/s6.json" in dv[("results/baselines/s6.json",)]
-    n_real = len(pipeline.instances(load_params(root / "params.yaml"))) - 5 - 2 * 4 - 2
-    assert len(dv) == 5 + 2 * 4 + 2 + n_real
+    n_real = len(pipeline.instances(load_params(root / "params.yaml"))) - 5 - 2 * 4 - 2 - 3
+    assert len(dv) == 5 + 2 * 4 + 2 + 3 + n_real
     assert sm == dv
 
 

@@ -113,6 +113,19 @@ def _claims_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-md", default=paths.CLAIMS_MD)
 
 
+def _train_long_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
+    _cell_args(p)
+    p.add_argument("--out-dir", required=True, help="folder for checkpoint.pt and train_log.csv")
+
+
+def _robustness_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", default=paths.METRICS_CSV)
+    p.add_argument("--cells-dir", default=paths.LONG_CELLS_DIR, help="the subset's probe JSONs at the longer budget")
+    p.add_argument("--out-json", default=paths.ROBUSTNESS_JSON)
+    p.add_argument("--out-md", default=paths.ROBUSTNESS_MD)
+
+
 def _summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=paths.METRICS_CSV)
     p.add_argument("--baselines", default=paths.BASELINES_CSV)
@@ -123,6 +136,7 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-md", default=paths.SUMMARY_MD)
     p.add_argument("--out-tex", default=paths.METRICS_TEX)
     p.add_argument("--out-headline", default=paths.HEADLINE_JSON, help="the numbers dvc metrics compares (.json)")
+    p.add_argument("--robustness-md", default=paths.ROBUSTNESS_MD, help="read when robustness.enabled")
 
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
@@ -141,6 +155,8 @@ STEPS = {
     "aggregate": ("mae_hlvm.aggregate", "collect every cell into results/metrics.*", _aggregate_args),
     "figures": ("mae_hlvm.figures", "render the figures under results/figures", _figures_args),
     "claims": ("mae_hlvm.claims", "test the paper's claims on our results (bootstrap over seeds)", _claims_args),
+    "train-long": ("mae_hlvm.train_long", "retrain one robustness-subset cell at budget_factor x the epochs", _train_long_args),
+    "robustness": ("mae_hlvm.robustness", "do verdicts and the ratio ordering survive the longer budget?", _robustness_args),
     "summary": ("mae_hlvm.summary", "results/summary.md and results/metrics.tex for review", _summary_args),
     # the real-image track (docs/real_track.md); "module:function" names a runner other than run
     "prepare-real": ("mae_hlvm.realdata:run_prepare", "convert the real images into data/real.npz", _prepare_real_args),
@@ -158,7 +174,7 @@ PARAMS_FREE = frozenset({"verify"})
 # largest machine planned for (config.MEMORY_LIMIT_BYTES) because it runs where the tools
 # read params; a step checks the machine it runs on, before it allocates anything.
 DATA_STEPS = {
-    "generate": "synthetic", "train": "synthetic", "probe": "synthetic", "baseline": "synthetic",
+    "generate": "synthetic", "train": "synthetic", "train-long": "synthetic", "probe": "synthetic", "baseline": "synthetic",
     "prepare-real": "real", "train-real": "real", "evaluate-real": "real", "report-real": "real",
 }
 RAM_SHARE = 0.8  # of physical memory: the model, the probes and the OS need the rest

@@ -460,6 +460,23 @@ class GridParams(_Section):
         return _distinct_nonempty(v, "repeated grid value")
 
 
+class RobustnessParams(_Section):
+    """The ``robustness:`` section: a fixed subset of grid cells retrained at
+    ``budget_factor`` x ``train.epochs``, to see whether verdicts and the ordering of root
+    R^2 over ratios survive a longer budget (:mod:`mae_hlvm.robustness`)."""
+
+    enabled: bool
+    budget_factor: int = Field(ge=2, le=100)
+    mask_ratios: list[float]
+    patch_sizes: list[int]
+    seeds: list[int]
+
+    @field_validator("mask_ratios", "patch_sizes", "seeds")
+    @classmethod
+    def _distinct(cls, v: list[Any]) -> list[Any]:
+        return _distinct_nonempty(v, "repeated robustness value")
+
+
 class RealParams(_Section):
     """The ``real:`` section of params.yaml (the real-image track, docs/real_track.md).
 
@@ -651,6 +668,8 @@ class Params(_Section):
     grid: GridParams
     # optional so that params files written before the real track stay valid (track off)
     real: RealParams | None = None
+    # optional likewise: absent means no budget-robustness stage
+    robustness: RobustnessParams | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -666,6 +685,21 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _cells_feasible(self) -> Params:
+        if self.robustness is not None:
+            for key in ("mask_ratios", "patch_sizes", "seeds"):
+                grid = getattr(self.grid, key)
+                for i, v in enumerate(getattr(self.robustness, key)):
+                    if v not in grid:
+                        raise ValueError(
+                            f"robustness.{key}[{i}]={v}: the subset must be cells of the grid; grid.{key} is {grid}"
+                        )
+            passes = self.train.epochs * self.robustness.budget_factor * self.data.n_train
+            # (a grid budget already over the limit is train.epochs' error, named by its own check)
+            if passes > MAX_IMAGE_PASSES and self.train.epochs * self.data.n_train <= MAX_IMAGE_PASSES:
+                raise ValueError(
+                    f"robustness.budget_factor={self.robustness.budget_factor}: {passes:.3g} image passes per cell, "
+                    f"over {MAX_IMAGE_PASSES:.0e}: lower it or train.epochs"
+                )
         size, vit = self.data.image_size, self.model.vit_patch
         if size % vit:
             raise ValueError(f"model.vit_patch={vit}: must divide data.image_size={size}")
@@ -758,6 +792,11 @@ def _check_weights(model: ModelParams, channels: int, vit_patch: int, channels_k
         f"model.mlp_ratio={model.mlp_ratio}, {vit_key}={vit_patch}, {channels_key}={channels}) has {n:.3g} weights, "
         f"over {MAX_MODEL_WEIGHTS:.0e} ({_gib(16 * n)} to train with AdamW): make it smaller"
     )
+
+
+def robustness_enabled(params: Params) -> bool:
+    """Whether the budget-robustness stage runs: a ``robustness:`` section with ``enabled: true``."""
+    return params.robustness is not None and params.robustness.enabled
 
 
 def real_enabled(params: Params) -> bool:

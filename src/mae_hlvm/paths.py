@@ -27,6 +27,12 @@ CELLS_DIR = "results/cells"
 MODELS_DIR = "models"
 LOGS_DIR = "logs"
 STATE_DIR = ".pipeline"
+# The budget-robustness subset, retrained longer: its own folders, so that the grid's
+# folder deps (results/cells, models) never see these cells
+LONG_MODELS_DIR = "models_long"
+LONG_CELLS_DIR = "results/cells_long"
+ROBUSTNESS_JSON = "results/robustness.json"
+ROBUSTNESS_MD = "results/robustness.md"
 
 
 def model_dir(cell: str) -> str:

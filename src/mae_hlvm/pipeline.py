@@ -61,7 +61,9 @@ from typing import Any
 import yaml
 
 from . import ledger, paths, runlock
-from .config import Params, ParamsError, digest, load_params, real_enabled, real_sweep_cells, real_sweeps
+from .config import (
+    Params, ParamsError, digest, load_params, real_enabled, real_sweep_cells, real_sweeps, robustness_enabled,
+)
 from .io import ArtifactError, dumps_json, read_json, write_json, write_text
 
 # The synthetic track, then the review stages (claims, summary), which also read the
@@ -75,7 +77,12 @@ REAL_STAGES = (
     + tuple(f"evaluate_real_{s}" for s in REAL_SWEEP_LETTERS)
     + ("report_real",)
 )
-CELL_STAGES = ("train", "probe") + tuple(f"{k}_real_{s}" for k in ("train", "evaluate") for s in REAL_SWEEP_LETTERS)
+# The budget-robustness subset (robustness: in params.yaml), retrained longer, then compared
+ROBUST_STAGES = ("train_long", "probe_long", "robustness")
+CELL_STAGES = (
+    ("train", "probe", "train_long", "probe_long")
+    + tuple(f"{k}_real_{s}" for k in ("train", "evaluate") for s in REAL_SWEEP_LETTERS)
+)
 
 # The CLI step each stage runs (cli.STEPS) and the module holding its code (for code deps).
 STAGE_STEP = {
@@ -84,6 +91,7 @@ STAGE_STEP = {
     **{f"train_real_{s}": "train-real" for s in REAL_SWEEP_LETTERS},
     **{f"evaluate_real_{s}": "evaluate-real" for s in REAL_SWEEP_LETTERS},
     "report_real": "report-real",
+    "train_long": "train-long", "probe_long": "probe", "robustness": "robustness",
 }
 STAGE_MODULE = {
     **{s: s for s in STAGES},
@@ -91,6 +99,7 @@ STAGE_MODULE = {
     **{f"train_real_{s}": "train_real" for s in REAL_SWEEP_LETTERS},
     **{f"evaluate_real_{s}": "evaluate" for s in REAL_SWEEP_LETTERS},
     "report_real": "evaluate",
+    "train_long": "train_long", "probe_long": "probe", "robustness": "robustness",
 }
 
 # realdata.DATA_KEYS (a test checks they agree); spelled out so the Snakefile never imports numpy
@@ -135,6 +144,10 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     **{f"train_real_{s}": REAL_TRAIN_PARAMS for s in REAL_SWEEP_LETTERS},
     **{f"evaluate_real_{s}": REAL_EVALUATE_PARAMS for s in REAL_SWEEP_LETTERS},
     "report_real": REAL_REPORT_PARAMS,
+    "train_long": ("model", "train", "robustness.budget_factor"),
+    "probe_long": ("probe", "train.threads"),
+    # the subset's cells at both budgets, judged with the claims' rules
+    "robustness": ("data.depth", "probe.pooling", "robustness"),
 }
 
 # What claims and summary read of the real track, only when it is enabled (the section
@@ -144,8 +157,11 @@ REAL_READS = {"claims": REAL_CLAIMS_PARAMS, "summary": ("real",)}
 
 
 def stage_param_keys(stage: str, params: Params) -> tuple[str, ...]:
-    """The params keys ``stage`` reads under ``params``: :data:`STAGE_PARAMS` plus real keys when on."""
+    """The params keys ``stage`` reads under ``params``: :data:`STAGE_PARAMS` plus real keys when on
+    (and the robustness section for the summary, which prints it, when that stage is on)."""
     extra = REAL_READS.get(stage, ()) if real_enabled(params) else ()
+    if stage == "summary" and robustness_enabled(params):
+        extra += ("robustness",)
     return STAGE_PARAMS[stage] + extra
 
 
@@ -171,6 +187,8 @@ DVC_ITEM = {"mask_ratio": "${item.mask_ratio}", "patch_size": "${item.patch_size
 SMK_PATH = {"mask_ratio": "{mask_ratio}", "patch_size": "{patch_size}", "seed": "{seed}"}
 SMK_SHELL = {k: f"{{wildcards.{k}}}" for k in SMK_PATH}
 MATRIX = {"mask_ratio": "${grid.mask_ratios}", "patch_size": "${grid.patch_sizes}", "seed": "${grid.seeds}"}
+ROBUST_MATRIX = {"mask_ratio": "${robustness.mask_ratios}", "patch_size": "${robustness.patch_sizes}",
+                 "seed": "${robustness.seeds}"}
 # A seed stage (SEED_STAGES) varies the seed only.
 SEED_DVC_ITEM = {"seed": "${item.seed}"}
 SEED_MATRIX = {"seed": "${grid.seeds}"}
@@ -247,12 +265,14 @@ def dvc_stage_name(stage: str, f: Fields | None = None) -> str:
 
 
 def active_stages(params: Params) -> tuple[str, ...]:
-    """The stages the current params run: the synthetic track, then the real one if enabled."""
+    """The stages the current params run: the synthetic track, the robustness subset if
+    enabled, then the real track if enabled."""
+    stages = STAGES + (ROBUST_STAGES if robustness_enabled(params) else ())
     if not real_enabled(params):
-        return STAGES
+        return stages
     sweeps = real_sweeps(params.real)
     return (
-        STAGES
+        stages
         + ("prepare_real",)
         + tuple(f"train_real_{s}" for s in sweeps)
         + tuple(f"evaluate_real_{s}" for s in sweeps)
@@ -266,6 +286,9 @@ def stage_cells(stage: str, params: Params) -> list[Fields | None]:
         return [seed_fields(s) for s in params.grid.seeds]
     if stage not in CELL_STAGES:
         return [None]
+    if stage in ROBUST_STAGES:
+        r = params.robustness
+        return [cell_fields(*c) for c in itertools.product(r.mask_ratios, r.patch_sizes, r.seeds)]
     sweep = sweep_of(stage)
     if sweep is None:
         return grid_cells(params)
@@ -287,6 +310,8 @@ def command(stage: str, f: Fields | None = None) -> str:
         return f"{base} --out {paths.SYNTHETIC_DATA} --figure {EXAMPLES_PNG} --log {log_path(stage)}"
     if stage == "predict":
         return f"{base} --out {paths.PREDICTION_JSON} --log {log_path(stage)}"
+    if stage in ROBUST_STAGES:
+        return _robust_command(stage, f)
     if stage == "train":
         cell = cell_name(f)
         return (
@@ -331,6 +356,26 @@ def command(stage: str, f: Fields | None = None) -> str:
             f"--log {log_path(stage)}"
         )
     return _real_command(stage, f)
+
+
+def _robust_command(stage: str, f: Fields | None) -> str:
+    base = f"python -m {PACKAGE} {STAGE_STEP[stage]}"
+    if stage == "robustness":
+        return (
+            f"{base} --metrics {paths.METRICS_CSV} --cells-dir {paths.LONG_CELLS_DIR} "
+            f"--out-json {paths.ROBUSTNESS_JSON} --out-md {paths.ROBUSTNESS_MD} --log {log_path(stage)}"
+        )
+    cell = cell_name(f)
+    if stage == "train_long":
+        return (
+            f"{base} --data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --patch-size {f['patch_size']} "
+            f"--seed {f['seed']} --out-dir {paths.LONG_MODELS_DIR}/{cell} --log {log_path(stage, f)}"
+        )
+    return (
+        f"{base} --data {paths.SYNTHETIC_DATA} --checkpoint {paths.LONG_MODELS_DIR}/{cell}/checkpoint.pt "
+        f"--out {paths.LONG_CELLS_DIR}/{cell}.json --recon {paths.LONG_CELLS_DIR}/{cell}.recon.npz "
+        f"--log {log_path(stage, f)}"
+    )
 
 
 def _real_command(stage: str, f: Fields | None) -> str:
@@ -397,7 +442,18 @@ def outputs(stage: str, f: Fields | None = None) -> list[Out]:
             outs.append(Out(f"{paths.FIGURES_DIR}/{name}.png", "plots", cache=False))
             outs.append(Out(f"{paths.FIGURES_DIR}/{name}.pdf", cache=False))
         return outs
+    if stage in ROBUST_STAGES:
+        return _robust_outputs(stage, f)
     return _real_outputs(stage, f)
+
+
+def _robust_outputs(stage: str, f: Fields | None) -> list[Out]:
+    if stage == "robustness":
+        return [Out(paths.ROBUSTNESS_JSON, cache=False), Out(paths.ROBUSTNESS_MD, cache=False)]
+    cell = cell_name(f)
+    if stage == "train_long":
+        return [Out(f"{paths.LONG_MODELS_DIR}/{cell}/checkpoint.pt"), Out(f"{paths.LONG_MODELS_DIR}/{cell}/train_log.csv")]
+    return [Out(f"{paths.LONG_CELLS_DIR}/{cell}.json", cache=False), Out(f"{paths.LONG_CELLS_DIR}/{cell}.recon.npz", cache=False)]
 
 
 def _real_outputs(stage: str, f: Fields | None) -> list[Out]:
@@ -449,6 +505,13 @@ def input_files(stage: str, f: Fields | None = None, params: Params | None = Non
         return [paths.REAL_DATA] + real_cell_jsons(params)
     if stage in ("generate", "predict"):
         return []
+    if stage == "train_long":
+        return [paths.SYNTHETIC_DATA]
+    if stage == "probe_long":
+        return [paths.SYNTHETIC_DATA, f"{paths.LONG_MODELS_DIR}/{cell_name(f)}/checkpoint.pt"]
+    if stage == "robustness":
+        long_cells = stage_cells("probe_long", params) if params is not None else []
+        return [paths.METRICS_CSV] + [f"{paths.LONG_CELLS_DIR}/{cell_name(c)}.json" for c in long_cells]
     if stage in ("train", "baseline"):
         return [paths.SYNTHETIC_DATA]
     if stage == "probe":
@@ -468,6 +531,7 @@ def input_files(stage: str, f: Fields | None = None, params: Params | None = Non
         return (
             [paths.METRICS_CSV, paths.BASELINES_CSV, paths.CLAIMS_JSON, paths.CLAIMS_MD]
             + [f"{paths.FIGURES_DIR}/{name}.png" for name in FIGURE_NAMES]
+            + ([paths.ROBUSTNESS_MD] if params is not None and robustness_enabled(params) else [])
             + _real_summary_inputs(params)
         )
     raise KeyError(stage)
@@ -511,6 +575,8 @@ def dvc_input_deps(stage: str, params: Params) -> list[str]:
         )
     if stage == "report_real":
         return [paths.REAL_DATA, paths.REAL_CELLS_DIR]
+    if stage == "robustness":
+        return [paths.METRICS_CSV, paths.LONG_CELLS_DIR]
     return input_files(stage, dvc_item(stage), params)
 
 
@@ -698,6 +764,8 @@ def dvc_stage(stage: str, params: Params) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if stage in SEED_STAGES:
         spec["matrix"] = dict(SEED_MATRIX)
+    elif stage in ROBUST_STAGES and stage in CELL_STAGES:
+        spec["matrix"] = dict(ROBUST_MATRIX)
     elif stage in CELL_STAGES:
         sweep = sweep_of(stage)
         spec["matrix"] = dict(MATRIX if sweep is None else REAL_MATRIX[sweep])
@@ -749,7 +817,8 @@ def check_dvc_yaml(params: Params, path: str | Path = "dvc.yaml") -> None:
         return
     if text != dvc_yaml(params):
         raise ParamsError(
-            f"{path} is stale for params.yaml (real.enabled, real.sweep or the real data path changed, "
+            f"{path} is stale for params.yaml (real.enabled, real.sweep, the real data path or robustness.enabled "
+            "changed, "
             "or the pipeline code did): regenerate it with `make dvc-yaml`"
         )
 

@@ -24,7 +24,7 @@ import yaml
 
 from . import paths
 from .aggregate import load_baselines, load_metrics
-from .config import Params, cell_id, digest, real_enabled, section_dict
+from .config import Params, cell_id, digest, real_enabled, robustness_enabled, section_dict
 from .gate import GATE_MIN_SHARE, flag_reason, gate_line
 from .io import ArtifactError, check_recorded, read_json, write_json, write_text
 from .pipeline import FIGURE_NAMES, REAL_FIGURE_NAMES
@@ -36,6 +36,8 @@ def shown_params(params: Params) -> dict:
     shown = section_dict(params, ["data", "model", "train", "probe", "grid"])
     if real_enabled(params):
         shown.update(section_dict(params, ["real"]))
+    if robustness_enabled(params):
+        shown.update(section_dict(params, ["robustness"]))
     return shown
 
 
@@ -160,6 +162,7 @@ def theorem_section(claims: dict[str, Any] | None) -> list[str]:
 def render_summary(
     params: Params, metrics: pd.DataFrame, claims_md: str, figures: list[str],
     baselines: pd.DataFrame | None = None, real_table_md: str | None = None, claims: dict[str, Any] | None = None,
+    robustness_md: str | None = None,
 ) -> tuple[str, str]:
     """(summary.md text, metrics.tex text).
 
@@ -200,6 +203,8 @@ def render_summary(
     parts += gate_section(metrics, real_table_md)
     parts += [claims_md.replace("# Claims check", "## Claims check")]
     parts += theorem_section(claims)
+    if robustness_md is not None:
+        parts += ["## Budget robustness (a subset retrained longer)", "", robustness_md.rstrip(), ""]
     if real_table_md is not None:
         parts += ["## Real-image track: Table 1", "", real_table_md.rstrip(), ""]
     parts += [
@@ -274,7 +279,10 @@ def run(params: Params, args: argparse.Namespace) -> None:
         Path(os.path.relpath(_existing(f, step), out_dir)).as_posix()
         for f, step in figure_paths(params, args.figures_dir, args.real_dir)
     ]
-    text, tex = render_summary(params, metrics, claims_md.read_text(), figures, baselines, real_md, claims)
+    robustness_md = None
+    if robustness_enabled(params):
+        robustness_md = _existing(Path(getattr(args, "robustness_md", paths.ROBUSTNESS_MD)), "robustness").read_text()
+    text, tex = render_summary(params, metrics, claims_md.read_text(), figures, baselines, real_md, claims, robustness_md)
     write_text(args.out_md, text)
     write_text(args.out_tex, tex)
     out_headline = getattr(args, "out_headline", None) or Path(args.out_md).parent / Path(paths.HEADLINE_JSON).name
