@@ -62,10 +62,12 @@ def test_dvc_plots_render_with_our_templates_and_fields(tmp_path):
     proc = subprocess.run([*DVC, "plots", "show", "--json", "-o", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    shown = json.loads(proc.stdout)
+    shown = json.loads(proc.stdout)["data"]
     for name, field, color in (("root_r2_vs_ratio", "r2_level0", "patch_size"), ("learning_curves", "loss", "cell")):
         (plot,) = shown[name]
         spec = plot["content"]
         assert spec["encoding"]["x"]["field"] in ("mask_ratio", "epoch")
         assert spec["encoding"]["y"]["field"] == field and spec["encoding"]["color"]["field"] == color
         assert len(spec["data"]["values"]) > 0
+    # R^2 on its whole range, the loss from zero: the figures' axis convention (report/*.rst)
+    assert shown["root_r2_vs_ratio"][0]["content"]["encoding"]["y"]["scale"] == {"domain": [0, 1]}

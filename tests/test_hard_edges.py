@@ -391,3 +391,19 @@ def test_a_step_refuses_a_dataset_larger_than_this_machines_ram_before_allocatin
     params = load_params("params.yaml")
     cli.check_ram("generate", params)  # fits
     assert cli.main(["check"]) == 0  # check does not depend on this machine
+
+
+def test_a_dvc_run_step_writes_the_benchmark_file_snakemake_judges_as_an_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = load_params(REPO / "params.yaml")
+    monkeypatch.setenv("DVC_STAGE", "predict")
+    monkeypatch.setattr(pipeline, "check_dvc_yaml", lambda p: None)
+    argv = pipeline.shlex.split(pipeline.command("predict"))[3:]
+    with pipeline.step_hooks("predict", params, argv):
+        for o in pipeline.outputs("predict"):
+            io.write_text(o.path, "{}")
+    bench = Path(pipeline.benchmark_path("predict", None))
+    head, row = bench.read_text().splitlines()
+    assert head.split("\t") == list(pipeline.BENCHMARK_COLUMNS) and row.split("\t")[1].count(":") == 2
+    assert bench.stat().st_mtime_ns >= Path("data/prediction.json").stat().st_mtime_ns
+    assert pipeline.smk_benchmark("predict") == str(bench)

@@ -381,12 +381,14 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     summary = (root / "results/summary.md").read_text()
     assert "## Real-image track: Table 1" in summary and "](real/figures/fig8_tsne.png)" in summary
     assert "| random_init |" in summary and "| pixels |" in summary
+    assert "## Budget robustness" in summary and "| C1_p2 |" in (root / "results/robustness.md").read_text()
 
     # adding a ratio: only the new cell's train/probe, the theorem's prediction (it covers the
     # grid's cells), plus aggregate and figures, in both tools
     edit_params(root, grid__mask_ratios=[0.25, 0.5, 0.75])
-    want = {"predict", "train@0.75-2-0", "probe@0.75-2-0", "aggregate", "figures", "claims", "summary"}
-    assert dvc_stale(root) == want - {"claims"}  # claims reads no grid key; its input changes downstream
+    # (robustness reads metrics.csv, which gains a row, so it reruns downstream too)
+    want = {"predict", "train@0.75-2-0", "probe@0.75-2-0", "aggregate", "figures", "claims", "summary", "robustness"}
+    assert dvc_stale(root) == want - {"claims", "robustness"}  # they read no grid key; their inputs change downstream
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)
     sh(root, "dvc", "repro")
@@ -396,9 +398,12 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     edit_params(root, train__weight_decay=0.04)
     cells = ["0.25-2-0", "0.5-2-0", "0.75-2-0"]
     real = TINY_REAL_JOBS | {j.replace("train_", "evaluate_") for j in TINY_REAL_JOBS} | {"report_real"}
-    want = {f"{s}@{c}" for s in ("train", "probe") for c in cells} | {"aggregate", "figures", "claims", "summary"} | real
+    long = {f"{s}_long@{c}" for s in ("train", "probe") for c in cells[:2]} | {"robustness"}  # the subset too
+    want = {f"{s}@{c}" for s in ("train", "probe") for c in cells} | {"aggregate", "figures", "claims", "summary"} | real | long
     # params read directly (the summary prints every section)
-    assert dvc_stale(root) == {f"train@{c}" for c in cells} | {"figures", "summary"} | TINY_REAL_JOBS
+    assert dvc_stale(root) == (
+        {f"train@{c}" for c in cells} | {f"train_long@{c}" for c in cells[:2]} | {"figures", "summary"} | TINY_REAL_JOBS
+    )
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)
     sh(root, "snakemake", "--cores", "2")
@@ -443,8 +448,10 @@ def test_dvc_then_snakemake_sequences_and_locks(tmp_path):
 
     # a probe-only edit, run by Snakemake; a second Snakemake run is refused meanwhile
     edit_params(root, probe__cv_folds=3)
-    want = {"probe@0.25-2-0", "probe@0.5-2-0", "baseline@0", "aggregate", "figures", "claims", "summary"}
-    assert dvc_stale(root) == want - {"aggregate", "claims"}  # aggregate reads probe.pooling only, claims none
+    want = {"probe@0.25-2-0", "probe@0.5-2-0", "baseline@0", "aggregate", "figures", "claims", "summary",
+            "probe_long@0.25-2-0", "probe_long@0.5-2-0", "robustness"}
+    # aggregate and robustness read probe.pooling only, claims no probe key
+    assert dvc_stale(root) == want - {"aggregate", "claims", "robustness"}
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)
     first = subprocess.Popen(

@@ -685,21 +685,6 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _cells_feasible(self) -> Params:
-        if self.robustness is not None:
-            for key in ("mask_ratios", "patch_sizes", "seeds"):
-                grid = getattr(self.grid, key)
-                for i, v in enumerate(getattr(self.robustness, key)):
-                    if v not in grid:
-                        raise ValueError(
-                            f"robustness.{key}[{i}]={v}: the subset must be cells of the grid; grid.{key} is {grid}"
-                        )
-            passes = self.train.epochs * self.robustness.budget_factor * self.data.n_train
-            # (a grid budget already over the limit is train.epochs' error, named by its own check)
-            if passes > MAX_IMAGE_PASSES and self.train.epochs * self.data.n_train <= MAX_IMAGE_PASSES:
-                raise ValueError(
-                    f"robustness.budget_factor={self.robustness.budget_factor}: {passes:.3g} image passes per cell, "
-                    f"over {MAX_IMAGE_PASSES:.0e}: lower it or train.epochs"
-                )
         size, vit = self.data.image_size, self.model.vit_patch
         if size % vit:
             raise ValueError(f"model.vit_patch={vit}: must divide data.image_size={size}")
@@ -747,6 +732,27 @@ class Params(_Section):
                 f"train.warmup_epochs={train.warmup_epochs}: the real track shares it and must warm up for less than "
                 f"real.epochs={self.real.epochs}, or its learning rate never leaves the warmup ramp: lower "
                 "train.warmup_epochs or raise real.epochs"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _subset_of_grid(self) -> Params:
+        # last, so that the grid's own problems are named first
+        if self.robustness is None:
+            return self
+        for key in ("mask_ratios", "patch_sizes", "seeds"):
+            grid = getattr(self.grid, key)
+            for i, v in enumerate(getattr(self.robustness, key)):
+                if v not in grid:
+                    raise ValueError(
+                        f"robustness.{key}[{i}]={v}: the subset must be cells of the grid; grid.{key} is {grid}"
+                    )
+        passes = self.train.epochs * self.robustness.budget_factor * self.data.n_train
+        # (a grid budget already over the limit is train.epochs' error, named by its own check)
+        if passes > MAX_IMAGE_PASSES and self.train.epochs * self.data.n_train <= MAX_IMAGE_PASSES:
+            raise ValueError(
+                f"robustness.budget_factor={self.robustness.budget_factor}: {passes:.3g} image passes per cell, "
+                f"over {MAX_IMAGE_PASSES:.0e}: lower it or train.epochs"
             )
         return self
 

@@ -666,10 +666,25 @@ def smk_log(stage: str) -> str:
     return log_path(stage, smk_path_fields(stage))
 
 
+BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in", "io_out", "mean_load", "cpu_time")
+
+
+def benchmark_path(stage: str, f: Fields | None) -> str:
+    """The job's benchmark file (:func:`smk_benchmark` with its cell filled in)."""
+    return log_path(stage, f).replace("logs/", "benchmarks/", 1).removesuffix(".log") + ".tsv"
+
+
+def write_benchmark(stage: str, f: Fields | None, seconds: float) -> None:
+    """A benchmark file in Snakemake's columns for a job DVC ran (wall time; the rest NA)."""
+    hms = f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
+    row = [f"{seconds:.4f}", hms] + ["NA"] * (len(BENCHMARK_COLUMNS) - 2)
+    write_text(benchmark_path(stage, f), "\t".join(BENCHMARK_COLUMNS) + "\n" + "\t".join(row) + "\n")
+
+
 def smk_benchmark(stage: str) -> str:
     """A rule's ``benchmark:`` file (wall time, memory, I/O per job, by Snakemake):
     ``benchmarks/<stage>/<cell>.tsv`` beside ``logs/`` (run-dependent, never an artifact)."""
-    return log_path(stage, smk_path_fields(stage)).replace("logs/", "benchmarks/", 1).removesuffix(".log") + ".tsv"
+    return benchmark_path(stage, smk_path_fields(stage))
 
 
 def figure_stem(path: str) -> str:
@@ -910,6 +925,7 @@ def step_hooks(step: str, params: Params, argv: Sequence[str]) -> Iterator[None]
         write_params_file(params, stage)
     if "prepare_real" in stages:
         write_folder_listing(params)  # before the step, so that its output is newer
+    started = time.perf_counter()
     yield
     job = _canonical_job(step, params, argv) if stages else None
     if job is None:
@@ -917,6 +933,9 @@ def step_hooks(step: str, params: Params, argv: Sequence[str]) -> Iterator[None]
     # an output `verify` removed and this job gave back byte for byte keeps its old mtime
     ledger.restore_mtimes([o.path for o in outputs(job[0], job[1])])
     if os.environ.get("DVC_STAGE"):
+        # Snakemake judges a rule's benchmark: file like an output: one older than the
+        # outputs DVC just rewrote would make it rerun the job, so DVC runs write it too
+        write_benchmark(job[0], job[1], time.perf_counter() - started)
         return
     rec = _receipt(job[0], params, job[1])
     write_json(receipt_path(rec["stage"]), rec)
