@@ -196,7 +196,6 @@ def _child_prepare_real(params_path: str, out: str) -> dict[str, Any]:
 
 def _child_train(params_path: str, data: str, out_dir: str, ratio: float, unit: int, seed: int) -> dict[str, Any]:
     from mae_hlvm.config import load_params
-    from mae_hlvm.io import file_sha256
     from mae_hlvm.probe import probe_cell
     from mae_hlvm.train import train_cell
 
@@ -206,19 +205,25 @@ def _child_train(params_path: str, data: str, out_dir: str, ratio: float, unit: 
     t_train = time.perf_counter() - t
     ckpt = str(Path(out_dir) / "checkpoint.pt")
     metrics, _, _ = probe_cell(params, data, ckpt)
+    return _cell_result(out_dir, metrics, t, t_train)
+
+
+def _cell_result(out_dir: str, metrics: dict[str, Any], started: float, t_train: float) -> dict[str, Any]:
+    """What a child reports for one trained and evaluated cell: byte hashes, numbers, seconds."""
+    from mae_hlvm.io import file_sha256
+
     return {
-        "checkpoint_sha256": file_sha256(ckpt),
+        "checkpoint_sha256": file_sha256(Path(out_dir) / "checkpoint.pt"),
         "train_log_sha256": file_sha256(Path(out_dir) / "train_log.csv"),
         "metrics": metrics,
         "train_seconds": round(t_train, 2),
-        "total_seconds": round(time.perf_counter() - t, 2),
+        "total_seconds": round(time.perf_counter() - started, 2),
     }
 
 
 def _child_train_real(params_path: str, data: str, out_dir: str, ratio: float, unit: int, seed: int) -> dict[str, Any]:
     from mae_hlvm.config import load_params
     from mae_hlvm.evaluate import run_evaluate
-    from mae_hlvm.io import file_sha256
     from mae_hlvm.train import train_cell
     from mae_hlvm.train_real import real_train_params
 
@@ -231,13 +236,7 @@ def _child_train_real(params_path: str, data: str, out_dir: str, ratio: float, u
     run_evaluate(params, argparse.Namespace(checkpoint=ckpt, data=data, sweep="A", out=str(out)))
     metrics = json.loads(out.read_text())
     metrics.pop("checkpoint_weights_sha256", None)
-    return {
-        "checkpoint_sha256": file_sha256(ckpt),
-        "train_log_sha256": file_sha256(Path(out_dir) / "train_log.csv"),
-        "metrics": metrics,
-        "train_seconds": round(t_train, 2),
-        "total_seconds": round(time.perf_counter() - t, 2),
-    }
+    return _cell_result(out_dir, metrics, t, t_train)
 
 
 # --------------------------------------------------------------------------- comparisons

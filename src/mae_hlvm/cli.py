@@ -113,12 +113,6 @@ def _claims_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-md", default=paths.CLAIMS_MD)
 
 
-def _train_long_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
-    _cell_args(p)
-    p.add_argument("--out-dir", required=True, help="folder for checkpoint.pt and train_log.csv")
-
-
 def _robustness_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=paths.METRICS_CSV)
     p.add_argument("--cells-dir", default=paths.LONG_CELLS_DIR, help="the subset's probe JSONs at the longer budget")
@@ -155,7 +149,7 @@ STEPS = {
     "aggregate": ("mae_hlvm.aggregate", "collect every cell into results/metrics.*", _aggregate_args),
     "figures": ("mae_hlvm.figures", "render the figures under results/figures", _figures_args),
     "claims": ("mae_hlvm.claims", "test the paper's claims on our results (bootstrap over seeds)", _claims_args),
-    "train-long": ("mae_hlvm.train_long", "retrain one robustness-subset cell at budget_factor x the epochs", _train_long_args),
+    "train-long": ("mae_hlvm.train_long", "retrain one robustness-subset cell at budget_factor x the epochs", _train_args),
     "robustness": ("mae_hlvm.robustness", "do verdicts and the ratio ordering survive the longer budget?", _robustness_args),
     "summary": ("mae_hlvm.summary", "results/summary.md and results/metrics.tex for review", _summary_args),
     # the real-image track (docs/real_track.md); "module:function" names a runner other than run

@@ -855,13 +855,10 @@ def _sha256(path: str, memo: dict[tuple[str, int, int], str] | None = None) -> s
     key = (path, st.st_mtime_ns, st.st_size)
     if memo is not None and key in memo:
         return memo[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    digest_ = ledger.file_digest(path, "sha256")
     if memo is not None:
-        memo[key] = h.hexdigest()
-    return h.hexdigest()
+        memo[key] = digest_
+    return digest_
 
 
 def folder_listing(path: str) -> list[tuple[str, int, int]]:
