@@ -1,12 +1,22 @@
-"""The CUDA path against the CPU path, and GPU throughput at the default and paper scale.
+"""GPU training speed: the default-size cells (alone and several at once) and the paper-scale step.
 
-Run on a machine with a GPU (used once per session through the device tool):
-    PYTHONPATH=src python bench/bench_gpu.py --out results-gpu
-It (1) trains the same cells on the CPU (fp32), on CUDA in fp32 (TF32 off) and on CUDA
-with bf16 autocast, and compares their per-epoch losses; (2) measures training
-images/s of the default model on CUDA; (3) measures a ViT-B/16 MAE step at 224 px
-(the paper's model) in bf16, counts its FLOPs with torch's FlopCounterMode and
-reports the share of the GPU's dense bf16 peak.
+Run on a machine with a GPU (the device tool; it finishes in about 4 minutes on one H100):
+    PYTHONPATH=src python bench/bench_gpu.py --params profiles/gpu/params.yaml --out OUT
+It writes OUT/bench_gpu.json (every figure below, the GPU named) and prints a summary.
+
+1. ``cells``: training images/s of the GPU profile's cells at batch 256 (bf16 autocast),
+   for the reference loop (the CPU path's ``train_epoch``, one host round trip per step),
+   the device loop run eagerly, the device loop as one CUDA graph per cell, and K cells
+   trained together in one process (a graph and a stream each: ``train_cells_together``).
+   Whether a cell trained beside others computes what it computes alone is measured as
+   the largest relative difference of its summed loss over the same steps.
+2. ``processes``: K single-cell processes sharing the GPU (a Snakemake resource that lets
+   K jobs hold one GPU would give this), for comparison with 1.
+3. ``cross_device``: per-epoch losses of one small cell on the CPU (fp32), on CUDA in fp32
+   (TF32 off) and on CUDA with bf16 autocast, through ``train_cell``.
+4. ``paper_scale``: a ViT-B/16 MAE step (decoder 512 x 8, 224 px, ratio 0.75, bf16, fused
+   AdamW, SDPA), FLOPs from ``torch.utils.flop_counter``, share of the dense bf16 peak;
+   eager at batch 256 and 512, and ``torch.compile`` at 512 if ``--compile``.
 """
 
 from __future__ import annotations
@@ -14,6 +24,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,110 +34,272 @@ import torch
 import yaml
 
 from mae_hlvm.config import parse_params
-from mae_hlvm.generate import generate_dataset
 from mae_hlvm.data import save_dataset
-from mae_hlvm.model import MaskedAutoencoder
-from mae_hlvm.train import train_cell
+from mae_hlvm.generate import generate_dataset
+from mae_hlvm.model import MaskedAutoencoder, build_model
+from mae_hlvm.train import DeviceLoop, _Progress, param_groups, train_cell, train_epoch
 
 # Dense bf16 tensor-core peaks (vendor datasheets, SXM parts, no sparsity).
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
+CELL = (0.75, 4)  # ratio, unit of the throughput cells (seeds differ)
+# CUDA when present; the CPU only for a dry run of the script itself (no graphs, fp32)
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+AUTOCAST = torch.bfloat16 if DEV == "cuda" else None
 
 
-def cross_device(raw: dict, cells: list[tuple[float, int, int]], workdir: Path) -> list[dict]:
+def sync() -> None:
+    if DEV == "cuda":
+        sync()
+
+
+def _make_loop(params, images: torch.Tensor, ratio: float, unit: int, seed: int, graph: bool, steps: int) -> DeviceLoop:
+    torch.manual_seed(seed)
+    geometry = {"image_size": images.shape[-1], "channels": images.shape[1]}
+    model = build_model(params.model.model_dump(), geometry, ratio, unit).to(DEV)
+    batch = params.train.batch_size
+    schedule = {"peak_lr": params.train.base_lr * batch / 256, "total_steps": steps, "warmup_steps": 10}
+    return DeviceLoop(model, images, seed=seed, batch_size=batch, schedule=schedule,
+                      weight_decay=params.train.weight_decay, betas=tuple(params.train.betas),
+                      autocast_dtype=AUTOCAST, graph=graph)
+
+
+def _run_steps(loops: list[DeviceLoop], first: int, count: int) -> None:
+    """Steps ``first`` .. ``first + count - 1`` of every loop, in turn, loading each epoch's order."""
+    spe = loops[0].steps_per_epoch
+    for step in range(first, first + count):
+        if step % spe == 0:
+            for loop in loops:
+                loop.begin_epoch(step // spe)
+        for loop in loops:
+            loop.step()
+
+
+def time_loops(loops: list[DeviceLoop], steps: int, warmup: int = 10) -> tuple[float, list[float]]:
+    """Aggregate images/s of ``loops`` stepped in turn; each loop's loss sum in its last epoch."""
+    _run_steps(loops, 0, warmup)  # includes the graph capture
+    sync()
+    start = time.perf_counter()
+    _run_steps(loops, warmup, steps)
+    sync()
+    seconds = time.perf_counter() - start
+    return len(loops) * steps * loops[0].batch / seconds, [float(loop.loss_sum) for loop in loops]
+
+
+def cells(params, images: torch.Tensor, steps: int, group_sizes: list[int]) -> dict:
+    """Images/s of the reference loop, the device loop (eager, graph) and K cells together."""
+    ratio, unit = CELL
+    batch = params.train.batch_size
+    out: dict = {"cell": [ratio, unit], "batch": batch, "steps": steps}
+    # the reference loop (CPU path) on CUDA: one host round trip per step
+    torch.manual_seed(0)
+    model = build_model(params.model.model_dump(), {"image_size": images.shape[-1], "channels": images.shape[1]},
+                        ratio, unit).to(DEV)
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=0.0, betas=(0.9, 0.95))
+    n = (images.shape[0] // batch) * batch  # one epoch of the data
+    host = images[:n].cpu()
+    schedule = {"peak_lr": 1e-3, "total_steps": steps, "warmup_steps": 10}
+    train_epoch(model, opt, host[: 10 * batch], epoch=0, seed=0, batch_size=batch, schedule=schedule,
+                device=torch.device(DEV), autocast_dtype=AUTOCAST, progress=_Progress(10**12))
+    sync()
+    t = time.perf_counter()
+    train_epoch(model, opt, host, epoch=0, seed=0, batch_size=batch, schedule=schedule,
+                device=torch.device(DEV), autocast_dtype=AUTOCAST, progress=_Progress(10**12))
+    sync()
+    out["reference_loop"] = n / (time.perf_counter() - t)
+    print(f"reference loop: {out['reference_loop']:,.0f} img/s", flush=True)
+    out["device_loop_eager"], eager = time_loops([_make_loop(params, images, ratio, unit, 0, False, steps + 20)], steps)
+    print(f"device loop, eager: {out['device_loop_eager']:,.0f} img/s", flush=True)
+    loop = _make_loop(params, images, ratio, unit, 0, True, steps + 20)
+    rate, alone = time_loops([loop], steps)
+    out["device_loop_graph"] = rate
+    out["graph_captured"] = loop.graph is not None
+    # the same seed, steps and data: a graph replays the eager step (bf16 atomics aside)
+    out["graph_vs_eager_loss_sum_rel_diff"] = abs(alone[0] - eager[0]) / abs(eager[0])
+    print(f"device loop, CUDA graph: {rate:,.0f} img/s (captured: {out['graph_captured']}; loss vs eager: "
+          f"rel diff {out['graph_vs_eager_loss_sum_rel_diff']:.1e})", flush=True)
+    out["together"] = []
+    for k in group_sizes:
+        loops = [_make_loop(params, images, ratio, unit, seed, True, steps + 20) for seed in range(k)]
+        rate, sums = time_loops(loops, steps)
+        diff = abs(sums[0] - alone[0]) / abs(alone[0])
+        out["together"].append({"cells": k, "images_per_s": rate, "seed0_loss_sum_rel_diff_vs_alone": diff})
+        print(f"{k} cells together: {rate:,.0f} img/s (seed 0's loss vs alone: rel diff {diff:.1e})", flush=True)
+        del loops
+        torch.cuda.empty_cache()
+    return out
+
+
+def worker(params_path: str, data: str, steps: int, seed: int, go: str) -> None:
+    """One single-cell process of ``processes``: warms up, waits for ``go``, prints its images/s."""
+    params = parse_params(yaml.safe_load(Path(params_path).read_text()))
+    images = torch.load(data).to(DEV)
+    loop = _make_loop(params, images, *CELL, seed, True, steps + 20)
+    _run_steps([loop], 0, 10)
+    sync()
+    print("ready", flush=True)
+    while not Path(go).exists():
+        time.sleep(0.005)
+    start = time.perf_counter()
+    _run_steps([loop], 10, steps)
+    sync()
+    print(json.dumps({"seed": seed, "images_per_s": steps * loop.batch / (time.perf_counter() - start)}), flush=True)
+
+
+def processes(params_path: str, images: torch.Tensor, workdir: Path, steps: int, counts: list[int], batch: int) -> list[dict]:
+    """K single-cell processes sharing the GPU, started together after each has warmed up."""
+    data = workdir / "images.pt"
+    torch.save(images.cpu(), data)
     rows = []
-    for ratio, unit, seed in cells:
-        losses = {}
-        for name, device, precision in (("cpu_fp32", "cpu", "fp32"), ("cuda_fp32", "cuda", "fp32"), ("cuda_bf16", "cuda", "bf16")):
-            r = copy.deepcopy(raw)
-            r["train"].update(device=device, precision=precision, threads=8)
-            params = parse_params(r)
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
-            timing = train_cell(params, str(workdir / "data.npz"), ratio, unit, seed, str(workdir / name / f"{ratio}_{unit}_{seed}"))
-            log = (workdir / name / f"{ratio}_{unit}_{seed}" / "train_log.csv").read_text().splitlines()[1:]
-            losses[name] = [float(line.split(",")[1]) for line in log]
-            rows.append({"cell": [ratio, unit, seed], "run": name, **timing, "losses": losses[name]})
-        for name in ("cuda_fp32", "cuda_bf16"):
-            rel = max(abs(a - b) / abs(b) for a, b in zip(losses[name], losses["cpu_fp32"]))
-            rows.append({"cell": [ratio, unit, seed], "compare": f"{name} vs cpu_fp32", "max_rel_loss_diff": rel})
-            print(f"cell {ratio}/{unit}/{seed}: {name} vs cpu fp32: max relative loss difference {rel:.2e}")
+    for k in counts:
+        go = workdir / f"go{k}"
+        procs = [subprocess.Popen([sys.executable, __file__, "--worker", str(steps), "--worker-seed", str(s),
+                                   "--params", params_path, "--worker-data", str(data), "--worker-go", str(go)],
+                                  stdout=subprocess.PIPE, text=True, env=os.environ) for s in range(k)]
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        t = time.perf_counter()
+        go.touch()
+        rates = [json.loads(p.communicate()[0].strip().splitlines()[-1])["images_per_s"] for p in procs]
+        wall = time.perf_counter() - t
+        rows.append({"processes": k, "sum_images_per_s": sum(rates), "images_per_s_by_wall": k * steps * batch / wall})
+        print(f"{k} processes: sum {sum(rates):,.0f} img/s, {rows[-1]['images_per_s_by_wall']:,.0f} by wall time", flush=True)
     return rows
 
 
-def real_cells(params, data: str, workdir: Path) -> list[dict]:
-    """Real-track cells (the default recipe) on CUDA with bf16 autocast: images/s."""
-    from mae_hlvm.train_real import real_train_params
-
-    p = real_train_params(params)
-    p = p.model_copy(update={"train": p.train.model_copy(update={"device": "cuda", "precision": "bf16"})})
-    rows = []
-    for ratio, unit in ((0.75, 8), (0.1, 4)):
-        timing = train_cell(p, data, ratio, unit, 0, str(workdir / "real" / f"{ratio}_{unit}"))
-        rows.append({"cell": [ratio, unit, 0], **timing})
-        print(f"real cell {ratio}/{unit}: {timing}")
+def cross_device(raw: dict, workdir: Path) -> list[dict]:
+    """One small cell through train_cell on the CPU, on CUDA fp32 and on CUDA bf16."""
+    r = copy.deepcopy(raw)
+    r["data"].update(n_train=3000, n_test=200)
+    r["train"].update(epochs=3)
+    data = workdir / "small.npz"
+    save_dataset(data, generate_dataset(parse_params(r).data))
+    rows, losses = [], {}
+    runs = (("cpu_fp32", "cpu", "fp32"), ("cuda_fp32", "cuda", "fp32"), ("cuda_bf16", "cuda", "bf16"))
+    for name, device, precision in runs if DEV == "cuda" else runs[:1] + (("cpu_again", "cpu", "fp32"),):
+        rr = copy.deepcopy(r)
+        rr["train"].update(device=device, precision=precision, threads=8)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        timing = train_cell(parse_params(rr), str(data), 0.75, 4, 0, str(workdir / name))
+        log = (workdir / name / "train_log.csv").read_text().splitlines()[1:]
+        losses[name] = [float(line.split(",")[1]) for line in log]
+        rows.append({"run": name, **timing, "losses": losses[name]})
+    for name in [n for n in losses if n != "cpu_fp32"]:
+        rel = max(abs(a - b) / abs(b) for a, b in zip(losses[name], losses["cpu_fp32"]))
+        rows.append({"compare": f"{name} vs cpu_fp32", "max_rel_loss_diff": rel})
+        print(f"{name} vs cpu fp32: max relative per-epoch loss difference {rel:.2e}", flush=True)
     return rows
 
 
-def paper_scale(batch: int, steps: int) -> dict:
-    """ViT-B/16 MAE (decoder 512 x 8) at 224 px, ratio 0.75, bf16 autocast."""
+def paper_step(batch: int, steps: int, compile_model: bool) -> dict:
+    """ViT-B/16 MAE (decoder 512 x 8) at 224 px, ratio 0.75, bf16 autocast, fused AdamW."""
+    torch.manual_seed(0)
+    side, width = (224, 768) if DEV == "cuda" else (32, 96)  # the CPU dry run: a tiny stand-in
     model = MaskedAutoencoder(
-        image_size=224, channels=3, vit_patch=16, mask_unit=16, mask_ratio=0.75, embed_dim=768, depth=12,
+        image_size=side, channels=3, vit_patch=16, mask_unit=16, mask_ratio=0.75, embed_dim=width, depth=12,
         num_heads=12, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0, norm_pix_loss=True,
-    ).cuda()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=True)
-    imgs = torch.randn(batch, 3, 224, 224, device="cuda")
+    ).to(DEV)
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95), fused=DEV == "cuda")
+    imgs = torch.randn(batch, 3, side, side, device=DEV)
+    noise = torch.rand(batch, (side // 16) ** 2, device=DEV)
+    fwd = torch.compile(model) if compile_model else model
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss, _, _ = model(imgs)
+        with torch.autocast(DEV, dtype=torch.bfloat16):
+            loss, _, _ = fwd(imgs, noise=noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     from torch.utils.flop_counter import FlopCounterMode
+
+    t = time.perf_counter()
     step()
-    with FlopCounterMode(display=False) as counter:
-        step()
+    step()
+    sync()
+    warm_s = time.perf_counter() - t
+    with FlopCounterMode(display=False) as counter:  # counted on the eager model: the same math
+        with torch.autocast(DEV, dtype=torch.bfloat16):
+            loss, _, _ = model(imgs, noise=noise)
+        loss.backward()
     flops = counter.get_total_flops()
-    torch.cuda.synchronize()
+    opt.zero_grad(set_to_none=True)
+    sync()
     t = time.perf_counter()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize()
+    sync()
     dt = (time.perf_counter() - t) / steps
-    name = torch.cuda.get_device_name()
+    name = torch.cuda.get_device_name() if DEV == "cuda" else "cpu"
     peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), float("nan"))
     achieved = flops / dt / 1e12
-    return {"gpu": name, "batch": batch, "images_per_s": batch / dt, "step_s": dt, "flops_per_step": flops,
-            "achieved_tflops": achieved, "bf16_peak_tflops": peak, "share_of_peak": achieved / peak,
-            "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9}
+    row = {"gpu": name, "batch": batch, "compiled": compile_model, "images_per_s": batch / dt, "step_s": dt,
+           "flops_per_step": flops, "achieved_tflops": achieved, "bf16_peak_tflops": peak,
+           "share_of_peak": achieved / peak, "warmup_s": warm_s, "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if DEV == "cuda" else None}
+    print(f"ViT-B/16 MAE step, batch {batch}{' compiled' if compile_model else ''}: {achieved:.0f} TFLOP/s, "
+          f"{100 * achieved / peak:.1f} % of dense bf16 peak, {batch / dt:,.0f} img/s", flush=True)
+    del model, opt
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", default="profiles/gpu/params.yaml")
     ap.add_argument("--out", default="bench-gpu")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--real-data", default=None, help="a prepared data/real.npz: also train real cells on CUDA")
+    ap.add_argument("--steps", type=int, default=400, help="timed steps per throughput figure")
+    ap.add_argument("--groups", default="2,4,8,16", help="cells trained together")
+    ap.add_argument("--processes", default="4,8", help="single-cell processes at once ('' skips)")
+    ap.add_argument("--parts", default="cells,processes,cross_device,paper_scale")
+    ap.add_argument("--compile", action="store_true", help="also time the ViT-B/16 step under torch.compile")
+    ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-seed", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-data", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-go", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--work", default="/tmp/bench-gpu-work", help="scratch folder (data, small runs)")
     args = ap.parse_args()
+    if args.worker:
+        worker(args.params, args.worker_data, args.worker, args.worker_seed, args.worker_go)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(Path(args.params).read_text())
-    raw["train"]["epochs"] = args.epochs
     params = parse_params(raw)
+    result: dict = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else "none (CPU dry run)", "torch": torch.__version__, "params": args.params}
+    parts = args.parts.split(",")
+
+    def save() -> None:
+        (out / "bench_gpu.json").write_text(json.dumps(result, indent=1))
+
     t = time.perf_counter()
-    save_dataset(out / "data.npz", generate_dataset(params.data))
-    print(f"generated data in {time.perf_counter() - t:.1f}s; GPU: {torch.cuda.get_device_name()}")
-    cells = [(0.75, params.grid.patch_sizes[0], 0), (0.25, params.grid.patch_sizes[-1], 1)]
-    result = {"cross_device": cross_device(raw, cells, out)}
-    for row in result["cross_device"]:
-        if "images_per_s" in row:
-            print(f"cell {row['cell']} {row['run']}: {row['images_per_s']} img/s, {row['seconds']} s")
-    if args.real_data:
-        result["real"] = real_cells(params, args.real_data, out)
-    result["paper_scale"] = paper_scale(batch=256, steps=10)
-    print(json.dumps(result["paper_scale"], indent=1))
-    (out / "bench_gpu.json").write_text(json.dumps(result, indent=1))
+    ds = generate_dataset(params.data.model_copy(update={"n_train": 20000, "n_test": 100}))
+    images = torch.from_numpy(ds.split(test=False).images).to(DEV)
+    print(f"{result['gpu']}, torch {torch.__version__}; data in {time.perf_counter() - t:.1f} s", flush=True)
+    for part in parts:
+        t = time.perf_counter()
+        try:
+            if part == "cells":
+                result["cells"] = cells(params, images, args.steps, [int(k) for k in args.groups.split(",")])
+            elif part == "processes" and args.processes:
+                result["processes"] = processes(args.params, images, work, args.steps, [int(k) for k in args.processes.split(",")],
+                                                params.train.batch_size)
+            elif part == "cross_device":
+                result["cross_device"] = cross_device(raw, work)
+            elif part == "paper_scale":
+                result["paper_scale"] = [paper_step(256, 10, False), paper_step(512, 10, False)]
+                save()
+                if args.compile:
+                    result["paper_scale"].append(paper_step(512, 10, True))
+        except Exception as err:  # noqa: BLE001 - keep the other parts' figures
+            result[f"{part}_error"] = f"{err.__class__.__name__}: {err}"
+            print(f"{part} failed: {result[f'{part}_error']}", flush=True)
+        result.setdefault("part_seconds", {})[part] = round(time.perf_counter() - t, 1)
+        save()
+    print(json.dumps({k: v for k, v in result.items() if k != "cross_device"}, indent=1))
 
 
 if __name__ == "__main__":

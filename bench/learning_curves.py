@@ -14,6 +14,12 @@ anything, pessimistic. Pass 0 is the random-init encoder (the floor).
 
     python bench/learning_curves.py [--params params.yaml] [--cells 0.1:2,0.5:2,0.9:2]
         [--n-train 20000] [--max-passes 320000] [--out bench/results/learning_curves_cpu]
+
+With ``--device cuda`` the cells train together in one process through the pipeline's
+CUDA loop (:class:`mae_hlvm.train.DeviceLoop`: one CUDA graph per cell, one stream each,
+bf16 autocast), the way ``train_cells_together`` trains them; the probes then fit on the
+first ``--probe-train`` train images and the gate's linear reference on the first
+``--linear-train`` (both all of them by default).
 """
 
 from __future__ import annotations
@@ -34,13 +40,19 @@ from mae_hlvm.gate import GATE_MIN_SHARE, linear_on_mae_masks, linear_reference,
 from mae_hlvm.generate import generate_dataset
 from mae_hlvm.model import build_model
 from mae_hlvm.probe import encode_features, level_scores, recon_seed, reconstruct, spatial_level
-from mae_hlvm.train import epoch_seed, lr_at, param_groups
+from mae_hlvm.data import Dataset
+from mae_hlvm.train import DeviceLoop, epoch_seed, lr_at, param_groups
 
 
-def evaluate(model, train, test, passes: int, loss: float | None, linear: tuple[float, float], seed: int, alphas) -> dict:
-    """Hidden-patch errors (gate quantities) and spatial probes of the model as it is now."""
+def evaluate(model, train, test, passes: int, loss: float | None, linear: tuple[float, float], seed: int, alphas,
+             mean_image=None) -> dict:
+    """Hidden-patch errors (gate quantities) and spatial probes of the model as it is now.
+
+    ``mean_image``: the per-position mean of ALL train images (default: of ``train``), when
+    the probes fit on a subset."""
     model.eval()
-    mse, mean_mse, _ = reconstruct(model, test.images, 256, recon_seed(seed), 0, train_mean_image(train.images))
+    mean_image = train_mean_image(train.images) if mean_image is None else mean_image
+    mse, mean_mse, _ = reconstruct(model, test.images, 256, recon_seed(seed), 0, mean_image)
     lin = linear_on_mae_masks(linear, mean_mse)
     n_levels = len(train.latents)
     level = spatial_level(n_levels)
@@ -101,6 +113,71 @@ def run_cell(params, ds, ratio: float, unit: int, seed: int, max_passes: int, ev
     return points
 
 
+def _head(ds: Dataset, n: int | None) -> Dataset:
+    """The first ``n`` images of a split (all when None), latents and labels alike."""
+    if n is None or n >= len(ds.images):
+        return ds
+    return Dataset(ds.images[:n], ds.labels[:n], ds.is_test[:n], [z[:n] for z in ds.latents], ds.settings)
+
+
+def run_cells_device(params, ds, specs: list[tuple[float, int]], seed: int, max_passes: int, eval_at: list[int],
+                     device: str, probe_train: int | None, linear_train: int | None, out=None) -> dict[str, list[dict]]:
+    """Train ``specs`` (ratio, unit) together on ``device``, each scheduled for ``max_passes``."""
+    train, test = ds.split(test=False), ds.split(test=True)
+    probe_tr = _head(train, probe_train)
+    mean_image = train_mean_image(train.images)
+    geometry = {"image_size": ds.image_size, "channels": ds.channels}
+    images = torch.from_numpy(train.images).to(device)
+    batch = params.train.batch_size
+    steps_per_epoch = len(images) // batch
+    total = max_passes // batch
+    schedule = {"peak_lr": params.train.base_lr * batch / 256, "total_steps": total,
+                "warmup_steps": max(1, round(params.train.warmup_epochs * steps_per_epoch))}
+    alphas = params.probe.ridge_alphas
+    loops, linears, points = {}, {}, {}
+    for ratio, unit in specs:
+        name = f"r{ratio!r}_p{unit}"
+        torch.manual_seed(seed)
+        model = build_model(params.model.model_dump(), geometry, ratio, unit).to(device)
+        loops[name] = DeviceLoop(model, images, seed=seed, batch_size=batch, schedule=schedule,
+                                 weight_decay=params.train.weight_decay, betas=tuple(params.train.betas),
+                                 autocast_dtype=torch.bfloat16 if device == "cuda" else None, graph=True)
+        head = _head(train, linear_train)
+        linears[name] = linear_reference(head.images, test.images, unit, ratio)
+        points[name] = [evaluate(model, probe_tr, test, 0, None, linears[name], seed, alphas, mean_image)]
+    # the last target may fall inside the last (dropped) batch: evaluate at the last step then
+    targets = sorted({min(p, total * batch) for p in eval_at if 0 < p <= max_passes})
+    step, start, epoch_losses = 0, time.perf_counter(), {n: None for n in loops}
+    while step < total:
+        if step % steps_per_epoch == 0:
+            for loop in loops.values():
+                loop.begin_epoch(step // steps_per_epoch)
+        for loop in loops.values():
+            loop.step()
+        step += 1
+        if step % steps_per_epoch == 0:
+            epoch_losses = {n: loop.end_epoch() for n, loop in loops.items()}
+        if targets and step * batch >= targets[0]:
+            targets.pop(0)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            train_s = round(time.perf_counter() - start, 1)
+            for name, loop in loops.items():
+                done = int(loop.i_t)  # steps into the current epoch
+                loss = loop.loss_sum.item() / done if done else epoch_losses[name]
+                pt = evaluate(loop.model, probe_tr, test, step * batch, loss, linears[name], seed, alphas, mean_image)
+                pt["seconds"] = round(time.perf_counter() - start, 1)
+                pt["train_seconds_at_start_of_eval"] = train_s
+                points[name].append(pt)
+                print(f"{name}: {pt['passes']} passes, loss {pt['train_loss']:.4f}, hidden rel {pt['recon_rel']:.3f}, "
+                      f"gain share {pt['gain_share']:.2f}, root R2 {pt['r2sp'][0]:.3f}, {pt['seconds']:.0f} s", flush=True)
+            if device == "cuda":
+                torch.cuda.synchronize()  # the evaluation's reads finish before the next updates
+            if out is not None:
+                out(points)
+    return points
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"# Learning curves ({result['when']}, {result['machine']})", "",
@@ -129,24 +206,40 @@ def main() -> None:
     ap.add_argument("--max-passes", type=int, default=320000)
     ap.add_argument("--eval-at", default="10000,20000,40000,80000,160000,320000")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--probe-train", type=int, default=None, help="device mode: probe on the first N train images")
+    ap.add_argument("--linear-train", type=int, default=None, help="device mode: linear reference on the first N")
     ap.add_argument("--out", default="bench/results/learning_curves_cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
     data = params.data.model_copy(update={"n_train": args.n_train})
     ds = generate_dataset(data)
+    machine = f"{platform.processor() or platform.machine()}, {args.threads} thread(s)"
+    if args.device == "cuda":
+        machine = f"{torch.cuda.get_device_name()} (bf16, CUDA graphs, cells together), {args.threads} CPU thread(s)"
     result = {
-        "when": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, {args.threads} thread(s)",
+        "when": time.strftime("%Y-%m-%d"), "machine": machine,
         "params": args.params, "n_train": args.n_train, "batch": params.train.batch_size,
         "peak_lr": params.train.base_lr * params.train.batch_size / 256, "threads": args.threads, "cells": {},
+        "max_passes": args.max_passes, "device": args.device, "probe_train": args.probe_train,
+        "linear_train": args.linear_train,
     }
     eval_at = [int(x) for x in args.eval_at.split(",")]
-    for spec in args.cells.split(","):
-        ratio, unit = spec.split(":")
-        name = f"r{float(ratio)!r}_p{int(unit)}"
-        result["cells"][name] = run_cell(params, ds, float(ratio), int(unit), 0, args.max_passes, eval_at)
+    specs = [(float(r), int(u)) for r, u in (spec.split(":") for spec in args.cells.split(","))]
+
+    def save(cells: dict) -> None:
+        result["cells"] = cells
         Path(args.out + ".json").write_text(json.dumps(result, indent=1, sort_keys=True))
         Path(args.out + ".md").write_text(markdown(result))
+
+    if args.device == "cuda":
+        save(run_cells_device(params, ds, specs, 0, args.max_passes, eval_at, "cuda",
+                              args.probe_train, args.linear_train, out=save))
+    else:
+        for ratio, unit in specs:
+            result["cells"][f"r{ratio!r}_p{unit}"] = run_cell(params, ds, ratio, unit, 0, args.max_passes, eval_at)
+            save(result["cells"])
     print(markdown(result))
 
 

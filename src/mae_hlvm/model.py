@@ -173,15 +173,18 @@ class MaskedAutoencoder(nn.Module):
         return x.reshape(n, self.grid * self.grid)
 
     def random_masking(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-sample random masking of whole masking units, by argsort of uniform noise.
 
         x: (N, L, D) -> x_visible (N, n_visible, D), mask (N, L) with 1 = hidden,
-        ids_restore (N, L) that undoes the visible-first token order.
+        ids_restore (N, L) that undoes the visible-first token order. ``noise`` (N, U), on
+        x's device, replaces the draw from the CPU ``generator`` (the CUDA training step
+        draws a whole epoch's noise from the same stream at once).
         """
         n, length, d = x.shape
-        noise = torch.rand(n, self.units_per_side**2, generator=generator, device="cpu").to(x.device)
+        if noise is None:
+            noise = torch.rand(n, self.units_per_side**2, generator=generator, device="cpu").to(x.device)
         unit_rank = torch.argsort(torch.argsort(noise, dim=1), dim=1)
         unit_hidden = (unit_rank >= self.n_visible_units).float()
         token_hidden = self.unit_to_tokens(unit_hidden)
@@ -193,11 +196,11 @@ class MaskedAutoencoder(nn.Module):
         return x_visible, token_hidden.to(x.dtype), ids_restore
 
     def forward_encoder(
-        self, imgs: torch.Tensor, generator: torch.Generator | None = None
+        self, imgs: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """imgs: (N, C, H, W) -> latent (N, 1 + n_visible, D), mask (N, L), ids_restore (N, L)."""
         x = self.patch_embed(self.patchify(imgs)) + self.pos_embed
-        x, mask, ids_restore = self.random_masking(x, generator)
+        x, mask, ids_restore = self.random_masking(x, generator, noise)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
         for block in self.blocks:
@@ -231,10 +234,10 @@ class MaskedAutoencoder(nn.Module):
         return (per_token * mask).sum() / mask.sum()
 
     def forward(
-        self, imgs: torch.Tensor, generator: torch.Generator | None = None
+        self, imgs: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """imgs (N, C, H, W) -> loss (), pred (N, L, p*p*C), mask (N, L)."""
-        latent, mask, ids_restore = self.forward_encoder(imgs, generator)
+        """imgs (N, C, H, W), noise None or (N, U) -> loss (), pred (N, L, p*p*C), mask (N, L)."""
+        latent, mask, ids_restore = self.forward_encoder(imgs, generator, noise)
         pred = self.forward_decoder(latent, ids_restore)
         return self.forward_loss(imgs, pred, mask), pred, mask
 

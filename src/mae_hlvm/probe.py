@@ -310,9 +310,11 @@ def encode_features(
     """
     parts: dict[str, list[np.ndarray]] = {"cls": [], "mean": []}
     region_parts: list[list[np.ndarray]] = [[] for _ in range(n_levels)]
+    device = next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
-            tokens = model.encode(torch.from_numpy(images[start : start + batch_size])).numpy()
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+            tokens = model.encode(batch).float().cpu().numpy()
             for name, feats in pooled_features(tokens).items():
                 parts[name].append(feats)
             for level in range(1, n_levels):
