@@ -49,7 +49,7 @@ AUTOCAST = torch.bfloat16 if DEV == "cuda" else None
 
 def sync() -> None:
     if DEV == "cuda":
-        sync()
+        torch.cuda.synchronize()
 
 
 def _make_loop(params, images: torch.Tensor, ratio: float, unit: int, seed: int, graph: bool, steps: int) -> DeviceLoop:
