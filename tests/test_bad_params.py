@@ -353,12 +353,17 @@ def test_tiny_workdir_params_still_load(tiny_workdir, sections):
 
 
 def test_memory_limit_is_read_through_one_function(monkeypatch):
-    # At a 256 MiB limit the default run (21 MB synthetic, 14 MB real) and the GPU
-    # profile's synthetic data (35,000 images with latents: 0.17 GiB) fit; its real track
-    # (70,000 MNIST images at 32 px: 0.27 GiB) does not.
+    # At a 256 MiB limit the default run (21 MB synthetic, 14 MB real) fits; the GPU
+    # profile's synthetic data (105,000 images with latents: 0.52 GiB) does not. At 600 MiB
+    # that fits, and so does its real track (70,000 MNIST images at 32 px: 0.27 GiB).
     monkeypatch.setattr(config, "MEMORY_LIMIT_BYTES", 256 * 2**20)
     load_params(REPO / "params.yaml")
-    with pytest.raises(ParamsError, match=r"real\.n_train=60000: the dataset needs 70000 images .* 0\.27 GiB .*0\.25 GiB allowed"):
+    with pytest.raises(ParamsError, match=r"data\.n_train=100000: the dataset needs 105000 images .* 0\.52 GiB .*0\.25 GiB allowed"):
+        load_params(REPO / "profiles" / "gpu" / "params.yaml")
+    monkeypatch.setattr(config, "MEMORY_LIMIT_BYTES", 600 * 2**20)
+    load_params(REPO / "profiles" / "gpu" / "params.yaml")
+    monkeypatch.setattr(config, "MEMORY_LIMIT_BYTES", 270 * 2**20)
+    with pytest.raises(ParamsError, match=r"data\.n_train=100000"):
         load_params(REPO / "profiles" / "gpu" / "params.yaml")
 
 
