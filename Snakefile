@@ -30,6 +30,9 @@ pipeline.write_params_files(P)
 GPU_TRAIN = 1 if pipeline.train_uses_gpu(P) else 0
 
 
+report: "report/workflow.rst"
+
+
 wildcard_constraints:
     mask_ratio=r"[0-9.e-]+",
     patch_size=r"[0-9]+",
