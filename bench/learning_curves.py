@@ -182,7 +182,10 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Learning curves ({result['when']}, {result['machine']})", "",
         f"params: {result['params']}, n_train {result['n_train']}, batch {result['batch']}, peak lr "
-        f"{result['peak_lr']:.2e}, {result['threads']} thread(s). Gate: gain share >= {GATE_MIN_SHARE} (and plateau).",
+        f"{result['peak_lr']:.2e}, {result['threads']} thread(s), cosine schedule over "
+        f"{result.get('max_passes', 0):,} image passes. Gate: gain share >= {GATE_MIN_SHARE} (and plateau)."
+        + (f" Probes fit on the first {result['probe_train']:,} train images" if result.get("probe_train") else "")
+        + (f", the linear reference on the first {result['linear_train']:,}." if result.get("linear_train") else ""),
         "",
         "| cell | passes | train loss | hidden rel (MAE / mean) | linear rel | gain share | root R^2 (spatial) | innovation R^2 per level | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
