@@ -56,7 +56,7 @@ onerror:
 
 rule all:
     input:
-        pipeline.all_outputs(P),
+        pipeline.final_outputs(P),
     default_target: True
 
 
@@ -97,23 +97,46 @@ rule predict:
         pipeline.smk_shell("predict")
 
 
-rule train:
-    input:
-        pipeline.smk_inputs("train", P),
-    output:
-        pipeline.smk_outputs("train"),
-    log:
-        pipeline.smk_log("train"),
-    benchmark:
-        pipeline.smk_benchmark("train"),
-    params:
-        reads=pipeline.STAGE_PARAMS["train"],
-    threads: P.train.threads
-    resources:
-        gpu=GPU_TRAIN,
-        mem_mb=4000,
-    shell:
-        pipeline.smk_shell("train")
+if "train" in pipeline.active_stages(P):
+
+    rule train:
+        input:
+            pipeline.smk_inputs("train", P),
+        output:
+            pipeline.smk_outputs("train"),
+        log:
+            pipeline.smk_log("train"),
+        benchmark:
+            pipeline.smk_benchmark("train"),
+        params:
+            reads=pipeline.STAGE_PARAMS["train"],
+        threads: P.train.threads
+        resources:
+            gpu=GPU_TRAIN,
+            mem_mb=4000,
+        shell:
+            pipeline.smk_shell("train")
+
+else:
+
+    # train.job: seed: every cell of a seed in one job (on a GPU they train together)
+    rule train_seed:
+        input:
+            pipeline.smk_inputs("train_seed", P),
+        output:
+            pipeline.smk_outputs("train_seed", P),
+        log:
+            pipeline.smk_log("train_seed"),
+        benchmark:
+            pipeline.smk_benchmark("train_seed"),
+        params:
+            reads=pipeline.STAGE_PARAMS["train_seed"],
+        threads: P.train.threads
+        resources:
+            gpu=GPU_TRAIN,
+            mem_mb=8000,
+        shell:
+            pipeline.smk_shell("train_seed")
 
 
 rule probe:

@@ -40,7 +40,7 @@ def test_headline_counts_cells_claims_and_root_r2_per_unit():
 
 def test_only_the_headline_is_a_dvc_metric_and_csv_plots_name_x_and_y():
     params = pipeline.load_params(REPO / "params.yaml")
-    kinds = {o.path: o.kind for stage, f in pipeline.instances(params) for o in pipeline.outputs(stage, f)}
+    kinds = {o.path: o.kind for stage, f in pipeline.instances(params) for o in pipeline.outputs(stage, f, params)}
     assert [p for p, k in kinds.items() if k == "metrics"] == ["results/headline.json"]
     assert all(p.endswith(".png") for p, k in kinds.items() if k == "plots")
     for entry in pipeline.DVC_PLOTS:

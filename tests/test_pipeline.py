@@ -199,6 +199,27 @@ def test_committed_dvc_yaml_is_the_generated_one():
     )
 
 
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/gpu/params.yaml"])
+def test_rule_all_names_only_what_no_job_reads(profile):
+    # rule all's inputs are printed in full at the end of a run: only the final outputs,
+    # from which every other output is reachable through the jobs' inputs
+    params = load_params(REPO / profile)
+    everything, final = pipeline.all_outputs(params), pipeline.final_outputs(params)
+    producer = {o.path: (stage, f) for stage, f in pipeline.instances(params) for o in pipeline.outputs(stage, f, params)}
+    reached, todo = set(), list(final)
+    while todo:
+        path = todo.pop()
+        if path in reached:
+            continue
+        reached.add(path)
+        stage, f = producer[path]
+        todo += [o.path for o in pipeline.outputs(stage, f, params)]  # a job makes all of its outputs
+        todo += [p for p in pipeline.input_files(stage, f, params) if p in producer]
+    assert reached == set(everything)
+    assert set(final) < set(everything) and len(final) <= len(everything) // 4
+    assert "results/summary.md" in final and not any(p.endswith("checkpoint.pt") for p in final)
+
+
 @pytest.mark.parametrize("r,p,s", [(0.1, 2, 0), (0.25, 4, 1), (0.75, 6, 12), (0.9, 8, 3), (1 / 3, 2, 0)])
 def test_cell_names_spell_floats_like_config_and_dvc(r, p, s):
     f = pipeline.cell_fields(r, p, s)
@@ -223,7 +244,7 @@ def _params_reads(module: Path) -> set[str]:
     return {k for k in found if k.split(".")[0] in sections}
 
 
-@pytest.mark.parametrize("stage", pipeline.STAGES)
+@pytest.mark.parametrize("stage", pipeline.STAGES + ("train_seed",))
 def test_stage_params_cover_what_the_step_module_reads(stage):
     declared = pipeline.STAGE_PARAMS[stage]
     reads = _params_reads(REPO / "src" / "mae_hlvm" / f"{stage}.py")
@@ -360,6 +381,25 @@ def test_drift_edited_grid_same_outputs_and_commands(tmp_path):
     n_real = len(pipeline.instances(load_params(root / "params.yaml"))) - 5 - 2 * 4 - 2 - 3
     assert len(dv) == 5 + 2 * 4 + 2 + 3 + n_real
     assert sm == dv
+
+
+def test_drift_train_job_per_seed_same_outputs_and_commands(tmp_path):
+    # train.job: seed replaces the train stage by one job per seed with every cell of it
+    root = copy_repo(tmp_path)
+    sh(root, *GIT, "init", "-q")
+    edit_params(root, train__job="seed")
+    (root / "dvc.yaml").write_text(pipeline.dvc_yaml(load_params(root / "params.yaml")))
+    sm, dv = snakemake_jobs(root), dvc_jobs(root)
+    assert sm == dv
+    params = load_params(root / "params.yaml")
+    per_seed = {outs: cmd for outs, cmd in dv.items() if " train-seed " in cmd}
+    assert len(per_seed) == len(params.grid.seeds)
+    cells = len(params.grid.mask_ratios) * len(params.grid.patch_sizes)
+    for outs, cmd in per_seed.items():
+        seed = cmd.split("--seed ")[1].split()[0]
+        assert len(outs) == 2 * cells and all(f"_s{seed}/" in o for o in outs)
+    assert not any(" mae_hlvm train " in cmd for cmd in dv.values())
+    assert len(dv) == len(pipeline.instances(load_params(REPO / "params.yaml"))) - len(pipeline.grid_cells(params)) + len(params.grid.seeds)
 
 
 # ----------------------------------------------------------------------------- slow

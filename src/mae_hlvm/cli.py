@@ -42,6 +42,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True, help="folder for checkpoint.pt and train_log.csv")
 
 
+def _train_seed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--models-dir", default=paths.MODELS_DIR, help="each cell goes to <models-dir>/<cell>/")
+
+
 def _probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=paths.SYNTHETIC_DATA)
     p.add_argument("--checkpoint", required=True)
@@ -144,6 +150,8 @@ STEPS = {
     "generate": ("mae_hlvm.generate", "draw the synthetic hierarchical dataset", _generate_args),
     "predict": ("mae_hlvm.predict", "the theorem's predicted latent level per grid cell", _predict_args),
     "train": ("mae_hlvm.train", "pretrain the MAE of one grid cell", _train_args),
+    "train-seed": ("mae_hlvm.train_seed", "pretrain every grid cell of one seed in one process (train.job: seed)",
+                   _train_seed_args),
     "probe": ("mae_hlvm.probe", "probe one cell's features against the true latents", _probe_args),
     "baseline": ("mae_hlvm.baseline", "probe a random-init encoder and raw pixels (one seed)", _baseline_args),
     "aggregate": ("mae_hlvm.aggregate", "collect every cell into results/metrics.*", _aggregate_args),
@@ -168,7 +176,7 @@ PARAMS_FREE = frozenset({"verify"})
 # largest machine planned for (config.MEMORY_LIMIT_BYTES) because it runs where the tools
 # read params; a step checks the machine it runs on, before it allocates anything.
 DATA_STEPS = {
-    "generate": "synthetic", "train": "synthetic", "train-long": "synthetic", "probe": "synthetic", "baseline": "synthetic",
+    "generate": "synthetic", "train": "synthetic", "train-seed": "synthetic", "train-long": "synthetic", "probe": "synthetic", "baseline": "synthetic",
     "prepare-real": "real", "train-real": "real", "evaluate-real": "real", "report-real": "real",
 }
 RAM_SHARE = 0.8  # of physical memory: the model, the probes and the OS need the rest

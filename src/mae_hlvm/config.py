@@ -344,6 +344,9 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["auto", "fp32", "bf16"]
     threads: int = Field(ge=1)
+    # one training job per grid cell, or per seed (all of a seed's cells in one process:
+    # on a GPU they train together, on the CPU one after the other; same bytes either way)
+    job: Literal["cell", "seed"] = "cell"
 
     @field_validator("betas")
     @classmethod

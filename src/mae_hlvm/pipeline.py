@@ -69,7 +69,9 @@ from .io import ArtifactError, dumps_json, read_json, write_json, write_text
 # The synthetic track, then the review stages (claims, summary), which also read the
 # real track's results when it is enabled.
 STAGES = ("generate", "predict", "train", "probe", "baseline", "aggregate", "figures", "claims", "summary")
-SEED_STAGES = ("baseline",)  # one job per grid seed, independent of ratio and patch size
+# one job per grid seed: baseline is independent of ratio and patch size; train_seed
+# replaces train when train.job is "seed" (every cell of the seed in one process)
+SEED_STAGES = ("baseline", "train_seed")
 REAL_SWEEP_LETTERS = ("A", "B", "G")
 REAL_STAGES = (
     ("prepare_real",)
@@ -92,6 +94,7 @@ STAGE_STEP = {
     **{f"evaluate_real_{s}": "evaluate-real" for s in REAL_SWEEP_LETTERS},
     "report_real": "report-real",
     "train_long": "train-long", "probe_long": "probe", "robustness": "robustness",
+    "train_seed": "train-seed",
 }
 STAGE_MODULE = {
     **{s: s for s in STAGES},
@@ -100,6 +103,7 @@ STAGE_MODULE = {
     **{f"evaluate_real_{s}": "evaluate" for s in REAL_SWEEP_LETTERS},
     "report_real": "evaluate",
     "train_long": "train_long", "probe_long": "probe", "robustness": "robustness",
+    "train_seed": "train_seed",
 }
 
 # realdata.DATA_KEYS (a test checks they agree); spelled out so the Snakefile never imports numpy
@@ -129,6 +133,8 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     # the theorem's prediction needs the tree's geometry and widths, and the grid's cells
     "predict": ("data.image_size", "data.latent_dims", "grid.mask_ratios", "grid.patch_sizes"),
     "train": ("model", "train"),
+    # the same, for every cell of the seed: which cells those are
+    "train_seed": ("model", "train", "grid.mask_ratios", "grid.patch_sizes"),
     # the model config comes from the checkpoint, which is an input file
     "probe": ("probe", "train.threads"),
     # the random-init model is built from the model section (seeded by the job's seed)
@@ -267,7 +273,8 @@ def dvc_stage_name(stage: str, f: Fields | None = None) -> str:
 def active_stages(params: Params) -> tuple[str, ...]:
     """The stages the current params run: the synthetic track, the robustness subset if
     enabled, then the real track if enabled."""
-    stages = STAGES + (ROBUST_STAGES if robustness_enabled(params) else ())
+    synthetic = STAGES if params.train.job == "cell" else tuple("train_seed" if s == "train" else s for s in STAGES)
+    stages = synthetic + (ROBUST_STAGES if robustness_enabled(params) else ())
     if not real_enabled(params):
         return stages
     sweeps = real_sweeps(params.real)
@@ -329,6 +336,11 @@ def command(stage: str, f: Fields | None = None) -> str:
         return (
             f"{base} --data {paths.SYNTHETIC_DATA} --seed {f['seed']} --out {paths.baseline_json(f['seed'])} "
             f"--log {log_path(stage, f)}"
+        )
+    if stage == "train_seed":
+        return (
+            f"python -m {PACKAGE} {STAGE_STEP[stage]} --data {paths.SYNTHETIC_DATA} --seed {f['seed']} "
+            f"--models-dir {paths.MODELS_DIR} --log {log_path(stage, f)}"
         )
     if stage == "aggregate":
         return (
@@ -409,8 +421,19 @@ def log_path(stage: str, f: Fields | None = None) -> str:
     return paths.log(stage, cell_name(f) if stage in CELL_STAGES else stage)
 
 
-def outputs(stage: str, f: Fields | None = None) -> list[Out]:
-    """Every file a stage writes (the same list in both tools)."""
+def seed_cells(f: Fields, params: Params) -> list[Fields]:
+    """The grid cells of seed ``f["seed"]`` (which may be a placeholder), in the grid's order."""
+    g = params.grid
+    return [{"mask_ratio": repr(float(r)), "patch_size": str(int(u)), "seed": f["seed"]}
+            for r, u in itertools.product(g.mask_ratios, g.patch_sizes)]
+
+
+def outputs(stage: str, f: Fields | None = None, params: Params | None = None) -> list[Out]:
+    """Every file a stage writes (the same list in both tools); ``train_seed``'s needs ``params``."""
+    if stage == "train_seed":
+        if params is None:
+            raise ValueError("outputs('train_seed') needs the params: its cells are the grid's")
+        return [o for c in seed_cells(f, params) for o in outputs("train", c)]
     if stage == "generate":
         return [Out(paths.SYNTHETIC_DATA), Out(EXAMPLES_PNG, "plots", cache=False)]
     if stage == "predict":
@@ -512,7 +535,7 @@ def input_files(stage: str, f: Fields | None = None, params: Params | None = Non
     if stage == "robustness":
         long_cells = stage_cells("probe_long", params) if params is not None else []
         return [paths.METRICS_CSV] + [f"{paths.LONG_CELLS_DIR}/{cell_name(c)}.json" for c in long_cells]
-    if stage in ("train", "baseline"):
+    if stage in ("train", "train_seed", "baseline"):
         return [paths.SYNTHETIC_DATA]
     if stage == "probe":
         return [paths.SYNTHETIC_DATA, paths.checkpoint(cell_name(f))]
@@ -625,9 +648,9 @@ def smk_path_fields(stage: str) -> Fields | None:
     return SMK_PATH if stage in CELL_STAGES else None
 
 
-def smk_outputs(stage: str) -> list[str]:
+def smk_outputs(stage: str, params: Params | None = None) -> list[str]:
     """A rule's output patterns (wildcards for matrix stages)."""
-    return [o.path for o in outputs(stage, smk_path_fields(stage))]
+    return [o.path for o in outputs(stage, smk_path_fields(stage), params)]
 
 
 def smk_inputs(stage: str, params: Params) -> list[str]:
@@ -694,12 +717,22 @@ def figure_stem(path: str) -> str:
 
 def all_outputs(params: Params) -> list[str]:
     """Every output of the current params' jobs: the target of ``rule all``."""
-    return [o.path for stage, f in instances(params) for o in outputs(stage, f)]
+    return [o.path for stage, f in instances(params) for o in outputs(stage, f, params)]
+
+
+def final_outputs(params: Params) -> list[str]:
+    """The outputs no job reads (summary, figures, report...): ``rule all``'s inputs.
+
+    Every other output is upstream of one of them, so Snakemake builds the same jobs as
+    for :func:`all_outputs`, but prints about 30 paths at the end instead of every file.
+    """
+    read = {p for stage, f in instances(params) for p in input_files(stage, f, params)}
+    return [p for p in all_outputs(params) if p not in read]
 
 
 def real_outputs(params: Params) -> list[str]:
     """Every output of the real track (``snakemake <these>`` runs it alone); [] when off."""
-    return [o.path for stage, f in instances(params) if stage not in STAGES for o in outputs(stage, f)]
+    return [o.path for stage, f in instances(params) if stage in REAL_STAGES for o in outputs(stage, f, params)]
 
 
 # ----------------------------------------------------------------------------- params
@@ -787,7 +820,7 @@ def dvc_stage(stage: str, params: Params) -> dict[str, Any]:
     spec["cmd"] = command(stage, f)
     spec["deps"] = code_deps(stage) + dvc_input_deps(stage, params)
     spec["params"] = list(stage_param_keys(stage, params))
-    spec.update(_dvc_outs(outputs(stage, f)))
+    spec.update(_dvc_outs(outputs(stage, f, params)))
     return spec
 
 
@@ -881,7 +914,7 @@ def _instance(stage: str, params: Params, f: Fields | None) -> dict[str, Any]:
     return {
         "params": digest(stage_params(params, stage)),
         "deps": sorted(code_deps(stage) + input_files(stage, f, params)),
-        "outs": sorted(o.path for o in outputs(stage, f)),
+        "outs": sorted(o.path for o in outputs(stage, f, params)),
     }
 
 
@@ -928,7 +961,7 @@ def step_hooks(step: str, params: Params, argv: Sequence[str]) -> Iterator[None]
     if job is None:
         return
     # an output `verify` removed and this job gave back byte for byte keeps its old mtime
-    ledger.restore_mtimes([o.path for o in outputs(job[0], job[1])])
+    ledger.restore_mtimes([o.path for o in outputs(job[0], job[1], params)])
     if os.environ.get("DVC_STAGE"):
         # Snakemake judges a rule's benchmark: file like an output: one older than the
         # outputs DVC just rewrote would make it rerun the job, so DVC runs write it too
@@ -1036,7 +1069,7 @@ def commit_targets(names: Sequence[str], params: Params) -> list[str]:
 def _outs_of(name: str, params: Params) -> list[Out]:
     for stage, f in instances(params):
         if dvc_stage_name(stage, f) == name:
-            return outputs(stage, f)
+            return outputs(stage, f, params)
     return []
 
 
