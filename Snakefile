@@ -7,7 +7,7 @@ the workflow profile reruns on mtime only, so an edit reruns exactly the stages 
 the edited keys whichever tool made the outputs (README, "Snakemake and DVC together").
 """
 
-from mae_hlvm import pipeline
+from mae_hlvm import pipeline, sync
 from mae_hlvm.config import ParamsError, load_params
 
 if config:
@@ -25,7 +25,9 @@ try:
 except ParamsError as err:
     # one line, before any job; the traceback would only bury it
     raise SystemExit(f"error: {err}") from None
-pipeline.write_params_files(P)
+# params changed since Snakemake's last run: if DVC already made their outputs (exp apply,
+# checkout, pull), re-stamp them rather than retrain (mae_hlvm.sync.adopt_dvc_results)
+sync.adopt_dvc_results(pipeline.write_params_files(P))
 
 GPU_TRAIN = 1 if pipeline.train_uses_gpu(P) else 0
 
