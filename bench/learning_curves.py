@@ -39,7 +39,10 @@ from mae_hlvm.config import load_params
 from mae_hlvm.gate import GATE_MIN_SHARE, linear_on_mae_masks, linear_reference, train_mean_image
 from mae_hlvm.generate import generate_dataset
 from mae_hlvm.model import build_model
-from mae_hlvm.probe import encode_features, level_scores, recon_seed, reconstruct, spatial_level
+from mae_hlvm.probe import (
+    class_accuracy, encode_features, flatten_latent, level_scores, r2_ridge_blocks, recon_seed, reconstruct, region_r2,
+    spatial_level, standardise,
+)
 from mae_hlvm.data import Dataset
 from mae_hlvm.train import DeviceLoop, epoch_seed, lr_at, param_groups
 
@@ -56,14 +59,27 @@ def evaluate(model, train, test, passes: int, loss: float | None, linear: tuple[
     lin = linear_on_mae_masks(linear, mean_mse)
     n_levels = len(train.latents)
     level = spatial_level(n_levels)
-    f_tr = encode_features(model, train.images, 256, n_levels)["regions"][level].reshape(len(train.images), -1)
-    f_te = encode_features(model, test.images, 256, n_levels)["regions"][level].reshape(len(test.images), -1)
+    feats_tr = encode_features(model, train.images, 256, n_levels)
+    feats_te = encode_features(model, test.images, 256, n_levels)
+    f_tr = feats_tr["regions"][level].reshape(len(train.images), -1)
+    f_te = feats_te["regions"][level].reshape(len(test.images), -1)
     scores = level_scores(f_tr, f_te, train, test, alphas)
     model.train()
+    # the pipeline's other views (probe.py): pooled root R^2, leaf-region R^2, class accuracy
+    root_tr, root_te = [flatten_latent(train.latents[0])], [flatten_latent(test.latents[0])]
+    pooled = {}
+    for pool in ("mean", "cls"):
+        s_tr, s_te = standardise(feats_tr[pool], feats_te[pool])
+        pooled[pool] = r2_ridge_blocks(s_tr, root_tr, s_te, root_te, alphas)[0]
+    leaf = n_levels - 1
+    leaf_r2 = float(np.mean(region_r2(feats_tr["regions"][leaf], train.latents[leaf], feats_te["regions"][leaf],
+                                      test.latents[leaf], alphas)))
+    acc = class_accuracy(feats_tr["mean"], train.labels, feats_te["mean"], test.labels, alphas, 3)
     return {
         "passes": passes, "train_loss": loss, "recon_mse": mse, "mean_pred_mse": mean_mse, "linear_mse": lin,
         "recon_rel": mse / mean_mse, "gain_share": (mean_mse - mse) / (mean_mse - lin),
         "r2sp": scores["levels"], "r2in": scores["innovations"],
+        "root_r2_mean": pooled["mean"], "root_r2_cls": pooled["cls"], "leaf_region_r2": leaf_r2, "probe_acc_mean": acc,
     }
 
 
@@ -178,6 +194,15 @@ def run_cells_device(params, ds, specs: list[tuple[float, int]], seed: int, max_
     return points
 
 
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.3f}"
+
+
+def _pools(p: dict) -> str:
+    """Older result files lack the pooled columns: blank there."""
+    return "" if "root_r2_mean" not in p else f"{p['root_r2_mean']:.3f} / {p['root_r2_cls']:.3f}"
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"# Learning curves ({result['when']}, {result['machine']})", "",
@@ -187,8 +212,8 @@ def markdown(result: dict) -> str:
         + (f" Probes fit on the first {result['probe_train']:,} train images" if result.get("probe_train") else "")
         + (f", the linear reference on the first {result['linear_train']:,}." if result.get("linear_train") else ""),
         "",
-        "| cell | passes | train loss | hidden rel (MAE / mean) | linear rel | gain share | root R^2 (spatial) | innovation R^2 per level | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| cell | passes | train loss | hidden rel (MAE / mean) | linear rel | gain share | root R^2 (spatial) | innovation R^2 per level | root R^2 mean / CLS pool | leaf-region R^2 | probe acc | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell, pts in result["cells"].items():
         for p in pts:
@@ -196,7 +221,8 @@ def markdown(result: dict) -> str:
             innov = " / ".join(f"{x:.3f}" for x in p["r2in"][1:])
             lines.append(
                 f"| {cell} | {p['passes']} | {loss} | {p['recon_rel']:.3f} | {p['linear_mse'] / p['mean_pred_mse']:.3f} | "
-                f"{p['gain_share']:.2f} | {p['r2sp'][0]:.3f} | {innov} | {p.get('seconds', 0):.0f} |"
+                f"{p['gain_share']:.2f} | {p['r2sp'][0]:.3f} | {innov} | {_pools(p)} | {_num(p.get('leaf_region_r2'))} | "
+                f"{_num(p.get('probe_acc_mean'))} | {p.get('seconds', 0):.0f} |"
             )
     return "\n".join(lines) + "\n"
 
