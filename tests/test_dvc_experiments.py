@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline import assert_agree_up_to_date, commit, copy_repo, edit_params, init_repo, sh, tiny_params
+from test_pipeline import assert_agree_up_to_date, copy_repo, edit_params, init_repo, sh, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +25,7 @@ def test_queued_experiment_applied_then_snakemake_agrees(tmp_path):
     tiny_params(root)
     edit_params(root, real__enabled=False, robustness__enabled=False, train__epochs=2)
     sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml", "--out", "dvc.yaml")
-    init_repo(root)
-    sh(root, "snakemake", "--cores", "2")
-    assert_agree_up_to_date(root)
-    commit(root, "baseline run")
+    init_repo(root)  # nothing run here: the experiment makes every output in its own copy
 
     sh(root, "dvc", "exp", "run", "--queue", "-S", "train.epochs=3", "--name", "longer")
     sh(root, "dvc", "exp", "run", "--run-all")

@@ -46,3 +46,24 @@ def test_plainrun_then_receipts_make_both_tools_agree(tmp_path):
     n = int(sh(root, sys.executable, "-c", code).stdout)
     assert n == len(pipeline.instances(load_params(root / "params.yaml")))
     assert_agree_up_to_date(root)
+
+
+def test_overall_progress_line_per_finished_job(tmp_path, monkeypatch):
+    from mae_hlvm import progress
+
+    monkeypatch.chdir(tmp_path)
+    params = load_params(REPO / "params.yaml")
+    total = len(pipeline.instances(params))
+    assert progress.start(params, ["snakemake", "--cores", "2"]) == total  # nothing made yet: every job
+    bench = tmp_path / pipeline.benchmark_path("generate", None)
+    line = progress.job_done("generate")
+    assert line.startswith(f"run: 1 of {total} jobs done, ETA ") and not bench.exists()
+    assert progress.job_done("not-a-planned-job") is None
+    assert progress.job_done("predict").startswith(f"run: 2 of {total} jobs done")
+    # a run naming targets, forcing reruns or dry: Snakemake's DAG is not the plan, so no line
+    for argv in (["snakemake", "--cores", "2", "results/metrics.csv"], ["snakemake", "-F", "--cores", "1"],
+                 ["snakemake", "-n"]):
+        assert progress.start(params, argv) == 0 and progress.job_done("generate") is None
+    assert progress.start(params, ["snakemake", "--cores", "2", "all", "--resources", "gpu=1"]) == total
+    progress.stop()
+    assert progress.job_done("generate") is None

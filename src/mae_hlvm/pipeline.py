@@ -183,7 +183,8 @@ SOURCE_REL = "src/mae_hlvm"
 # Modules that validate, name or describe, but never compute a result: editing them
 # must not rerun the grid, so they are not code deps.
 NOT_CODE_DEPS = frozenset(
-    {"__init__", "__main__", "cli", "config", "ledger", "lint", "paths", "pipeline", "provenance", "remote", "replay", "runlock"}
+    {"__init__", "__main__", "cli", "config", "ledger", "lint", "paths", "pipeline", "plainrun", "progress", "provenance",
+     "remote", "replay", "runlock", "sync"}
 )
 
 PARAMS_DIR = f"{paths.STATE_DIR}/params"
@@ -969,6 +970,9 @@ def step_hooks(step: str, params: Params, argv: Sequence[str]) -> Iterator[None]
         return
     rec = _receipt(job[0], params, job[1])
     write_json(receipt_path(rec["stage"]), rec)
+    from . import progress
+
+    progress.job_done(rec["stage"])
 
 
 def _valid_receipts(params: Params) -> tuple[list[str], list[Path]]:
@@ -1040,10 +1044,19 @@ def start_run() -> None:
             runlock.claim()
     except runlock.BusyError as err:
         raise SystemExit(f"error: {err}") from None
+    from . import progress  # one overall progress line per finished job (mae_hlvm.progress)
+
+    with contextlib.suppress(ParamsError, OSError):
+        n = progress.start(load_params("params.yaml"), sys.argv)
+        if n:
+            print(f"run: {n} jobs planned; each finished job prints jobs done and an ETA", file=sys.stderr)
 
 
 def finish_run() -> None:
     """The Snakefile's ``onsuccess``/``onerror``: give DVC's lock back, record the finished jobs."""
+    from . import progress
+
+    progress.stop()
     runlock.release()
     commit_receipts()
 

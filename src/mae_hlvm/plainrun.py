@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import pipeline
+from . import pipeline, progress
 from .config import ParamsError, Params, load_params
 
 GPU_STAGES = ("train", "train_seed", "train_long") + tuple(f"train_real_{s}" for s in pipeline.REAL_SWEEP_LETTERS)
@@ -98,10 +98,13 @@ def plan(params: Params, stages: Sequence[str] | None = None) -> list[Job]:
     maker = {o: name for name, _, _, outs, _ in topological(params) for o in outs}
     planned: set[str] = set()
     jobs = []
+    code: dict[str, list[str]] = {}
     for name, stage, f, outs, ins in topological(params):
         if stages and stage not in stages:
             continue
-        triggers = [i for i in ins if not Path(i).is_dir()] + pipeline.code_deps(stage) + [pipeline.params_file(stage)]
+        if stage not in code:
+            code[stage] = pipeline.code_deps(stage)
+        triggers = [i for i in ins if not Path(i).is_dir()] + code[stage] + [pipeline.params_file(stage)]
         if not (_stale(outs, triggers) or any(maker.get(i) in planned for i in ins)):
             continue
         planned.add(name)
@@ -149,6 +152,7 @@ def run(jobs: list[Job], cores: int, gpu_jobs: int) -> int:
             rc = subprocess.run(job.argv).returncode
         return rc, time.perf_counter() - t
 
+    progress.stop()  # a Snakemake run's plan left by a killed run is not this run's
     print(f"plainrun: {len(jobs)} jobs to run, {cores} at once ({gpu_jobs} on the GPU)", file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max_workers=cores) as pool:
         pending = [j.name for j in jobs]
