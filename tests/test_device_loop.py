@@ -65,14 +65,8 @@ def test_device_loop_refuses_a_diverged_epoch():
         loop.end_epoch()
 
 
-def test_cells_trained_together_on_the_cpu_are_the_cells_trained_alone(tiny_workdir):
-    tiny_workdir(
-        80, 64,
-        data=dict(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 0.5]),
-        model=dict(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_num_heads=2),
-        train=dict(epochs=2, batch_size=16, base_lr=1e-3),
-        grid=dict(patch_sizes=[2, 4], mask_ratios=[0.25, 0.5]),
-    )
+def test_cells_trained_together_on_the_cpu_are_the_cells_trained_alone(tiny_training):
+    tiny_training(train=dict(epochs=2))
     params = load_params("params.yaml")
     train_cell(params, "data.npz", 0.5, 4, 0, "alone_a")
     train_cell(params, "data.npz", 0.25, 2, 1, "alone_b")
@@ -83,16 +77,10 @@ def test_cells_trained_together_on_the_cpu_are_the_cells_trained_alone(tiny_work
             assert Path(alone, name).read_bytes() == Path(group, name).read_bytes()
 
 
-def test_train_seed_step_writes_every_cell_of_the_seed_as_train_would(tiny_workdir):
+def test_train_seed_step_writes_every_cell_of_the_seed_as_train_would(tiny_training):
     from mae_hlvm import cli
 
-    tiny_workdir(
-        80, 64,
-        data=dict(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 0.5]),
-        model=dict(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_num_heads=2),
-        train=dict(epochs=2, batch_size=16, base_lr=1e-3, job="seed"),
-        grid=dict(patch_sizes=[2, 4], mask_ratios=[0.25, 0.5], seeds=[0, 1]),
-    )
+    tiny_training(train=dict(epochs=2, job="seed"), grid=dict(seeds=[0, 1]))
     assert cli.main(["train-seed", "--data", "data.npz", "--seed", "1", "--models-dir", "grouped"]) == 0
     made = sorted(p.parent.name for p in Path("grouped").glob("*/checkpoint.pt"))
     assert made == ["r0.25_p2_s1", "r0.25_p4_s1", "r0.5_p2_s1", "r0.5_p4_s1"]

@@ -105,15 +105,9 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 
 
 @pytest.fixture
-def tiny_run(tiny_workdir):
+def tiny_run(tiny_training):
     """A tiny params file and random dataset in a temporary working directory."""
-    tiny_workdir(
-        80, 64,
-        data=dict(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 0.5]),
-        model=dict(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_num_heads=2),
-        train=dict(epochs=3, batch_size=16, base_lr=1e-3),
-        grid=dict(patch_sizes=[2, 4], mask_ratios=[0.25, 0.5]),
-    )
+    tiny_training()
     return load_params("params.yaml")
 
 

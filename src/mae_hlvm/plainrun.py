@@ -128,11 +128,6 @@ def dependencies(jobs: list[Job]) -> dict[str, set[str]]:
     return deps
 
 
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s"
-
-
 def run(jobs: list[Job], cores: int, gpu_jobs: int) -> int:
     """Run ``jobs`` in dependency order; 0 when all succeeded, else 1 (after the running ones end)."""
     deps = dependencies(jobs)
@@ -175,7 +170,7 @@ def run(jobs: list[Job], cores: int, gpu_jobs: int) -> int:
                 elapsed = time.perf_counter() - start
                 eta = elapsed / len(done) * (len(jobs) - len(done))
                 print(f"plainrun: {len(done)}/{len(jobs)} jobs done ({job.name}, {secs:.0f} s), {len(running)} running, "
-                      f"elapsed {_clock(elapsed)}, ETA {_clock(eta)}", file=sys.stderr, flush=True)
+                      f"elapsed {progress.clock(elapsed)}, ETA {progress.clock(eta)}", file=sys.stderr, flush=True)
     if failed or len(done) < len(jobs):
         print(f"plainrun: stopped: {len(done)}/{len(jobs)} jobs done; failed: {', '.join(failed) or 'none'}",
               file=sys.stderr)

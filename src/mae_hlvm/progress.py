@@ -93,10 +93,15 @@ def job_done(name: str) -> str | None:
     left = sum(v for n, v in expected.items() if n not in done)
     elapsed = time.time() - plan["started"]
     eta = elapsed / spent * left if spent else 0.0
-    m, s = divmod(int(round(eta)), 60)
-    line = f"run: {len(done)} of {len(expected)} jobs done, ETA {m}m{s:02d}s (expected time of what is left, at this run's pace)"
+    line = f"run: {len(done)} of {len(expected)} jobs done, ETA {clock(eta)} (expected time of what is left, at this run's pace)"
     print(line, file=sys.stderr, flush=True)
     return line
+
+
+def clock(seconds: float) -> str:
+    """``5m10s``: the one way run lines spell a duration."""
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s"
 
 
 def stop() -> None:
