@@ -57,6 +57,7 @@ def fake_cell(ratio: float, patch: int, seed: int) -> dict:
         "r2_nonlinear": {"mean": [v + 0.05 for v in lin], "cls": [v - 0.1 for v in lin]},
         "r2_region": {"levels": [None, 0.4 + ratio / 10, 0.2 + patch / 100], "per_node": [[], [0.4] * 4, [0.2] * 16]},
         "probe_acc": {"mean": 0.5 + ratio / 4, "cls": 0.4},
+        "shape_bias": {"mean": {"shape_bias": 0.2 + ratio / 4, "shape": 0.1, "texture": 0.3}, "cls": None},
         "r2_spatial": {"pool_level": 2, "levels": [v + 0.1 for v in lin], "innovations": [None, 0.2 + ratio / 10, 0.1 * patch]},
         "recon_mse": 0.01 * patch + ratio,
         "gate": fake_gate(ratio, patch, seed),
@@ -118,9 +119,11 @@ def fake_baseline(seed: int) -> dict:
             "r2_nonlinear": {"mean": [v + 0.05 for v in enc], "cls": enc},
             "r2_region": {"levels": [None, 0.25, 0.35], "per_node": [[], [0.25] * 4, [0.35] * 16]},
             "probe_acc": {"mean": 0.3 + seed / 100, "cls": 0.2},
+            "shape_bias": {"mean": {"shape_bias": 0.5, "shape": 0.2, "texture": 0.2}, "cls": None},
             "r2_spatial": {"pool_level": 2, "levels": enc, "innovations": [None, 0.1, 0.2]},
         },
         "pixels": {"r2_linear": [0.6, 0.7, 0.8], "r2_nonlinear": [0.65, 0.75, 0.85], "probe_acc": 0.5,
+                   "shape_bias": {"shape_bias": None, "shape": 0.0, "texture": 0.0},
                    "r2_spatial": {"pool_level": 2, "levels": [0.6, 0.7, 0.8], "innovations": [None, 0.5, 0.6]}},
         "latents": {"r2_spatial": {"pool_level": 2, "levels": [0.7, 0.8, 1.0], "innovations": [None, 0.6, 1.0]}},
         "config_digest": "0123456789abcdef",
@@ -169,6 +172,7 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
         "r2cls_level0", "r2cls_level1", "r2cls_level2", "r2nlcls_level0", "r2nlcls_level1", "r2nlcls_level2",
         "r2region_level1", "r2region_level2", "probe_acc_cls",
         "r2sp_level0", "r2sp_level1", "r2sp_level2", "r2in_level1", "r2in_level2",
+        "shape_bias", "cue_shape", "cue_texture", "shape_bias_cls",
     ]
     order = [(float(r["mask_ratio"]), int(r["patch_size"]), int(r["seed"])) for r in rows]
     assert order == [(r, p, s) for p in PATCHES for r in RATIOS for s in SEEDS]
@@ -179,6 +183,8 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
     assert row["r2region_level1"] == "%.6f" % (0.4 + 0.075)
     assert row["probe_acc"] == "%.6f" % (0.5 + 0.75 / 4)
     assert row["probe_acc_cls"] == "0.400000"
+    assert (row["shape_bias"], row["cue_shape"], row["cue_texture"]) == ("%.6f" % (0.2 + 0.75 / 4), "0.100000", "0.300000")
+    assert row["shape_bias_cls"] == "nan", "null: no shape bias"
     assert row["recon_mse"] == "%.6f" % (0.04 + 0.75)
     assert (row["n_visible"], row["n_hidden"], row["actual_ratio"]) == ("10", "26", "%.6f" % (26 / 36))
     assert row["r2sp_level0"] == "%.6f" % (root_r2(0.75, 4, 1) + 0.1) and row["r2in_level2"] == "0.400000"
@@ -211,7 +217,7 @@ def test_json_summary_names_the_peak_ratio_per_patch_size(grid):
     assert cell["r2_level0"] == round(root_r2(0.25, 2, 1), 6)
     assert set(cell) == {"r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
                          "probe_acc", "recon_mse", "mean_pred_mse", "linear_mse", "recon_rel", "gain_share",
-                         "plateau", "gate_pass"}
+                         "shape_bias", "plateau", "gate_pass"}
     assert (cell["recon_rel"], cell["gain_share"], cell["plateau"], cell["gate_pass"]) == (0.9, 0.666667, 1, 1)
     assert metrics[cell_id(*FALLBACK_CELL)]["gain_share"] is None, "no share: null"
     assert metrics[cell_id(0.75, 4, 1)]["gate_pass"] == 0
@@ -337,6 +343,7 @@ def test_baselines_csv_rows_and_json_means(grid):
     assert rows[4]["r2_level0"] == "nan" and rows[4]["r2in_level2"] == "1.000000", "the ceiling has spatial probes only"
     assert rows[1]["r2_level0"] == "0.210000" and rows[1]["r2nl_level0"] == "0.260000"
     assert rows[2]["r2region_level1"] == "nan", "raw pixels have no region probe"
+    assert rows[0]["shape_bias"] == "0.500000" and rows[2]["shape_bias"] == "nan" and rows[2]["cue_shape"] == "0.000000"
     means = json.loads(Path(paths.METRICS_JSON).read_text())["baselines"]
     assert means["random_init"]["r2_level0"] == pytest.approx(0.205) and means["random_init"]["probe_acc"] == pytest.approx(0.305)
     assert means["pixels"]["r2nl_level2"] == pytest.approx(0.85) and means["pixels"]["r2region_level1"] is None

@@ -84,7 +84,8 @@ def test_step_schema_pixel_known_answer_and_determinism(workdir):
     assert set(out) == {"seed", "n_levels", "pooling", "random_init", "pixels", "latents", "config_digest"}
     assert out["seed"] == 0 and out["n_levels"] == 3 and out["pooling"] == "mean"
     enc = out["random_init"]
-    assert set(enc) == {"r2_linear", "r2_nonlinear", "probe_acc", "r2_region", "r2_spatial"}  # probe_scores' layout
+    assert set(enc) == {"r2_linear", "r2_nonlinear", "probe_acc", "shape_bias", "r2_region", "r2_spatial"}  # probe_scores' layout
+    assert enc["shape_bias"] == {"mean": None, "cls": None} and out["pixels"]["shape_bias"] is None  # no cue set
     assert all(len(v) == 3 for kind in ("r2_linear", "r2_nonlinear") for v in enc[kind].values())
     assert [len(v) for v in enc["r2_region"]["per_node"]] == [0, 4, 16]
     pix = out["pixels"]

@@ -339,3 +339,21 @@ def test_step_refuses_baselines_of_other_seeds_and_names_a_missing_real_cell(tmp
     write_json(tmp_path / "real_cells" / "A" / "r0.1_p8_s0.json", {"table1": {"linear_cls": {"clean": 50.0}}})
     with pytest.raises(ArtifactError, match=r"r0\.1_p8_s0\.json: lacks gate\.gate_pass; rerun evaluate-real"):
         run(params, args)
+
+
+def test_shape_bias_claim_c6_follows_the_peak_and_needs_a_cue_conflict_set():
+    hump = frame([0.5] * 5, [0.5] * 5).assign(shape_bias=lambda f: 0.6 - (f.mask_ratio - 0.5).abs())
+    c6 = [c for c in synthetic_claims(hump, 3) if c["id"] == "C6"]
+    assert [(c["patch_size"], c["verdict"]) for c in c6] == [(2, "supported"), (4, "supported")]
+    assert c6[0]["peak_ratio"] == 0.5
+    rising = hump.assign(shape_bias=lambda f: f.mask_ratio)
+    assert {c["verdict"] for c in synthetic_claims(rising, 3) if c["id"] == "C6"} == {"contradicted"}
+    # no texture cue in the data: no shape bias, no C6; and C0-C3 are what they were without the column
+    nan = hump.assign(shape_bias=np.nan)
+    assert not [c for c in synthetic_claims(nan, 3) if c["id"] == "C6"]
+    without = synthetic_claims(hump.drop(columns="shape_bias"), 3)
+    assert [c for c in synthetic_claims(hump, 3) if c["id"] != "C6"] == without
+    # gate first, as for every claim
+    failing = frame([0.5] * 5, [0.5] * 5, failing=[(0.5, 2, 0)]).assign(shape_bias=hump["shape_bias"])
+    c6 = [c for c in synthetic_claims(failing, 3) if c["id"] == "C6"]
+    assert c6[0]["verdict"] == NOT_TESTABLE and c6[1]["verdict"] == "supported"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mae_hlvm.predict import draw_masks, predict_cell, separators, summarise
+from mae_hlvm.predict import draw_masks, predict_cell, separators, summarise, with_class_node
 
 
 def _hidden(rows: list[str]) -> np.ndarray:
@@ -90,3 +90,34 @@ def test_prediction_moves_with_ratio_and_unit_when_widths_grow_toward_the_root()
     assert low["predicted_level"] == 3 and mid["predicted_level"] == 2 and coarse["predicted_level"] == 1
     assert low["mean_level"] > mid["mean_level"] > coarse["mean_level"]
     assert low["actual_ratio"] == pytest.approx(7 / 64)  # int(64 * 0.9) = 57 of 64 units stay visible
+
+
+# The class as a node (texture cue): y is a parent of every leaf too, dimension 1, level 0.
+@pytest.mark.parametrize(
+    ("dims", "rows", "expected", "class_in"),
+    [
+        # one hidden leaf of dimension 2: y + that leaf (3) costs more than the leaf alone (2),
+        # which also cuts every path through y
+        ([4, 2], ["#.", ".."], [[], [(0, 0)]], False),
+        # the root (1) is the tree's separator; y + root (2) ties the hidden leaf (2): toward the root
+        ([1, 2], ["#.", ".."], [[(0, 0)], []], True),
+        # two hidden, two visible: y + root (1 + 3) beats either side's two leaves (2 x 5)
+        ([3, 5], ["##", ".."], [[(0, 0)], []], True),
+        # two hidden, two visible, narrow leaves: the visible side's two leaves (2 x 1) beat y + root (1 + 3)
+        ([3, 1], ["##", ".."], [[], [(1, 0), (1, 1)]], False),
+    ],
+)
+def test_class_node_by_hand(dims, rows, expected, class_in) -> None:
+    hidden = _hidden(rows)
+    in_c, with_y = with_class_node(hidden, dims, separators(hidden, dims))
+    assert _nodes(in_c) == expected
+    assert bool(with_y[0]) is class_in
+
+
+def test_class_node_only_adds_y_where_the_tree_separator_is_not_one_sides_leaves() -> None:
+    # default geometry: the tree part equals the class-free prediction; y joins most masks
+    plain = predict_cell(16, [15, 11, 8, 6], 4, 0.5, n_masks=200)
+    texture = predict_cell(16, [15, 11, 8, 6], 4, 0.5, n_masks=200, class_node=True)
+    assert texture["nodes_per_level"] == plain["nodes_per_level"]
+    assert plain["class_in_c"] == 0.0 and texture["class_in_c"] == 1.0
+    assert texture["separator_dim"] == pytest.approx(plain["separator_dim"] + 1)

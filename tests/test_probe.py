@@ -294,8 +294,9 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     metrics = json.loads((cell / "out.json").read_text())
     assert set(metrics) == {
         "cell", "n_visible", "n_hidden", "pooling", "n_levels", "r2_linear", "r2_nonlinear", "r2_region",
-        "r2_spatial", "probe_acc", "recon_mse", "gate", "config_digest",
+        "r2_spatial", "probe_acc", "shape_bias", "recon_mse", "gate", "config_digest",
     }
+    assert metrics["shape_bias"] == {"mean": None, "cls": None}  # no cue-conflict set in this dataset
     spatial = metrics["r2_spatial"]
     assert spatial["pool_level"] == 2 and len(spatial["levels"]) == 3
     assert spatial["innovations"][0] is None and all(isinstance(x, float) for x in spatial["innovations"][1:])
@@ -390,3 +391,41 @@ def test_innovations_remove_what_the_parent_predicts() -> None:
     assert np.abs(in_tr[1]).max() < 1e-9 and np.abs(in_te[1]).max() < 1e-9
     in_tr, _ = innovations([root[:150], exact[:150] + noise[:150]], [root[150:], exact[150:] + noise[150:]])
     assert 0.8 < in_tr[1].var() / noise.var() <= 1.0  # least squares removes only what the parent explains
+
+
+# ------------------------------------------------------------------ shape bias (the paper's Table 2)
+
+
+def test_shape_bias_by_hand() -> None:
+    from mae_hlvm.data import CueConflict
+
+    cue = CueConflict(np.zeros((4, 1, 2, 2), np.float32), np.array([0, 1, 1, 0]), np.array([1, 0, 2, 1]))
+    # decisions: shape, shape, texture, neither
+    got = probe.shape_bias(np.array([0, 1, 2, 2]), cue)
+    assert got == {"shape_bias": pytest.approx(2 / 3), "shape": 0.5, "texture": 0.25}
+    assert probe.shape_bias(np.array([2, 2, 0, 2]), cue)["shape_bias"] is None
+
+
+@pytest.mark.parametrize(("cue_feature", "expected"), [("shape", 1.0), ("texture", 0.0)])
+def test_shape_bias_follows_the_cue_the_features_carry(cue_feature: str, expected: float) -> None:
+    """Features that encode only one cue's class: the probe, fitted on ordinary images
+    (both cues agree), follows that cue on every cue-conflict image."""
+    from mae_hlvm.data import CueConflict
+
+    rng = np.random.default_rng(0)
+    k, n, m = 4, 200, 100
+    labels_tr, labels_te = np.arange(n) % k, np.arange(m) % k
+    shape = np.arange(m) % k
+    texture = (shape + 1 + np.arange(m) % (k - 1)) % k
+    cue = CueConflict(np.zeros((m, 1, 2, 2), np.float32), shape, texture)
+
+    def feats(labels: np.ndarray) -> np.ndarray:
+        return np.eye(k)[labels] + 0.1 * rng.standard_normal((len(labels), k))
+
+    scores = probe.class_scores(
+        feats(labels_tr), labels_tr, feats(labels_te), labels_te, [0.1, 1.0], 3,
+        feats(shape if cue_feature == "shape" else texture), cue,
+    )
+    assert scores["probe_acc"] == 1.0
+    assert scores["shape_bias"]["shape_bias"] == expected
+    assert scores["shape_bias"]["shape"] + scores["shape_bias"]["texture"] == 1.0

@@ -183,3 +183,21 @@ def test_spatial_table_puts_trained_cells_beside_floors_and_ceiling():
     assert t["baseline"].tolist() == ["trained cells (all)", "random_init", "pixels", "latents"]
     assert t.loc[0, "r2in_level2"] == "0.150 ± 0.053" and t.loc[3, "r2sp_level2"] == "1.000 ± 0.000"
     assert "latents" not in baselines_table(base, 3)["baseline"].tolist()
+
+
+def test_shape_bias_section_is_table_2_with_floors_and_the_papers_row():
+    from mae_hlvm.summary import headline, shape_bias_section
+
+    m = metrics().assign(shape_bias=lambda f: 0.2 + f.mask_ratio / 10 + 0.01 * f.seed)
+    b = baselines().assign(shape_bias=lambda f: f.baseline.map({"random_init": 0.4, "pixels": 0.3}))
+    lines = shape_bias_section(m, b)
+    assert lines[0].startswith("## Shape bias on cue-conflict images")
+    assert "| | ratio 0.25 | ratio 0.75 |" in lines
+    assert "| unit 2 | 0.230 ± 0.007 | 0.280 ± 0.007 |" in lines
+    assert "| random_init (any ratio) | 0.400 | 0.400 |" in lines and "| pixels (any ratio) | 0.300 | 0.300 |" in lines
+    assert "| paper, ImageNet ViT-B (Table 2) | 0.255 | 0.256 |" in lines
+    head = headline(m, {"claims": {}})
+    assert head["shape_bias_unit4"] == pytest.approx(0.255) and head["shape_bias_peak_ratio_unit4"] == 0.75
+    # no cue-conflict set (texture_separation 0): no section, no headline entry
+    assert shape_bias_section(m.assign(shape_bias=float("nan")), b) == [] and shape_bias_section(metrics(), b) == []
+    assert "shape_bias_unit2" not in headline(metrics(), {"claims": {}})

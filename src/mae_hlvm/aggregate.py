@@ -126,6 +126,7 @@ def validate_cell(cell: Any, expected: tuple[float, int, int], levels: int, path
     validate_spatial(cell, "", levels, path)
     for pooling in POOLINGS:
         _number(_get(cell, ("probe_acc", pooling), path), f"probe_acc.{pooling}", path, allow_none=True)
+        validate_shape_bias(_get(cell, ("shape_bias", pooling), path), f"shape_bias.{pooling}", path)
     _number(_get(cell, ("recon_mse",), path), "recon_mse", path, allow_none=True)
     for key in ("n_visible", "n_hidden"):
         value = _get(cell, (key,), path)
@@ -133,6 +134,30 @@ def validate_cell(cell: Any, expected: tuple[float, int, int], levels: int, path
             raise ArtifactError(f"{path}: {key}={value!r} is not an integer")
     validate_gate(cell, path)
     return cell
+
+
+SHAPE_BIAS_KEYS = ("shape_bias", "shape", "texture")
+
+
+def validate_shape_bias(value: Any, what: str, path: str) -> None:
+    """A :func:`mae_hlvm.probe.shape_bias` object, or null (the data have no cue-conflict set)."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{path}: {what}={value!r} is neither an object nor null")
+    for key in SHAPE_BIAS_KEYS:
+        _number(_get(value, (key,), path), f"{what}.{key}", path, allow_none=key == "shape_bias")
+
+
+def shape_bias_columns(value: dict | None, suffix: str = "") -> dict[str, float]:
+    """``shape_bias``, ``cue_shape``, ``cue_texture`` (each + suffix) of a shape-bias object; NaN for null."""
+    value = value or {}
+
+    def get(key: str) -> float:
+        v = value.get(key)
+        return math.nan if v is None else float(v)
+
+    return {f"shape_bias{suffix}": get("shape_bias"), f"cue_shape{suffix}": get("shape"), f"cue_texture{suffix}": get("texture")}
 
 
 def validate_spatial(obj: dict, where: str, levels: int, path: str) -> None:
@@ -207,6 +232,10 @@ def metric_columns(levels: int) -> list[str]:
         "probe_acc_alt",
         *level_columns("r2sp", levels),
         *level_columns("r2in", levels, first=1),
+        "shape_bias",
+        "cue_shape",
+        "cue_texture",
+        "shape_bias_alt",
     ]
 
 
@@ -257,6 +286,8 @@ def cell_row(cell: dict, pooling: str) -> dict[str, Any]:
         **per_level("r2region", cell["r2_region"]["levels"], first=1),
         f"probe_acc_{other}": scalar(cell["probe_acc"][other]),
         **spatial_columns(cell["r2_spatial"]),
+        **shape_bias_columns(cell["shape_bias"][pooling]),
+        f"shape_bias_{other}": shape_bias_columns(cell["shape_bias"][other])["shape_bias"],
     }
 
 
@@ -342,10 +373,10 @@ def patch_summary(frame: pd.DataFrame) -> dict[str, Any]:
 
 def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
     """``{cell_id: {r2_level*, r2nl_level*, probe_acc, recon_mse, mean_pred_mse, linear_mse, recon_rel,
-    gain_share, plateau, gate_pass}, "gate": {"n_cells", "n_pass"}, "summary": {"p<size>": ...}}``;
+    gain_share, shape_bias, plateau, gate_pass}, "gate": {"n_cells", "n_pass"}, "summary": {"p<size>": ...}}``;
     flags as 0/1, gain_share null under the gate's fallback rule."""
     keys = [*level_columns("r2", levels), *level_columns("r2nl", levels), "probe_acc", "recon_mse",
-            "mean_pred_mse", "linear_mse", "recon_rel", "gain_share"]
+            "mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "shape_bias"]
     out: dict[str, Any] = {}
     for row in frame.itertuples(index=False):
         values = row._asdict()
@@ -380,6 +411,9 @@ def validate_baseline(obj: Any, seed: int, levels: int, path: str) -> dict:
     for pooling in POOLINGS:
         _number(_get(obj, ("random_init", "probe_acc", pooling), path), f"random_init.probe_acc.{pooling}", path, True)
     _number(_get(obj, ("pixels", "probe_acc"), path), "pixels.probe_acc", path, True)
+    for pooling in POOLINGS:
+        validate_shape_bias(_get(obj, ("random_init", "shape_bias", pooling), path), f"random_init.shape_bias.{pooling}", path)
+    validate_shape_bias(_get(obj, ("pixels", "shape_bias"), path), "pixels.shape_bias", path)
     for kind in BASELINE_KINDS:
         validate_spatial(obj, kind, levels, path)
     return obj
@@ -399,6 +433,7 @@ def baseline_columns(levels: int) -> list[str]:
     return [
         "baseline", "seed", *level_columns("r2", levels), *level_columns("r2nl", levels), "probe_acc",
         *level_columns("r2region", levels, first=1), *level_columns("r2sp", levels), *level_columns("r2in", levels, first=1),
+        "shape_bias", "cue_shape", "cue_texture",
     ]
 
 
@@ -418,12 +453,14 @@ def baseline_rows(obj: dict, pooling: str) -> list[dict[str, Any]]:
             "probe_acc": math.nan if acc is None else float(acc),
             **per_level("r2region", enc["r2_region"]["levels"], first=1),
             **spatial_columns(enc["r2_spatial"]),
+            **shape_bias_columns(enc["shape_bias"][pooling]),
         },
         {
             "baseline": "pixels", "seed": int(obj["seed"]),
             **per_level("r2", pix["r2_linear"]), **per_level("r2nl", pix["r2_nonlinear"]),
             "probe_acc": math.nan if pix["probe_acc"] is None else float(pix["probe_acc"]),
             **spatial_columns(pix["r2_spatial"]),
+            **shape_bias_columns(pix["shape_bias"]),
         },
         {"baseline": "latents", "seed": int(obj["seed"]), **spatial_columns(obj["latents"]["r2_spatial"])},
     ]

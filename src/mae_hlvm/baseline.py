@@ -39,7 +39,7 @@ from .probe import (
     _check_inputs,
     _Clock,
     _r,
-    class_accuracy,
+    class_scores,
     encode_features,
     flatten_latent,
     level_scores,
@@ -72,6 +72,7 @@ def pixel_scores(train: Dataset, test: Dataset, params: Params) -> dict[str, Any
     """Probes on the flattened raw pixels (N, C*S*S) with the probe step's recipes.
 
     Returns {"r2_linear": [R^2 per level], "r2_nonlinear": [R^2 per level], "probe_acc": float,
+    "shape_bias": :func:`mae_hlvm.probe.shape_bias` or None without a cue-conflict set,
     "r2_spatial": :func:`mae_hlvm.probe.level_scores` of the pixels}.
     """
     alphas, n_comp, folds = params.probe.ridge_alphas, params.probe.nystroem_components, params.probe.cv_folds
@@ -79,12 +80,13 @@ def pixel_scores(train: Dataset, test: Dataset, params: Params) -> dict[str, Any
     x_te = test.images.reshape(len(test.images), -1).astype(np.float64)
     z_tr = [flatten_latent(z) for z in train.latents]
     z_te = [flatten_latent(z) for z in test.latents]
+    x_cue = None if train.cue is None else train.cue.images.reshape(len(train.cue.images), -1).astype(np.float64)
     s_tr, s_te = standardise(x_tr, x_te)
     f_tr, f_te = nonlinear_features(x_tr, x_te, n_comp)
     return {
         "r2_linear": [_r(r) for r in r2_ridge_blocks(s_tr, z_tr, s_te, z_te, alphas)],
         "r2_nonlinear": [_r(r) for r in r2_ridge_blocks(f_tr, z_tr, f_te, z_te, alphas)],
-        "probe_acc": _r(class_accuracy(x_tr, train.labels, x_te, test.labels, alphas, folds)),
+        **class_scores(x_tr, train.labels, x_te, test.labels, alphas, folds, x_cue, train.cue),
         "r2_spatial": level_scores(x_tr, x_te, train, test, alphas),
     }
 
@@ -113,9 +115,10 @@ def baseline_scores(params: Params, data_path: str, seed: int) -> tuple[dict[str
     clock = _Clock()
     feats_tr = encode_features(model, train.images, params.probe.batch_size, n_levels)
     feats_te = encode_features(model, test.images, params.probe.batch_size, n_levels)
+    feats_cue = None if ds.cue is None else encode_features(model, ds.cue.images, params.probe.batch_size, n_levels)
     clock.lap("encode")
     with threadpool_limits(limits=threads):  # Snakemake runs jobs side by side
-        encoder = probe_scores(feats_tr, feats_te, train, test, params)
+        encoder = probe_scores(feats_tr, feats_te, train, test, params, feats_cue)
         clock.lap("fit")
         pixels = pixel_scores(train, test, params)
         clock.lap("pixels")

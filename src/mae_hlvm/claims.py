@@ -39,6 +39,12 @@ Claims (Kong et al., CVPR 2023, as summarised in the project's paper notes):
      Spearman rank correlation between the two over cells (seed means) is positive.
      Bootstrap over seeds as for the others; supported when P(rho > 0) >= SUPPORT_PROB and
      rho > MIN_RHO (0.3), contradicted by the mirror rule, else inconclusive.
+  C6 shape bias (the paper's Table 2: 0.135 / 0.255 / 0.246 / 0.256 / 0.201 at ratios
+     0.1 / 0.25 / 0.5 / 0.75 / 0.9): on the generator's cue-conflict images (root and upper
+     levels of one class, the leaves' texture shift of another), the share of the class
+     probe's cue-following decisions that follow the shape peaks at an interior masking
+     ratio (per patch size), judged as C1. Only when the data have a cue-conflict set
+     (``data.texture_separation`` > 0).
 """
 
 from __future__ import annotations
@@ -211,6 +217,13 @@ def synthetic_claims(metrics: pd.DataFrame, n_levels: int, baselines: pd.DataFra
             "id": "C3", "patch_size": f"{patches[0]} -> {patches[-1]}",
             "claim": "larger masking units give higher root-level R^2 (mean over ratios)", **increases(low, high, rng),
         }, cells, _min_seeds(cells, by)))
+    # last, so that the bootstrap draws of C0-C3 are those of data without a texture cue
+    if "shape_bias" in metrics and metrics["shape_bias"].notna().any():
+        for patch, g in metrics.groupby("patch_size"):
+            ratios = sorted(g["mask_ratio"].unique())
+            c6 = interior_peak(ratios, _per_seed(g, lambda f: f["shape_bias"], "mask_ratio"), rng)
+            c6 = {"id": "C6", "patch_size": int(patch), "claim": "shape bias peaks at an interior masking ratio", **c6}
+            claims.append(judge(c6, g, _min_seeds(g, by)))
     return claims
 
 

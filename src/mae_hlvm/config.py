@@ -203,6 +203,9 @@ class DataParams(_Section):
     latent_dims: list[int]
     noise_scales: list[float]
     class_separation: float = Field(gt=0)
+    # The texture cue (docs/generator.md): every leaf's innovation is shifted by this times
+    # a unit vector of its class. 0 = no texture cue: the data of generator version 3.
+    texture_separation: float = Field(default=0.0, ge=0)
     n_classes: int = Field(ge=2)
     pixel_noise: float = Field(ge=0)
     n_train: int = Field(gt=0)
@@ -235,7 +238,7 @@ class DataParams(_Section):
                 raise ValueError(f"[{i}]{err}") from None
         return v
 
-    @field_validator("class_separation", "pixel_noise")
+    @field_validator("class_separation", "texture_separation", "pixel_noise")
     @classmethod
     def _scale_bounded(cls, v: float) -> float:
         _check_scale(v)
@@ -287,8 +290,10 @@ class DataParams(_Section):
                     f"on average, {need} for data.n_classes={self.n_classes}: raise data.{key} to {need}{or_fewer}"
                 )
         latents = sum(4**level * d for level, d in enumerate(self.latent_dims))
+        # the cue-conflict set (texture_separation > 0) holds n_test more images
+        n_images = self.n_train + self.n_test * (2 if self.texture_separation > 0 else 1)
         _check_memory(
-            self, self.n_train + self.n_test, self.channels * self.image_size**2 + latents, "data.",
+            self, n_images, self.channels * self.image_size**2 + latents, "data.",
             f"({self.channels}x{self.image_size}x{self.image_size} pixels + {latents} latent values)",
         )
         return self

@@ -5,6 +5,10 @@ level 0 is one root node for the whole image, level ``l`` has ``2**l x 2**l`` no
 and each leaf (level ``D``) renders one ``b x b`` block of pixels, ``b = S / 2**D``.
 
 - Root: a class ``y`` (uniform over K) and ``z_0 = sep * m_y + s_0 * eps``.
+- Texture (``texture_separation`` = t > 0): the class also shifts the exogenous noise
+  of every leaf, ``eps_k + t * v_y`` with ``v_y`` a unit vector per class, the same at
+  every leaf: a class-specific local statistic, the synthetic analogue of texture. The
+  class is then a parent of every leaf as well as of the root.
 - Children of a parent ``z`` at absolute position (l-1, i, j):
   ``h = z + 0.5 * tanh(W z + b)`` (W orthogonal, so the map is a contraction-perturbed
   identity and invertible), then child k of the four is ``c_l * (Q_k h + s_l * eps_k)``;
@@ -15,9 +19,15 @@ and each leaf (level ``D``) renders one ``b x b`` block of pixels, ``b = S / 2**
 - Leaf to pixels: ``pixels = g * B tanh(A z + a) + pixel_noise * eps`` with B an
   orthonormal mix of low-frequency 2-D cosine patterns (smooth, injective).
 
-Randomness comes from three independent child streams of ``SeedSequence(seed)``:
-the fixed functions, the train samples and the test samples. So changing ``n_train``
-changes neither the functions nor the test set.
+Randomness comes from independent child streams of ``SeedSequence(seed)``: the fixed
+functions, the train samples, the test samples, the texture vectors and the
+cue-conflict samples. So changing ``n_train`` changes neither the functions nor the
+test set, and ``texture_separation: 0`` gives version 3's arrays bit for bit.
+
+Cue conflict (the paper's Table 2, shape bias): with t > 0 the file also holds
+``n_test`` cue-conflict images, drawn with the root and every level above the leaves
+from one class (the *shape* class) and the leaves' texture shift from another (the
+*texture* class, uniform over the other K - 1).
 
 The bytes of the dataset do not depend on the kind of CPU (docs/reproducibility.md):
 every float64 operation between the random draws and the float32 arrays is an IEEE-754
@@ -44,22 +54,24 @@ from typing import Any
 import numpy as np
 
 from .config import DataParams, Params, ParamsError
-from .data import Dataset, save_dataset
+from .data import CueConflict, Dataset, save_dataset
 from .io import atomic_path
 
 log = logging.getLogger("mae_hlvm.generate")
 
 # Version 3 draws the same model with the same random numbers as version 2; only the
 # floating-point evaluation changed (CPU-independent bytes), which moves a few float32
-# values by one unit in the last place.
-GENERATOR_VERSION = "hlvm-quadtree-3"
+# values by one unit in the last place. Version 4 adds the texture cue and the
+# cue-conflict set; with texture_separation 0 its arrays are version 3's.
+GENERATOR_VERSION = "hlvm-quadtree-4"
 
 # Fixed design constants; changing any of them changes the data, so bump GENERATOR_VERSION.
 _RESIDUAL_GAIN = 0.5  # Lipschitz constant of the residual branch: < 1 keeps the map invertible
 _CALIBRATION_SAMPLES = 2000  # samples used once to fix the per-level and pixel gains
 _PIXEL_STD = 0.4  # target per-pixel std: images then lie roughly in [-1, 1]
 _RENDER_INPUT_GAIN = 1.5  # pre-activation std of the leaf renderer, about 1: mildly nonlinear
-_STREAM_FUNCTIONS, _STREAM_TRAIN, _STREAM_TEST = 0, 1, 2
+_STREAM_FUNCTIONS, _STREAM_TRAIN, _STREAM_TEST, _STREAM_TEXTURE, _STREAM_CUE = 0, 1, 2, 3, 4
+_N_STREAMS = 5  # SeedSequence.spawn(n)'s first children do not depend on n: adding streams moves none
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,17 @@ class HierarchyFunctions:
     root_gain: float
     levels: list[LevelMap]  # levels[l - 1] maps level l-1 to level l
     renderer: Renderer
+    texture_means: np.ndarray  # (K, d_leaf), unit-norm rows: v_y, the leaf noise shift per class
+    texture_separation: float = 0.0  # t: 0 = no texture cue
+
+    def leaf_noise(self, eps: np.ndarray, texture: np.ndarray) -> np.ndarray:
+        """The leaves' exogenous noise before its scale: eps (N, G, G, d_leaf) + t * v_texture.
+
+        texture: (N,) the texture class per sample. With t = 0, eps itself (same bits).
+        """
+        if self.texture_separation == 0:
+            return eps
+        return eps + (self.texture_separation * self.texture_means[texture])[:, None, None, :]
 
     def child_mean(self, level: int, parent: np.ndarray) -> np.ndarray:
         """Noise-free children of level ``level`` from parents (N, g/2, g/2, d_p) -> (N, g, g, d_c)."""
@@ -377,10 +400,12 @@ def draw_functions(data: DataParams) -> HierarchyFunctions:
     The gains are fixed once on ``_CALIBRATION_SAMPLES`` draws from the same stream, so
     they do not depend on n_train or n_test.
     """
-    rng = np.random.default_rng(np.random.SeedSequence(data.seed).spawn(3)[_STREAM_FUNCTIONS])
+    streams = np.random.SeedSequence(data.seed).spawn(_N_STREAMS)
+    rng = np.random.default_rng(streams[_STREAM_FUNCTIONS])
     d = data.latent_dims
-    means = rng.standard_normal((data.n_classes, d[0]))
-    means /= np.sqrt((means * means).sum(axis=1, keepdims=True))
+    means = _unit_rows(rng.standard_normal((data.n_classes, d[0])))
+    # From a stream of their own, so that t = 0 leaves every other function as in version 3.
+    texture = _unit_rows(np.random.default_rng(streams[_STREAM_TEXTURE]).standard_normal((data.n_classes, d[-1])))
     raw_levels = [
         _draw_level(rng, level, d[level - 1], d[level], data.noise_scales[level])
         for level in range(1, data.depth + 1)
@@ -392,19 +417,25 @@ def draw_functions(data: DataParams) -> HierarchyFunctions:
     root_gain = _unit_gain(root_raw, "the root latent")
     z = root_gain * root_raw
     levels = []
+    partial = HierarchyFunctions(means, root_gain, levels, renderer, texture, data.texture_separation)
     for raw in raw_levels:
-        child = _lift(raw, _upsample(_residual(raw, z))) + raw.noise * rng.standard_normal(
-            (z.shape[0], 2 * z.shape[1], 2 * z.shape[2], raw.lift.shape[2])
-        )
+        eps = rng.standard_normal((z.shape[0], 2 * z.shape[1], 2 * z.shape[2], raw.lift.shape[2]))
+        if len(levels) + 1 == data.depth:  # the leaves carry the texture shift
+            eps = partial.leaf_noise(eps, labels)
+        child = _lift(raw, _upsample(_residual(raw, z))) + raw.noise * eps
         gain = _unit_gain(child, f"level {len(levels) + 1}")
         levels.append(LevelMap(raw.weight, raw.bias, raw.lift, gain, raw.noise))
         z = gain * child
-    partial = HierarchyFunctions(means, root_gain, levels, renderer)
     pixel_gain = _PIXEL_STD * _unit_gain(partial.render(z), "the rendered pixels")
     renderer = Renderer(
         renderer.hidden_weight, renderer.hidden_bias, renderer.basis, pixel_gain, renderer.block, renderer.channels
     )
-    return HierarchyFunctions(means, root_gain, levels, renderer)
+    return HierarchyFunctions(means, root_gain, levels, renderer, texture, data.texture_separation)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row of x (K, d) scaled to unit Euclidean norm."""
+    return x / np.sqrt((x * x).sum(axis=1, keepdims=True))
 
 
 def _root_raw(data: DataParams, means: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -418,25 +449,36 @@ def _root_raw(data: DataParams, means: np.ndarray, labels: np.ndarray, rng: np.r
 
 
 def sample(
-    fns: HierarchyFunctions, data: DataParams, n: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Draw n samples: images (N, C, S, S), labels (N,), latents [(N, 2**l, 2**l, d_l)]."""
+    fns: HierarchyFunctions, data: DataParams, n: int, rng: np.random.Generator, cue_conflict: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """Draw n samples: images (N, C, S, S), labels (N,), latents [(N, 2**l, 2**l, d_l)],
+    texture classes (N,).
+
+    The labels are the classes of the root (the shape class). The texture class equals
+    it, except with ``cue_conflict``: then it is drawn uniformly from the other K - 1.
+    """
     labels = rng.integers(data.n_classes, size=n)
+    texture = labels
+    if cue_conflict:
+        texture = (labels + rng.integers(1, data.n_classes, size=n)) % data.n_classes
     z = fns.root_gain * _root_raw(data, fns.class_means, labels, rng)
     latents = [z]
     for level, lm in enumerate(fns.levels, start=1):
         mean = fns.child_mean(level, z)
-        z = mean + lm.gain * lm.noise * rng.standard_normal(mean.shape)
+        eps = rng.standard_normal(mean.shape)
+        if level == data.depth:
+            eps = fns.leaf_noise(eps, texture)
+        z = mean + lm.gain * lm.noise * eps
         latents.append(z)
     clean = fns.render(z)
     images = clean + data.pixel_noise * rng.standard_normal(clean.shape)
-    return images, labels, latents
+    return images, labels, latents, texture
 
 
 def generate_dataset(data: DataParams) -> Dataset:
     """The synthetic dataset of ``data``: n_train train rows, then n_test test rows."""
     fns = draw_functions(data)
-    streams = np.random.SeedSequence(data.seed).spawn(3)
+    streams = np.random.SeedSequence(data.seed).spawn(_N_STREAMS)
     parts = [
         sample(fns, data, n, np.random.default_rng(streams[stream]))
         for n, stream in ((data.n_train, _STREAM_TRAIN), (data.n_test, _STREAM_TEST))
@@ -446,7 +488,13 @@ def generate_dataset(data: DataParams) -> Dataset:
     latents = [np.concatenate([p[2][lv] for p in parts]).astype(np.float32) for lv in range(data.depth + 1)]
     is_test = np.arange(len(labels)) >= data.n_train
     settings = {**data.model_dump(mode="json"), "generator_version": GENERATOR_VERSION}
-    return Dataset(images=images, labels=labels, is_test=is_test, latents=latents, settings=settings)
+    cue = None
+    if data.texture_separation > 0:
+        cue_images, shape, _, texture = sample(
+            fns, data, data.n_test, np.random.default_rng(streams[_STREAM_CUE]), cue_conflict=True
+        )
+        cue = CueConflict(cue_images.astype(np.float32), shape.astype(np.int64), texture.astype(np.int64))
+    return Dataset(images=images, labels=labels, is_test=is_test, latents=latents, settings=settings, cue=cue)
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -546,6 +594,31 @@ def class_accuracy(x: np.ndarray, ds: Dataset) -> float:
     tr, te = ~ds.is_test, ds.is_test
     lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x[tr], ds.labels[tr])
     return float(lda.score(x[te], ds.labels[te]))
+
+
+def leaf_innovations(ds: Dataset, fns: HierarchyFunctions) -> np.ndarray:
+    """Each leaf's exogenous part, z_D minus its noise-free mean from its parent, in units of
+    the leaf noise (``eps + t * v_texture``): (N, G, G, d_leaf) float64."""
+    depth = len(ds.latents) - 1
+    lm = fns.levels[depth - 1]
+    mean = fns.child_mean(depth, ds.latents[depth - 1].astype(np.float64))
+    return (ds.latents[depth].astype(np.float64) - mean) / (lm.gain * lm.noise)
+
+
+def cue_accuracies(data: DataParams) -> dict[str, float]:
+    """How much class information each cue carries in the generator (train fit, test score).
+
+    shape: LDA accuracy of y from the root z_0 (what levels 0..D-1 carry);
+    texture: LDA accuracy of y from the leaves' exogenous noise averaged over the leaves
+    (its sufficient statistic: the shift t * v_y is the same at every leaf, the noise iid).
+    The default ``texture_separation`` balances the two (docs/generator.md).
+    """
+    from threadpoolctl import threadpool_limits
+
+    ds = generate_dataset(data)
+    texture = leaf_innovations(ds, draw_functions(data)).mean(axis=(1, 2))
+    with threadpool_limits(limits=1, user_api="blas"):
+        return {"shape": class_accuracy(ds.latents[0], ds), "texture": class_accuracy(texture, ds)}
 
 
 def level_diagnostics(ds: Dataset) -> dict[str, Any]:

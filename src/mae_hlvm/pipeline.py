@@ -131,7 +131,7 @@ REAL_REPORT_PARAMS = (
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "generate": ("data",),
     # the theorem's prediction needs the tree's geometry and widths, and the grid's cells
-    "predict": ("data.image_size", "data.latent_dims", "grid.mask_ratios", "grid.patch_sizes"),
+    "predict": ("data.image_size", "data.latent_dims", "data.texture_separation", "grid.mask_ratios", "grid.patch_sizes"),
     "train": ("model", "train"),
     # the same, for every cell of the seed: which cells those are
     "train_seed": ("model", "train", "grid.mask_ratios", "grid.patch_sizes"),

@@ -21,6 +21,16 @@ expected number of nodes of ``c`` per level, the expected share of ``c``'s dimen
 level, the mean level of ``c`` (dimension-weighted, 0 = root) and the predicted level:
 the level holding the largest expected share of ``c``'s dimension.
 
+The class as a node (``data.texture_separation`` > 0). With a texture cue the class
+``y`` is a parent of every leaf as well as of the root, so the model is no longer a tree:
+every path visible leaf <- y -> hidden leaf must be cut too. Either ``y`` is in ``c``
+(then the rest of ``c`` is the tree's own minimum separator), or every leaf touching a
+visible pixel (or every leaf touching a hidden one) is, which cuts all paths at once.
+We count ``y``, one discrete variable, as dimension 1 at level 0, and take the cheaper
+of the two with the same tie-break (on a tie the visible side's leaves). The level
+profile (nodes and dimension per level, mean and predicted level) is that of the
+quadtree's nodes; ``class_in_c`` is the share of masks whose ``c`` holds ``y``.
+
 Shapes: M masks, S image side, D depth, level l has 2**l x 2**l nodes, b = S / 2**D the
 leaf block side.
 """
@@ -42,6 +52,11 @@ log = logging.getLogger("mae_hlvm.predict")
 N_MASKS = 2000  # masks per cell: the expected counts' Monte-Carlo error is below 0.01 node per level
 MASK_SEED = 20230605  # fixed before any result: the masks of the prediction, apart from training's
 TIE_BREAK = "toward the root: among minimum-dimension separators, the smallest sum of node levels"
+CLASS_DIM = 1  # the class y, one discrete variable, when it is a node of the separator problem
+CLASS_RULE = (
+    "texture cue on: the class y (dimension 1, level 0) is a parent of every leaf; c holds y plus the tree's "
+    "separator, or every leaf touching visible pixels (or hidden ones), whichever is cheaper"
+)
 
 _INF = np.iinfo(np.int64).max // 4
 
@@ -89,9 +104,7 @@ def separators(hidden: np.ndarray, latent_dims: list[int]) -> np.ndarray:
     depth = len(latent_dims) - 1
     m = hidden.shape[0]
     all_vis, all_hid = leaf_states(hidden, depth)
-    n_nodes = sum(4**lv for lv in range(depth + 1))
-    k = n_nodes * depth + 1
-    weight = [d * k + lv for lv, d in enumerate(latent_dims)]
+    _, weight = _order_key(latent_dims)
 
     g = 2**depth
     cut = np.full((m, g, g), weight[depth], dtype=np.int64)
@@ -125,6 +138,35 @@ def separators(hidden: np.ndarray, latent_dims: list[int]) -> np.ndarray:
     return in_c
 
 
+def _order_key(latent_dims: list[int]) -> tuple[int, list[int]]:
+    """(K, weight per level): a node of level l costs ``d_l * K + l``; K exceeds any sum of levels."""
+    depth = len(latent_dims) - 1
+    k = sum(4**lv for lv in range(depth + 1)) * depth + 1
+    return k, [d * k + lv for lv, d in enumerate(latent_dims)]
+
+
+def with_class_node(hidden: np.ndarray, latent_dims: list[int], in_c: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The minimum separator when the class y is also a parent of every leaf (module docstring).
+
+    in_c: the tree's separators (:func:`separators`). Returns (the tree nodes of c per
+    level, (M,) bool whether y is in c).
+    """
+    depth = len(latent_dims) - 1
+    k, weight = _order_key(latent_dims)
+    all_vis, all_hid = leaf_states(hidden, depth)
+    tree_cost = sum(c.reshape(c.shape[0], -1).sum(axis=1).astype(np.int64) * weight[lv] for lv, c in enumerate(in_c))
+    with_y = CLASS_DIM * k + tree_cost  # y sits at level 0: it adds nothing to the level sum
+    touch_vis, touch_hid = ~all_hid, ~all_vis  # leaves with a visible (hidden) pixel
+    n_vis = touch_vis.reshape(len(hidden), -1).sum(axis=1)
+    n_hid = touch_hid.reshape(len(hidden), -1).sum(axis=1)
+    without_y = np.minimum(n_vis, n_hid).astype(np.int64) * weight[depth]
+    class_in = with_y <= without_y
+    leaves = np.where((n_vis <= n_hid)[:, None, None], touch_vis, touch_hid)
+    out = [np.where(class_in[:, None, None], c, False) for c in in_c[:-1]]
+    out.append(np.where(class_in[:, None, None], in_c[-1], leaves))
+    return out, class_in
+
+
 def summarise(in_c: list[np.ndarray], latent_dims: list[int]) -> dict[str, Any]:
     """Per-level summary of separators [(M, 2**l, 2**l) bool]: see the module docstring."""
     counts = np.stack([c.reshape(c.shape[0], -1).sum(axis=1) for c in in_c], axis=1).astype(np.float64)  # (M, D+1)
@@ -144,18 +186,28 @@ def summarise(in_c: list[np.ndarray], latent_dims: list[int]) -> dict[str, Any]:
 
 def predict_cell(
     image_size: int, latent_dims: list[int], mask_unit: int, mask_ratio: float,
-    n_masks: int = N_MASKS, seed: int = MASK_SEED,
+    n_masks: int = N_MASKS, seed: int = MASK_SEED, class_node: bool = False,
 ) -> dict[str, Any]:
-    """The theorem's prediction for one (ratio, unit) cell, with the mask's actual ratio."""
+    """The theorem's prediction for one (ratio, unit) cell, with the mask's actual ratio.
+
+    class_node: the class is a parent of every leaf too (the generator's texture cue).
+    """
     n_visible, n_hidden = unit_counts(image_size, mask_unit, mask_ratio)
     hidden = draw_masks(image_size, mask_unit, mask_ratio, n_masks, seed)
+    in_c = separators(hidden, latent_dims)
+    class_in = np.zeros(n_masks, dtype=bool)
+    if class_node:
+        in_c, class_in = with_class_node(hidden, latent_dims, in_c)
+    summary = summarise(in_c, latent_dims)
+    summary["separator_dim"] = round(summary["separator_dim"] + CLASS_DIM * float(class_in.mean()), 4)
     return {
         "mask_ratio": mask_ratio,
         "patch_size": mask_unit,
         "n_visible_units": n_visible,
         "n_hidden_units": n_hidden,
         "actual_ratio": round(n_hidden / (n_visible + n_hidden), 6),
-        **summarise(separators(hidden, latent_dims), latent_dims),
+        **summary,
+        "class_in_c": round(float(class_in.mean()), 4),
     }
 
 
@@ -167,13 +219,15 @@ def cell_key(mask_ratio: float, mask_unit: int) -> str:
 def predict_grid(params: Params) -> dict[str, Any]:
     """The prediction for every (ratio, unit) of the grid (seeds share it)."""
     data = params.data
+    class_node = data.texture_separation > 0
     cells = [
-        predict_cell(data.image_size, data.latent_dims, unit, ratio)
+        predict_cell(data.image_size, data.latent_dims, unit, ratio, class_node=class_node)
         for unit in params.grid.patch_sizes
         for ratio in params.grid.mask_ratios
     ]
     return {
         "rule": "minimum-dimension vertex separator between visible and hidden pixels in the generator's tree",
+        "class_node": CLASS_RULE if class_node else "none: no texture cue, the class is the root's parent only",
         "tie_break": TIE_BREAK,
         "n_masks": N_MASKS,
         "mask_seed": MASK_SEED,
@@ -218,14 +272,14 @@ def render_markdown(pred: dict[str, Any]) -> str:
     levels = len(pred["latent_dims"])
     head = " | ".join(f"nodes L{lv}" for lv in range(levels))
     lines = [
-        f"| unit | ratio | actual ratio | {head} | separator dim | mean level | predicted level |",
-        "|" + "---|" * (levels + 6),
+        f"| unit | ratio | actual ratio | {head} | class y in c | separator dim | mean level | predicted level |",
+        "|" + "---|" * (levels + 7),
     ]
     for c in sorted(pred["cells"].values(), key=lambda c: (c["patch_size"], c["mask_ratio"])):
         nodes = " | ".join(f"{x:.2f}" for x in c["nodes_per_level"])
         lines.append(
             f"| {c['patch_size']} | {c['mask_ratio']:g} | {c['actual_ratio']:.3f} | {nodes} | "
-            f"{c['separator_dim']:.1f} | {c['mean_level']:.2f} | {c['predicted_level']} |"
+            f"{c.get('class_in_c', 0.0):.2f} | {c['separator_dim']:.1f} | {c['mean_level']:.2f} | {c['predicted_level']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -159,6 +159,41 @@ def theorem_section(claims: dict[str, Any] | None) -> list[str]:
     return lines + [""]
 
 
+# The paper's Table 2 (shape bias of MAE at each masking ratio), as in ../shared/paper.md
+PAPER_SHAPE_BIAS = {0.1: 0.135, 0.25: 0.255, 0.5: 0.246, 0.75: 0.256, 0.9: 0.201}
+
+
+def shape_bias_section(metrics: pd.DataFrame, baselines: pd.DataFrame | None) -> list[str]:
+    """Markdown lines: the Table 2 analogue (claim C6), shape bias per (unit, ratio) as mean ± sd over
+    seeds, the floors and the paper's row; nothing when the data have no cue-conflict set."""
+    if "shape_bias" not in metrics or not metrics["shape_bias"].notna().any():
+        return []
+    ratios = sorted(metrics["mask_ratio"].unique())
+    lines = [
+        "## Shape bias on cue-conflict images (the paper's Table 2; claim C6)",
+        "",
+        "Cue-conflict images from the generator: root and upper levels of one class (shape), the leaves' "
+        "texture shift of another (texture). Shape bias = of the class probe's decisions that follow either "
+        "cue, the share that follow the shape (probe fitted on ordinary train images; default pooling; "
+        "mean ± sd over seeds). Floors: the untrained encoder and raw pixels, under the same probe.",
+        "",
+        "| | " + " | ".join(f"ratio {r:g}" for r in ratios) + " |",
+        "|---|" + "---|" * len(ratios),
+    ]
+    for unit, g in metrics.groupby("patch_size"):
+        stats = g.groupby("mask_ratio")["shape_bias"].agg(["mean", "std"]).fillna({"std": 0.0})
+        cells = [f"{stats.loc[r, 'mean']:.3f} ± {stats.loc[r, 'std']:.3f}" if r in stats.index else "" for r in ratios]
+        lines.append(f"| unit {int(unit)} | " + " | ".join(cells) + " |")
+    if baselines is not None and "shape_bias" in baselines:
+        for kind in ("random_init", "pixels"):
+            values = baselines.loc[baselines["baseline"] == kind, "shape_bias"]
+            if values.notna().any():
+                lines.append(f"| {kind} (any ratio) | " + " | ".join([f"{values.mean():.3f}"] * len(ratios)) + " |")
+    paper = [f"{PAPER_SHAPE_BIAS[r]:.3f}" if r in PAPER_SHAPE_BIAS else "" for r in ratios]
+    lines.append("| paper, ImageNet ViT-B (Table 2) | " + " | ".join(paper) + " |")
+    return lines + [""]
+
+
 def render_summary(
     params: Params, metrics: pd.DataFrame, claims_md: str, figures: list[str],
     baselines: pd.DataFrame | None = None, real_table_md: str | None = None, claims: dict[str, Any] | None = None,
@@ -203,6 +238,7 @@ def render_summary(
     parts += gate_section(metrics, real_table_md)
     parts += [claims_md.replace("# Claims check", "## Claims check")]
     parts += theorem_section(claims)
+    parts += shape_bias_section(metrics, baselines)
     if robustness_md is not None:
         parts += ["## Budget robustness (a subset retrained longer)", "", robustness_md.rstrip(), ""]
     if real_table_md is not None:
@@ -253,6 +289,11 @@ def headline(metrics: pd.DataFrame, claims: dict[str, Any]) -> dict[str, Any]:
         by_ratio = group.groupby("mask_ratio")["r2_level0"].mean()
         out[f"root_r2_unit{int(unit)}"] = round(float(by_ratio.mean()), 4)
         out[f"root_r2_peak_ratio_unit{int(unit)}"] = float(by_ratio.idxmax())
+    if "shape_bias" in metrics and metrics["shape_bias"].notna().any():
+        for unit, group in metrics.groupby("patch_size"):
+            by_ratio = group.groupby("mask_ratio")["shape_bias"].mean()
+            out[f"shape_bias_unit{int(unit)}"] = round(float(by_ratio.mean()), 4)
+            out[f"shape_bias_peak_ratio_unit{int(unit)}"] = float(by_ratio.idxmax())
     c5 = claims.get("claims", {}).get("C5", {})
     if isinstance(c5.get("effect"), (int, float)):
         out["theorem_rho"] = round(float(c5["effect"]), 4)
