@@ -172,6 +172,9 @@ def test_theorem_section_lists_predicted_and_measured_level_per_cell():
     rows = [ln for ln in lines if ln.startswith("| r")]
     assert rows == ["| r0.1_p2 | 2.790 | n/a |", "| r0.5_p2 | 2.180 | 1.900 |", "| r0.5_p4 | 1.160 | 1.500 |"]
     assert theorem_section({"claims": {}}) == [] and theorem_section(None) == []
+    # no rank correlation (every measured level NaN, or one predicted level): rho is null, not a crash
+    claims["claims"]["C5"]["effect"] = None
+    assert "Spearman rho over cells n/a" in theorem_section(claims)[2]
 
 
 def test_spatial_table_puts_trained_cells_beside_floors_and_ceiling():

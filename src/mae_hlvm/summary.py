@@ -137,6 +137,11 @@ def latex_table(table: pd.DataFrame, stamp: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _number_text(value: Any) -> str:
+    """A JSON number to 3 decimals; "n/a" for null (claims.json writes NaN as null)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def theorem_section(claims: dict[str, Any] | None) -> list[str]:
     """Markdown lines: the theorem's predicted level per (ratio, unit) cell beside the measured one (claim C5)."""
     c5 = (claims or {}).get("claims", {}).get("C5")
@@ -148,14 +153,13 @@ def theorem_section(claims: dict[str, Any] | None) -> list[str]:
         "Predicted: mean level (0 = root) of the minimum separating set of latents, from the generator's tree "
         "(`data/prediction.json`). Measured: the R^2-weighted mean level of what the spatial probe reads of the "
         "root and of each level's innovation (mean over seeds). "
-        f"Spearman rho over cells {c5['effect']:.3f}; verdict **{c5['verdict']}**.",
+        f"Spearman rho over cells {_number_text(c5.get('effect'))}; verdict **{c5['verdict']}**.",
         "",
         "| cell | predicted level | measured level |",
         "|---|---|---|",
     ]
     for key, v in sorted(c5["per_cell"].items(), key=lambda kv: (int(kv[0].rsplit("_p", 1)[1]), float(kv[0][1:].split("_")[0]))):
-        measured = "n/a" if v["measured"] is None else f"{v['measured']:.3f}"
-        lines.append(f"| {key} | {v['predicted']:.3f} | {measured} |")
+        lines.append(f"| {key} | {v['predicted']:.3f} | {_number_text(v['measured'])} |")
     return lines + [""]
 
 
