@@ -17,8 +17,10 @@ run: $(VENV)
 	snakemake --cores 2
 	snakemake --report results/report.html
 
+# ruff first (seconds; rules in pyproject.toml), then every test; the slowest tests are listed
 test: $(VENV)
-	$(PY) -m pytest -q
+	.venv/bin/ruff check
+	$(PY) -m pytest -q --durations=15
 
 test-fast: $(VENV)
 	$(PY) -m pytest -q -m "not slow"
@@ -33,6 +35,7 @@ pull: $(VENV)
 
 # snakemake --lint with each accepted suggestion justified in src/mae_hlvm/lint.py
 lint: $(VENV)
+	.venv/bin/ruff check
 	$(PY) -m mae_hlvm.lint
 	$(PY) -m mae_hlvm check
 

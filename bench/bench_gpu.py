@@ -238,7 +238,7 @@ def paper_step(batch: int, steps: int, compile_model: bool) -> dict:
            "share_of_peak": achieved / peak, "warmup_s": warm_s, "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if DEV == "cuda" else None}
     print(f"ViT-B/16 MAE step, batch {batch}{' compiled' if compile_model else ''}: {achieved:.0f} TFLOP/s, "
           f"{100 * achieved / peak:.1f} % of dense bf16 peak, {batch / dt:,.0f} img/s", flush=True)
-    del model, opt
+    model = opt = fwd = None  # drop the last references before empty_cache (step holds them too)
     if DEV == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

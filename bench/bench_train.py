@@ -61,7 +61,7 @@ def main() -> None:
             opt = torch.optim.AdamW(ours.parameters(), lr=1e-4)
             rates = {}
             for prec in ("fp32", "bf16"):
-                def step_ours(prec=prec):
+                def step_ours(prec=prec, ours=ours, opt=opt):
                     with torch.autocast(args.device, dtype=torch.bfloat16, enabled=prec == "bf16"):
                         loss, _, _ = ours(imgs)
                     opt.zero_grad()
@@ -72,7 +72,7 @@ def main() -> None:
                              m.decoder_embed_dim, m.decoder_depth, m.decoder_num_heads, m.mlp_ratio).to(args.device)
             popt = torch.optim.AdamW(plain.parameters(), lr=1e-4)
 
-            def step_plain():
+            def step_plain(plain=plain, popt=popt, ratio=ratio):
                 loss = plain(imgs, ratio)
                 popt.zero_grad()
                 loss.backward()

@@ -215,7 +215,7 @@ def test_attention_maps_are_distributions_over_tokens(digits, models) -> None:
 
 def test_attention_grid_writes_both_figures_deterministically(digits, models, tmp_path) -> None:
     out_a = ev.attention_grid(models, digits, tmp_path / "a", n_images=4)
-    out_b = ev.attention_grid(models, digits, tmp_path / "b", n_images=4)
+    ev.attention_grid(models, digits, tmp_path / "b", n_images=4)
     labels = digits.split(test=True).labels[out_a["test_indices"]]
     assert len(set(labels.tolist())) == 4  # one image per class first
     assert set(out_a["cells"]) == {label for label, _ in models}

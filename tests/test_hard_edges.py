@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mae_hlvm import cli, io, ledger, pipeline, runlock, train
 from mae_hlvm.config import load_params

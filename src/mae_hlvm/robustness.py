@@ -73,10 +73,10 @@ def orderings(short: pd.DataFrame, long: pd.DataFrame) -> list[dict[str, Any]]:
     """Per (unit, seed): root R^2 over the subset's ratios at both budgets, and whether the order holds."""
     out = []
     for (unit, seed), g in short.groupby(["patch_size", "seed"]):
-        l = long[(long.patch_size == unit) & (long.seed == seed)]
+        lg = long[(long.patch_size == unit) & (long.seed == seed)]
         ratios = sorted(g.mask_ratio)
         a = [float(g[g.mask_ratio == r].r2_level0.iloc[0]) for r in ratios]
-        b = [float(l[l.mask_ratio == r].r2_level0.iloc[0]) for r in ratios]
+        b = [float(lg[lg.mask_ratio == r].r2_level0.iloc[0]) for r in ratios]
         tau = kendall_tau(a, b)
         out.append({
             "patch_size": int(unit), "seed": int(seed), "mask_ratios": ratios,
