@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -515,6 +516,9 @@ class RealParams(_Section):
     n_eval_images: int = Field(gt=0)  # test images shown in the attention grids
     tsne_points: int = Field(ge=10, le=1000)
     eval_seed: int = Field(ge=0)  # seeds the shifted test sets, the probe and t-SNE
+    # Geirhos et al.'s cue-conflict layout, <folder>/<shape>/<shape><digits>-<texture><digits>.png,
+    # for the paper's Table 2 (shape bias); "" = none. Optional, so older params files stay valid.
+    cue_conflict: str = ""
 
     @field_validator("mask_ratios")
     @classmethod
@@ -613,9 +617,35 @@ class RealParams(_Section):
                 f"digits has only {total} images: lower real.n_train and/or real.n_test"
             )
 
+    @model_validator(mode="after")
+    def _cue_folder(self) -> RealParams:
+        """A cue-conflict folder, when the track is on, must exist, be a folder and hold something."""
+        if self.enabled and self.cue_conflict:
+            problem = _cue_folder_problem(Path(self.cue_conflict))
+            if problem:
+                raise ValueError(
+                    f"cue_conflict={self.cue_conflict!r}: {problem}: give a folder laid out as "
+                    "<shape class>/<shape class><digits>-<texture class><digits>.png (e.g. cat/cat3-elephant1.png), "
+                    'or "" for no cue-conflict set'
+                )
+        return self
+
     def _named_units(self) -> list[tuple[str, int]]:
         named = [(f"mask_units[{i}]", u) for i, u in enumerate(self.mask_units)]
         return named + [("sweep_a_unit", self.sweep_a_unit)]
+
+
+def _cue_folder_problem(folder: Path) -> str | None:
+    """What makes ``folder`` unusable as a cue-conflict folder before it is read; None if nothing."""
+    if not folder.exists():
+        return "folder not found"
+    if not folder.is_dir():
+        return "is a file, not a folder"
+    try:
+        visible = [name for name in os.listdir(folder) if not name.startswith(".")]
+    except OSError as err:
+        return f"cannot list this folder ({err.strerror})"
+    return None if visible else "the folder is empty (hidden entries aside)"
 
 
 def cell_pairs(real: RealParams) -> list[tuple[float, int]]:

@@ -5,6 +5,8 @@ writes its artifact atomically with deterministic bytes (same inputs -> same fil
 
 - Table 1: :func:`table1_cell` (linear probe and k-NN, clean and shifted test sets) and
   :func:`table1_render` (CSV, Markdown, LaTeX beside the paper's numbers).
+- Table 2, when the data hold a cue-conflict set: :func:`cue_shape_bias` (the clean
+  Table 1 probe's shape bias, per cell and per floor) and :func:`shape_bias_markdown`.
 - Fig. 5: :func:`recon_quality_cell` (SSIM / PSNR / MSE of UNmasked reconstructions)
   and :func:`plot_recon_quality` (drawn by :func:`recon_quality_figure`).
 - Figs. 6/7: :func:`attention_grid` (last-layer CLS attention, and one token's; drawn by
@@ -38,12 +40,14 @@ from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from .data import Dataset
+from .data import CueConflict, Dataset
 from .gate import (
     evaluate_gate, gate_line, history_losses, linear_on_mae_masks, linear_reference, require_gate, train_mean_image,
 )
 from .io import ArtifactError, atomic_path, write_json, write_text
 from .model import MaskedAutoencoder
+from .paper import PAPER_SHAPE_BIAS
+from .probe import shape_bias
 from .realdata import class_names, normalise, to_unit_range
 
 # ------------------------------------------------------------------ the paper's Table 1
@@ -188,6 +192,18 @@ def probe_accuracy(probe: nn.Module, features: np.ndarray, labels: np.ndarray) -
     return float((logits.argmax(dim=1).numpy() == labels).mean() * 100)
 
 
+@torch.no_grad()
+def probe_decisions(probe: nn.Module, features: np.ndarray) -> np.ndarray:
+    """A probe's class decisions (N,) int64 on features (N, D)."""
+    return probe(torch.from_numpy(np.asarray(features, dtype=np.float32))).argmax(dim=1).numpy()
+
+
+def cue_shape_bias(probe: nn.Module, features: np.ndarray, cue: CueConflict) -> dict[str, float | None]:
+    """The paper's Table 2 measure (:func:`mae_hlvm.probe.shape_bias`) of ``probe`` on the
+    cue-conflict images' features (M, D): {"shape_bias", "shape", "texture"}, rounded to 1e-4."""
+    return {k: None if v is None else round(v, 4) for k, v in shape_bias(probe_decisions(probe, features), cue).items()}
+
+
 def knn_accuracy(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, k: int = 20
 ) -> float:
@@ -222,7 +238,9 @@ def table1_cell(
 
     Keys: the cell (mask_ratio, mask_unit, vit_patch, seed), n_train, n_test, and
     ``linear_cls``, ``linear_mean``, ``knn_cls``, ``knn_mean``, each {test set: top-1}
-    for every name in :data:`TEST_SETS`. The probe is trained on the clean train split.
+    for every name in :data:`TEST_SETS`, and ``shape_bias``: :func:`cue_shape_bias` of the
+    CLS probe on ``ds.cue`` (None without a cue-conflict set). The probe is trained on the
+    clean train split.
     """
     train = ds.split(test=False)
     test_labels = ds.split(test=True).labels
@@ -240,37 +258,48 @@ def table1_cell(
             name: round(knn_accuracy(train_feats[pooling], train.labels, feats[pooling], test_labels, knn_k), 2)
             for name, feats in test_feats.items()
         }
+        if pooling == "cls":
+            out["shape_bias"] = None if ds.cue is None else cue_shape_bias(
+                probe, extract_features(model, ds.cue.images, batch_size)["cls"], ds.cue
+            )
     out["shifts"] = SHIFT_DESCRIPTIONS
     return out
 
 
 def floor_scores(features: dict[str, dict[str, np.ndarray]], train_labels: np.ndarray, test_labels: np.ndarray,
-                 n_classes: int, *, probe_epochs: int, knn_k: int, eval_seed: int, batch_size: int = 256) -> dict[str, Any]:
-    """Table 1's probes on given features: {"linear": {test set: top-1}, "knn": {...}}.
+                 n_classes: int, *, probe_epochs: int, knn_k: int, eval_seed: int, batch_size: int = 256,
+                 cue: CueConflict | None = None) -> dict[str, Any]:
+    """Table 1's probes on given features: {"linear": {test set: top-1}, "knn": {...}}, and
+    "shape_bias" (:func:`cue_shape_bias` of the linear probe) when ``cue`` is given.
 
-    features: {"train": {"x": (N, F)}, <test set>: {"x": (N', F)}} (one feature vector per image).
+    features: {"train": {"x": (N, F)}, <test set>: {"x": (N', F)}} (one feature vector per
+    image), with "cue": {"x": (M, F)}, the cue-conflict images', when ``cue`` is given.
     """
     probe = fit_linear_probe(features["train"]["x"], train_labels, n_classes, epochs=probe_epochs,
                              batch_size=batch_size, seed=eval_seed)
-    tests = [name for name in features if name != "train"]
-    return {
+    tests = [name for name in features if name not in ("train", "cue")]
+    out = {
         "linear": {n: round(probe_accuracy(probe, features[n]["x"], test_labels), 2) for n in tests},
         "knn": {n: round(knn_accuracy(features["train"]["x"], train_labels, features[n]["x"], test_labels, knn_k), 2)
                 for n in tests},
     }
+    if cue is not None:
+        out["shape_bias"] = cue_shape_bias(probe, features["cue"]["x"], cue)
+    return out
 
 
 def table1_floors(ds: Dataset, random_model: MaskedAutoencoder, *, probe_epochs: int, knn_k: int, eval_seed: int) -> dict[str, Any]:
     """Table 1's floors under the same probes: raw pixels, and the untrained encoder (CLS).
 
-    Returns {"raw pixels": floor_scores, "random-init encoder": floor_scores}.
+    Returns {"raw pixels": floor_scores, "random-init encoder": floor_scores}, each with
+    its shape bias when ``ds`` holds a cue-conflict set.
     """
     train = ds.split(test=False)
     test_labels = ds.split(test=True).labels
-    sets = {"train": train.images, **shifted_test_sets(ds, eval_seed)}
+    sets = {"train": train.images, **shifted_test_sets(ds, eval_seed), **({} if ds.cue is None else {"cue": ds.cue.images})}
     pixels = {name: {"x": imgs.reshape(len(imgs), -1).astype(np.float32)} for name, imgs in sets.items()}
     encoder = {name: {"x": extract_features(random_model, imgs)["cls"]} for name, imgs in sets.items()}
-    kw = {"probe_epochs": probe_epochs, "knn_k": knn_k, "eval_seed": eval_seed}
+    kw = {"probe_epochs": probe_epochs, "knn_k": knn_k, "eval_seed": eval_seed, "cue": ds.cue}
     return {
         "raw pixels": floor_scores(pixels, train.labels, test_labels, ds.n_classes, **kw),
         "random-init encoder": floor_scores(encoder, train.labels, test_labels, ds.n_classes, **kw),
@@ -364,6 +393,8 @@ def _cells_frame(cell_results: Sequence[dict[str, Any]]) -> pd.DataFrame:
         row.update({f"ours {name}": res["linear_cls"][name] for name in TEST_SETS})
         row["ours clean mean-pool"] = res["linear_mean"]["clean"]
         row["ours clean k-NN"] = res["knn_cls"]["clean"]
+        bias = (res.get("shape_bias") or {}).get("shape_bias")  # None: no cue-conflict set, or no decision follows a cue
+        row["shape_bias"] = float("nan") if bias is None else bias
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -518,6 +549,54 @@ def table1_render(
     write_text(out_dir / "table1.tex", _latex(table, rank))
     write_json(out_dir / "table1_rank.json", {"spearman": rank, "note": TABLE1_NOTE})
     return table
+
+
+# ------------------------------------------------------------------ Table 2: shape bias
+
+TABLE2_NOTE = (
+    "Shape bias (Geirhos et al.) of the clean Table 1 linear probe (frozen CLS token) on the cue-conflict images "
+    "of real.cue_conflict: of its decisions that follow either cue, the share that follow the shape class; "
+    "mean ± sd over seeds, Sweep A. Floors: the same probe on raw pixels and on the untrained encoder (first seed). "
+    "Paper: Table 2 of Kong et al. (CVPR 2023), ImageNet-1K with ViT-B."
+)
+
+
+def shape_bias_frame(cell_results: Sequence[dict[str, Any]], *, sweep_a_unit: int, sweep_b_ratio: float) -> pd.DataFrame:
+    """Sweep A's shape bias per masking ratio over seeds: columns mask_ratio, mean, sd, n_seeds.
+
+    cell_results: :func:`table1_cell` outputs (optionally tagged with ``sweep``); empty
+    when no Sweep A cell has a shape bias (no cue-conflict set).
+    """
+    cells = sweep_part(_cells_frame(cell_results), "A", sweep_a_unit=sweep_a_unit, sweep_b_ratio=sweep_b_ratio)
+    cells = cells[cells["shape_bias"].notna()]
+    stats = cells.groupby("mask_ratio", sort=True)["shape_bias"].agg(["mean", "std", "count"]).reset_index()
+    return stats.rename(columns={"std": "sd", "count": "n_seeds"})
+
+
+def _three(value: float | None) -> str:
+    """A shape bias to 3 decimals, as the paper prints it; "–" for none."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def shape_bias_markdown(frame: pd.DataFrame, floors: dict[str, Any], sweep_a_unit: int) -> str:
+    """Table 2 as Markdown: ours per ratio (mean ± sd), the floors, the paper's row; "" for an empty ``frame``.
+
+    floors: :func:`table1_floors` output; a floor without "shape_bias" is left out.
+    """
+    if frame.empty:
+        return ""
+    ratios = frame["mask_ratio"].tolist()
+    ours = [_three(m) + ("" if math.isnan(sd) else f" ± {sd:.3f}") for m, sd in zip(frame["mean"], frame["sd"])]
+    lines = [
+        "## Table 2: shape bias on cue-conflict images", "", TABLE2_NOTE, "",
+        "| | " + " | ".join(f"ratio {r:g}" for r in ratios) + " |", "|---|" + "---|" * len(ratios),
+        f"| ours (unit {sweep_a_unit}, {int(frame['n_seeds'].max())} seed(s)) | " + " | ".join(ours) + " |",
+    ]
+    for name, scores in floors.items():
+        if "shape_bias" in scores:
+            lines.append(f"| {name} (any ratio) | " + " | ".join([_three(scores["shape_bias"]["shape_bias"])] * len(ratios)) + " |")
+    lines.append("| paper, ImageNet ViT-B (Table 2) | " + " | ".join(_three(PAPER_SHAPE_BIAS.get(r)) for r in ratios) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------ Fig. 5: reconstruction
@@ -1044,14 +1123,15 @@ def _render_report(params: Any, args: Any, results: list, sweep_cells: dict, whe
     table1_render([{**res["table1"], "gate_pass": res["gate"]["gate_pass"]} for res in results], out_dir, **where)
     gate = real_gate_line(results)
     ds = load_dataset(args.data)
-    floors = floors_markdown(table1_floors(
+    floors = table1_floors(
         ds, random_init_model(params, ds, real.seeds[0], device),
         probe_epochs=real.probe_epochs, knn_k=real.knn_k, eval_seed=real.eval_seed,
-    ))
-    for name, comment in (("table1.md", "{floors}\n{gate}\n\n_Stamp: {stamp}._"),
+    )
+    table2 = shape_bias_markdown(shape_bias_frame([res["table1"] for res in results], **where), floors, real.sweep_a_unit)
+    for name, comment in (("table1.md", "{floors}\n{table2}{gate}\n\n_Stamp: {stamp}._"),
                           ("table1.tex", "% {gate}\n% stamp: {stamp}")):
         path = out_dir / name
-        text = comment.format(floors=floors, gate=gate, stamp=_STAMP)
+        text = comment.format(floors=floors_markdown(floors), table2=table2 and table2 + "\n", gate=gate, stamp=_STAMP)
         write_text(path, path.read_text().rstrip("\n") + "\n\n" + text + "\n")
     recon = pd.DataFrame([res["recon_quality"] for res in results]).rename(columns={"sweep": "sweep_tag"})
     plot_recon_quality(recon, fig_dir / "fig5_recon_quality", **where)

@@ -34,7 +34,8 @@ product of params lists, so each sweep is its own product: A = ratios x seeds at
 ``real.sweep_a_unit``, B = units x seeds at ``real.sweep_b_ratio``, G (``sweep: grid``) =
 ratios x units x seeds; the cell A and B share is trained once per sweep, into its own
 folder (the runs are byte-identical). Which stages exist depends on ``real.enabled``,
-``real.sweep`` and, for a user's folder or .npz, ``real.path`` (a dep): dvc.yaml is
+``real.sweep`` and, for a user's folder or .npz, ``real.path`` (a dep; so is
+``real.cue_conflict``, the cue-conflict folder of Table 2, when set): dvc.yaml is
 generated for the current params, and :func:`check_dvc_yaml` stops the Snakefile and
 every DVC-run step with one line when it is stale.
 
@@ -108,7 +109,8 @@ STAGE_MODULE = {
 
 # realdata.DATA_KEYS (a test checks they agree); spelled out so the Snakefile never imports numpy
 REAL_DATA_PARAMS = tuple(
-    f"real.{k}" for k in ("dataset", "path", "image_size", "channels", "fit", "n_train", "n_test", "split_seed")
+    f"real.{k}"
+    for k in ("dataset", "path", "image_size", "channels", "fit", "n_train", "n_test", "split_seed", "cue_conflict")
 )
 # train_cell records the whole resolved model/train sections, but real.* overrides these:
 REAL_TRAIN_PARAMS = (
@@ -505,11 +507,21 @@ def _real_outputs(stage: str, f: Fields | None) -> list[Out]:
     raise KeyError(stage)
 
 
+def user_data_inputs(params: Params | None) -> dict[str, str]:
+    """The user's own real data, deps of ``prepare_real``: {``real.`` key: normalised path}.
+
+    ``path`` for a folder or .npz (none for mnist/digits), ``cue_conflict`` when set.
+    """
+    real = None if params is None else params.real
+    if real is None:
+        return {}
+    keys = (["path"] if real.dataset in ("folder", "npz") else []) + (["cue_conflict"] if real.cue_conflict else [])
+    return {key: os.path.normpath(getattr(real, key)) for key in keys}
+
+
 def user_data_deps(params: Params | None) -> list[str]:
-    """The user's own real data (folder or .npz), a dep of ``prepare_real``; [] for mnist/digits."""
-    if params is None or params.real is None or params.real.dataset not in ("folder", "npz"):
-        return []
-    return [os.path.normpath(params.real.path)]
+    """The paths of :func:`user_data_inputs`, in its order."""
+    return list(user_data_inputs(params).values())
 
 
 def input_files(stage: str, f: Fields | None = None, params: Params | None = None) -> list[str]:
@@ -661,7 +673,8 @@ def smk_inputs(stage: str, params: Params) -> list[str]:
     Snakemake would judge a folder by the folder's own mtime, which an overwritten image
     inside does not change.
     """
-    files = [folder_listing_file() if os.path.isdir(p) else p for p in input_files(stage, smk_path_fields(stage), params)]
+    listing = {p: folder_listing_file(k) for k, p in user_data_inputs(params).items()}
+    files = [listing.get(p, p) if os.path.isdir(p) else p for p in input_files(stage, smk_path_fields(stage), params)]
     return files + code_deps(stage) + [params_file(stage)]
 
 
@@ -776,25 +789,30 @@ def write_params_files(params: Params) -> list[str]:
     return [s for s in active_stages(params) if write_params_file(params, s)]
 
 
-def folder_listing_file() -> str:
-    return f"{paths.STATE_DIR}/inputs/real_path.json"
+def folder_listing_file(key: str = "path") -> str:
+    """The listing file standing in for the folder at ``real.<key>`` (``path`` or ``cue_conflict``)."""
+    return f"{paths.STATE_DIR}/inputs/real_{key}.json"
 
 
 def write_folder_listing(params: Params) -> bool:
-    """Snakemake's stand-in for a user's image folder: every file's path, size and mtime.
+    """Snakemake's stand-in for each of a user's image folders: every file's path, size and mtime.
 
-    Rewritten only when one of them changes, so an image overwritten inside the folder
-    reruns prepare_real (DVC sees the same through the folder's hash). True when written.
+    Each is rewritten only when one of them changes, so an image overwritten inside the
+    folder reruns prepare_real (DVC sees the same through the folder's hash). True when
+    one was written.
     """
-    deps = [p for p in user_data_deps(params) if os.path.isdir(p)] if real_enabled(params) else []
-    if not deps:
-        return False
-    path = Path(folder_listing_file())
-    text = dumps_json({"folder": deps[0], "files": folder_listing(deps[0])})
+    inputs = user_data_inputs(params) if real_enabled(params) else {}
+    written = [_write_listing(folder_listing_file(key), folder) for key, folder in inputs.items() if os.path.isdir(folder)]
+    return any(written)
+
+
+def _write_listing(path: str, folder: str) -> bool:
+    """Write ``folder``'s listing to ``path`` unless it already holds it; True when written."""
+    text = dumps_json({"folder": folder, "files": folder_listing(folder)})
     with contextlib.suppress(OSError):
-        if path.read_text() == text:
+        if Path(path).read_text() == text:
             return False
-    write_text(path, text)
+    write_text(Path(path), text)
     return True
 
 
@@ -846,7 +864,7 @@ DVC_YAML_HEADER = "# Generated by `make dvc-yaml` (python -m mae_hlvm.pipeline d
 def dvc_yaml(params: Params) -> str:
     """The text of dvc.yaml for ``params`` (committed; tests/test_pipeline.py checks it is current).
 
-    Only ``real.enabled``, ``real.sweep`` and a user's data path change it: every other
+    Only ``real.enabled``, ``real.sweep`` and a user's data paths change it: every other
     value reaches DVC through ``${...}`` interpolation of params.yaml.
     """
     header = DVC_YAML_HEADER
@@ -866,7 +884,7 @@ def check_dvc_yaml(params: Params, path: str | Path = "dvc.yaml") -> None:
         return
     if text != dvc_yaml(params):
         raise ParamsError(
-            f"{path} is stale for params.yaml (real.enabled, real.sweep, the real data path or robustness.enabled "
+            f"{path} is stale for params.yaml (real.enabled, real.sweep, the real data or cue-conflict path or robustness.enabled "
             "changed, "
             "or the pipeline code did): regenerate it with `make dvc-yaml`"
         )

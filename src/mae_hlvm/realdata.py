@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 # RealParams and the sweeps live in config.py (the ``real`` section of Params); re-exported here.
 from .config import ParamsError, RealParams, _one_line, _Section, cell_pairs, real_cells  # noqa: F401
-from .data import Dataset
+from .data import CueConflict, Dataset
 from .io import ArtifactError, file_sha256
 
 log = logging.getLogger("mae_hlvm.realdata")
@@ -52,7 +52,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 # The fields that change the converted dataset; the rest (sweeps, epochs) do not, so they
 # are kept out of the data stage's recorded settings and its hash.
-DATA_KEYS = ("dataset", "path", "image_size", "channels", "fit", "n_train", "n_test", "split_seed")
+DATA_KEYS = ("dataset", "path", "image_size", "channels", "fit", "n_train", "n_test", "split_seed", "cue_conflict")
 
 # What params.yaml's ``real:`` section should hold by default: MNIST padded to 32x32,
 # 4x4 ViT patches (64 tokens) and masking units of 1, 2 and 4 tokens per side, the
@@ -82,6 +82,7 @@ RECOMMENDED_REAL: dict[str, Any] = {
     "n_eval_images": 6,
     "tsne_points": 500,
     "eval_seed": 0,
+    "cue_conflict": "",
 }
 
 
@@ -389,7 +390,6 @@ def _class_folders(root: Path) -> list[tuple[str, list[tuple[Path, int]]]]:
                 f"{_show(folder)}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}{also}): add images or remove it"
             )
         out.append((folder.name, [(f, _file_size(f)) for f in files]))
-    _check_classes([name for name, _ in out], _show(root), "class folder")
     if listing.ignored:
         examples = ", ".join(repr(p.relative_to(root).as_posix()) for p in listing.ignored[:3])
         log.info("%s: ignored %d file(s) without an image suffix (%s)", root, len(listing.ignored), examples)
@@ -457,6 +457,7 @@ def _load_folder(real: RealParams) -> dict[str, Any]:
     """A folder of class subfolders; only the drawn subset of files is decoded."""
     root = Path(real.path)
     classes = _class_folders(root)
+    _check_classes([name for name, _ in classes], _show(root), "class folder")
     files = [(label, f, size) for label, (_, fs) in enumerate(classes) for f, size in fs]
     names = [name for name, _ in classes]
     labels = np.array([label for label, _, _ in files], dtype=np.int64)
@@ -703,6 +704,100 @@ def normalise(pixels: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
     return ((np.asarray(pixels, dtype=np.float64) - mean) / std).astype(np.float32)
 
 
+# ------------------------------------------------ a cue-conflict folder (Table 2)
+# Geirhos et al.'s layout: <folder>/<shape>/<shape><digits>-<texture><digits>.<suffix>,
+# class names those of the training data (realdata's class_names: the class folders of
+# a folder dataset, "0".."9" for MNIST and digits, the label values of an .npz). The
+# folder is listed by the training folder's rules (_class_folders: hidden entries,
+# stray files, links, empty files); every name is parsed before any image is decoded.
+
+_NUMBERED = re.compile(r".+[0-9]")  # <class><digits>, at least one character of each
+
+
+def _cue_class(part: str, names: Sequence[str]) -> str | None:
+    """The class ``part`` = <class><digits> names (the longest class name that leaves only
+    ASCII digits), or None."""
+    found = [n for n in names if part.startswith(n) and re.fullmatch(r"[0-9]+", part[len(n):])]
+    return max(found, key=len, default=None)
+
+
+def _cue_classes(path: Path, names: Sequence[str]) -> tuple[str, str]:
+    """(shape class, texture class) from ``<shape><digits>-<texture><digits>.<suffix>``; one line per defect."""
+    stem = path.stem
+    splits = [(stem[:i], stem[i + 1 :]) for i, c in enumerate(stem) if c == "-"]
+    splits = [(a, b) for a, b in splits if _NUMBERED.fullmatch(a) and _NUMBERED.fullmatch(b)]
+    if not splits:
+        raise ArtifactError(
+            f"{_show(path)}: cue-conflict file name does not read as <shape class><digits>-<texture class><digits> "
+            "(e.g. cat3-elephant1.png): rename it"
+        )
+    for a, b in splits:
+        shape, texture = _cue_class(a, names), _cue_class(b, names)
+        if shape is not None and texture is not None:
+            return shape, texture
+    a, b = splits[0]
+    part, role = (a, "shape") if _cue_class(a, names) is None else (b, "texture")
+    shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+    raise ArtifactError(
+        f"{_show(path)}: {role} part {part!r} names no class of the training data ({len(names)} classes: {shown}): "
+        "rename the file to the training data's class names, or remove it"
+    )
+
+
+def _cue_listing(folder: Path, names: Sequence[str]) -> tuple[list[tuple[Path, int, int]], int]:
+    """The cue-conflict images to use, (file, shape class, texture class) with classes as
+    indices into ``names``, and how many were skipped for having one class as both cues."""
+    files, same = [], 0
+    for shape_folder, listed in _class_folders(folder):
+        for path, _ in listed:
+            shape, texture = _cue_classes(path, names)
+            if shape != shape_folder:
+                raise ArtifactError(
+                    f"{_show(path)}: its name says shape class {shape!r} but it lies in folder {shape_folder!r}: "
+                    f"move it into {shape!r} or rename it"
+                )
+            if shape == texture:
+                same += 1
+                continue
+            files.append((path, names.index(shape), names.index(texture)))
+    if not files:
+        raise ArtifactError(
+            f"{_show(folder)}: every cue-conflict image has the same shape and texture class ({same}), and such "
+            "images are skipped: add images whose two cues differ"
+        )
+    return files, same
+
+
+def load_cue_conflict(real: RealParams, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """The cue-conflict folder ``real.cue_conflict`` read against the training classes ``names``.
+
+    Returns pixels (M, S, S, channels) float64 in [0, 1] (loaded and fitted as the training
+    images are), shape and texture labels (M,) int64 and a SHA-256 of the listing and bytes.
+    """
+    folder = Path(real.cue_conflict)
+    files, same = _cue_listing(folder, names)
+    log.info("%s: %d cue-conflict images; skipped %d whose shape and texture class are the same (as Geirhos et al. do)",
+             folder, len(files), same)
+    h = hashlib.sha256()
+    pixels = []
+    for path, _, _ in files:
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ArtifactError(f"{_show(path)}: cannot read ({err.strerror}): fix or remove it") from None
+        h.update(f"{path.relative_to(folder).as_posix()}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+        pixels.append(_fit_square(_decode_image(path, data, real.channels), real, path))
+    shapes = np.array([s for _, s, _ in files], dtype=np.int64)
+    textures = np.array([t for _, _, t in files], dtype=np.int64)
+    return np.clip(np.stack(pixels), 0.0, 1.0), shapes, textures, h.hexdigest()
+
+
+def _recorded_params(real: RealParams) -> dict[str, Any]:
+    """The data params a dataset file records; ``cue_conflict`` only when set, so a file
+    without a cue-conflict set keeps the bytes it had before the key existed."""
+    return {k: getattr(real, k) for k in DATA_KEYS if k != "cue_conflict" or real.cue_conflict}
+
+
 _LOADERS = {"mnist": _load_mnist, "digits": _load_digits, "folder": _load_folder, "npz": _load_npz}
 
 
@@ -711,9 +806,12 @@ def prepare_real(real: RealParams) -> Dataset:
 
     Returns a :class:`Dataset` with images (n_train + n_test, channels, S, S) float32
     (train rows first), labels (N,) int64 in 0..K-1, is_test (N,) bool and settings
-    recording the source, the raw content hash, the data params and the normalisation.
+    recording the source, the raw content hash, the data params and the normalisation;
+    with ``real.cue_conflict`` set also ``cue`` (:class:`CueConflict`, images normalised as
+    the test images are) and ``settings["cue_conflict"]`` (its folder, hash and counts).
     """
     raw = _LOADERS[real.dataset](real)
+    cue = load_cue_conflict(real, raw["class_names"]) if real.cue_conflict else None
     rows = np.concatenate([raw["train_rows"], raw["test_rows"]])
     pixels = raw["images"][rows]
     if not raw.get("already_fitted"):
@@ -725,17 +823,21 @@ def prepare_real(real: RealParams) -> Dataset:
     settings = {
         "source": real.dataset,
         "raw_sha256": raw["raw_sha256"],
-        "params": {k: getattr(real, k) for k in DATA_KEYS},
+        "params": _recorded_params(real),
         "class_names": raw["class_names"],
         "normalisation": {
             **stats,
             "how": "pixels / full scale -> [0, 1]; then (x - mean) / std per channel, train-split statistics",
         },
     }
+    if cue is not None:
+        cue_pixels, shapes, textures, cue_sha256 = cue
+        settings["cue_conflict"] = {"folder": real.cue_conflict, "sha256": cue_sha256, "n_images": len(shapes)}
+        cue = CueConflict(normalise(cue_pixels.transpose(0, 3, 1, 2), settings), shapes, textures)
     images = normalise(pixels, settings)
     labels = raw["labels"][rows].astype(np.int64)
     is_test = np.arange(len(rows)) >= n_train
-    return Dataset(images=images, labels=labels, is_test=is_test, settings=settings)
+    return Dataset(images=images, labels=labels, is_test=is_test, settings=settings, cue=cue)
 
 
 def real_model_params(model_params: dict[str, Any], real: RealParams) -> dict[str, Any]:

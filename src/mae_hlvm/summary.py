@@ -27,6 +27,7 @@ from .aggregate import load_baselines, load_metrics
 from .config import Params, cell_id, digest, real_enabled, robustness_enabled, section_dict
 from .gate import GATE_MIN_SHARE, flag_reason, gate_line
 from .io import ArtifactError, check_recorded, read_json, write_json, write_text
+from .paper import PAPER_SHAPE_BIAS
 from .pipeline import FIGURE_NAMES, REAL_FIGURE_NAMES
 from .provenance import code_revision, library_versions
 
@@ -161,10 +162,6 @@ def theorem_section(claims: dict[str, Any] | None) -> list[str]:
     for key, v in sorted(c5["per_cell"].items(), key=lambda kv: (int(kv[0].rsplit("_p", 1)[1]), float(kv[0][1:].split("_")[0]))):
         lines.append(f"| {key} | {v['predicted']:.3f} | {_number_text(v['measured'])} |")
     return lines + [""]
-
-
-# The paper's Table 2 (shape bias of MAE at each masking ratio), as in ../shared/paper.md
-PAPER_SHAPE_BIAS = {0.1: 0.135, 0.25: 0.255, 0.5: 0.246, 0.75: 0.256, 0.9: 0.201}
 
 
 def shape_bias_section(metrics: pd.DataFrame, baselines: pd.DataFrame | None) -> list[str]:
