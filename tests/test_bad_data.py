@@ -20,30 +20,22 @@ import re
 import subprocess
 import sys
 import tempfile
-import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from mae_hlvm import cli
 from mae_hlvm.data import load_dataset
-from mae_hlvm.realdata import RECOMMENDED_REAL
+from helpers import assert_one_line_error, prepare_real_step, write_real_params
 
 REPO = Path(__file__).resolve().parents[1]
 
 # 16x16 images, ViT patch 2: the smallest geometry the real section accepts quickly.
-TINY = {
-    "image_size": 16, "fit": "resize", "channels": 1, "vit_patch": 2, "mask_units": [2, 4, 8], "sweep_a_unit": 4,
-    "n_train": 12, "n_test": 6, "split_seed": 0,
-}
 CLASSES = ("a", "b", "c")
 PER_CLASS = 6  # 3 x 6 = 18 = n_train + n_test: every image is drawn, so every one is decoded
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")  # cli's log format: "%(asctime)s %(name)s %(message)s"
 
 
 def _permissions_bind(tmp: Path) -> bool:
@@ -145,50 +137,15 @@ def _png_then(path: Path, tail: Callable[[bytes], bytes]) -> None:
 # ----------------------------------------------------------------------------- running the step
 
 
-def _write_params(tmp_path: Path, real: dict) -> tuple[Path, Path]:
-    """A tiny params file with ``real`` overrides; (its path, the step's output path)."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw.pop("robustness", None)  # its subset names cells of the shipped grid
-    raw["real"] = {**RECOMMENDED_REAL, **TINY, **real}
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
-    return params, tmp_path / "out" / "real.npz"
-
-
-def _prepare(tmp_path: Path, monkeypatch, capsys, real: dict) -> tuple[int, Path, str]:
-    """Run ``prepare-real`` on a tiny params file; (return code, output path, stderr+stdout)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_STAGE", raising=False)
-    params, out = _write_params(tmp_path, real)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        rc = cli.main(["prepare-real", "--params", str(params), "--out", str(out)])
-    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
-    captured = capsys.readouterr()
-    return rc, out, captured.out + captured.err
-
-
 def _prepare_unprivileged(tmp_path: Path, real: dict) -> tuple[int, Path, str]:
-    """:func:`_prepare` in a subprocess that file modes bind (root without the DAC capabilities)."""
-    params, out = _write_params(tmp_path, real)
+    """:func:`prepare_real_step` in a subprocess that file modes bind (root without the DAC capabilities)."""
+    params, out = write_real_params(tmp_path, real)
     env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"}
     # this checkout's code, whether or not the package is installed editable
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
     argv = [sys.executable, "-m", "mae_hlvm", "prepare-real", "--params", str(params), "--out", str(out)]
     run = subprocess.run(_unprivileged(argv), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     return run.returncode, out, run.stdout + run.stderr
-
-
-def _assert_one_line_error(rc: int, out: Path, text: str, named: Path | str, reason: str) -> None:
-    assert "Traceback" not in text, text
-    errors = [line for line in text.splitlines() if "error: " in line]
-    assert len(errors) == 1, text
-    # every line on stderr is a log record: no continuation of a multi-line message
-    assert all(LOG_LINE.match(line) for line in text.splitlines() if line.strip()), text
-    assert re.search(rf"error: {re.escape(str(named))}: .*{reason}", errors[0]), errors[0]
-    assert rc == 2
-    assert not out.exists()
-    assert not out.parent.exists() or not any(out.parent.iterdir()), "a temporary file was left behind"
 
 
 # ----------------------------------------------------------------------------- bad folders
@@ -417,12 +374,12 @@ def test_bad_folder_is_one_line(case, tmp_path, monkeypatch, capsys):
     real, named, reason = build(tmp_path, monkeypatch) if takes_monkeypatch else build(tmp_path)
     try:
         real = {"dataset": "folder", "path": str(tmp_path / "d"), **extra, **real}
-        rc, out, text = _prepare_unprivileged(tmp_path, real) if unprivileged else _prepare(tmp_path, monkeypatch, capsys, real)
+        rc, out, text = _prepare_unprivileged(tmp_path, real) if unprivileged else prepare_real_step(tmp_path, monkeypatch, capsys, real)
     finally:
         for p in tmp_path.rglob("*"):  # let pytest clean up what the case locked
             if not p.is_symlink():
                 p.chmod(0o755)
-    _assert_one_line_error(rc, out, text, named, reason)
+    assert_one_line_error(rc, out, text, named, reason)
 
 
 # ----------------------------------------------------------------------------- bad .npz files
@@ -540,11 +497,11 @@ def test_bad_npz_is_one_line(case, tmp_path, monkeypatch, capsys):
     named, reason = build(tmp_path)
     try:
         real = {"dataset": "npz", "path": str(tmp_path / "d.npz"), **extra}
-        rc, out, text = _prepare_unprivileged(tmp_path, real) if unprivileged else _prepare(tmp_path, monkeypatch, capsys, real)
+        rc, out, text = _prepare_unprivileged(tmp_path, real) if unprivileged else prepare_real_step(tmp_path, monkeypatch, capsys, real)
     finally:
         if (tmp_path / "d.npz").is_file():
             (tmp_path / "d.npz").chmod(0o644)
-    _assert_one_line_error(rc, out, text, named, reason)
+    assert_one_line_error(rc, out, text, named, reason)
 
 
 def test_npz_object_arrays_are_never_unpickled(tmp_path, monkeypatch, capsys):
@@ -558,8 +515,8 @@ def test_npz_object_arrays_are_never_unpickled(tmp_path, monkeypatch, capsys):
     values = np.empty(N, dtype=object)
     values[:] = [Payload()] * N
     _npz(tmp_path / "d.npz", labels=values)
-    rc, out, text = _prepare(tmp_path, monkeypatch, capsys, {"dataset": "npz", "path": str(tmp_path / "d.npz")})
-    _assert_one_line_error(rc, out, text, tmp_path / "d.npz", "holds Python objects")
+    rc, out, text = prepare_real_step(tmp_path, monkeypatch, capsys, {"dataset": "npz", "path": str(tmp_path / "d.npz")})
+    assert_one_line_error(rc, out, text, tmp_path / "d.npz", "holds Python objects")
     assert not marker.exists()
 
 
@@ -567,7 +524,7 @@ def test_npz_object_arrays_are_never_unpickled(tmp_path, monkeypatch, capsys):
 
 
 def _accepted(tmp_path, monkeypatch, capsys, real: dict):
-    rc, out, text = _prepare(tmp_path, monkeypatch, capsys, real)
+    rc, out, text = prepare_real_step(tmp_path, monkeypatch, capsys, real)
     assert rc == 0, text
     assert "Traceback" not in text and "error:" not in text
     return load_dataset(out), text

@@ -16,13 +16,13 @@ from mae_hlvm.cli import main
 from mae_hlvm.config import parse_params, section_dict
 from mae_hlvm.data import save_dataset
 from mae_hlvm.model import build_model
-from test_probe import TINY, _tiny_dataset
+from helpers import TINY_PROBE_PARAMS, tiny_probe_dataset
 
 GRID = {"mask_ratios": [0.25, 0.5, 0.75], "patch_sizes": [2, 4], "seeds": [0, 3]}
 
 
 def tiny_params(**grid):
-    raw = copy.deepcopy(TINY)
+    raw = copy.deepcopy(TINY_PROBE_PARAMS)
     raw["grid"] = {**GRID, **grid}
     return parse_params(raw)
 
@@ -46,7 +46,7 @@ def test_random_init_equals_the_weights_every_grid_cell_starts_from():
 
 def test_random_init_equals_what_train_cell_actually_builds(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    save_dataset("data.npz", _tiny_dataset())
+    save_dataset("data.npz", tiny_probe_dataset())
     params = tiny_params()
     built = []
 
@@ -69,8 +69,8 @@ def test_too_few_tokens_is_a_params_error():
 @pytest.fixture()
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
-    save_dataset(tmp_path / "data.npz", _tiny_dataset())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PROBE_PARAMS))
+    save_dataset(tmp_path / "data.npz", tiny_probe_dataset())
     return tmp_path
 
 
@@ -107,7 +107,7 @@ def test_step_schema_pixel_known_answer_and_determinism(workdir):
 
 
 def test_step_rejects_data_without_latents(workdir, capsys):
-    save_dataset(workdir / "real.npz", _tiny_dataset(with_latents=False))
+    save_dataset(workdir / "real.npz", tiny_probe_dataset(with_latents=False))
     assert main(_argv(data="real.npz")) == 2
     assert "real.npz: has no latents_level* arrays" in capsys.readouterr().err
     assert not (workdir / "b.json").exists()
@@ -116,7 +116,7 @@ def test_step_rejects_data_without_latents(workdir, capsys):
 def test_pixel_scores_match_the_probe_functions_directly():
     from mae_hlvm import probe
 
-    ds = _tiny_dataset()
+    ds = tiny_probe_dataset()
     tr, te = ds.split(test=False), ds.split(test=True)
     params = tiny_params()
     got = baseline.pixel_scores(tr, te, params)

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from test_pipeline import assert_agree_up_to_date, copy_repo, edit_params, init_repo, sh, tiny_params
+from helpers import assert_agree_up_to_date, copy_repo, edit_params, init_repo, sh, tiny_params
 
 pytestmark = pytest.mark.slow
 

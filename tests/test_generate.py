@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mae_hlvm.config import DataParams, ParamsError, parse_params
+from mae_hlvm.config import ParamsError, parse_params
 from mae_hlvm.data import load_dataset
 from mae_hlvm.generate import (
     GENERATOR_VERSION,
@@ -20,36 +20,9 @@ from mae_hlvm.generate import (
     level_diagnostics,
     run,
 )
+from helpers import tiny_data, tiny_raw
 
 REPO = Path(__file__).resolve().parents[1]
-
-TINY_DATA = {
-    "image_size": 8,
-    "channels": 3,
-    "depth": 2,
-    "latent_dims": [4, 4, 6],
-    "noise_scales": [1.0, 0.7, 0.7],
-    "class_separation": 2.0,
-    "n_classes": 3,
-    "pixel_noise": 0.05,
-    "n_train": 120,
-    "n_test": 60,
-    "seed": 3,
-}
-
-
-def tiny_raw(**data_overrides: object) -> dict:
-    """The repo's params.yaml with a tiny data section and a grid that fits 8x8 images."""
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw.pop("robustness", None)  # its subset names cells of the shipped grid
-    raw["data"] = {**TINY_DATA, **data_overrides}
-    raw["grid"] = {"mask_ratios": [0.5], "patch_sizes": [2, 4], "seeds": [0]}
-    return raw
-
-
-def tiny_data(**overrides: object) -> DataParams:
-    return parse_params(tiny_raw(**overrides)).data
-
 
 def test_shapes_dtypes_and_settings() -> None:
     data = tiny_data()

@@ -17,17 +17,9 @@ import pytest
 from mae_hlvm import cli, io, ledger, pipeline, runlock, train
 from mae_hlvm.config import load_params
 from mae_hlvm.io import ArtifactError, read_json, write_json
+from helpers import flip_byte_keep_mtime
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def flip_byte_keep_mtime(path: Path, offset: int = -3) -> None:
-    """A silent corruption: one byte changed, size and mtime as before (neither tool notices)."""
-    st = path.stat()
-    blob = bytearray(path.read_bytes())
-    blob[offset] ^= 0x01
-    path.write_bytes(bytes(blob))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def fake_lock(root: Path, outs: dict[str, str]) -> None:

@@ -11,27 +11,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
-from PIL import Image
 
 from mae_hlvm import pipeline
 from mae_hlvm.config import load_params, real_enabled, real_sweep_cells
-from test_pipeline import GIT, REPO, copy_repo, dvc_jobs, sh, snakemake_jobs, snakemake_plan
+from helpers import GIT, REPO, copy_repo, dvc_jobs, make_image_folder, sh, snakemake_jobs, snakemake_plan
 
 PROFILE = REPO / "profiles" / "paper" / "params.yaml"
 PAPER_RATIOS = [0.1, 0.25, 0.5, 0.75, 0.9]  # Sweep A
 PAPER_UNITS = [8, 16, 32]  # Sweep B, on ViT patch 8
-
-
-def make_image_folder(root: Path, classes: tuple[str, ...] = ("n01440764", "n01443537"), per_class: int = 3) -> None:
-    """A tiny ImageNet-layout folder: ``root/<wnid>/<name>.JPEG``, RGB of mixed sizes."""
-    rng = np.random.default_rng(0)
-    for c, wnid in enumerate(classes):
-        (root / wnid).mkdir(parents=True)
-        for i in range(per_class):
-            arr = rng.integers(0, 256, size=(30 + 4 * i, 40 - 2 * c, 3), dtype=np.uint8)
-            Image.fromarray(arr, mode="RGB").save(root / wnid / f"{wnid}_{i}.JPEG", format="JPEG")
 
 
 def test_profile_validates_with_the_papers_recipe_and_sweeps():

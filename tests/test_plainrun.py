@@ -8,7 +8,7 @@ import pytest
 
 from mae_hlvm import pipeline, plainrun
 from mae_hlvm.config import ParamsError, load_params
-from test_pipeline import REPO, assert_agree_up_to_date, copy_repo, edit_params, init_repo, sh, tiny_params
+from helpers import REPO, assert_agree_up_to_date, copy_repo, edit_params, init_repo, sh, tiny_params
 
 
 def test_plan_covers_the_stage_table_and_orders_by_inputs(tmp_path, monkeypatch):

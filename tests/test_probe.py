@@ -15,6 +15,7 @@ from mae_hlvm.cli import main
 from mae_hlvm.config import parse_params
 from mae_hlvm.data import Dataset, save_dataset
 from mae_hlvm.model import MaskedAutoencoder
+from helpers import TINY_PROBE_PARAMS, tiny_probe_dataset
 
 ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
 N_TR, N_TE = 1500, 500
@@ -235,52 +236,15 @@ def test_pixel_prediction_undoes_the_normalised_pixel_target() -> None:
 
 # ------------------------------------------------------------------ the step, end to end
 
-TINY = {
-    "data": {
-        "image_size": 8, "channels": 2, "depth": 2, "latent_dims": [2, 2, 2], "noise_scales": [1.0, 0.5, 0.5],
-        "class_separation": 2.0, "n_classes": 3, "pixel_noise": 0.05, "n_train": 90, "n_test": 30, "seed": 0,
-    },
-    "model": {
-        "vit_patch": 2, "embed_dim": 16, "depth": 1, "num_heads": 2, "decoder_embed_dim": 8, "decoder_depth": 1,
-        "decoder_num_heads": 2, "mlp_ratio": 2.0, "norm_pix_loss": False,
-    },
-    "train": {
-        "epochs": 1, "batch_size": 30, "base_lr": 1.5e-4, "weight_decay": 0.05, "warmup_epochs": 0.0,
-        "betas": [0.9, 0.95], "device": "cpu", "precision": "fp32", "threads": 1,
-    },
-    "probe": {
-        "pooling": "mean", "ridge_alphas": [0.1, 1.0, 10.0], "cv_folds": 3, "nystroem_components": 20,
-        "batch_size": 16, "n_recon_images": 5,
-    },
-    "grid": {"mask_ratios": [0.5], "patch_sizes": [4], "seeds": [0]},
-}
-
-
-def _tiny_dataset(with_latents: bool = True) -> Dataset:
-    """120 images 2x8x8 whose quadrant intensities carry the level-1 latents."""
-    rng = np.random.default_rng(12)
-    n = 120
-    latents = [rng.standard_normal((n, 2**lv, 2**lv, 2)).astype(np.float32) for lv in range(3)]
-    quadrant = np.repeat(np.repeat(latents[1].transpose(0, 3, 1, 2), 4, axis=2), 4, axis=3)
-    images = (quadrant + 0.1 * rng.standard_normal((n, 2, 8, 8))).astype(np.float32)
-    return Dataset(
-        images=images,
-        labels=np.arange(n) % 3,
-        is_test=np.arange(n) >= 90,
-        latents=latents if with_latents else [],
-        settings={"source": "test_probe"},
-    )
-
-
 @pytest.fixture()
 def cell(tmp_path, monkeypatch):
     """A tiny dataset, params file and a one-epoch checkpoint, in a fresh working folder."""
     from mae_hlvm.train import train_cell
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
-    save_dataset(tmp_path / "data.npz", _tiny_dataset())
-    train_cell(parse_params(copy.deepcopy(TINY)), "data.npz", 0.5, 4, 0, "models/c")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PROBE_PARAMS))
+    save_dataset(tmp_path / "data.npz", tiny_probe_dataset())
+    train_cell(parse_params(copy.deepcopy(TINY_PROBE_PARAMS)), "data.npz", 0.5, 4, 0, "models/c")
     return tmp_path
 
 
@@ -322,7 +286,7 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     from mae_hlvm import gate
     from mae_hlvm.gate import linear_reference
 
-    ds = _tiny_dataset()
+    ds = tiny_probe_dataset()
     linear, own_mean = linear_reference(ds.images[:90], ds.images[90:], 4, 0.5)
     # the ratio on the reference's own masks decides; on 90 train images the linear fit is no better
     # than the mean predictor there, so the fallback rule applies
@@ -347,14 +311,14 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
 
 
 def test_probe_step_rejects_data_without_latents(cell, capsys) -> None:
-    save_dataset(cell / "real.npz", _tiny_dataset(with_latents=False))
+    save_dataset(cell / "real.npz", tiny_probe_dataset(with_latents=False))
     assert main(_probe_argv(data="real.npz")) == 2
     assert "has no latents_level* arrays" in capsys.readouterr().err
     assert not (cell / "out.json").exists() and not (cell / "recon.npz").exists()
 
 
 def test_probe_step_rejects_a_dataset_the_checkpoint_was_not_trained_on(cell, capsys) -> None:
-    other = _tiny_dataset()
+    other = tiny_probe_dataset()
     save_dataset(cell / "other.npz", Dataset(other.images * 2, other.labels, other.is_test, other.latents, {}))
     assert main(_probe_argv(data="other.npz")) == 2
     assert "not the dataset this checkpoint was trained on" in capsys.readouterr().err

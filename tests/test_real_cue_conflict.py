@@ -21,7 +21,7 @@ from mae_hlvm.config import ParamsError, load_params
 from mae_hlvm.data import CueConflict, Dataset, load_dataset
 from mae_hlvm.model import MaskedAutoencoder
 from mae_hlvm.realdata import RECOMMENDED_REAL, _decode_image, _fit_square, normalise, parse_real, prepare_real
-from test_bad_data import _assert_one_line_error, _prepare, _write_params
+from helpers import assert_one_line_error, prepare_real_step, write_real_params
 
 # digits at 16x16 (ViT patch 2): the smallest real params the schema accepts for digits
 DIGITS = {
@@ -53,7 +53,7 @@ GOOD = {"0/01-12.png": 0, "0/02-31.png": 10, "1/11-01.png": 1, "2/21-22.png": 2,
 
 def test_prepare_real_stores_the_cue_conflict_set(tmp_path, monkeypatch, capsys):
     folder = _cue_folder(tmp_path / "cue", GOOD)
-    rc, out, text = _prepare(tmp_path, monkeypatch, capsys, {**DIGITS, "cue_conflict": str(folder)})
+    rc, out, text = prepare_real_step(tmp_path, monkeypatch, capsys, {**DIGITS, "cue_conflict": str(folder)})
     assert rc == 0, text
     ds = load_dataset(out)
     # sorted shape folders, sorted files; 2/21-22.png (shape = texture) is skipped, and the log says so
@@ -164,7 +164,7 @@ def _only_hidden(t: Path) -> Path:
     (_only_hidden, r"the folder is empty \(hidden entries aside\)"),
 ])
 def test_a_cue_folder_that_is_not_there_is_refused_with_the_params(tmp_path, make, reason):
-    params, _ = _write_params(tmp_path, {**DIGITS, "cue_conflict": str(make(tmp_path))})
+    params, _ = write_real_params(tmp_path, {**DIGITS, "cue_conflict": str(make(tmp_path))})
     with pytest.raises(ParamsError, match=rf"^{params}: real\.cue_conflict='[^']+': {reason}: give a folder laid out as "):
         load_params(params)
 
@@ -188,11 +188,11 @@ BAD = {
 def test_a_bad_cue_file_is_one_line_and_leaves_no_output(tmp_path, monkeypatch, capsys, case):
     names, named, reason = BAD[case]
     folder = _cue_folder(tmp_path / "cue", names)
-    rc, out, text = _prepare(tmp_path, monkeypatch, capsys, {**DIGITS, "cue_conflict": str(folder)})
-    _assert_one_line_error(rc, out, text, os.path.normpath(folder / named), re.escape(reason))
+    rc, out, text = prepare_real_step(tmp_path, monkeypatch, capsys, {**DIGITS, "cue_conflict": str(folder)})
+    assert_one_line_error(rc, out, text, os.path.normpath(folder / named), re.escape(reason))
 
 
 def test_a_corrupt_cue_image_is_one_line_and_leaves_no_output(tmp_path, monkeypatch, capsys):
     path = _corrupt(tmp_path / "cue")
-    rc, out, text = _prepare(tmp_path, monkeypatch, capsys, {**DIGITS, "cue_conflict": str(tmp_path / "cue")})
-    _assert_one_line_error(rc, out, text, path, "unreadable image")
+    rc, out, text = prepare_real_step(tmp_path, monkeypatch, capsys, {**DIGITS, "cue_conflict": str(tmp_path / "cue")})
+    assert_one_line_error(rc, out, text, path, "unreadable image")

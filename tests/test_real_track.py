@@ -21,7 +21,7 @@ import yaml
 from mae_hlvm import cli, evaluate, paths, pipeline, realdata
 from mae_hlvm.config import ParamsError, load_params, parse_params, real_enabled, real_sweep_cells
 from mae_hlvm.train_real import real_train_params
-from test_pipeline import GIT, REPO, copy_repo, dvc_jobs, edit_params, sh, snakemake_jobs
+from helpers import GIT, REPO, copy_repo, dvc_jobs, edit_params, sh, snakemake_jobs
 
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
 DEFAULT.pop("robustness", None)  # its subset names cells of the shipped grid

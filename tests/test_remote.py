@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline import (
+from helpers import (
     GIT,
     REPO,
     assert_agree_up_to_date,

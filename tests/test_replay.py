@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import tiny_raw
 from mae_hlvm import replay
 
-from test_generate import tiny_raw
 
 # --------------------------------------------------------------------------- generator bytes
 

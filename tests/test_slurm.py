@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_pipeline import REPO, assert_agree_up_to_date, copy_repo, dvc_stale, env_for, init_repo, sh, tiny_params
+from helpers import REPO, assert_agree_up_to_date, copy_repo, dvc_stale, env_for, init_repo, sh, tiny_params
 
 MODE = os.environ.get("MAE_HLVM_SLURM", "")
 SLURM_PROFILE = "profiles/slurm"

@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_hard_edges import flip_byte_keep_mtime
-from test_paper_profile import make_image_folder
-from test_pipeline import (
-    assert_agree_up_to_date, copy_repo, dvc_stale, edit_params, env_for, init_repo, sh, snakemake_plan,
-    tiny_params, tracked_outputs,
+from helpers import (
+    assert_agree_up_to_date, copy_repo, dvc_stale, edit_params, env_for, flip_byte_keep_mtime, init_repo,
+    make_image_folder, sh, snakemake_plan, tiny_params, tracked_outputs,
 )
 
 pytestmark = pytest.mark.slow
