@@ -12,7 +12,8 @@ import torch
 
 from mae_hlvm import evaluate as ev
 from mae_hlvm.model import MaskedAutoencoder
-from mae_hlvm.realdata import RECOMMENDED_REAL, parse_real, prepare_real, to_unit_range
+from mae_hlvm.realdata import parse_real, prepare_real, to_unit_range
+from helpers import DEFAULT_REAL
 from figure_checks import stamp_collisions
 
 TINY_MODEL = dict(
@@ -24,7 +25,7 @@ TINY_MODEL = dict(
 def digits():
     """sklearn digits at 16x16: 150 train, 60 test images."""
     real = parse_real({
-        **RECOMMENDED_REAL, "dataset": "digits", "image_size": 16, "fit": "resize", "n_train": 150, "n_test": 60,
+        **DEFAULT_REAL, "dataset": "digits", "image_size": 16, "fit": "resize", "n_train": 150, "n_test": 60,
         "vit_patch": 2, "mask_units": [2, 4, 8], "sweep_a_unit": 4,
     })
     return prepare_real(real)

@@ -20,8 +20,8 @@ from mae_hlvm import pipeline
 from mae_hlvm.config import ParamsError, load_params
 from mae_hlvm.data import CueConflict, Dataset, load_dataset
 from mae_hlvm.model import MaskedAutoencoder
-from mae_hlvm.realdata import RECOMMENDED_REAL, _decode_image, _fit_square, normalise, parse_real, prepare_real
-from helpers import assert_one_line_error, prepare_real_step, write_real_params
+from mae_hlvm.realdata import _decode_image, _fit_square, normalise, parse_real, prepare_real
+from helpers import DEFAULT_REAL, assert_one_line_error, prepare_real_step, write_real_params
 
 # digits at 16x16 (ViT patch 2): the smallest real params the schema accepts for digits
 DIGITS = {
@@ -71,7 +71,7 @@ def test_prepare_real_stores_the_cue_conflict_set(tmp_path, monkeypatch, capsys)
 
 
 def test_without_a_cue_folder_the_dataset_is_as_before(tmp_path):
-    ds = prepare_real(parse_real({**RECOMMENDED_REAL, **DIGITS}))
+    ds = prepare_real(parse_real({**DEFAULT_REAL, **DIGITS}))
     assert ds.cue is None and "cue_conflict" not in ds.settings and "cue_conflict" not in ds.settings["params"]
 
 
@@ -102,7 +102,7 @@ def _model() -> MaskedAutoencoder:
 @pytest.fixture(scope="module")
 def copies():
     """digits whose cue-conflict images are the test images: shape = their class, texture = the next class."""
-    ds = prepare_real(parse_real({**RECOMMENDED_REAL, **DIGITS, "n_train": 150, "n_test": 60}))
+    ds = prepare_real(parse_real({**DEFAULT_REAL, **DIGITS, "n_train": 150, "n_test": 60}))
     test = ds.split(test=True)
     cue = CueConflict(test.images.copy(), test.labels.copy(), (test.labels + 1) % 10)
     return Dataset(ds.images, ds.labels, ds.is_test, settings=ds.settings, cue=cue)

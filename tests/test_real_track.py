@@ -36,9 +36,14 @@ def with_real(**changes: object):
 # ----------------------------------------------------------------------------- params
 
 
-def test_default_real_section_is_the_recommended_one():
-    assert DEFAULT["real"] == realdata.RECOMMENDED_REAL
-    assert load_params(REPO / "params.yaml").real == realdata.parse_real(realdata.RECOMMENDED_REAL)
+def test_default_real_section_is_mnist_at_the_papers_unit_ratios():
+    """MNIST padded to 32 x 32, 4 x 4 ViT patches (64 tokens), masking units of 1, 2 and 4
+    tokens per side: the paper's 8 / 16 / 32 pixels on an 8-pixel ViT patch (Sweep B)."""
+    real = load_params(REPO / "params.yaml").real
+    assert real == realdata.parse_real(DEFAULT["real"])
+    assert (real.dataset, real.fit, real.image_size, real.channels, real.vit_patch) == ("mnist", "pad", 32, 1, 4)
+    assert [u // real.vit_patch for u in real.mask_units] == [1, 2, 4] and real.sweep == "AB"
+    assert real.cue_conflict == ""
 
 
 def test_real_errors_keep_their_prefix_and_section_is_optional():

@@ -10,26 +10,26 @@ from mae_hlvm.config import ParamsError
 from mae_hlvm.data import load_dataset, save_dataset
 from mae_hlvm.io import ArtifactError, file_sha256
 from mae_hlvm.realdata import (
-    RECOMMENDED_REAL,
     parse_real,
     prepare_real,
     real_cells,
     real_model_params,
     to_unit_range,
 )
+from helpers import DEFAULT_REAL
 
 TINY = {"n_train": 60, "n_test": 30, "image_size": 16, "fit": "resize", "vit_patch": 2, "mask_units": [2, 4, 8], "sweep_a_unit": 4}
 
 
 def _real(**overrides):
-    return parse_real({**RECOMMENDED_REAL, **TINY, **overrides})
+    return parse_real({**DEFAULT_REAL, **TINY, **overrides})
 
 
 # ------------------------------------------------------------------ params and sweeps
 
 
 def test_recommended_defaults_are_valid_and_give_the_papers_two_sweeps() -> None:
-    real = parse_real(RECOMMENDED_REAL)
+    real = parse_real(DEFAULT_REAL)
     cells = real_cells(real)
     pairs = sorted({(r, u) for r, u, _ in cells})
     # Sweep A (5 ratios at unit 8) and Sweep B (units 4, 8, 16 at 0.75) share (0.75, 8).
@@ -46,7 +46,7 @@ def test_sweep_choice_sets_the_cells(sweep: str, n_pairs: int) -> None:
     # ratio 0.9 at 16-pixel units (4 units per image) would keep no unit visible: the full
     # grid is checked cell by cell, so it leaves 0.9 out
     ratios = [0.1, 0.25, 0.5, 0.75] + ([] if sweep == "grid" else [0.9])
-    real = parse_real({**RECOMMENDED_REAL, "sweep": sweep, "seeds": [3], "mask_ratios": ratios})
+    real = parse_real({**DEFAULT_REAL, "sweep": sweep, "seeds": [3], "mask_ratios": ratios})
     cells = real_cells(real)
     assert len(cells) == n_pairs
     assert len(set(cells)) == n_pairs
@@ -69,7 +69,7 @@ def test_sweep_choice_sets_the_cells(sweep: str, n_pairs: int) -> None:
 )
 def test_bad_params_give_one_line_naming_the_key(override: dict, needle: str) -> None:
     with pytest.raises(ParamsError) as err:
-        parse_real({**RECOMMENDED_REAL, **override})
+        parse_real({**DEFAULT_REAL, **override})
     msg = str(err.value)
     assert needle in msg
     assert "\n" not in msg

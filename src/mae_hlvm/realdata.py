@@ -54,37 +54,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 # are kept out of the data stage's recorded settings and its hash.
 DATA_KEYS = ("dataset", "path", "image_size", "channels", "fit", "n_train", "n_test", "split_seed", "cue_conflict")
 
-# What params.yaml's ``real:`` section should hold by default: MNIST padded to 32x32,
-# 4x4 ViT patches (64 tokens) and masking units of 1, 2 and 4 tokens per side, the
-# ratios of the paper's Sweep B (8, 16, 32 pixels on an 8-pixel ViT patch).
-RECOMMENDED_REAL: dict[str, Any] = {
-    "enabled": True,
-    "dataset": "mnist",
-    "path": "",
-    "image_size": 32,
-    "channels": 1,
-    "fit": "pad",
-    "n_train": 3000,  # with 6 epochs at batch 32: sized to add about 10 minutes on 2 CPU cores
-    "n_test": 500,
-    "split_seed": 0,
-    "vit_patch": 4,
-    "sweep": "AB",
-    "mask_ratios": [0.1, 0.25, 0.5, 0.75, 0.9],
-    "mask_units": [4, 8, 16],
-    "sweep_a_unit": 8,
-    "sweep_b_ratio": 0.75,
-    "seeds": [0, 1],
-    "epochs": 6,
-    "base_lr": 2.4e-2,  # peak 3e-3 at batch 32: MAE's 1.5e-4 barely moves a small MNIST model
-    "batch_size": 32,
-    "probe_epochs": 30,
-    "knn_k": 20,
-    "n_eval_images": 6,
-    "tsne_points": 500,
-    "eval_seed": 0,
-    "cue_conflict": "",
-}
-
 
 class _RealOnly(_Section):
     # Wrapping the section gives error messages the ``real.`` prefix config.py users see.
