@@ -330,7 +330,7 @@ def test_dvc_then_snakemake_sequences_and_locks(tmp_path):
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)
     first = subprocess.Popen(
-        ["snakemake", "--cores", "1"], cwd=root, env=env_for(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ["snakemake", "--cores", "2"], cwd=root, env=env_for(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.monotonic() + 60
