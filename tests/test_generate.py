@@ -11,14 +11,17 @@ import numpy as np
 import pytest
 import yaml
 
-from mae_hlvm.config import ParamsError, parse_params
-from mae_hlvm.data import load_dataset
+from mae_hlvm.config import ParamsError, load_params, parse_params
+from mae_hlvm.data import Dataset, load_dataset
 from mae_hlvm.generate import (
     GENERATOR_VERSION,
+    cue_accuracies,
     draw_functions,
     generate_dataset,
+    leaf_innovations,
     level_diagnostics,
     run,
+    sample,
 )
 from helpers import tiny_data, tiny_raw
 
@@ -201,13 +204,9 @@ def test_cue_conflict_images_follow_their_texture_in_the_leaves_and_their_shape_
     data = tiny_data(texture_separation=3.0, class_separation=5.0, n_train=600, n_test=300)
     ds = generate_dataset(data)
     fns = draw_functions(data)
-    from mae_hlvm.generate import leaf_innovations, sample
-
     # the leaves' mean exogenous noise points at the texture class's vector, the root at the shape class's mean
     rng = np.random.default_rng(0)
     _, shape, latents, texture = sample(fns, data, 200, rng, cue_conflict=True)
-    from mae_hlvm.data import Dataset
-
     cue_ds = Dataset(np.zeros((200, 1, 1, 1)), shape, np.zeros(200, bool), [z.astype(np.float32) for z in latents])
     noise = leaf_innovations(cue_ds, fns).mean(axis=(1, 2))  # (200, d_leaf)
     nearest_texture = (noise @ fns.texture_means.T).argmax(axis=1)
@@ -220,9 +219,6 @@ def test_cue_conflict_images_follow_their_texture_in_the_leaves_and_their_shape_
 def test_the_default_texture_separation_balances_the_two_cues() -> None:
     """params.yaml's texture_separation is the 0.05-grid value whose texture cue is as
     informative as the root (docs/generator.md): its neighbours are further off."""
-    from mae_hlvm.config import load_params
-    from mae_hlvm.generate import cue_accuracies
-
     data = load_params(REPO / "params.yaml").data
     t = data.texture_separation
 
