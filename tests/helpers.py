@@ -317,3 +317,15 @@ def assert_one_line_error(rc: int, out: Path, text: str, named: Path | str, reas
     assert rc == 2
     assert not out.exists()
     assert not out.parent.exists() or not any(out.parent.iterdir()), "a temporary file was left behind"
+
+
+def assert_runner_exists(runner: str) -> None:
+    """A step's runner (``mae_hlvm.evaluate:run_report``) names a module of the package that
+    defines the function (``run`` by default); checked without importing it (no torch)."""
+    import ast
+
+    module, _, function = runner.partition(":")
+    source = Path(pipeline.SOURCE_DIR) / f"{module.rsplit('.', 1)[1]}.py"
+    assert source.exists(), f"{runner}: no {source}"
+    defined = {n.name for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, ast.FunctionDef)}
+    assert (function or "run") in defined, f"{runner}: {source.name} defines no {function or 'run'}()"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mae_hlvm import cli, io, ledger, pipeline, runlock, train
+from mae_hlvm import cli, glue, io, ledger, paths, pipeline, runlock, train
 from mae_hlvm.config import load_params
 from mae_hlvm.io import ArtifactError, read_json, write_json
 from helpers import flip_byte_keep_mtime
@@ -86,11 +87,11 @@ def test_a_folder_dep_is_hashed_as_a_tree_and_a_receipt_can_be_made(tmp_path, mo
     (folder / "cat").mkdir(parents=True)
     (folder / "cat" / "a.png").write_bytes(b"one")
     params, _ = _folder_params(tmp_path, folder)
-    first = pipeline._sha256(str(folder))
-    rec = pipeline._receipt("prepare_real", params, None)  # was IsADirectoryError under Snakemake
+    first = glue._sha256(str(folder))
+    rec = glue._receipt("prepare_real", params, None)  # was IsADirectoryError under Snakemake
     assert rec["deps"][os.path.normpath(str(folder))] == first
     flip_byte_keep_mtime(folder / "cat" / "a.png", 0)
-    assert pipeline._sha256(str(folder)) != first
+    assert glue._sha256(str(folder)) != first
 
 
 def test_snakemake_sees_an_image_overwritten_inside_the_users_folder(tmp_path, monkeypatch):
@@ -101,14 +102,14 @@ def test_snakemake_sees_an_image_overwritten_inside_the_users_folder(tmp_path, m
     img.write_bytes(b"one")
     params, _ = _folder_params(tmp_path, folder)
     inputs = pipeline.smk_inputs("prepare_real", params)
-    assert pipeline.folder_listing_file() in inputs and os.path.normpath(str(folder)) not in inputs
-    assert pipeline.write_folder_listing(params) is True
-    assert pipeline.write_folder_listing(params) is False  # unchanged: mtime kept, nothing reruns
+    assert paths.folder_listing_file() in inputs and os.path.normpath(str(folder)) not in inputs
+    assert glue.write_folder_listing(params) is True
+    assert glue.write_folder_listing(params) is False  # unchanged: mtime kept, nothing reruns
     folder_mtime = folder.stat().st_mtime_ns
     time.sleep(0.01)
     img.write_bytes(b"two")  # the folder's own mtime does not change
     assert folder.stat().st_mtime_ns == folder_mtime
-    assert pipeline.write_folder_listing(params) is True
+    assert glue.write_folder_listing(params) is True
 
 
 # ----------------------------------------------------------------------------- resume file
@@ -338,10 +339,10 @@ def test_outside_a_dvc_repository_there_is_nothing_to_claim(tmp_path, monkeypatc
 
 def test_the_snakefile_claims_on_start_and_releases_before_its_own_dvc_commit():
     text = (REPO / "Snakefile").read_text()
-    assert "pipeline.start_run()" in text.split("onstart:")[1].split("\n\n")[0]
+    assert "glue.start_run()" in text.split("onstart:")[1].split("\n\n")[0]
     for hook in ("onsuccess:", "onerror:"):
-        assert "pipeline.finish_run()" in text.split(hook)[1].split("\n\n\n")[0]
-    src = (REPO / "src/mae_hlvm/pipeline.py").read_text()
+        assert "glue.finish_run()" in text.split(hook)[1].split("\n\n\n")[0]
+    src = (REPO / "src/mae_hlvm/glue.py").read_text()
     finish = src.split("def finish_run")[1].split("\ndef ")[0]
     assert finish.index("runlock.release()") < finish.index("commit_receipts()")
 
@@ -353,19 +354,19 @@ def test_commit_failure_names_dvcs_error(tmp_path, monkeypatch, capsys):
     name = pipeline.dvc_stage_name("predict")
     for o in pipeline.outputs("predict"):
         io.write_text(o.path, "{}")
-    rec = pipeline._receipt("predict", params, None)
-    monkeypatch.setattr(pipeline, "_receipt", lambda *a, **k: rec)
-    write_json(pipeline.receipt_path(name), rec)
+    rec = glue._receipt("predict", params, None)
+    monkeypatch.setattr(glue, "_receipt", lambda *a, **k: rec)
+    write_json(paths.receipt(name), rec)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "dvc").write_text("#!/bin/sh\necho 'ERROR: Unable to acquire lock. Most likely another DVC process is running' >&2\nexit 1\n")
     (fake / "dvc").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
-    assert pipeline.commit_receipts() == []
+    assert glue.commit_receipts() == []
     err = capsys.readouterr().err
     assert "dvc commit failed (ERROR: Unable to acquire lock" in err and "receipts kept" in err
-    assert Path(pipeline.receipt_path(name)).exists()
+    assert Path(paths.receipt(name)).exists()
 
 
 # ----------------------------------------------------------------------------- RAM
@@ -389,12 +390,12 @@ def test_a_dvc_run_step_writes_the_benchmark_file_snakemake_judges_as_an_output(
     params = load_params(REPO / "params.yaml")
     monkeypatch.setenv("DVC_STAGE", "predict")
     monkeypatch.setattr(pipeline, "check_dvc_yaml", lambda p: None)
-    argv = pipeline.shlex.split(pipeline.command("predict"))[3:]
-    with pipeline.step_hooks("predict", params, argv):
+    argv = shlex.split(pipeline.command("predict"))[3:]
+    with glue.step_hooks("predict", params, argv):
         for o in pipeline.outputs("predict"):
             io.write_text(o.path, "{}")
     bench = Path(pipeline.benchmark_path("predict", None))
     head, row = bench.read_text().splitlines()
-    assert head.split("\t") == list(pipeline.BENCHMARK_COLUMNS) and row.split("\t")[1].count(":") == 2
+    assert head.split("\t") == list(glue.BENCHMARK_COLUMNS) and row.split("\t")[1].count(":") == 2
     assert bench.stat().st_mtime_ns >= Path("data/prediction.json").stat().st_mtime_ns
     assert pipeline.smk_benchmark("predict") == str(bench)

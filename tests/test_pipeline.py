@@ -10,6 +10,7 @@ import ast
 import filecmp
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from mae_hlvm import pipeline
+from mae_hlvm import glue, paths, pipeline
 from mae_hlvm.config import cell_id, load_params
-from helpers import GIT, REPO, TINY_REAL_JOBS, assert_agree_up_to_date, commit, copy_repo, dvc_jobs, dvc_stale, dvc_would_run, edit_params, env_for, init_repo, plan_of_stages, sh, snakemake_jobs, snakemake_plan, tiny_params, tracked_outputs
+from helpers import GIT, REPO, TINY_REAL_JOBS, assert_agree_up_to_date, assert_runner_exists, commit, copy_repo, dvc_jobs, dvc_stale, dvc_would_run, edit_params, env_for, init_repo, plan_of_stages, sh, snakemake_jobs, snakemake_plan, tiny_params, tracked_outputs
 
 # ----------------------------------------------------------------------------- fast
 
@@ -76,7 +77,7 @@ def _params_reads(module: Path) -> set[str]:
     return {k for k in found if k.split(".")[0] in sections}
 
 
-@pytest.mark.parametrize("stage", pipeline.STAGES + ("train_seed",))
+@pytest.mark.parametrize("stage", pipeline.STAGES)
 def test_stage_params_cover_what_the_step_module_reads(stage):
     declared = pipeline.STAGE_PARAMS[stage]
     reads = _params_reads(REPO / "src" / "mae_hlvm" / f"{stage}.py")
@@ -92,10 +93,11 @@ def test_every_synthetic_and_review_command_parses_and_runs_its_module():
 
     params = load_params(REPO / "params.yaml")
     jobs = [(s, f) for s, f in pipeline.instances(params) if s in pipeline.STAGES]
-    assert {s for s, _ in jobs} == set(pipeline.STAGES)
+    assert {s for s, _ in jobs} == set(pipeline.STAGES) - {"train_seed"}  # train.job: cell
     for stage, f in jobs:
-        args = cli.build_parser().parse_args(pipeline.shlex.split(pipeline.command(stage, f))[3:])
-        assert cli.STEPS[args.step][0].split(":")[0].rsplit(".", 1)[1] == pipeline.STAGE_MODULE[stage]
+        args = cli.build_parser().parse_args(shlex.split(pipeline.command(stage, f))[3:])
+        assert cli.STEPS[args.step] is pipeline.STAGE[stage].step
+        assert_runner_exists(cli.STEPS[args.step].runner)
     names = [pipeline.dvc_stage_name(s, f) for s, f in jobs if s == "baseline"]
     assert names == [f"baseline@{s}" for s in params.grid.seeds]
     assert pipeline.log_path("baseline", pipeline.seed_fields(3)) == "logs/baseline/s3.log"
@@ -127,17 +129,17 @@ def test_code_deps_follow_imports_and_skip_descriptive_modules():
 def test_params_file_rewritten_only_when_its_content_changes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = load_params(REPO / "params.yaml")
-    assert pipeline.write_params_file(params, "train") is True
-    path = Path(pipeline.params_file("train"))
+    assert glue.write_params_file(params, "train") is True
+    path = Path(paths.params_file("train"))
     os.utime(path, ns=(1, 1))
-    assert pipeline.write_params_file(params, "train") is False
+    assert glue.write_params_file(params, "train") is False
     assert path.stat().st_mtime_ns == 1
     changed = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 99})})
-    assert pipeline.write_params_file(changed, "train") is True
+    assert glue.write_params_file(changed, "train") is True
     assert json.loads(path.read_text())["train"]["epochs"] == 99
     # the grid is not read by train: a grid edit leaves train's file alone
     regrid = changed.model_copy(update={"grid": params.grid.model_copy(update={"seeds": [7]})})
-    assert pipeline.write_params_file(regrid, "train") is False
+    assert glue.write_params_file(regrid, "train") is False
 
 
 def test_receipt_written_for_canonical_command_only_and_invalidated_by_edits(tmp_path, monkeypatch):
@@ -149,24 +151,24 @@ def test_receipt_written_for_canonical_command_only_and_invalidated_by_edits(tmp
     for p in pipeline.input_files("train", f) + [o.path for o in pipeline.outputs("train", f)]:
         Path(p).parent.mkdir(parents=True, exist_ok=True)
         Path(p).write_bytes(p.encode())
-    argv = pipeline.shlex.split(pipeline.command("train", f))[3:]
-    with pipeline.step_hooks("train", params, argv + ["--params", "other.yaml"]):
+    argv = shlex.split(pipeline.command("train", f))[3:]
+    with glue.step_hooks("train", params, argv + ["--params", "other.yaml"]):
         pass
-    assert not Path(pipeline.RECEIPTS_DIR).exists(), "a non-canonical command must leave no receipt"
+    assert not Path(paths.RECEIPTS_DIR).exists(), "a non-canonical command must leave no receipt"
     monkeypatch.setenv("DVC_STAGE", "train@x")
-    with pipeline.step_hooks("train", params, argv):
+    with glue.step_hooks("train", params, argv):
         pass
-    assert not Path(pipeline.RECEIPTS_DIR).exists(), "DVC records its own runs"
+    assert not Path(paths.RECEIPTS_DIR).exists(), "DVC records its own runs"
     monkeypatch.delenv("DVC_STAGE")
-    with pipeline.step_hooks("train", params, argv):
+    with glue.step_hooks("train", params, argv):
         pass
     name = pipeline.dvc_stage_name("train", f)
-    assert Path(pipeline.receipt_path(name)).exists()
-    assert pipeline._valid_receipts(params)[0] == [name]
+    assert Path(paths.receipt(name)).exists()
+    assert glue._valid_receipts(params)[0] == [name]
     edited = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 99})})
-    assert pipeline._valid_receipts(edited)[0] == [], "a params edit must invalidate the receipt"
+    assert glue._valid_receipts(edited)[0] == [], "a params edit must invalidate the receipt"
     Path(pipeline.outputs("train", f)[0].path).write_bytes(b"changed")
-    assert pipeline._valid_receipts(params)[0] == [], "a changed output must invalidate the receipt"
+    assert glue._valid_receipts(params)[0] == [], "a changed output must invalidate the receipt"
 
 
 def test_commit_targets_name_whole_foreach_groups_once():
@@ -175,10 +177,10 @@ def test_commit_targets_name_whole_foreach_groups_once():
     train = [n for n in names if n.startswith("train@")]
     probe = [n for n in names if n.startswith("probe@")]
     picked = ["generate", *train, *probe[:2], "baseline@0"]
-    targets = pipeline.commit_targets(picked, params)
+    targets = glue.commit_targets(picked, params)
     # one dvc.lock rewrite for the whole train group; incomplete groups stay per cell
     assert targets == ["generate", "train", *probe[:2], "baseline@0"]
-    assert pipeline.commit_targets([], params) == []
+    assert glue.commit_targets([], params) == []
 
 
 def test_drift_default_grid_same_outputs_and_commands():

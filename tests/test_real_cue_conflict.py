@@ -16,7 +16,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from mae_hlvm import evaluate as ev
-from mae_hlvm import pipeline
+from mae_hlvm import glue, paths, pipeline
 from mae_hlvm.config import ParamsError, load_params
 from mae_hlvm.data import CueConflict, Dataset, load_dataset
 from mae_hlvm.model import MaskedAutoencoder
@@ -82,12 +82,12 @@ def test_the_cue_folder_is_a_dep_of_prepare_real_in_both_tools(tmp_path, monkeyp
     params = params.model_copy(update={"real": params.real.model_copy(update={"cue_conflict": str(folder)})})
     assert os.path.normpath(str(folder)) in pipeline.dvc_input_deps("prepare_real", params)
     assert "real.cue_conflict" in pipeline.stage_param_keys("prepare_real", params)
-    listing = pipeline.folder_listing_file("cue_conflict")
+    listing = paths.folder_listing_file("cue_conflict")
     assert listing in pipeline.smk_inputs("prepare_real", params)
-    assert pipeline.write_folder_listing(params) is True and Path(listing).exists()
-    assert pipeline.write_folder_listing(params) is False
+    assert glue.write_folder_listing(params) is True and Path(listing).exists()
+    assert glue.write_folder_listing(params) is False
     _digit_png(folder / "1" / "11-02.png", 5)  # a new image reruns prepare_real
-    assert pipeline.write_folder_listing(params) is True
+    assert glue.write_folder_listing(params) is True
 
 
 # ----------------------------------------------------------------------------- shape bias

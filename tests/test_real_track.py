@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,10 +19,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from mae_hlvm import cli, evaluate, paths, pipeline, realdata
+from mae_hlvm import cli, evaluate, glue, paths, pipeline, realdata
 from mae_hlvm.config import ParamsError, load_params, parse_params, real_enabled, real_sweep_cells
 from mae_hlvm.train_real import real_train_params
-from helpers import GIT, REPO, copy_repo, dvc_jobs, edit_params, sh, snakemake_jobs
+from helpers import GIT, REPO, assert_runner_exists, copy_repo, dvc_jobs, edit_params, sh, snakemake_jobs
 
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
 DEFAULT.pop("robustness", None)  # its subset names cells of the shipped grid
@@ -57,7 +58,7 @@ def test_real_errors_keep_their_prefix_and_section_is_optional():
     del raw["real"]
     params = parse_params(raw)  # params files from before the track: track off
     assert params.real is None and not real_enabled(params)
-    assert pipeline.active_stages(params) == pipeline.STAGES
+    assert set(pipeline.active_stages(params)) == set(pipeline.STAGES) - {"train_seed"}
 
 
 def test_train_overrides_change_only_the_real_recipe():
@@ -161,9 +162,10 @@ def test_real_stage_names_commands_and_outputs():
     assert outs_b[0] == "models_real/B/r0.75_p8_s0/checkpoint.pt"
     # every command parses with the CLI, so the two tools run real steps
     for stage, fields in jobs:
-        argv = pipeline.shlex.split(pipeline.command(stage, fields))[3:]
+        argv = shlex.split(pipeline.command(stage, fields))[3:]
         args = cli.build_parser().parse_args(argv)
-        assert cli.STEPS[args.step][0].split(":")[0].rsplit(".", 1)[1] == pipeline.STAGE_MODULE[stage]
+        assert cli.STEPS[args.step] is pipeline.STAGE[stage].step
+        assert_runner_exists(cli.STEPS[args.step].runner)
     # review artifacts stay in git; data and checkpoints are cached
     report = pipeline.outputs("report_real")
     # the figures are plots; Table 1 and its JSONs stay out of DVC metrics (results/headline.json)
@@ -185,7 +187,7 @@ def test_dvc_yaml_follows_the_stage_set_and_stale_ones_are_refused(tmp_path, mon
     on = with_real()  # the shipped real section, without the robustness subset (tested in test_robustness)
     off = with_real(enabled=False)
     text_off = pipeline.dvc_yaml(off)
-    assert set(yaml.safe_load(text_off)["stages"]) == set(pipeline.STAGES)
+    assert set(yaml.safe_load(text_off)["stages"]) == set(pipeline.STAGES) - {"train_seed"}
     # values other than the stage set reach DVC through ${...}: no regeneration needed
     assert pipeline.dvc_yaml(with_real(epochs=1, mask_ratios=[0.5, 0.75], seeds=[3])) == pipeline.dvc_yaml(on)
     monkeypatch.chdir(tmp_path)
@@ -198,10 +200,10 @@ def test_dvc_yaml_follows_the_stage_set_and_stale_ones_are_refused(tmp_path, mon
         pipeline.check_dvc_yaml(with_real(sweep="grid", mask_ratios=[0.5, 0.75]))
     # under DVC, a step refuses to run against a stale dvc.yaml; outside DVC it runs
     monkeypatch.setenv("DVC_STAGE", "train")
-    with pytest.raises(ParamsError, match="stale"), pipeline.step_hooks("train", off, []):
+    with pytest.raises(ParamsError, match="stale"), glue.step_hooks("train", off, []):
         pass
     monkeypatch.delenv("DVC_STAGE")
-    with pipeline.step_hooks("train", off, []):
+    with glue.step_hooks("train", off, []):
         pass
 
 

@@ -31,7 +31,7 @@ import yaml
 from . import paths
 
 LOCK_FILE = "dvc.lock"
-RECEIPTS_DIR = f"{paths.STATE_DIR}/receipts"
+RECEIPTS_DIR = paths.RECEIPTS_DIR
 # Old mtimes of outputs `verify` removed: a rebuild that gives back the recorded bytes gets
 # its old mtime again, so Snakemake does not take the consumers for stale.
 REMOVED_FILE = f"{paths.STATE_DIR}/removed.json"

@@ -99,3 +99,25 @@ def real_train_log(sweep: str, cell: str) -> str:
 def real_cell_json(sweep: str, cell: str) -> str:
     """One cell's Table 1 and Fig. 5 numbers."""
     return f"{REAL_CELLS_DIR}/{sweep}/{cell}.json"
+
+
+# ---------------------------------------------------------------- Snakemake and DVC together
+# Working state of mae_hlvm.glue, never an artifact: each stage's params as Snakemake sees
+# them, the receipts of jobs DVC has not recorded yet, and listings of a user's image folders.
+PARAMS_DIR = f"{STATE_DIR}/params"
+RECEIPTS_DIR = f"{STATE_DIR}/receipts"
+
+
+def params_file(stage: str) -> str:
+    """Exactly the params keys ``stage`` reads, as canonical JSON (a Snakemake input)."""
+    return f"{PARAMS_DIR}/{stage}.json"
+
+
+def receipt(name: str) -> str:
+    """The receipt of DVC stage instance ``name`` (``train@0.5-2-0``) that Snakemake ran."""
+    return f"{RECEIPTS_DIR}/{name}.json"
+
+
+def folder_listing_file(key: str = "path") -> str:
+    """The listing file standing in for the folder at ``real.<key>`` (``path`` or ``cue_conflict``)."""
+    return f"{STATE_DIR}/inputs/real_{key}.json"

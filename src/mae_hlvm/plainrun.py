@@ -7,7 +7,7 @@ inputs and outputs both tools run. A job runs when Snakemake would run it (an ou
 missing or older than an input, its code or its params file, or an input's job runs),
 after the jobs making its inputs; at most ``--cores`` at once, of which at most
 ``--gpu-jobs`` train on the GPU. Each finished job leaves the receipt a Snakemake job
-leaves (:func:`mae_hlvm.pipeline.step_hooks`), so back on a machine with DVC, ``python -m
+leaves (:func:`mae_hlvm.glue.step_hooks`), so back on a machine with DVC, ``python -m
 mae_hlvm.pipeline commit-receipts`` records them in dvc.lock and both tools agree: what
 the GPU profile's headline run needs (docs/gpu.md). One progress line per finished job:
 jobs done of the plan, running, elapsed, and an ETA at the run's own pace.
@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import pipeline, progress
+from . import glue, paths, pipeline, progress
 from .config import ParamsError, Params, load_params
 
-GPU_STAGES = ("train", "train_seed", "train_long") + tuple(f"train_real_{s}" for s in pipeline.REAL_SWEEP_LETTERS)
+# the stages whose record claims a GPU (Stage.gpu: the training stages)
+GPU_STAGES = tuple(name for name, stage in pipeline.STAGE.items() if stage.gpu)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def plan(params: Params, stages: Sequence[str] | None = None) -> list[Job]:
     unknown = sorted(set(stages or ()) - set(active))
     if unknown:
         raise ParamsError(f"--stages: {', '.join(unknown)} not among this params' stages ({', '.join(active)})")
-    pipeline.write_params_files(params)
+    glue.write_params_files(params)
     gpu = pipeline.train_uses_gpu(params)
     maker = {o: name for name, _, _, outs, _ in topological(params) for o in outs}
     planned: set[str] = set()
@@ -104,7 +105,7 @@ def plan(params: Params, stages: Sequence[str] | None = None) -> list[Job]:
             continue
         if stage not in code:
             code[stage] = pipeline.code_deps(stage)
-        triggers = [i for i in ins if not Path(i).is_dir()] + code[stage] + [pipeline.params_file(stage)]
+        triggers = [i for i in ins if not Path(i).is_dir()] + code[stage] + [paths.params_file(stage)]
         if not (_stale(outs, triggers) or any(maker.get(i) in planned for i in ins)):
             continue
         planned.add(name)

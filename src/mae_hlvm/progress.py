@@ -1,11 +1,11 @@
 """One overall progress line per finished job of a Snakemake run: jobs done, total, ETA.
 
 Snakemake prints "N of M steps done" but no time left. At the run's start (the Snakefile's
-``onstart``, :func:`mae_hlvm.pipeline.start_run`) the jobs it will run are planned with
+``onstart``, :func:`mae_hlvm.glue.start_run`) the jobs it will run are planned with
 Snakemake's own rule (:func:`mae_hlvm.plainrun.plan`: an output missing or older than an
 input, code or params file) and each job's expected seconds are read from its last
 ``benchmark:`` file (1 s when it has none). Each job, when it succeeds
-(:func:`mae_hlvm.pipeline.step_hooks`), appends its name to the run's list and prints::
+(:func:`mae_hlvm.glue.step_hooks`), appends its name to the run's list and prints::
 
     run: 12 of 90 jobs done, ETA 5m10s (expected time of what is left, at this run's pace)
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from . import pipeline
+from . import glue
 from .config import ParamsError, load_params
 
 
@@ -91,7 +91,7 @@ def restamp_current(params) -> list[str]:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        pipeline.write_params_files(load_params("params.yaml"))
+        glue.write_params_files(load_params("params.yaml"))
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

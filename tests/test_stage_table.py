@@ -1,0 +1,126 @@
+"""The stage table (issue 14 item 1): every tool's view comes from one record per stage, so
+adding a stage is one record plus one module. The slow test builds a tiny extra stage that
+way in a copy of the repository and runs it through the CLI, Snakemake and DVC."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO, assert_runner_exists, copy_repo, init_repo, sh
+from mae_hlvm import cli, pipeline, stages
+from mae_hlvm.config import load_params
+
+
+def test_records_are_complete_and_consistent():
+    names = [s.name for s in stages.TABLE]
+    assert len(set(names)) == len(names), "two records with one name"
+    by_step: dict[str, stages.Step] = {}
+    for record in stages.TABLE:
+        # stages that share a step (probe and probe_long, the real sweeps) share one Step record
+        assert by_step.setdefault(record.step.name, record.step) is record.step, record.name
+        assert_runner_exists(record.step.runner)
+        assert record.track in ("synthetic", "robustness", "real"), record.name
+        assert record.mem_mb > 0 and (record.threads is None or record.threads >= 1)
+    params = load_params(REPO / "params.yaml")
+    for stage in pipeline.active_stages(params):
+        pipeline.stage_params(params, stage)  # every key a record reads exists in the schema
+
+
+def test_the_cli_the_snakefile_and_dvc_yaml_are_derived_from_the_table():
+    assert {s.step.name for s in stages.TABLE} <= set(cli.STEPS)
+    assert set(cli.STEPS) - {s.step.name for s in stages.TABLE} == {"check", "verify"}
+    text = (REPO / "Snakefile").read_text()
+    assert text.count("rule:") == 1 and "for _stage in pipeline.active_stages(P):" in text, "one rule, in one loop"
+    params = load_params(REPO / "params.yaml")
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert list(dvc) == list(pipeline.active_stages(params))
+    for stage in dvc:
+        record = pipeline.STAGE[stage]
+        assert dvc[stage]["cmd"].startswith(f"python -m mae_hlvm {record.step.name} ")
+        assert dvc[stage]["params"] == list(pipeline.stage_param_keys(stage, params))
+        assert f"src/mae_hlvm/{record.module}.py" in dvc[stage]["deps"]
+        assert ("matrix" in dvc[stage]) == (record.matrix is not None)
+
+
+def test_resources_follow_the_record():
+    params = load_params(REPO / "params.yaml")
+    assert pipeline.smk_resources("train", params) == {"gpu": int(pipeline.train_uses_gpu(params)), "mem_mb": 4000}
+    assert pipeline.smk_resources("aggregate", params) == {"mem_mb": 2000}
+    assert pipeline.smk_threads("probe", params) == params.train.threads and pipeline.smk_threads("summary", params) == 1
+    report = dict(pipeline.smk_report("figures", params))
+    assert report["results/figures/r2_vs_ratio.png"] == ("Figures", "report/r2_vs_ratio.rst")
+    assert report["results/figures/r2_vs_ratio.pdf"] is None
+
+
+# ----------------------------------------------------------------------------- a new stage
+
+# What a newcomer adds: this record at the end of stages.py ...
+EXTRA_RECORD = '''
+
+# ---- added by tests/test_stage_table.py: a stage that counts the grid's cells
+def _cell_count_args(p):
+    p.add_argument("--out", required=True)
+
+
+TABLE = TABLE + (
+    Stage(
+        name="cell_count",
+        step=Step("cell-count", "mae_hlvm.cell_count", "count the grid's cells", _cell_count_args),
+        reads=("grid",),
+        args=lambda f: "--out results/cell_count.json",
+        inputs=lambda f, params: [],
+        outputs=lambda f, params: [Out("results/cell_count.json", cache=False)],
+    ),
+)
+'''
+# ... and this module.
+EXTRA_MODULE = '''"""How many cells the grid has (a stage added by tests/test_stage_table.py)."""
+
+from .io import write_json
+
+
+def run(params, args):
+    g = params.grid
+    write_json(args.out, {"cells": len(g.mask_ratios) * len(g.patch_sizes) * len(g.seeds)})
+'''
+
+
+@pytest.mark.slow
+def test_a_stage_added_as_one_record_and_one_module_runs_in_both_tools(tmp_path):
+    root = copy_repo(tmp_path / "repo")
+    table = root / "src/mae_hlvm/stages.py"
+    table.write_text(table.read_text() + EXTRA_RECORD)
+    (root / "src/mae_hlvm/cell_count.py").write_text(EXTRA_MODULE)
+    assert "count the grid's cells" in sh(root, "python", "-m", "mae_hlvm", "--help").stdout
+    sh(root, "python", "-m", "mae_hlvm.pipeline", "dvc-yaml", "--out", "dvc.yaml")
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["cell_count"]
+    assert spec["cmd"] == "python -m mae_hlvm cell-count --out results/cell_count.json --log logs/cell_count/cell_count.log"
+    assert spec["deps"] == ["src/mae_hlvm/cell_count.py", "src/mae_hlvm/io.py"] and spec["params"] == ["grid"]
+    assert spec["outs"] == [{"results/cell_count.json": {"cache": False}}]
+    init_repo(root)
+    params = load_params(root / "params.yaml")
+    want = {"cells": len(params.grid.mask_ratios) * len(params.grid.patch_sizes) * len(params.grid.seeds)}
+
+    # Snakemake runs it from its rule, and its receipt puts it in dvc.lock: DVC agrees
+    sh(root, "snakemake", "--cores", "1", "results/cell_count.json")
+    out = root / "results/cell_count.json"
+    assert json.loads(out.read_text()) == want
+    made = out.read_bytes()
+    assert "cell_count" in yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert json.loads(sh(root, "dvc", "status", "--json", "cell_count").stdout or "{}") == {}
+    dry = sh(root, "snakemake", "-n", "results/cell_count.json")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    # DVC runs the same command, to the same bytes, once its params change
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["grid"]["seeds"] = list(params.grid.seeds) + [max(params.grid.seeds) + 1]
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert "cell_count" in json.loads(sh(root, "dvc", "status", "--json", "cell_count").stdout)
+    sh(root, "dvc", "repro", "--single-item", "cell_count")
+    assert json.loads(out.read_text()) == {"cells": want["cells"] // len(params.grid.seeds) * (len(params.grid.seeds) + 1)}
+    assert out.read_bytes() != made
+    assert Path(root / "logs/cell_count/cell_count.log").exists()
