@@ -329,3 +329,20 @@ def assert_runner_exists(runner: str) -> None:
     assert source.exists(), f"{runner}: no {source}"
     defined = {n.name for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, ast.FunctionDef)}
     assert (function or "run") in defined, f"{runner}: {source.name} defines no {function or 'run'}()"
+
+
+def real_cell_result(sweep: str, ratio: float, unit: int, seed: int, clean_acc: float = 50.0,
+                     gate_pass: bool = True) -> dict:
+    """A complete evaluate-real JSON (mae_hlvm.results.RealCellResult) with made-up numbers."""
+    from mae_hlvm.config import cell_id
+
+    accs = {"clean": clean_acc, "noise": clean_acc / 2}
+    ids = {"mask_ratio": ratio, "mask_unit": unit, "seed": seed, "sweep": sweep}
+    return {
+        "sweep": sweep, "cell_id": cell_id(ratio, unit, seed), "checkpoint_weights_sha256": "0" * 64,
+        "gate": {"mean_pred_mse": 0.2, "linear_mse": 0.1, "recon_rel": 0.5, "gain_share": 1.0, "learned": gate_pass,
+                 "plateau": True, "gate_pass": gate_pass, "gate_reason": "passes" if gate_pass else "not learned"},
+        "table1": {**{p: dict(accs) for p in ("linear_cls", "linear_mean", "knn_cls", "knn_mean")}, **ids, "vit_patch": 4,
+                   "n_train": 100, "n_test": 50, "shape_bias": None},
+        "recon_quality": {"ssim": 0.5, "psnr": 20.0, "mse": 0.01, "neg_mse": -0.01, "n_images": 8, **ids},
+    }

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mae_hlvm import aggregate, figures, gate, paths
+from mae_hlvm import aggregate, figures, gate, paths, results
 from mae_hlvm.cli import main as cli_main
 from mae_hlvm.config import cell_id, parse_params
 from mae_hlvm.io import ArtifactError, save_npz, write_json
@@ -336,7 +336,7 @@ def test_baselines_csv_rows_and_json_means(grid):
     params, _ = grid
     aggregate.run(params, agg_args())
     header, rows = read_rows(paths.BASELINES_CSV)
-    assert header == aggregate.baseline_columns(3)
+    assert header == results.baseline_columns(3)
     assert [(r["baseline"], r["seed"]) for r in rows] == [
         ("random_init", "0"), ("random_init", "1"), ("pixels", "0"), ("pixels", "1"), ("latents", "0"), ("latents", "1"),
     ]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import real_cell_result
 from mae_hlvm.claims import (
     MIN_SEEDS, NOT_TESTABLE, increases, interior_peak, real_claims, render_markdown, run, synthetic_claims, verdict,
 )
@@ -283,7 +284,7 @@ def write_real_cells(root, params, acc):
     for sweep, cells in real_sweep_cells(params.real).items():
         for r, u, s in cells:
             path = root / "real_cells" / sweep / f"{cell_id(r, u, s)}.json"
-            write_json(path, {"table1": {"linear_cls": {"clean": 100 * acc(r, u) + s}}, "gate": {"gate_pass": True}})
+            write_json(path, real_cell_result(sweep, r, u, s, clean_acc=100 * acc(r, u) + s))
 
 
 def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
@@ -336,8 +337,10 @@ def test_step_refuses_baselines_of_other_seeds_and_names_a_missing_real_cell(tmp
     assert not (tmp_path / "claims.json").exists()
     # a real cell from before the gate existed
     write_real_cells(tmp_path, params, lambda r, u: 0.5)
-    write_json(tmp_path / "real_cells" / "A" / "r0.1_p8_s0.json", {"table1": {"linear_cls": {"clean": 50.0}}})
-    with pytest.raises(ArtifactError, match=r"r0\.1_p8_s0\.json: lacks gate\.gate_pass; rerun evaluate-real"):
+    before_gate = real_cell_result("A", 0.1, 8, 0)
+    del before_gate["gate"]
+    write_json(tmp_path / "real_cells" / "A" / "r0.1_p8_s0.json", before_gate)
+    with pytest.raises(ArtifactError, match=r"r0\.1_p8_s0\.json: lacks key 'gate'.*; rerun evaluate-real"):
         run(params, args)
 
 

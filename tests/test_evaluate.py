@@ -13,7 +13,7 @@ import torch
 from mae_hlvm import evaluate as ev
 from mae_hlvm.model import MaskedAutoencoder
 from mae_hlvm.realdata import parse_real, prepare_real, to_unit_range
-from helpers import DEFAULT_REAL
+from helpers import DEFAULT_REAL, real_cell_result
 from figure_checks import stamp_collisions
 
 TINY_MODEL = dict(
@@ -318,9 +318,11 @@ def test_report_refuses_a_cell_json_without_the_gate(tmp_path, monkeypatch) -> N
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     sweep, cells = next(iter(real_sweep_cells(params.real).items()))
     path = tmp_path / sweep / f"{cell_id(*cells[0])}.json"
-    write_json(path, {"sweep": sweep, "table1": {}, "recon_quality": {}})
+    before_gate = real_cell_result(sweep, *cells[0])
+    del before_gate["gate"]
+    write_json(path, before_gate)
     args = SimpleNamespace(cells_dir=tmp_path, out_dir=tmp_path / "out", data="none.npz", models_dir="none")
-    with pytest.raises(ArtifactError, match=r"lacks gate\.gate_pass; rerun evaluate-real"):
+    with pytest.raises(ArtifactError, match=r"lacks key 'gate'.*; rerun evaluate-real"):
         ev.run_report(params, args)
     assert not (tmp_path / "out").exists()
 

@@ -327,15 +327,16 @@ def test_probe_step_rejects_a_dataset_the_checkpoint_was_not_trained_on(cell, ca
 
 def test_an_unconverged_cell_makes_every_claim_not_testable(cell) -> None:
     """The one-epoch cell end to end: probe -> metrics row -> claims, which refuse to judge it."""
-    from mae_hlvm.aggregate import metrics_frame, validate_cell
+    from mae_hlvm.aggregate import metrics_frame
     from mae_hlvm.claims import NOT_TESTABLE, synthetic_claims
+    from mae_hlvm.results import read_cell
 
     assert main(_probe_argv()) == 0
-    raw = validate_cell(json.loads((cell / "out.json").read_text()), (0.5, 4, 0), 3, "out.json")
+    raw = read_cell(json.loads((cell / "out.json").read_text()), (0.5, 4, 0), 3, "out.json")
     frame = metrics_frame([raw], 3, "mean")
     assert frame.loc[0, "gate_pass"] == 0 and frame.loc[0, "plateau"] == 0
-    assert frame.loc[0, "linear_mse"] == raw["gate"]["linear_mse"]
-    share = raw["gate"]["gain_share"]
+    assert frame.loc[0, "linear_mse"] == raw.gate.linear_mse
+    share = raw.gate.gain_share
     assert (np.isnan(frame.loc[0, "gain_share"]) and share is None) or frame.loc[0, "gain_share"] == share
     claims = synthetic_claims(frame, 3)
     assert claims and all(c["verdict"] == NOT_TESTABLE for c in claims)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import paths
+from . import paths, results
 from .config import Params, cell_id
 from .io import ArtifactError, check_recorded, read_json, write_json, write_text
 
@@ -38,9 +38,7 @@ log = logging.getLogger("mae_hlvm.aggregate")
 
 FLOAT_FORMAT = "%.6f"
 JSON_DIGITS = 6  # the CSV's precision, so the two files agree
-POOLINGS = ("mean", "cls")
-ID_COLUMNS = ("mask_ratio", "patch_size", "seed")
-INT_COLUMNS = ("patch_size", "seed", "n_visible", "n_hidden", "plateau", "gate_pass")
+ID_COLUMNS, INT_COLUMNS, BASELINE_KINDS = results.ID_COLUMNS, results.INT_COLUMNS, results.BASELINE_KINDS
 GATE_COLUMNS = ("mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "plateau", "gate_pass")
 
 
@@ -62,138 +60,7 @@ def n_levels(params: Params) -> int:
 # --------------------------------------------------------------------------- cell files
 
 
-def _get(obj: Any, keys: tuple[str, ...], path: str) -> Any:
-    """``obj[k0][k1]...``; a missing key is an error naming the file and the key path."""
-    node = obj
-    for depth, key in enumerate(keys):
-        if not isinstance(node, dict) or key not in node:
-            where = ".".join(keys[: depth + 1])
-            raise ArtifactError(f"{path}: lacks key {where!r}; was it made by another version of the probe?")
-        node = node[key]
-    return node
-
-
-def _number(value: Any, what: str, path: str, allow_none: bool = False) -> float:
-    """A JSON number as float (None -> NaN where allowed); anything else is an error."""
-    if value is None and allow_none:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ArtifactError(f"{path}: {what}={value!r} is not a number")
-    return float(value)
-
-
-def _numbers(value: Any, length: int, what: str, path: str, allow_none: bool = False) -> list[float]:
-    """A JSON list of exactly ``length`` numbers."""
-    if not isinstance(value, list) or len(value) != length:
-        got = len(value) if isinstance(value, list) else type(value).__name__
-        raise ArtifactError(f"{path}: {what} needs {length} values (one per latent level), got {got}")
-    return [_number(v, f"{what}[{i}]", path, allow_none) for i, v in enumerate(value)]
-
-
-def _check_identity(cell: dict, expected: tuple[float, int, int], path: str) -> None:
-    """The file must describe the cell its name says (guards against copied or stale files)."""
-    ratio, patch, seed = expected
-    got = _get(cell, ("cell",), path)
-    same = (
-        _number(_get(got, ("mask_ratio",), path), "cell.mask_ratio", path) == ratio
-        and _get(got, ("patch_size",), path) == patch
-        and _get(got, ("seed",), path) == seed
-    )
-    if not same:
-        raise ArtifactError(
-            f"{path}: describes cell {got!r}, expected mask_ratio={ratio}, patch_size={patch}, seed={seed}"
-        )
-
-
-def validate_cell(cell: Any, expected: tuple[float, int, int], levels: int, path: str) -> dict:
-    """Check one probe JSON against the schema; return it unchanged.
-
-    Lists per pooling must have ``levels`` entries; ``r2_region.levels`` too (entry 0,
-    the root, has no region probe and is null).
-    """
-    if not isinstance(cell, dict):
-        raise ArtifactError(f"{path}: expected a JSON object, got {type(cell).__name__}")
-    _check_identity(cell, expected, path)
-    found = _get(cell, ("n_levels",), path)
-    if found != levels:
-        raise ArtifactError(
-            f"{path}: has n_levels={found}, params.data.depth gives {levels}; rerun the probe step"
-        )
-    for kind in ("r2_linear", "r2_nonlinear"):
-        for pooling in POOLINGS:
-            _numbers(_get(cell, (kind, pooling), path), levels, f"{kind}.{pooling}", path, allow_none=True)
-    _numbers(_get(cell, ("r2_region", "levels"), path), levels, "r2_region.levels", path, allow_none=True)
-    validate_spatial(cell, "", levels, path)
-    for pooling in POOLINGS:
-        _number(_get(cell, ("probe_acc", pooling), path), f"probe_acc.{pooling}", path, allow_none=True)
-        validate_shape_bias(_get(cell, ("shape_bias", pooling), path), f"shape_bias.{pooling}", path)
-    _number(_get(cell, ("recon_mse",), path), "recon_mse", path, allow_none=True)
-    for key in ("n_visible", "n_hidden"):
-        value = _get(cell, (key,), path)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ArtifactError(f"{path}: {key}={value!r} is not an integer")
-    validate_gate(cell, path)
-    return cell
-
-
-SHAPE_BIAS_KEYS = ("shape_bias", "shape", "texture")
-
-
-def validate_shape_bias(value: Any, what: str, path: str) -> None:
-    """A :func:`mae_hlvm.probe.shape_bias` object, or null (the data have no cue-conflict set)."""
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        raise ArtifactError(f"{path}: {what}={value!r} is neither an object nor null")
-    for key in SHAPE_BIAS_KEYS:
-        _number(_get(value, (key,), path), f"{what}.{key}", path, allow_none=key == "shape_bias")
-
-
-def shape_bias_columns(value: dict | None, suffix: str = "") -> dict[str, float]:
-    """``shape_bias``, ``cue_shape``, ``cue_texture`` (each + suffix) of a shape-bias object; NaN for null."""
-    value = value or {}
-
-    def get(key: str) -> float:
-        v = value.get(key)
-        return math.nan if v is None else float(v)
-
-    return {f"shape_bias{suffix}": get("shape_bias"), f"cue_shape{suffix}": get("shape"), f"cue_texture{suffix}": get("texture")}
-
-
-def validate_spatial(obj: dict, where: str, levels: int, path: str) -> None:
-    """Check an ``r2_spatial`` object (probe.level_scores) under ``obj[where]`` (or ``obj`` itself for "")."""
-    keys = ((where,) if where else ()) + ("r2_spatial",)
-    name = ".".join(keys)
-    _numbers(_get(obj, keys + ("levels",), path), levels, f"{name}.levels", path, allow_none=True)
-    _numbers(_get(obj, keys + ("innovations",), path), levels, f"{name}.innovations", path, allow_none=True)
-
-
-def spatial_columns(values: dict) -> dict[str, float]:
-    """``r2sp_level<l>`` (whole level) and ``r2in_level<l>`` (its innovation, l >= 1) from an ``r2_spatial`` object."""
-    out = {f"r2sp_level{i}": math.nan if v is None else float(v) for i, v in enumerate(values["levels"])}
-    out.update({
-        f"r2in_level{i}": math.nan if v is None else float(v) for i, v in enumerate(values["innovations"]) if i >= 1
-    })
-    return out
-
-
-def validate_gate(cell: dict, path: str) -> dict:
-    """Check a cell's ``gate`` object (:func:`mae_hlvm.gate.evaluate_gate`); return it unchanged."""
-    for key in ("mean_pred_mse", "linear_mse", "recon_rel", "gain_share"):
-        _number(_get(cell, ("gate", key), path), f"gate.{key}", path, allow_none=True)
-    gate = cell["gate"]
-    for key in ("learned", "plateau", "gate_pass"):
-        value = _get(cell, ("gate", key), path)
-        if not isinstance(value, bool):
-            raise ArtifactError(f"{path}: gate.{key}={value!r} is not true or false")
-    if gate["gate_pass"] != (gate["learned"] and gate["plateau"]):
-        raise ArtifactError(f"{path}: gate.gate_pass={gate['gate_pass']} contradicts gate.learned and gate.plateau")
-    if not isinstance(_get(cell, ("gate", "gate_reason"), path), str):
-        raise ArtifactError(f"{path}: gate.gate_reason={gate['gate_reason']!r} is not a string")
-    return gate
-
-
-def read_cells(params: Params) -> list[dict]:
+def read_cells(params: Params) -> list[results.CellResult]:
     """The probe JSON of every cell of the current grid, in (patch_size, mask_ratio, seed) order.
 
     Reads ``paths.probe_json(cell_id)`` for exactly the grid's cells; raises
@@ -203,98 +70,17 @@ def read_cells(params: Params) -> list[dict]:
     cells = []
     for ratio, patch, seed in grid_cells(params):
         path = paths.probe_json(cell_id(ratio, patch, seed))
-        cells.append(validate_cell(read_json(path), (ratio, patch, seed), levels, path))
+        cells.append(results.read_cell(read_json(path), (ratio, patch, seed), levels, path))
     return cells
 
 
 # --------------------------------------------------------------------------- the table
 
 
-def level_columns(prefix: str, levels: int, first: int = 0) -> list[str]:
-    return [f"{prefix}_level{i}" for i in range(first, levels)]
-
-
-def metric_columns(levels: int) -> list[str]:
-    """Every column of ``metrics.csv``, in order: headline columns first, then extras."""
-    return [
-        *ID_COLUMNS,
-        *level_columns("r2", levels),
-        *level_columns("r2nl", levels),
-        "probe_acc",
-        "recon_mse",
-        *GATE_COLUMNS,
-        "n_visible",
-        "n_hidden",
-        "actual_ratio",
-        *level_columns("r2alt", levels),
-        *level_columns("r2nlalt", levels),
-        *level_columns("r2region", levels, first=1),
-        "probe_acc_alt",
-        *level_columns("r2sp", levels),
-        *level_columns("r2in", levels, first=1),
-        "shape_bias",
-        "cue_shape",
-        "cue_texture",
-        "shape_bias_alt",
-    ]
-
-
-def _other_pooling(pooling: str) -> str:
-    return next(p for p in POOLINGS if p != pooling)
-
-
-def column_names(levels: int, pooling: str) -> list[str]:
-    """:func:`metric_columns` with ``alt`` spelt as the non-default pooling (``cls`` by default)."""
-    other = _other_pooling(pooling)
-    return [c.replace("alt", other) for c in metric_columns(levels)]
-
-
-def cell_row(cell: dict, pooling: str) -> dict[str, Any]:
-    """One flat CSV row of a validated cell JSON (keys as in :func:`column_names`)."""
-    other = _other_pooling(pooling)
-    meta = cell["cell"]
-
-    def numbers(values: list[Any]) -> list[float]:
-        return [math.nan if v is None else float(v) for v in values]
-
-    def per_level(prefix: str, values: list[Any], first: int = 0) -> dict[str, float]:
-        return {f"{prefix}_level{i}": v for i, v in enumerate(numbers(values)) if i >= first}
-
-    def scalar(value: Any) -> float:
-        return math.nan if value is None else float(value)
-
-    return {
-        "mask_ratio": float(meta["mask_ratio"]),
-        "patch_size": int(meta["patch_size"]),
-        "seed": int(meta["seed"]),
-        **per_level("r2", cell["r2_linear"][pooling]),
-        **per_level("r2nl", cell["r2_nonlinear"][pooling]),
-        "probe_acc": scalar(cell["probe_acc"][pooling]),
-        "recon_mse": scalar(cell["recon_mse"]),
-        "mean_pred_mse": scalar(cell["gate"]["mean_pred_mse"]),
-        "linear_mse": scalar(cell["gate"]["linear_mse"]),
-        "recon_rel": scalar(cell["gate"]["recon_rel"]),
-        "gain_share": scalar(cell["gate"]["gain_share"]),
-        "plateau": int(cell["gate"]["plateau"]),
-        "gate_pass": int(cell["gate"]["gate_pass"]),
-        "n_visible": int(cell["n_visible"]),
-        "n_hidden": int(cell["n_hidden"]),
-        # the hidden share after MAE's rounding int(U * (1 - r)): 0.938 at nominal 0.9 with 16 units
-        "actual_ratio": round(int(cell["n_hidden"]) / (int(cell["n_visible"]) + int(cell["n_hidden"])), 6),
-        **per_level(f"r2{other}", cell["r2_linear"][other]),
-        **per_level(f"r2nl{other}", cell["r2_nonlinear"][other]),
-        **per_level("r2region", cell["r2_region"]["levels"], first=1),
-        f"probe_acc_{other}": scalar(cell["probe_acc"][other]),
-        **spatial_columns(cell["r2_spatial"]),
-        **shape_bias_columns(cell["shape_bias"][pooling]),
-        f"shape_bias_{other}": shape_bias_columns(cell["shape_bias"][other])["shape_bias"],
-    }
-
-
-def metrics_frame(cells: list[dict], levels: int, pooling: str) -> pd.DataFrame:
-    """(n_cells, n_columns) table, rows sorted by (patch_size, mask_ratio, seed)."""
-    columns = column_names(levels, pooling)
-    frame = pd.DataFrame([cell_row(c, pooling) for c in cells], columns=columns)
+def metrics_frame(cells: list[results.CellResult], levels: int, pooling: str) -> pd.DataFrame:
+    """(n_cells, n_columns) table (:data:`mae_hlvm.results.CELL_COLUMNS`), rows sorted by (patch_size, mask_ratio, seed)."""
+    columns = results.cell_columns(levels, pooling)
+    frame = pd.DataFrame([results.cell_row(c, pooling) for c in cells], columns=columns)
     for col in INT_COLUMNS:
         frame[col] = frame[col].astype("int64")
     frame = frame.sort_values(["patch_size", "mask_ratio", "seed"], kind="stable")
@@ -339,6 +125,12 @@ def load_metrics(path: str | Path = paths.METRICS_CSV) -> pd.DataFrame:
     return frame
 
 
+def has_shape_bias(frame: pd.DataFrame) -> bool:
+    """Whether a table (metrics.csv or baselines.csv) holds any shape bias: the data had a
+    cue-conflict set (generator v4 with ``data.texture_separation`` > 0)."""
+    return "shape_bias" in frame and bool(frame["shape_bias"].notna().any())
+
+
 # --------------------------------------------------------------------------- metrics.json
 
 
@@ -375,7 +167,7 @@ def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
     """``{cell_id: {r2_level*, r2nl_level*, probe_acc, recon_mse, mean_pred_mse, linear_mse, recon_rel,
     gain_share, shape_bias, plateau, gate_pass}, "gate": {"n_cells", "n_pass"}, "summary": {"p<size>": ...}}``;
     flags as 0/1, gain_share null under the gate's fallback rule."""
-    keys = [*level_columns("r2", levels), *level_columns("r2nl", levels), "probe_acc", "recon_mse",
+    keys = [*results.level_names("r2", levels), *results.level_names("r2nl", levels), "probe_acc", "recon_mse",
             "mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "shape_bias"]
     out: dict[str, Any] = {}
     for row in frame.itertuples(index=False):
@@ -392,84 +184,19 @@ def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- baselines
 
-BASELINE_KINDS = ("random_init", "pixels", "latents")
-
-
-def validate_baseline(obj: Any, seed: int, levels: int, path: str) -> dict:
-    """Check one baseline JSON (baseline step) against the schema; return it unchanged."""
-    if not isinstance(obj, dict):
-        raise ArtifactError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    if _get(obj, ("seed",), path) != seed:
-        raise ArtifactError(f"{path}: describes seed {obj['seed']!r}, expected {seed}")
-    if _get(obj, ("n_levels",), path) != levels:
-        raise ArtifactError(f"{path}: has n_levels={obj['n_levels']}, params.data.depth gives {levels}; rerun the baseline step")
-    for kind in ("r2_linear", "r2_nonlinear"):
-        for pooling in POOLINGS:
-            _numbers(_get(obj, ("random_init", kind, pooling), path), levels, f"random_init.{kind}.{pooling}", path, True)
-        _numbers(_get(obj, ("pixels", kind), path), levels, f"pixels.{kind}", path, True)
-    _numbers(_get(obj, ("random_init", "r2_region", "levels"), path), levels, "random_init.r2_region.levels", path, True)
-    for pooling in POOLINGS:
-        _number(_get(obj, ("random_init", "probe_acc", pooling), path), f"random_init.probe_acc.{pooling}", path, True)
-    _number(_get(obj, ("pixels", "probe_acc"), path), "pixels.probe_acc", path, True)
-    for pooling in POOLINGS:
-        validate_shape_bias(_get(obj, ("random_init", "shape_bias", pooling), path), f"random_init.shape_bias.{pooling}", path)
-    validate_shape_bias(_get(obj, ("pixels", "shape_bias"), path), "pixels.shape_bias", path)
-    for kind in BASELINE_KINDS:
-        validate_spatial(obj, kind, levels, path)
-    return obj
-
-
-def read_baselines(params: Params) -> list[dict]:
+def read_baselines(params: Params) -> list[results.BaselineResult]:
     """The baseline JSON of every seed of ``params.grid.seeds`` (by path, never a glob)."""
     levels = n_levels(params)
     return [
-        validate_baseline(read_json(paths.baseline_json(s)), s, levels, paths.baseline_json(s))
+        results.read_baseline(read_json(paths.baseline_json(s)), s, levels, paths.baseline_json(s))
         for s in sorted(params.grid.seeds)
     ]
 
 
-def baseline_columns(levels: int) -> list[str]:
-    """Columns of ``baselines.csv``: the metrics table's names, so one reader serves both."""
-    return [
-        "baseline", "seed", *level_columns("r2", levels), *level_columns("r2nl", levels), "probe_acc",
-        *level_columns("r2region", levels, first=1), *level_columns("r2sp", levels), *level_columns("r2in", levels, first=1),
-        "shape_bias", "cue_shape", "cue_texture",
-    ]
-
-
-def baseline_rows(obj: dict, pooling: str) -> list[dict[str, Any]]:
-    """Three rows of one validated baseline JSON: the random-init encoder (default pooling), raw pixels,
-    and the true leaf latents (the linear ceiling: spatial and innovation probes only)."""
-
-    def per_level(prefix: str, values: list[Any], first: int = 0) -> dict[str, float]:
-        return {f"{prefix}_level{i}": math.nan if v is None else float(v) for i, v in enumerate(values) if i >= first}
-
-    enc, pix = obj["random_init"], obj["pixels"]
-    acc = enc["probe_acc"][pooling]
-    return [
-        {
-            "baseline": "random_init", "seed": int(obj["seed"]),
-            **per_level("r2", enc["r2_linear"][pooling]), **per_level("r2nl", enc["r2_nonlinear"][pooling]),
-            "probe_acc": math.nan if acc is None else float(acc),
-            **per_level("r2region", enc["r2_region"]["levels"], first=1),
-            **spatial_columns(enc["r2_spatial"]),
-            **shape_bias_columns(enc["shape_bias"][pooling]),
-        },
-        {
-            "baseline": "pixels", "seed": int(obj["seed"]),
-            **per_level("r2", pix["r2_linear"]), **per_level("r2nl", pix["r2_nonlinear"]),
-            "probe_acc": math.nan if pix["probe_acc"] is None else float(pix["probe_acc"]),
-            **spatial_columns(pix["r2_spatial"]),
-            **shape_bias_columns(pix["shape_bias"]),
-        },
-        {"baseline": "latents", "seed": int(obj["seed"]), **spatial_columns(obj["latents"]["r2_spatial"])},
-    ]
-
-
-def baselines_frame(objs: list[dict], levels: int, pooling: str) -> pd.DataFrame:
-    """(2 * n_seeds, columns) table sorted by (baseline, seed); pixels have no region probe (NaN)."""
-    rows = [row for obj in objs for row in baseline_rows(obj, pooling)]
-    frame = pd.DataFrame(rows, columns=baseline_columns(levels))
+def baselines_frame(objs: list[results.BaselineResult], levels: int, pooling: str) -> pd.DataFrame:
+    """(3 * n_seeds, columns) table sorted by (baseline, seed); pixels have no region probe (NaN)."""
+    rows = [row for obj in objs for row in results.baseline_rows(obj, pooling)]
+    frame = pd.DataFrame(rows, columns=results.baseline_columns(levels))
     frame["seed"] = frame["seed"].astype("int64")
     order = {k: i for i, k in enumerate(BASELINE_KINDS)}
     frame = frame.sort_values(["baseline", "seed"], key=lambda c: c.map(order) if c.name == "baseline" else c, kind="stable")
@@ -554,7 +281,7 @@ def run(params: Params, args: Any) -> None:
     write_text(args.out_csv, frame_to_csv(frame))
     write_json(args.out_json, summary)
     log.info("aggregated %d cells and %d seeds' baselines into %s, %s and %s",
-             len(frame), len(baselines) // 2, args.out_csv, args.out_json, args.out_baselines)
+             len(frame), len(baselines) // len(BASELINE_KINDS), args.out_csv, args.out_json, args.out_baselines)
     timings = read_timings(params)
     if not timings.empty:
         write_text(paths.TIMINGS_CSV, frame_to_csv(timings))

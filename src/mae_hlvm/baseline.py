@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from . import paths
+from . import paths, results
 from .config import Params, ParamsError, digest, section_dict
 from .data import Dataset, load_dataset
 from .io import ArtifactError, file_sha256, write_json
@@ -142,6 +142,7 @@ def baseline_scores(params: Params, data_path: str, seed: int) -> tuple[dict[str
 def run(params: Params, args: argparse.Namespace) -> None:
     """Write ``args.out`` (JSON) for seed ``args.seed``; its timing goes beside the logs."""
     scores, timings = baseline_scores(params, args.data, args.seed)
+    results.check(results.BaselineResult, scores, args.out)  # the layout aggregate reads, before anything is written
     write_json(paths.timing("baseline", f"s{args.seed}"), timings)
     write_json(args.out, scores)  # last: a crash before leaves no output
     pool = params.probe.pooling

@@ -59,10 +59,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .aggregate import load_baselines, load_metrics
+from .aggregate import has_shape_bias, load_baselines, load_metrics
 from .config import Params, cell_id, digest, real_enabled, real_sweep_cells
 from .gate import RULES as GATE_RULES
-from .gate import require_gate
+from .results import read_real_cell
 from .io import ArtifactError, read_json, write_json, write_text
 from .pipeline import stage_params
 from .provenance import code_revision
@@ -218,7 +218,7 @@ def synthetic_claims(metrics: pd.DataFrame, n_levels: int, baselines: pd.DataFra
             "claim": "larger masking units give higher root-level R^2 (mean over ratios)", **increases(low, high, rng),
         }, cells, _min_seeds(cells, by)))
     # last, so that the bootstrap draws of C0-C3 are those of data without a texture cue
-    if "shape_bias" in metrics and metrics["shape_bias"].notna().any():
+    if has_shape_bias(metrics):
         for patch, g in metrics.groupby("patch_size"):
             ratios = sorted(g["mask_ratio"].unique())
             c6 = interior_peak(ratios, _per_seed(g, lambda f: f["shape_bias"], "mask_ratio"), rng)
@@ -297,14 +297,9 @@ def read_real_cells(params: Params, cells_dir: str | Path) -> pd.DataFrame:
     for sweep, cells in real_sweep_cells(params.real).items():
         for ratio, unit, seed in cells:
             path = Path(cells_dir) / sweep / f"{cell_id(ratio, unit, seed)}.json"
-            res = read_json(path)
-            try:
-                acc = float(res["table1"]["linear_cls"]["clean"]) / 100.0
-            except (KeyError, TypeError, ValueError):
-                raise ArtifactError(f"{path}: lacks table1.linear_cls.clean; rerun evaluate-real") from None
-            gate = require_gate(res, path)
-            rows.append({"sweep": sweep, "mask_ratio": float(ratio), "mask_unit": int(unit), "seed": int(seed), "acc": acc,
-                         "gate_pass": gate["gate_pass"]})
+            res = read_real_cell(read_json(path), str(path))
+            rows.append({"sweep": sweep, "mask_ratio": float(ratio), "mask_unit": int(unit), "seed": int(seed),
+                         "acc": res.table1.linear_cls["clean"] / 100.0, "gate_pass": res.gate.gate_pass})
     return pd.DataFrame(rows)
 
 

@@ -42,13 +42,14 @@ from torch import nn
 
 from .data import CueConflict, Dataset
 from .gate import (
-    evaluate_gate, gate_line, history_losses, linear_on_mae_masks, linear_reference, require_gate, train_mean_image,
+    evaluate_gate, gate_line, history_losses, linear_on_mae_masks, linear_reference, train_mean_image,
 )
 from .io import ArtifactError, atomic_path, write_json, write_text
 from .model import MaskedAutoencoder
 from .paper import PAPER_SHAPE_BIAS
 from .probe import shape_bias
 from .realdata import class_names, normalise, to_unit_range
+from .results import RealCellResult, check, read_real_cell
 
 # ------------------------------------------------------------------ the paper's Table 1
 
@@ -1043,14 +1044,16 @@ def run_evaluate(params: Any, args: Any) -> None:
         gate = gate_cell(model, ds, meta.get("history"), cell_seed=seed)
     except ValueError as err:
         raise ArtifactError(f"{args.checkpoint}: {err}; retrain the cell") from None
-    write_json(args.out, {
+    result = {
         "sweep": args.sweep,
         "cell_id": meta["cell"]["cell_id"],
         "checkpoint_weights_sha256": meta["weights_sha256"],
         "gate": gate,
         "table1": {**table1, "sweep": args.sweep},
         "recon_quality": {**recon, "sweep": args.sweep},
-    })
+    }
+    check(RealCellResult, result, args.out)  # the layout report-real and claims read, before it is written
+    write_json(args.out, result)
 
 
 def figure_cells(sweep_cells: dict[str, list[tuple[float, int, int]]], seed: int) -> list[tuple[str, float, int]]:
@@ -1083,7 +1086,7 @@ def run_report(params: Any, args: Any) -> None:
         for r, u, s in cells:
             path = Path(args.cells_dir) / sweep / f"{cell_id(r, u, s)}.json"
             res = read_json(path)
-            require_gate(res, path)
+            read_real_cell(res, str(path))  # the layout evaluate-real writes (mae_hlvm.results)
             results.append(res)
     out_dir, fig_dir = Path(args.out_dir), Path(args.out_dir) / "figures"
     global _STAMP

@@ -300,16 +300,6 @@ def flag_reason(gain_share: float, recon_rel: float, plateaued: bool) -> str:
     return "; ".join(reasons) or "ok"
 
 
-def require_gate(result: Any, path: Any) -> dict[str, Any]:
-    """A per-cell result's ``gate`` object, or one ArtifactError naming ``path`` (made before the gate existed)."""
-    from .io import ArtifactError
-
-    gate = result.get("gate") if isinstance(result, dict) else None
-    if not isinstance(gate, dict) or not isinstance(gate.get("gate_pass"), bool):
-        raise ArtifactError(f"{path}: lacks gate.gate_pass; rerun evaluate-real")
-    return gate
-
-
 def gate_line(track: str, n_cells: int, failing: Sequence[tuple[str, str]]) -> str:
     """One Markdown line: how many of a track's cells pass, and each failing cell with its reason."""
     line = f"Learning gate, {track}: {n_cells - len(failing)} of {n_cells} cells pass"
@@ -322,5 +312,5 @@ __all__ = [
     "GATE_MIN_SHARE", "LINEAR_MIN_GAIN_REL", "LINEAR_REF_MASKS", "LINEAR_REF_SEED", "PLATEAU_REL_DROP",
     "MIN_EPOCHS", "RULES", "train_mean_image", "linear_reference",
     "linear_on_mae_masks", "history_losses",
-    "loss_rel_drop", "plateau", "has_linear_gain", "evaluate_gate", "flag_reason", "require_gate", "gate_line",
+    "loss_rel_drop", "plateau", "has_linear_gain", "evaluate_gate", "flag_reason", "gate_line",
 ]

@@ -63,7 +63,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from . import paths
+from . import paths, results
 from .config import Params, digest, section_dict
 from .data import CueConflict, Dataset, load_dataset
 from .gate import evaluate_gate, history_losses, linear_on_mae_masks, linear_reference, train_mean_image
@@ -596,6 +596,7 @@ def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[di
 
 def run(params: Params, args: argparse.Namespace) -> None:
     metrics, figures, timings = probe_cell(params, args.data, args.checkpoint)
+    results.check(results.CellResult, metrics, args.out)  # the layout aggregate reads, before anything is written
     cell = metrics["cell"]["cell_id"]
     # Write the small, untracked timing first and the JSON output last: a crash in between
     # leaves no output that a workflow tool could take for finished.

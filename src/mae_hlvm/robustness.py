@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from . import paths
-from .aggregate import cell_row, load_metrics, n_levels, validate_cell
+from .aggregate import load_metrics, n_levels
+from .results import cell_row, read_cell
 from .claims import claim_key, synthetic_claims
 from .config import Params, cell_id
 from .io import ArtifactError, read_json, write_json, write_text
@@ -46,7 +47,7 @@ def long_frame(params: Params, cells_dir: str | Path) -> pd.DataFrame:
     rows = []
     for ratio, unit, seed in subset_cells(params):
         path = str(Path(cells_dir) / f"{cell_id(ratio, unit, seed)}.json")
-        rows.append(cell_row(validate_cell(read_json(path), (ratio, unit, seed), levels, path), params.probe.pooling))
+        rows.append(cell_row(read_cell(read_json(path), (ratio, unit, seed), levels, path), params.probe.pooling))
     return pd.DataFrame(rows).sort_values(["patch_size", "mask_ratio", "seed"], kind="stable").reset_index(drop=True)
 
 

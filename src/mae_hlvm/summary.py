@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from . import paths
-from .aggregate import load_baselines, load_metrics
+from .aggregate import has_shape_bias, load_baselines, load_metrics
 from .config import Params, cell_id, digest, real_enabled, robustness_enabled, section_dict
 from .gate import GATE_MIN_SHARE, flag_reason, gate_line
 from .io import ArtifactError, check_recorded, read_json, write_json, write_text
@@ -167,7 +167,7 @@ def theorem_section(claims: dict[str, Any] | None) -> list[str]:
 def shape_bias_section(metrics: pd.DataFrame, baselines: pd.DataFrame | None) -> list[str]:
     """Markdown lines: the Table 2 analogue (claim C6), shape bias per (unit, ratio) as mean ± sd over
     seeds, the floors and the paper's row; nothing when the data have no cue-conflict set."""
-    if "shape_bias" not in metrics or not metrics["shape_bias"].notna().any():
+    if not has_shape_bias(metrics):
         return []
     ratios = sorted(metrics["mask_ratio"].unique())
     lines = [
@@ -290,7 +290,7 @@ def headline(metrics: pd.DataFrame, claims: dict[str, Any]) -> dict[str, Any]:
         by_ratio = group.groupby("mask_ratio")["r2_level0"].mean()
         out[f"root_r2_unit{int(unit)}"] = round(float(by_ratio.mean()), 4)
         out[f"root_r2_peak_ratio_unit{int(unit)}"] = float(by_ratio.idxmax())
-    if "shape_bias" in metrics and metrics["shape_bias"].notna().any():
+    if has_shape_bias(metrics):
         for unit, group in metrics.groupby("patch_size"):
             by_ratio = group.groupby("mask_ratio")["shape_bias"].mean()
             out[f"shape_bias_unit{int(unit)}"] = round(float(by_ratio.mean()), 4)
