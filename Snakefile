@@ -36,7 +36,7 @@ report: "report/workflow.rst"
 
 wildcard_constraints:
     mask_ratio=r"[0-9.e-]+",
-    patch_size=r"[0-9]+",
+    mask_unit=r"[0-9]+",
     seed=r"[0-9]+",
 
 

@@ -54,7 +54,7 @@ def main() -> None:
           f"ViT patch {m.vit_patch}, dim {m.embed_dim}, depth {m.depth}")
     print("| ratio | unit | ours fp32 img/s | ours bf16 img/s | plain MAE fp32 img/s | ours/plain |")
     print("|---|---|---|---|---|---|")
-    for unit in params.grid.patch_sizes:
+    for unit in params.grid.mask_units:
         for ratio in params.grid.mask_ratios:
             torch.manual_seed(0)
             ours = build_model(m.model_dump(), geometry, ratio, unit).to(args.device)

@@ -447,7 +447,7 @@ def part_train(args: argparse.Namespace, real: bool = False) -> dict[str, Any]:
         kinds = {k: v for k, v in kinds.items() if k in REAL_KINDS}
     src = args.src[0].split("=", 1)[-1]
     out: dict[str, Any] = {"scale": "real" if real else args.scale,
-                           "cell": {"mask_ratio": args.ratio, "patch_size": args.unit, "seed": 0},
+                           "cell": {"mask_ratio": args.ratio, "mask_unit": args.unit, "seed": 0},
                            "kinds": {k: {"env": e, "threads": t} for k, (e, t) in kinds.items()}, "rows": {}}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -570,7 +570,7 @@ def render_md(res: dict[str, Any]) -> str:
         present = [g for g in groups if any(g[0] in r.get("groups", {}) for r in tr["rows"].values())]
         cell = tr["cell"]
         lines += [
-            f"## One cell, {titles[key]}: r{cell['mask_ratio']}_p{cell['patch_size']}_s0", "",
+            f"## One cell, {titles[key]}: r{cell['mask_ratio']}_p{cell['mask_unit']}_s0", "",
             f"The same data file for every kind (sha256 {tr['data_sha256'][:12]}). Differences against the "
             "native 1-thread run; metrics are rounded as in `results/` (6 decimals; Table 1 to 0.1 %), "
             "so the smallest nonzero difference is one rounding step.", "",

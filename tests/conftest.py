@@ -48,7 +48,7 @@ def tiny_training(tiny_workdir):
             data=dict(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 0.5]),
             model=dict(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_num_heads=2),
             train=dict(epochs=3, batch_size=16, base_lr=1e-3),
-            grid=dict(patch_sizes=[2, 4], mask_ratios=[0.25, 0.5]),
+            grid=dict(mask_units=[2, 4], mask_ratios=[0.25, 0.5]),
         )
         for section, values in sections.items():
             base.setdefault(section, {}).update(values)

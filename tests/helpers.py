@@ -99,8 +99,8 @@ def tiny_params(root: Path) -> None:
         model__decoder_embed_dim=8, model__decoder_depth=1, model__decoder_num_heads=2,
         train__epochs=1, train__batch_size=32, train__threads=1, train__device="cpu",
         probe__cv_folds=2, probe__nystroem_components=16, probe__batch_size=64, probe__n_recon_images=2,
-        grid__mask_ratios=[0.25, 0.5], grid__patch_sizes=[2], grid__seeds=[0],
-        robustness__mask_ratios=[0.25, 0.5], robustness__patch_sizes=[2], robustness__seeds=[0],
+        grid__mask_ratios=[0.25, 0.5], grid__mask_units=[2], grid__seeds=[0],
+        robustness__mask_ratios=[0.25, 0.5], robustness__mask_units=[2], robustness__seeds=[0],
         **TINY_REAL,
     )
 
@@ -230,7 +230,7 @@ TINY_PROBE_PARAMS = {
         "pooling": "mean", "ridge_alphas": [0.1, 1.0, 10.0], "cv_folds": 3, "nystroem_components": 20,
         "batch_size": 16, "n_recon_images": 5,
     },
-    "grid": {"mask_ratios": [0.5], "patch_sizes": [4], "seeds": [0]},
+    "grid": {"mask_ratios": [0.5], "mask_units": [4], "seeds": [0]},
 }
 
 
@@ -270,7 +270,7 @@ def tiny_raw(**data_overrides: object) -> dict:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw.pop("robustness", None)  # its subset names cells of the shipped grid
     raw["data"] = {**TINY_DATA, **data_overrides}
-    raw["grid"] = {"mask_ratios": [0.5], "patch_sizes": [2, 4], "seeds": [0]}
+    raw["grid"] = {"mask_ratios": [0.5], "mask_units": [2, 4], "seeds": [0]}
     return raw
 
 

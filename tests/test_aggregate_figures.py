@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 RATIOS = [0.25, 0.5, 0.75]
 PATCHES = [2, 4]
 SEEDS = [0, 1]
-PEAK = {2: 0.5, 4: 0.75}  # where the fake root R^2 peaks, per patch size
+PEAK = {2: 0.5, 4: 0.75}  # where the fake root R^2 peaks, per masking unit
 N_IMAGES, SIZE = 3, 24
 
 
@@ -34,7 +34,7 @@ def make_params(ratios=RATIOS, patches=PATCHES, seeds=SEEDS):
     raw["data"].update(image_size=SIZE, depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 0.7, 0.7])
     raw["model"]["vit_patch"] = 2
     raw["probe"]["pooling"] = "mean"
-    raw["grid"] = {"mask_ratios": list(ratios), "patch_sizes": list(patches), "seeds": list(seeds)}
+    raw["grid"] = {"mask_ratios": list(ratios), "mask_units": list(patches), "seeds": list(seeds)}
     raw["probe"]["n_recon_images"] = N_IMAGES
     return parse_params(raw), raw
 
@@ -48,7 +48,7 @@ def fake_cell(ratio: float, patch: int, seed: int) -> dict:
     root = root_r2(ratio, patch, seed)
     lin = [root, 0.5 + 0.1 * ratio, 0.3 + 0.01 * patch]
     return {
-        "cell": {"cell_id": cell_id(ratio, patch, seed), "mask_ratio": ratio, "patch_size": patch, "seed": seed},
+        "cell": {"cell_id": cell_id(ratio, patch, seed), "mask_ratio": ratio, "mask_unit": patch, "seed": seed},
         "n_visible": 10,
         "n_hidden": 26,
         "pooling": "mean",
@@ -165,7 +165,7 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
     aggregate.run(params, agg_args())
     header, rows = read_rows(paths.METRICS_CSV)
     assert header == [
-        "mask_ratio", "patch_size", "seed",
+        "mask_ratio", "mask_unit", "seed",
         "r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
         "probe_acc", "recon_mse", "mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "plateau", "gate_pass",
         "n_visible", "n_hidden", "actual_ratio",
@@ -174,7 +174,7 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
         "r2sp_level0", "r2sp_level1", "r2sp_level2", "r2in_level1", "r2in_level2",
         "shape_bias", "cue_shape", "cue_texture", "shape_bias_cls",
     ]
-    order = [(float(r["mask_ratio"]), int(r["patch_size"]), int(r["seed"])) for r in rows]
+    order = [(float(r["mask_ratio"]), int(r["mask_unit"]), int(r["seed"])) for r in rows]
     assert order == [(r, p, s) for p in PATCHES for r in RATIOS for s in SEEDS]
     row = rows[order.index((0.75, 4, 1))]
     assert row["r2_level0"] == "%.6f" % root_r2(0.75, 4, 1)
@@ -201,14 +201,14 @@ def test_load_metrics_round_trips_the_csv(grid):
     aggregate.run(params, agg_args())
     frame = aggregate.load_metrics(paths.METRICS_CSV)
     assert len(frame) == len(RATIOS) * len(PATCHES) * len(SEEDS)
-    assert str(frame["patch_size"].dtype) == "int64" and str(frame["seed"].dtype) == "int64"
+    assert str(frame["mask_unit"].dtype) == "int64" and str(frame["seed"].dtype) == "int64"
     assert str(frame["gate_pass"].dtype) == "int64" and frame["gate_pass"].sum() == len(frame) - 1
     assert frame["gain_share"].isna().sum() == 1 and str(frame["gain_share"].dtype) == "float64"
-    got = frame.set_index(["mask_ratio", "patch_size", "seed"]).loc[(0.5, 2, 0), "r2_level0"]
+    got = frame.set_index(["mask_ratio", "mask_unit", "seed"]).loc[(0.5, 2, 0), "r2_level0"]
     assert got == pytest.approx(root_r2(0.5, 2, 0), abs=1e-6)
 
 
-def test_json_summary_names_the_peak_ratio_per_patch_size(grid):
+def test_json_summary_names_the_peak_ratio_per_mask_unit(grid):
     params, _ = grid
     aggregate.run(params, agg_args())
     metrics = json.loads(Path(paths.METRICS_JSON).read_text())
@@ -323,7 +323,7 @@ def test_timings_are_collected_when_present_and_skipped_when_absent(grid):
     write_json(paths.timing("probe", cell_id(0.75, 4, 1)), {"seconds": 4.0})
     aggregate.run(params, agg_args())
     header, rows = read_rows(paths.TIMINGS_CSV)
-    assert header == ["cell_id", "mask_ratio", "patch_size", "seed",
+    assert header == ["cell_id", "mask_ratio", "mask_unit", "seed",
                       "probe_seconds", "train_images_per_s", "train_seconds"]
     assert [r["cell_id"] for r in rows] == [cell_id(0.5, 2, 0), cell_id(0.75, 4, 1)]
     assert float(rows[0]["train_images_per_s"]) == 320.0 and rows[1]["train_seconds"] == "nan"
@@ -573,7 +573,7 @@ def test_bands_are_min_max_over_seeds_and_said_so(grid):
         # root R^2 at unit 2: seeds differ by 0.001 (root_r2); the band spans exactly min..max
         ax = built["r2_vs_ratio"].axes[0]
         bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
-        part = frame[frame.patch_size == 2].groupby("mask_ratio")["r2_level0"]
+        part = frame[frame.mask_unit == 2].groupby("mask_ratio")["r2_level0"]
         ys = bands[0].get_paths()[0].vertices[:, 1]
         assert min(ys) == pytest.approx(part.min().min()) and max(ys) == pytest.approx(part.max().max())
         for name, fig in built.items():

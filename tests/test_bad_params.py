@@ -166,7 +166,7 @@ CASES = [
     Case("mlp-hidden-0", edits(("model.mlp_ratio", "0.001")), r"model\.mlp_ratio=0\.001: gives embed_dim=64 an MLP of .* 0 hidden"),
     Case("embed_dim-1e9", edits(("model.embed_dim", "1000000000")), r"model\.embed_dim=1000000000: the MAE .* weights, over 2e\+09"),
     Case("depth-1e8", edits(("model.depth", "100000000")), r"model\.depth=100000000: the MAE .* weights"),
-    Case("vit_patch-over-leaf", edits(("model.vit_patch", "4"), ("grid.patch_sizes", "[4]")), r"model\.vit_patch=4: larger than a leaf's 2x2-pixel block .*<= 2"),
+    Case("vit_patch-over-leaf", edits(("model.vit_patch", "4"), ("grid.mask_units", "[4]")), r"model\.vit_patch=4: larger than a leaf's 2x2-pixel block .*<= 2"),
     Case("tokens", edits(("data.image_size", "256")), r"model\.vit_patch=2: data\.image_size=256 makes 16384 tokens per image, over 4096"),
     Case("real-tokens", edits(("real.image_size", "512")), r"real\.vit_patch=4: real\.image_size=512 makes 16384 tokens"),
     # --- sizes: memory, splits, classes
@@ -348,7 +348,7 @@ TINY_WORKDIRS = {
 
 @pytest.mark.parametrize("sections", TINY_WORKDIRS.values(), ids=TINY_WORKDIRS.keys())
 def test_tiny_workdir_params_still_load(tiny_workdir, sections):
-    tiny_workdir(40, 30, **sections, grid=dict(patch_sizes=[2, 4], mask_ratios=[0.5, 0.75], seeds=[0]))
+    tiny_workdir(40, 30, **sections, grid=dict(mask_units=[2, 4], mask_ratios=[0.5, 0.75], seeds=[0]))
     assert load_params("params.yaml").data.image_size == 8
 
 

@@ -18,7 +18,7 @@ from mae_hlvm.data import save_dataset
 from mae_hlvm.model import build_model
 from helpers import TINY_PROBE_PARAMS, tiny_probe_dataset
 
-GRID = {"mask_ratios": [0.25, 0.5, 0.75], "patch_sizes": [2, 4], "seeds": [0, 3]}
+GRID = {"mask_ratios": [0.25, 0.5, 0.75], "mask_units": [2, 4], "seeds": [0, 3]}
 
 
 def tiny_params(**grid):
@@ -36,7 +36,7 @@ def test_random_init_equals_the_weights_every_grid_cell_starts_from():
     geometry = {"image_size": 8, "channels": 2}
     for seed in params.grid.seeds:
         ours = baseline.random_init_model(params, 8, 2, seed).state_dict()
-        for ratio, unit in itertools.product(params.grid.mask_ratios, params.grid.patch_sizes):
+        for ratio, unit in itertools.product(params.grid.mask_ratios, params.grid.mask_units):
             torch.manual_seed(seed)
             cell = build_model(section_dict(params, ["model"])["model"], geometry, ratio, unit).state_dict()
             assert same_state(ours, cell), f"seed {seed}: init differs at cell ({ratio}, {unit})"

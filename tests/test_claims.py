@@ -40,7 +40,7 @@ def frame(root_curve, leaf_curve, patches=(2, 4), seeds=(0, 1, 2), noise=0.002, 
     for (i, r), p, s in itertools.product(enumerate(RATIOS), patches, seeds):
         passes = (r, p, s) not in failing
         rows.append({
-            "mask_ratio": r, "patch_size": p, "seed": s,
+            "mask_ratio": r, "mask_unit": p, "seed": s,
             "r2_level0": root_curve[i] + patch_gain * p + rng.normal(0, noise),
             "r2_level1": 0.5, "r2_level2": leaf_curve[i] + rng.normal(0, noise),
             "probe_acc": 0.5, "recon_mse": 0.1 if passes else 0.119, "mean_pred_mse": 0.12, "linear_mse": 0.11,
@@ -62,7 +62,7 @@ def theorem_frame(level_of, seeds=(0, 1, 2), failing=()) -> pd.DataFrame:
     """Cells whose measured level (root weight 1 - L/2, level-2 innovation weight L/2) is level_of + noise."""
     f = frame([0.5] * 5, [0.5] * 5, seeds=seeds, failing=failing)
     rng = np.random.default_rng(1)
-    level = np.array([level_of(r, p) for r, p in zip(f.mask_ratio, f.patch_size)]) + rng.normal(0, 0.01, len(f))
+    level = np.array([level_of(r, p) for r, p in zip(f.mask_ratio, f.mask_unit)]) + rng.normal(0, 0.01, len(f))
     return f.assign(r2sp_level0=1 - level / 2, r2in_level1=0.0, r2in_level2=level / 2)
 
 
@@ -143,7 +143,7 @@ def test_two_seeds_are_not_judged_and_their_bootstrap_is_withheld():
 
 def test_a_bootstrap_of_two_seeds_is_never_printed_even_if_given():
     # a claim dict made elsewhere (or by an older version) that still carries p = 1.0
-    claim = {"id": "C1", "claim": "x", "patch_size": 2, "verdict": "not judged: 2 seeds", "n_seeds": 2,
+    claim = {"id": "C1", "claim": "x", "mask_unit": 2, "verdict": "not judged: 2 seeds", "n_seeds": 2,
              "effect": 0.1, "p_interior": 1.0, "peak_ratio": 0.5}
     assert "| n/a |" in render_markdown([claim]) and "1.000" not in render_markdown([claim])
 
@@ -151,14 +151,14 @@ def test_a_bootstrap_of_two_seeds_is_never_printed_even_if_given():
 def test_a_claim_reading_an_unconverged_cell_is_not_testable():
     hump = [0.3, 0.5, 0.7, 0.5, 0.3]
     f = frame(hump, [0.6] * 5, patch_gain=0.05, failing={(0.9, 2, 1)})
-    claims = {(c["id"], c["patch_size"]): c for c in synthetic_claims(f, 3, baselines([0.2, 0.21, 0.19]))}
-    # every claim that reads patch size 2 (C0, C1, C2 at p2; C3 compares p2 with p4) fails
+    claims = {(c["id"], c["mask_unit"]): c for c in synthetic_claims(f, 3, baselines([0.2, 0.21, 0.19]))}
+    # every claim that reads masking unit 2 (C0, C1, C2 at p2; C3 compares p2 with p4) fails
     for key in (("C0", 2), ("C1", 2), ("C2", 2), ("C3", "2 -> 4")):
         assert claims[key]["verdict"] == NOT_TESTABLE, key
         assert claims[key]["n_cells_failing_gate"] == 1
     assert claims[("C1", 2)]["note"] == "1 of 15 cells fail the learning gate"
     assert claims[("C3", "2 -> 4")]["note"] == "1 of 30 cells fail the learning gate"
-    # the claims on patch size 4 alone read no failing cell and keep their verdicts
+    # the claims on masking unit 4 alone read no failing cell and keep their verdicts
     assert claims[("C1", 4)]["verdict"] == "supported" and claims[("C0", 4)]["verdict"] == "supported"
     assert claims[("C1", 4)]["n_cells_failing_gate"] == 0 and "note" not in claims[("C1", 4)]
     md = render_markdown(list(claims.values()))
@@ -167,7 +167,7 @@ def test_a_claim_reading_an_unconverged_cell_is_not_testable():
 
 def test_a_failing_gate_outranks_too_few_seeds():
     f = frame([0.3, 0.5, 0.7, 0.5, 0.3], [0.6] * 5, seeds=(0, 1), failing={(0.1, 4, 0)})
-    claims = {(c["id"], c["patch_size"]): c for c in synthetic_claims(f, 3)}
+    claims = {(c["id"], c["mask_unit"]): c for c in synthetic_claims(f, 3)}
     assert claims[("C1", 4)]["verdict"] == NOT_TESTABLE
     assert claims[("C1", 4)]["note"] == "1 of 10 cells fail the learning gate; 2 seeds per cell, fewer than 3: bootstrap withheld"
     assert claims[("C1", 2)]["verdict"] == "not judged: 2 seeds"
@@ -205,11 +205,11 @@ def baselines(root_by_seed, pixels=0.9):
     return pd.DataFrame(rows)
 
 
-def test_c0_compares_trained_root_with_the_random_encoder_per_patch_size():
+def test_c0_compares_trained_root_with_the_random_encoder_per_mask_unit():
     hump = [0.3, 0.5, 0.7, 0.5, 0.3]  # mean over ratios 0.46 (+ patch gain)
     f = frame(hump, [0.6] * 5)
     c0 = [c for c in synthetic_claims(f, 3, baselines([0.20, 0.21, 0.19])) if c["id"] == "C0"]
-    assert [c["patch_size"] for c in c0] == [2, 4]
+    assert [c["mask_unit"] for c in c0] == [2, 4]
     assert all(c["verdict"] == "supported" and c["effect"] == pytest.approx(0.26, abs=0.01) for c in c0)
     c0 = [c for c in synthetic_claims(f, 3, baselines([0.60, 0.61, 0.59])) if c["id"] == "C0"]
     assert all(c["verdict"] == "contradicted" for c in c0)
@@ -347,7 +347,7 @@ def test_step_refuses_baselines_of_other_seeds_and_names_a_missing_real_cell(tmp
 def test_shape_bias_claim_c6_follows_the_peak_and_needs_a_cue_conflict_set():
     hump = frame([0.5] * 5, [0.5] * 5).assign(shape_bias=lambda f: 0.6 - (f.mask_ratio - 0.5).abs())
     c6 = [c for c in synthetic_claims(hump, 3) if c["id"] == "C6"]
-    assert [(c["patch_size"], c["verdict"]) for c in c6] == [(2, "supported"), (4, "supported")]
+    assert [(c["mask_unit"], c["verdict"]) for c in c6] == [(2, "supported"), (4, "supported")]
     assert c6[0]["peak_ratio"] == 0.5
     rising = hump.assign(shape_bias=lambda f: f.mask_ratio)
     assert {c["verdict"] for c in synthetic_claims(rising, 3) if c["id"] == "C6"} == {"contradicted"}

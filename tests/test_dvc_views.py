@@ -19,7 +19,7 @@ DVC = [sys.executable, "-m", "dvc"]
 
 def test_headline_counts_cells_claims_and_root_r2_per_unit():
     metrics = pd.DataFrame({
-        "patch_size": [2, 2, 2, 2, 4, 4],
+        "mask_unit": [2, 2, 2, 2, 4, 4],
         "mask_ratio": [0.25, 0.25, 0.75, 0.75, 0.25, 0.75],
         "r2_level0": [0.5, 0.7, 0.9, 0.7, 0.2, 0.1],
         "gate_pass": [True, True, False, True, False, False],
@@ -63,7 +63,7 @@ def test_dvc_plots_render_with_our_templates_and_fields(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     shown = json.loads(proc.stdout)["data"]
-    for name, field, color in (("root_r2_vs_ratio", "r2_level0", "patch_size"), ("learning_curves", "loss", "cell")):
+    for name, field, color in (("root_r2_vs_ratio", "r2_level0", "mask_unit"), ("learning_curves", "loss", "cell")):
         (plot,) = shown[name]
         spec = plot["content"]
         assert spec["encoding"]["x"]["field"] in ("mask_ratio", "epoch")

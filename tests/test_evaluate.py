@@ -270,7 +270,7 @@ def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir) -> None
         data=dict(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 1.0]),
         model=dict(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_num_heads=2),
         train=dict(epochs=1, batch_size=20, device="cpu", threads=1),
-        grid=dict(patch_sizes=[2, 4], mask_ratios=[0.5]),
+        grid=dict(mask_units=[2, 4], mask_ratios=[0.5]),
         real=dict(probe_epochs=2, knn_k=3),
     )
     params = load_params("params.yaml")

@@ -26,13 +26,13 @@ def workdir(tiny_workdir):
         data=dict(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 1.0]),
         model=dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=16, decoder_num_heads=2),
         train=dict(epochs=4, batch_size=16, base_lr=1e-3),
-        grid=dict(patch_sizes=[2, 4], mask_ratios=[0.5]),
+        grid=dict(mask_units=[2, 4], mask_ratios=[0.5]),
     )
 
 
 def train_cmd(out_dir: str, data: str = "data.npz") -> list[str]:
     return [sys.executable, "-m", "mae_hlvm", "train", "--data", data, "--mask-ratio", "0.5",
-            "--patch-size", "2", "--seed", "0", "--out-dir", out_dir]
+            "--mask-unit", "2", "--seed", "0", "--out-dir", out_dir]
 
 
 def test_killed_training_leaves_nothing_finished_and_resumes_to_identical_bytes(workdir):

@@ -122,7 +122,7 @@ def tiny_cell(tiny_workdir):
         data=dict(image_size=8, depth=1, latent_dims=[4, 4], noise_scales=[1.0, 1.0]),
         model=dict(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2),
         train=dict(epochs=3, batch_size=50, base_lr=1e-3, threads=1, device="cpu"),
-        grid=dict(patch_sizes=[2], mask_ratios=[0.5]),
+        grid=dict(mask_units=[2], mask_ratios=[0.5]),
     )
 
 

@@ -165,7 +165,7 @@ def test_corrupted_checkpoint_is_named(tiny_run):
 def test_cli_reports_missing_data_in_one_line(tiny_run):
     proc = subprocess.run(
         [sys.executable, "-m", "mae_hlvm", "train", "--data", "nope.npz", "--mask-ratio", "0.5",
-         "--patch-size", "2", "--seed", "0", "--out-dir", "x"],
+         "--mask-unit", "2", "--seed", "0", "--out-dir", "x"],
         capture_output=True, text=True,
     )
     assert proc.returncode == 2

@@ -56,7 +56,7 @@ def expected_cell_jobs(raw: dict) -> dict[str, int]:
     """Jobs of the per-cell and real-track rules, counted from the yaml alone (not from
     mae_hlvm.pipeline): one train/probe per grid cell, one train/evaluate per sweep cell."""
     grid, real = raw["grid"], raw["real"]
-    n_grid = len(grid["mask_ratios"]) * len(grid["patch_sizes"]) * len(grid["seeds"])
+    n_grid = len(grid["mask_ratios"]) * len(grid["mask_units"]) * len(grid["seeds"])
     n_a = len(real["mask_ratios"]) * len(real["seeds"])
     n_b = len(real["mask_units"]) * len(real["seeds"])
     return {

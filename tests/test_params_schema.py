@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mae_hlvm.config import ParamsError, parse_params
+from mae_hlvm.config import RENAMED_KEYS, ParamsError, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -21,7 +21,7 @@ DEFAULT.pop("robustness", None)  # its subset names cells of the shipped grid
 # Pin the values the expected messages quote, whatever the default file says.
 DEFAULT["data"].update(image_size=24, depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 0.7, 0.7])
 DEFAULT["model"].update(vit_patch=2, embed_dim=64, num_heads=4)
-DEFAULT["grid"].update(mask_ratios=[0.1, 0.25, 0.5, 0.75, 0.9], patch_sizes=[2, 4, 6], seeds=[0, 1])
+DEFAULT["grid"].update(mask_ratios=[0.1, 0.25, 0.5, 0.75, 0.9], mask_units=[2, 4, 6], seeds=[0, 1])
 
 _MISSING = object()
 
@@ -33,20 +33,20 @@ BAD_EDITS = [
     ("grid.mask_ratios", [0.5, 0.5], "params.yaml: grid.mask_ratios[1]=0.5: repeated grid value"),
     ("grid.mask_ratios", [], "params.yaml: grid.mask_ratios=[]: must list at least one value"),
     ("grid.mask_ratios", "0.5", "params.yaml: grid.mask_ratios='0.5': Input should be a valid list"),
-    ("grid.patch_sizes", [5], "params.yaml: grid.patch_sizes[0]=5: must be a multiple of model.vit_patch=2"),
-    ("grid.patch_sizes", [16], "params.yaml: grid.patch_sizes[0]=16: must divide data.image_size=24"),
-    ("grid.patch_sizes", [2, 2], "params.yaml: grid.patch_sizes[1]=2: repeated grid value"),
-    ("grid.patch_sizes", [0], "params.yaml: grid.patch_sizes[0]=0: must be >= 1"),
+    ("grid.mask_units", [5], "params.yaml: grid.mask_units[0]=5: must be a multiple of model.vit_patch=2"),
+    ("grid.mask_units", [16], "params.yaml: grid.mask_units[0]=16: must divide data.image_size=24"),
+    ("grid.mask_units", [2, 2], "params.yaml: grid.mask_units[1]=2: repeated grid value"),
+    ("grid.mask_units", [0], "params.yaml: grid.mask_units[0]=0: must be >= 1"),
     ("grid.seeds", [-1], "params.yaml: grid.seeds[0]=-1: must be >= 0"),
     ("grid.seeds", [0, 0], "params.yaml: grid.seeds[1]=0: repeated grid value"),
     (
         "grid.mask_ratios", [0.99],
-        "params.yaml: grid cell mask_ratio=0.99, patch_size=4: keeps 0 visible and 36 hidden of 36 "
+        "params.yaml: grid cell mask_ratio=0.99, mask_unit=4: keeps 0 visible and 36 hidden of 36 "
         "masking units; each needs at least one",
     ),
     (
-        "grid.patch_sizes", [24],
-        "params.yaml: grid cell mask_ratio=0.1, patch_size=24: keeps 0 visible and 1 hidden of 1 "
+        "grid.mask_units", [24],
+        "params.yaml: grid cell mask_ratio=0.1, mask_unit=24: keeps 0 visible and 1 hidden of 1 "
         "masking units; each needs at least one",
     ),
     ("grid.colour", 1, "params.yaml: unknown key 'grid.colour'"),
@@ -67,7 +67,7 @@ BAD_EDITS = [
         "data.noise_scales", [1.0, 0.7],
         "params.yaml: data.noise_scales=[1.0, 0.7]: needs depth + 1 = 3 entries (one per level)",
     ),
-    ("data.image_size", 20, "params.yaml: grid.patch_sizes[2]=6: must divide data.image_size=20"),
+    ("data.image_size", 20, "params.yaml: grid.mask_units[2]=6: must divide data.image_size=20"),
     ("probe.ridge_alphas", [], "params.yaml: probe.ridge_alphas=[]: must list at least one alpha"),
     ("probe.pooling", "max", "params.yaml: probe.pooling='max': Input should be 'mean' or 'cls'"),
     ("probe.cv_folds", 1, "params.yaml: probe.cv_folds=1: Input should be greater than or equal to 2"),
@@ -148,7 +148,7 @@ PATCHES = [2, 4, 6, 8, 12]  # multiples of vit_patch 2 that tile 24 into >= 4 un
 )
 def test_valid_random_grids_are_accepted(ratios, patches, seeds):
     raw = copy.deepcopy(DEFAULT)
-    raw["grid"] = {"mask_ratios": ratios, "patch_sizes": patches, "seeds": seeds}
+    raw["grid"] = {"mask_ratios": ratios, "mask_units": patches, "seeds": seeds}
     params = parse_params(raw)
     assert params.grid.mask_ratios == ratios
 
@@ -173,8 +173,8 @@ def test_any_ratio_outside_open_unit_interval_is_rejected_by_name(bad, where):
 def test_a_repeated_grid_value_is_rejected(values, data):
     dup_at = data.draw(st.integers(0, len(values) - 1))
     raw = copy.deepcopy(DEFAULT)
-    raw["grid"]["patch_sizes"] = values + [values[dup_at]]
-    with pytest.raises(ParamsError, match=rf"grid.patch_sizes\[{len(values)}\]={values[dup_at]}: repeated"):
+    raw["grid"]["mask_units"] = values + [values[dup_at]]
+    with pytest.raises(ParamsError, match=rf"grid.mask_units\[{len(values)}\]={values[dup_at]}: repeated"):
         parse_params(raw)
 
 
@@ -183,12 +183,22 @@ def test_a_repeated_grid_value_is_rejected(values, data):
     ["data", "model", "train", "probe", "grid"]))
 def test_any_unknown_key_is_named(key, section):
     raw = copy.deepcopy(DEFAULT)
-    if key in raw[section]:
+    if key in raw[section] or f"{section}.{key}" in RENAMED_KEYS:
         return
     raw[section][key] = 1
     with pytest.raises(ParamsError, match="unknown key"):
         parse_params(raw)
     assert f"{section}.{key}" in _message(raw)
+
+
+@pytest.mark.parametrize("section", ["grid", "robustness"])
+def test_the_old_name_of_the_masking_unit_is_named_with_the_new_one(section):
+    """A params file from before the rename (patch_sizes) is told the key's new name, before any other check."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw[section]["patch_sizes"] = raw[section].pop("mask_units")
+    assert _message(raw) == (
+        f"params.yaml: {section}.patch_sizes is now called {section}.mask_units (the masking unit has one name): rename the key"
+    )
 
 
 def _message(raw: dict) -> str:

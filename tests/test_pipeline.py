@@ -194,7 +194,7 @@ def test_drift_default_grid_same_outputs_and_commands():
     n_synthetic = 6 + 2 * len(pipeline.grid_cells(params)) + len(params.grid.seeds)
     # train_long + probe_long per robustness cell, and the robustness comparison
     r = params.robustness
-    n_robust = 2 * len(r.mask_ratios) * len(r.patch_sizes) * len(r.seeds) + 1
+    n_robust = 2 * len(r.mask_ratios) * len(r.mask_units) * len(r.seeds) + 1
     assert len(dv) == n_synthetic + n_robust + n_real
     assert sm == dv
     review = {outs: cmd for outs, cmd in dv.items() if " claims " in cmd or " summary " in cmd}
@@ -206,8 +206,8 @@ def test_drift_default_grid_same_outputs_and_commands():
 def test_drift_edited_grid_same_outputs_and_commands(tmp_path):
     root = copy_repo(tmp_path)
     sh(root, *GIT, "init", "-q")
-    edit_params(root, grid__mask_ratios=[0.3, 0.6], grid__patch_sizes=[4], grid__seeds=[5, 6],
-                robustness__mask_ratios=[0.6], robustness__patch_sizes=[4], robustness__seeds=[6])
+    edit_params(root, grid__mask_ratios=[0.3, 0.6], grid__mask_units=[4], grid__seeds=[5, 6],
+                robustness__mask_ratios=[0.6], robustness__mask_units=[4], robustness__seeds=[6])
     sm, dv = snakemake_jobs(root), dvc_jobs(root)
     assert ("models/r0.3_p4_s5/checkpoint.pt", "models/r0.3_p4_s5/train_log.csv") in dv
     assert ("models_long/r0.6_p4_s6/checkpoint.pt", "models_long/r0.6_p4_s6/train_log.csv") in dv
@@ -228,7 +228,7 @@ def test_drift_train_job_per_seed_same_outputs_and_commands(tmp_path):
     params = load_params(root / "params.yaml")
     per_seed = {outs: cmd for outs, cmd in dv.items() if " train-seed " in cmd}
     assert len(per_seed) == len(params.grid.seeds)
-    cells = len(params.grid.mask_ratios) * len(params.grid.patch_sizes)
+    cells = len(params.grid.mask_ratios) * len(params.grid.mask_units)
     for outs, cmd in per_seed.items():
         seed = cmd.split("--seed ")[1].split()[0]
         assert len(outs) == 2 * cells and all(f"_s{seed}/" in o for o in outs)

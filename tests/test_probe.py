@@ -264,7 +264,7 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     spatial = metrics["r2_spatial"]
     assert spatial["pool_level"] == 2 and len(spatial["levels"]) == 3
     assert spatial["innovations"][0] is None and all(isinstance(x, float) for x in spatial["innovations"][1:])
-    assert metrics["cell"] == {"cell_id": "r0.5_p4_s0", "mask_ratio": 0.5, "patch_size": 4, "seed": 0}
+    assert metrics["cell"] == {"cell_id": "r0.5_p4_s0", "mask_ratio": 0.5, "mask_unit": 4, "seed": 0}
     # 4 masking units of 2x2 tokens, half hidden
     assert (metrics["n_visible"], metrics["n_hidden"]) == (8, 8)
     assert metrics["pooling"] == "mean" and metrics["n_levels"] == 3

@@ -127,7 +127,7 @@ def test_fixed_order_kernels_match_numpy() -> None:
 
 # --------------------------------------------------------------------------- replay-check
 
-METRICS = """mask_ratio,patch_size,seed,r2_level0,r2_level1,probe_acc,recon_mse,gain_share,gate_pass,n_visible,actual_ratio
+METRICS = """mask_ratio,mask_unit,seed,r2_level0,r2_level1,probe_acc,recon_mse,gain_share,gate_pass,n_visible,actual_ratio
 0.250000,2,0,0.401000,0.350000,0.488000,0.141875,-0.127676,0,48,0.250000
 0.750000,4,0,0.420000,0.360000,0.500000,0.150000,0.100000,0,16,0.750000
 0.750000,4,1,0.410000,0.355000,0.495000,0.149000,0.090000,1,16,0.750000
@@ -292,3 +292,16 @@ def test_replay_check_is_a_step_of_the_cli(capsys, monkeypatch):
     assert cli.main(["replay-check", "--table1", "none"]) == 0
     assert "replay-check: OK" in capsys.readouterr().out
     assert cli.main(["replay-check", "--ref", "no-such-revision"]) == 2
+
+
+def test_a_table_from_before_the_mask_unit_rename_is_compared_under_the_new_name(
+    results_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HEAD's metrics.csv says patch_size (the old name), the working copy mask_unit: same rows, OK."""
+    _edit(results_repo, "metrics.csv", "mask_unit", "patch_size")
+    _git(results_repo, "commit", "-q", "-am", "results before the rename")
+    _edit(results_repo, "metrics.csv", "patch_size", "mask_unit")
+    code, out, err = _check(results_repo, capsys)
+    assert code == 0, out + err
+    old = replay.parse_table("mask_ratio,patch_size,seed,r2_level0\n0.5,4,0,0.1\n", "metrics.csv", "old")
+    assert old.columns[:3] == ["mask_ratio", "mask_unit", "seed"] and old.keys == ("mask_ratio", "mask_unit", "seed")

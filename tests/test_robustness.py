@@ -18,7 +18,7 @@ RAW = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def frame(root_r2: dict[tuple[float, int], float], gate: int = 1) -> pd.DataFrame:
-    rows = [{"mask_ratio": r, "patch_size": p, "seed": s, "r2_level0": v, "r2_level3": 0.5, "gate_pass": gate}
+    rows = [{"mask_ratio": r, "mask_unit": p, "seed": s, "r2_level0": v, "r2_level3": 0.5, "gate_pass": gate}
             for (r, p), v in root_r2.items() for s in (0,)]
     return pd.DataFrame(rows)
 
@@ -63,7 +63,7 @@ def test_both_dags_get_the_subset_stages_and_the_summary_reads_the_outcome():
     params = load_params(REPO / "params.yaml")
     names = [pipeline.dvc_stage_name(s, f) for s, f in pipeline.instances(params) if s in pipeline.ROBUST_STAGES]
     r = params.robustness
-    assert len(names) == 2 * len(r.mask_ratios) * len(r.patch_sizes) * len(r.seeds) + 1
+    assert len(names) == 2 * len(r.mask_ratios) * len(r.mask_units) * len(r.seeds) + 1
     assert "train_long@0.5-2-0" in names and names[-1] == "robustness"
     assert "results/robustness.md" in pipeline.input_files("summary", None, params)
     assert "robustness" in pipeline.stage_param_keys("summary", params)

@@ -85,7 +85,7 @@ from .io import write_json
 
 def run(params, args):
     g = params.grid
-    write_json(args.out, {"cells": len(g.mask_ratios) * len(g.patch_sizes) * len(g.seeds)})
+    write_json(args.out, {"cells": len(g.mask_ratios) * len(g.mask_units) * len(g.seeds)})
 '''
 
 
@@ -103,7 +103,7 @@ def test_a_stage_added_as_one_record_and_one_module_runs_in_both_tools(tmp_path)
     assert spec["outs"] == [{"results/cell_count.json": {"cache": False}}]
     init_repo(root)
     params = load_params(root / "params.yaml")
-    want = {"cells": len(params.grid.mask_ratios) * len(params.grid.patch_sizes) * len(params.grid.seeds)}
+    want = {"cells": len(params.grid.mask_ratios) * len(params.grid.mask_units) * len(params.grid.seeds)}
 
     # Snakemake runs it from its rule, and its receipt puts it in dvc.lock: DVC agrees
     sh(root, "snakemake", "--cores", "1", "results/cell_count.json")

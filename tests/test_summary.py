@@ -34,7 +34,7 @@ def metrics(failing=()) -> pd.DataFrame:
     rows = []
     for r, p, s in itertools.product([0.25, 0.75], [2, 4], [0, 1]):
         passes = (r, p, s) not in failing
-        rows.append({"mask_ratio": r, "patch_size": p, "seed": s, "r2_level0": 0.5 + 0.1 * s,
+        rows.append({"mask_ratio": r, "mask_unit": p, "seed": s, "r2_level0": 0.5 + 0.1 * s,
                      "r2_level1": 0.4, "r2_level2": 0.3, "probe_acc": 0.6, "recon_mse": 0.1,
                      "mean_pred_mse": 0.125 if passes else 0.1, "linear_mse": 0.1 if passes else 0.09,
                      "recon_rel": 0.8 if passes else 1.0, "gain_share": 1.0 if passes else 0.0,

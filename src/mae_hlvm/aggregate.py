@@ -46,9 +46,9 @@ GATE_COLUMNS = ("mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "plate
 
 
 def grid_cells(params: Params) -> list[tuple[float, int, int]]:
-    """Every (mask_ratio, patch_size, seed) of the grid, sorted by (patch_size, mask_ratio, seed)."""
+    """Every (mask_ratio, mask_unit, seed) of the grid, sorted by (mask_unit, mask_ratio, seed)."""
     g = params.grid
-    cells = [(r, p, s) for p in g.patch_sizes for r in g.mask_ratios for s in g.seeds]
+    cells = [(r, p, s) for p in g.mask_units for r in g.mask_ratios for s in g.seeds]
     return sorted(cells, key=lambda c: (c[1], c[0], c[2]))
 
 
@@ -61,7 +61,7 @@ def n_levels(params: Params) -> int:
 
 
 def read_cells(params: Params) -> list[results.CellResult]:
-    """The probe JSON of every cell of the current grid, in (patch_size, mask_ratio, seed) order.
+    """The probe JSON of every cell of the current grid, in (mask_unit, mask_ratio, seed) order.
 
     Reads ``paths.probe_json(cell_id)`` for exactly the grid's cells; raises
     :class:`ArtifactError` naming the first missing, corrupt or mismatching file.
@@ -78,12 +78,12 @@ def read_cells(params: Params) -> list[results.CellResult]:
 
 
 def metrics_frame(cells: list[results.CellResult], levels: int, pooling: str) -> pd.DataFrame:
-    """(n_cells, n_columns) table (:data:`mae_hlvm.results.CELL_COLUMNS`), rows sorted by (patch_size, mask_ratio, seed)."""
+    """(n_cells, n_columns) table (:data:`mae_hlvm.results.CELL_COLUMNS`), rows sorted by (mask_unit, mask_ratio, seed)."""
     columns = results.cell_columns(levels, pooling)
     frame = pd.DataFrame([results.cell_row(c, pooling) for c in cells], columns=columns)
     for col in INT_COLUMNS:
         frame[col] = frame[col].astype("int64")
-    frame = frame.sort_values(["patch_size", "mask_ratio", "seed"], kind="stable")
+    frame = frame.sort_values(["mask_unit", "mask_ratio", "seed"], kind="stable")
     return frame.reset_index(drop=True)
 
 
@@ -145,7 +145,7 @@ def ratio_key(mask_ratio: float) -> str:
 
 
 def patch_summary(frame: pd.DataFrame) -> dict[str, Any]:
-    """Seed-mean root R^2 per ratio for one patch size and the ratio where it peaks.
+    """Seed-mean root R^2 per ratio for one masking unit and the ratio where it peaks.
 
     A NaN seed makes its ratio's mean NaN (a failed probe must show, not be averaged
     away); NaN means never peak. Ties go to the smallest ratio; all-NaN gives a null peak.
@@ -172,12 +172,12 @@ def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row in frame.itertuples(index=False):
         values = row._asdict()
-        name = cell_id(values["mask_ratio"], values["patch_size"], values["seed"])
+        name = cell_id(values["mask_ratio"], values["mask_unit"], values["seed"])
         out[name] = {k: _json_number(values[k]) for k in keys}
         out[name].update({k: int(values[k]) for k in ("plateau", "gate_pass")})
     out["gate"] = {"n_cells": len(frame), "n_pass": int(frame["gate_pass"].sum())}
     out["summary"] = {
-        f"p{int(p)}": patch_summary(part) for p, part in frame.groupby("patch_size", sort=True)
+        f"p{int(p)}": patch_summary(part) for p, part in frame.groupby("mask_unit", sort=True)
     }
     return out
 
@@ -259,7 +259,7 @@ def read_timings(params: Params) -> pd.DataFrame:
             if isinstance(record, dict):
                 row.update(_flat_numbers(record, step))
         if row:
-            rows.append({"cell_id": name, "mask_ratio": ratio, "patch_size": patch, "seed": seed, **row})
+            rows.append({"cell_id": name, "mask_ratio": ratio, "mask_unit": patch, "seed": seed, **row})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame

@@ -2,7 +2,7 @@
 
 Each claim gets a verdict, *supported*, *contradicted* or *inconclusive*, by rules fixed
 here before any result was looked at (the constants below). The statistic is a
-bootstrap over seeds: for every (masking ratio, patch size) cell the seeds are resampled
+bootstrap over seeds: for every (masking ratio, masking unit) cell the seeds are resampled
 with replacement, the seed means recomputed, and the claim's quantity evaluated on each
 resample. Two checks come before any verdict, in this order (:func:`judge`):
 
@@ -20,13 +20,13 @@ Every claim records ``n_seeds`` (the fewest seeds of any cell it reads), ``n_cel
 Claims (Kong et al., CVPR 2023, as summarised in the project's paper notes):
   C0 baseline (ours, for interpretation): pretraining adds root-level information beyond
      a random encoder: the trained encoders' root R^2 (mean over ratios) exceeds that of
-     the same architecture untrained (results/baselines.csv), per patch size.
+     the same architecture untrained (results/baselines.csv), per masking unit.
   C1 non-monotonic: the root level's R^2 peaks at an interior masking ratio, not at the
-     smallest or largest one (per patch size).
+     smallest or largest one (per masking unit).
   C2 level balance: the root-minus-leaf R^2 gap (how much more high-level than low-level
-     information the features hold) peaks at an interior ratio (per patch size).
-  C3 patch size: larger masking units give higher root-level R^2 (mean over ratios),
-     largest vs smallest patch size.
+     information the features hold) peaks at an interior ratio (per masking unit).
+  C3 masking unit: larger masking units give higher root-level R^2 (mean over ratios),
+     largest vs smallest masking unit.
   C4 real track (when real.enabled): clean linear-probe accuracy (CLS, the Table 1
      column; as a fraction, so MIN_EFFECT is one percentage point) peaks at an interior
      ratio in Sweep A; and rises from the smallest to the largest masking unit in Sweep B.
@@ -43,7 +43,7 @@ Claims (Kong et al., CVPR 2023, as summarised in the project's paper notes):
      0.1 / 0.25 / 0.5 / 0.75 / 0.9): on the generator's cue-conflict images (root and upper
      levels of one class, the leaves' texture shift of another), the share of the class
      probe's cue-following decisions that follow the shape peaks at an interior masking
-     ratio (per patch size), judged as C1. Only when the data have a cue-conflict set
+     ratio (per masking unit), judged as C1. Only when the data have a cue-conflict set
      (``data.texture_separation`` > 0).
 """
 
@@ -178,18 +178,18 @@ def _per_seed(frame: pd.DataFrame, value: Callable[[pd.DataFrame], pd.Series], b
 
 
 def baseline_claims(metrics: pd.DataFrame, baselines: pd.DataFrame, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """C0 per patch size: trained root R^2 (per seed, mean over ratios) vs the random-init encoder's (per seed)."""
+    """C0 per masking unit: trained root R^2 (per seed, mean over ratios) vs the random-init encoder's (per seed)."""
     untrained = baselines[baselines["baseline"] == "random_init"].sort_values("seed")["r2_level0"].to_numpy()
-    per_seed = metrics.groupby(["patch_size", "seed"])["r2_level0"].mean().reset_index()
+    per_seed = metrics.groupby(["mask_unit", "seed"])["r2_level0"].mean().reset_index()
     claims = []
-    for patch, g in per_seed.groupby("patch_size"):
+    for patch, g in per_seed.groupby("mask_unit"):
         trained = g.sort_values("seed")["r2_level0"].to_numpy()
-        cells = metrics[metrics["patch_size"] == patch]
+        cells = metrics[metrics["mask_unit"] == patch]
         claims.append(judge({
-            "id": "C0", "patch_size": int(patch),
+            "id": "C0", "mask_unit": int(patch),
             "claim": "pretraining adds root-level information beyond a random encoder (root R^2, mean over ratios)",
             **increases(untrained, trained, rng),
-        }, cells, min(_min_seeds(cells, ["mask_ratio", "patch_size"]), len(untrained))))
+        }, cells, min(_min_seeds(cells, ["mask_ratio", "mask_unit"]), len(untrained))))
     return claims
 
 
@@ -198,31 +198,31 @@ def synthetic_claims(metrics: pd.DataFrame, n_levels: int, baselines: pd.DataFra
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     root, leaf = "r2_level0", f"r2_level{n_levels - 1}"
     claims = [] if baselines is None else baseline_claims(metrics, baselines, rng)
-    by = ["mask_ratio", "patch_size"]
-    for patch, g in metrics.groupby("patch_size"):
+    by = ["mask_ratio", "mask_unit"]
+    for patch, g in metrics.groupby("mask_unit"):
         ratios = sorted(g["mask_ratio"].unique())
         c1 = interior_peak(ratios, _per_seed(g, lambda f: f[root], "mask_ratio"), rng)
         c2 = interior_peak(ratios, _per_seed(g, lambda f: f[root] - f[leaf], "mask_ratio"), rng)
         n_seeds = _min_seeds(g, by)
-        c1 = {"id": "C1", "patch_size": int(patch), "claim": "root-level R^2 peaks at an interior masking ratio", **c1}
-        c2 = {"id": "C2", "patch_size": int(patch), "claim": "root-minus-leaf R^2 gap peaks at an interior masking ratio", **c2}
+        c1 = {"id": "C1", "mask_unit": int(patch), "claim": "root-level R^2 peaks at an interior masking ratio", **c1}
+        c2 = {"id": "C2", "mask_unit": int(patch), "claim": "root-minus-leaf R^2 gap peaks at an interior masking ratio", **c2}
         claims += [judge(c1, g, n_seeds), judge(c2, g, n_seeds)]
-    patches = sorted(metrics["patch_size"].unique())
+    patches = sorted(metrics["mask_unit"].unique())
     if len(patches) > 1:
-        mean_over_ratios = metrics.groupby(["patch_size", "seed"])[root].mean().reset_index()
-        low = mean_over_ratios[mean_over_ratios.patch_size == patches[0]].sort_values("seed")[root].to_numpy()
-        high = mean_over_ratios[mean_over_ratios.patch_size == patches[-1]].sort_values("seed")[root].to_numpy()
-        cells = metrics[metrics["patch_size"].isin([patches[0], patches[-1]])]
+        mean_over_ratios = metrics.groupby(["mask_unit", "seed"])[root].mean().reset_index()
+        low = mean_over_ratios[mean_over_ratios.mask_unit == patches[0]].sort_values("seed")[root].to_numpy()
+        high = mean_over_ratios[mean_over_ratios.mask_unit == patches[-1]].sort_values("seed")[root].to_numpy()
+        cells = metrics[metrics["mask_unit"].isin([patches[0], patches[-1]])]
         claims.append(judge({
-            "id": "C3", "patch_size": f"{patches[0]} -> {patches[-1]}",
+            "id": "C3", "mask_unit": f"{patches[0]} -> {patches[-1]}",
             "claim": "larger masking units give higher root-level R^2 (mean over ratios)", **increases(low, high, rng),
         }, cells, _min_seeds(cells, by)))
     # last, so that the bootstrap draws of C0-C3 are those of data without a texture cue
     if has_shape_bias(metrics):
-        for patch, g in metrics.groupby("patch_size"):
+        for patch, g in metrics.groupby("mask_unit"):
             ratios = sorted(g["mask_ratio"].unique())
             c6 = interior_peak(ratios, _per_seed(g, lambda f: f["shape_bias"], "mask_ratio"), rng)
-            c6 = {"id": "C6", "patch_size": int(patch), "claim": "shape bias peaks at an interior masking ratio", **c6}
+            c6 = {"id": "C6", "mask_unit": int(patch), "claim": "shape bias peaks at an interior masking ratio", **c6}
             claims.append(judge(c6, g, _min_seeds(g, by)))
     return claims
 
@@ -245,7 +245,7 @@ def theorem_claim(metrics: pd.DataFrame, prediction: dict[str, Any], n_levels: i
     rng = np.random.default_rng(BOOTSTRAP_SEED + 5)  # its own stream: C0-C4 keep theirs
     frame = metrics.assign(measured=measured_level(metrics, n_levels))
     per_cell = {
-        (r, p): g.sort_values("seed")["measured"].to_numpy() for (r, p), g in frame.groupby(["mask_ratio", "patch_size"])
+        (r, p): g.sort_values("seed")["measured"].to_numpy() for (r, p), g in frame.groupby(["mask_ratio", "mask_unit"])
     }
     predicted = np.array(predicted_mean_levels(prediction, per_cell))
     means = np.array([v.mean() for v in per_cell.values()])
@@ -254,13 +254,13 @@ def theorem_claim(metrics: pd.DataFrame, prediction: dict[str, Any], n_levels: i
     lo, hi = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (math.nan, math.nan)
     p_pos, p_neg = float(np.mean(boot > 0)), float(np.mean(boot < 0))
     claim = {
-        "id": "C5", "patch_size": "all",
+        "id": "C5", "mask_unit": "all",
         "claim": "the encoder's level follows the theorem's predicted separator level across cells (Spearman rho)",
         "effect": rho, "p_increase": p_pos, "interval95": [float(lo), float(hi)],
         "verdict": verdict(p_pos, p_neg, rho, MIN_RHO),
         "per_cell": {cell_key(r, p): {"predicted": float(x), "measured": float(m)} for (r, p), x, m in zip(per_cell, predicted, means)},
     }
-    return judge(claim, metrics, _min_seeds(metrics, ["mask_ratio", "patch_size"]))
+    return judge(claim, metrics, _min_seeds(metrics, ["mask_ratio", "mask_unit"]))
 
 
 def real_claims(cells: pd.DataFrame, sweep_a_unit: int, sweep_b_ratio: float) -> list[dict[str, Any]]:
@@ -307,7 +307,7 @@ def claim_key(c: dict[str, Any]) -> str:
     """A stable key per claim for claims.json, so `dvc metrics diff` lines up claims across revisions."""
     if "scope" in c:
         return f"{c['id']}_sweep{c['scope'].split()[1]}"
-    return c["id"] if c["id"] in ("C3", "C5") else f"{c['id']}_p{c['patch_size']}"
+    return c["id"] if c["id"] in ("C3", "C5") else f"{c['id']}_p{c['mask_unit']}"
 
 
 def _finite(obj: Any) -> Any:
@@ -340,7 +340,7 @@ def render_markdown(claims: list[dict[str, Any]]) -> str:
         f"has fewer than {MIN_SEEDS} seeds "
         "(the bootstrap is then withheld: n/a). Rules fixed in `src/mae_hlvm/claims.py` before any result was seen.",
         "",
-        "| claim | patch size / sweep | verdict | n_seeds | effect | P(claim) | detail |",
+        "| claim | masking unit / sweep | verdict | n_seeds | effect | P(claim) | detail |",
         "|---|---|---|---|---|---|---|",
     ]
     for c in claims:
@@ -352,7 +352,7 @@ def render_markdown(claims: list[dict[str, Any]]) -> str:
             detail = f"95% interval {c['interval95'][0]:.3f} .. {c['interval95'][1]:.3f}"
         if "note" in c:
             detail += f"; {c['note']}"
-        scope = c.get("scope", c.get("patch_size"))
+        scope = c.get("scope", c.get("mask_unit"))
         lines.append(
             f"| {c['id']}: {c['claim']} | {scope} | **{c['verdict']}** | {c.get('n_seeds', 'n/a')} | {c['effect']:.4f} "
             f"| {_p_text(c)} | {detail} |"
@@ -383,5 +383,5 @@ def run(params: Params, args: argparse.Namespace) -> None:
     stamp = f"params {digest(stage_params(params, 'claims'))} (keys read here), code {code_revision()}"
     write_text(args.out_md, render_markdown(claims) + f"\nStamp: {stamp}.\n")
     for c in claims:
-        log.info("%s (%s): %s", c["id"], c.get("scope", c.get("patch_size")), c["verdict"])
+        log.info("%s (%s): %s", c["id"], c.get("scope", c.get("mask_unit")), c["verdict"])
 

@@ -70,7 +70,7 @@ def run(params, args) -> None:  # noqa: ANN001 - the ``check`` step
 def job_label(args: argparse.Namespace) -> str:
     """The job a log line comes from: ``train r0.5_p2_s0``, ``train-real B/r0.75_p8_s0``,
     ``baseline s1``, ``aggregate``: two jobs' interleaved lines stay apart."""
-    unit = getattr(args, "patch_size", None) or getattr(args, "mask_unit", None)
+    unit = getattr(args, "mask_unit", None)
     if getattr(args, "mask_ratio", None) is not None and unit is not None:
         cell = cell_id(args.mask_ratio, unit, args.seed)
         return f"{args.step} {args.sweep}/{cell}" if getattr(args, "sweep", None) else f"{args.step} {cell}"

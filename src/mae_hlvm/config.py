@@ -448,7 +448,7 @@ def _distinct_nonempty(v: list[Any], repeated: str) -> list[Any]:
 
 class GridParams(_Section):
     mask_ratios: list[float]
-    patch_sizes: list[int]
+    mask_units: list[int]
     seeds: list[int]
 
     @field_validator("mask_ratios")
@@ -456,14 +456,14 @@ class GridParams(_Section):
     def _ratios_open_unit(cls, v: list[float]) -> list[float]:
         return _ratios_in_open_unit(v)
 
-    @field_validator("patch_sizes", "seeds")
+    @field_validator("mask_units", "seeds")
     @classmethod
     def _nonneg(cls, v: list[int], info: Any) -> list[int]:
         if info.field_name == "seeds":
             return _seeds_bounded(_at_least(v, 0))
         return _at_least(v, 1)
 
-    @field_validator("mask_ratios", "patch_sizes", "seeds")
+    @field_validator("mask_ratios", "mask_units", "seeds")
     @classmethod
     def _distinct(cls, v: list[Any]) -> list[Any]:
         return _distinct_nonempty(v, "repeated grid value")
@@ -477,10 +477,10 @@ class RobustnessParams(_Section):
     enabled: bool
     budget_factor: int = Field(ge=2, le=100)
     mask_ratios: list[float]
-    patch_sizes: list[int]
+    mask_units: list[int]
     seeds: list[int]
 
-    @field_validator("mask_ratios", "patch_sizes", "seeds")
+    @field_validator("mask_ratios", "mask_units", "seeds")
     @classmethod
     def _distinct(cls, v: list[Any]) -> list[Any]:
         return _distinct_nonempty(v, "repeated robustness value")
@@ -726,17 +726,17 @@ class Params(_Section):
         size, vit = self.data.image_size, self.model.vit_patch
         if size % vit:
             raise ValueError(f"model.vit_patch={vit}: must divide data.image_size={size}")
-        for i, p in enumerate(self.grid.patch_sizes):
+        for i, p in enumerate(self.grid.mask_units):
             if p % vit:
-                raise ValueError(f"grid.patch_sizes[{i}]={p}: must be a multiple of model.vit_patch={vit}")
+                raise ValueError(f"grid.mask_units[{i}]={p}: must be a multiple of model.vit_patch={vit}")
             if size % p:
-                raise ValueError(f"grid.patch_sizes[{i}]={p}: must divide data.image_size={size}")
-        for p in self.grid.patch_sizes:
+                raise ValueError(f"grid.mask_units[{i}]={p}: must divide data.image_size={size}")
+        for p in self.grid.mask_units:
             for r in self.grid.mask_ratios:
                 n_vis, n_hid = unit_counts(size, p, r)
                 if n_vis == 0 or n_hid == 0:
                     raise ValueError(
-                        f"grid cell mask_ratio={r}, patch_size={p}: keeps {n_vis} visible and "
+                        f"grid cell mask_ratio={r}, mask_unit={p}: keeps {n_vis} visible and "
                         f"{n_hid} hidden of {(size // p) ** 2} masking units; each needs at least one"
                     )
         return self
@@ -778,7 +778,7 @@ class Params(_Section):
         # last, so that the grid's own problems are named first
         if self.robustness is None:
             return self
-        for key in ("mask_ratios", "patch_sizes", "seeds"):
+        for key in ("mask_ratios", "mask_units", "seeds"):
             grid = getattr(self.grid, key)
             for i, v in enumerate(getattr(self.robustness, key)):
                 if v not in grid:
@@ -848,9 +848,9 @@ def real_enabled(params: Params) -> bool:
     return params.real is not None and params.real.enabled
 
 
-def unit_counts(image_size: int, patch_size: int, mask_ratio: float) -> tuple[int, int]:
+def unit_counts(image_size: int, mask_unit: int, mask_ratio: float) -> tuple[int, int]:
     """(visible, hidden) masking units of one cell, with MAE's rounding ``int(L * (1 - r))``."""
-    n_units = (image_size // patch_size) ** 2
+    n_units = (image_size // mask_unit) ** 2
     n_visible = int(n_units * (1 - mask_ratio))
     return n_visible, n_units - n_visible
 
@@ -875,6 +875,14 @@ def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return node
+
+
+# Keys renamed since a release (README, "Changelog"): an old params file gets the new name, not
+# just "unknown key". The masking unit had two names, patch_size and mask_unit (issue 14).
+RENAMED_KEYS = {
+    "grid.patch_sizes": "grid.mask_units",
+    "robustness.patch_sizes": "robustness.mask_units",
+}
 
 
 def _one_line(err: ValidationError, raw: Any, source: str) -> str:
@@ -922,6 +930,10 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ParamsError(
             f"{source}: expected a mapping of sections (data:, model:, train:, probe:, grid:), got {kind}"
         )
+    for old, new in RENAMED_KEYS.items():
+        section, _, leaf = old.partition(".")
+        if isinstance(raw.get(section), dict) and leaf in raw[section]:
+            raise ParamsError(f"{source}: {old} is now called {new} (the masking unit has one name): rename the key")
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
@@ -1222,7 +1234,7 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def cell_id(mask_ratio: float, patch_size: int, seed: int) -> str:
+def cell_id(mask_ratio: float, mask_unit: int, seed: int) -> str:
     """The name of one grid cell in every path: ``r0.75_p4_s0``.
 
     ``repr`` of a Python float is what DVC's ``${item...}`` interpolation prints too, so
@@ -1230,4 +1242,4 @@ def cell_id(mask_ratio: float, patch_size: int, seed: int) -> str:
     """
     if not math.isfinite(mask_ratio):
         raise ParamsError(f"mask_ratio={mask_ratio}: not a finite number")
-    return f"r{float(mask_ratio)!r}_p{int(patch_size)}_s{int(seed)}"
+    return f"r{float(mask_ratio)!r}_p{int(mask_unit)}_s{int(seed)}"

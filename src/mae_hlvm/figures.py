@@ -154,17 +154,17 @@ def level_numbers(frame: pd.DataFrame, prefix: str) -> list[int]:
 
 
 def long_by_level(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """Columns ``<prefix>_level*`` melted to rows: mask_ratio, patch_size, seed, level, value."""
+    """Columns ``<prefix>_level*`` melted to rows: mask_ratio, mask_unit, seed, level, value."""
     levels = level_numbers(frame, prefix)
     cols = [f"{prefix}_level{i}" for i in levels]
-    long = frame.melt(id_vars=["mask_ratio", "patch_size", "seed"], value_vars=cols, var_name="column")
+    long = frame.melt(id_vars=["mask_ratio", "mask_unit", "seed"], value_vars=cols, var_name="column")
     long["level"] = long["column"].str.removeprefix(f"{prefix}_").str.replace("level", "level ")
     return long.drop(columns="column")
 
 
 def check_grid(frame: pd.DataFrame, params: Params, path: str | Path) -> None:
     """The metrics table must hold exactly the current grid's cells."""
-    have = {(float(r), int(p), int(s)) for r, p, s in frame[["mask_ratio", "patch_size", "seed"]].itertuples(index=False)}
+    have = {(float(r), int(p), int(s)) for r, p, s in frame[["mask_ratio", "mask_unit", "seed"]].itertuples(index=False)}
     want = set(grid_cells(params))
     if have != want:
         extra, missing = sorted(have - want), sorted(want - have)
@@ -182,7 +182,7 @@ def check_baseline_seeds(baselines: pd.DataFrame, params: Params, path: str | Pa
 
 
 def read_loss_curves(params: Params) -> pd.DataFrame:
-    """Every grid cell's train_log.csv stacked: epoch, loss, lr, mask_ratio, patch_size, seed."""
+    """Every grid cell's train_log.csv stacked: epoch, loss, lr, mask_ratio, mask_unit, seed."""
     parts = []
     for ratio, patch, seed in grid_cells(params):
         path = Path(paths.train_log(cell_id(ratio, patch, seed)))
@@ -195,7 +195,7 @@ def read_loss_curves(params: Params) -> pd.DataFrame:
             raise ArtifactError(f"{path}: corrupt training log ({err.__class__.__name__})") from None
         if not {"epoch", "loss"} <= set(log_frame.columns) or log_frame.empty:
             raise ArtifactError(f"{path}: needs columns epoch and loss and at least one row")
-        parts.append(log_frame.assign(mask_ratio=ratio, patch_size=patch, seed=seed))
+        parts.append(log_frame.assign(mask_ratio=ratio, mask_unit=patch, seed=seed))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -280,10 +280,10 @@ def _baseline_legend(ax: Any, kinds: list[str]) -> None:
 
 
 def _line_panels(
-    ax_row: np.ndarray, long: pd.DataFrame, patch_sizes: list[int], ylabel: str,
+    ax_row: np.ndarray, long: pd.DataFrame, mask_units: list[int], ylabel: str,
     baselines: dict[str, dict[str, float]] | None = None,
 ) -> None:
-    """One seaborn lineplot per patch size along ``ax_row``, hue = level; legend on the last panel only.
+    """One seaborn lineplot per masking unit along ``ax_row``, hue = level; legend on the last panel only.
 
     ``baselines`` ({kind: {level name: value}}, see :func:`baseline_levels`) adds a horizontal
     line per level in every panel, styled per kind, with legend entries.
@@ -295,16 +295,16 @@ def _line_panels(
     long = long.assign(level=long["level"].map(shown))
     # y: the fixed R^2 axis over the whole row (every seed, every baseline drawn)
     drawn = list(long["value"]) + [v for kind in (baselines or {}).values() for n, v in kind.items() if n in palette]
-    for i, (ax, patch) in enumerate(zip(ax_row, patch_sizes)):
-        part = long[long["patch_size"] == patch]
+    for i, (ax, patch) in enumerate(zip(ax_row, mask_units)):
+        part = long[long["mask_unit"] == patch]
         sns.lineplot(
             data=part, x="mask_ratio", y="value", hue="level", hue_order=[shown[n] for n in order],
             palette={shown[n]: c for n, c in palette.items()},
-            errorbar=SPREAD, marker="o", ax=ax, legend=i == len(patch_sizes) - 1,
+            errorbar=SPREAD, marker="o", ax=ax, legend=i == len(mask_units) - 1,
         )
         if baselines is not None:
             _draw_baselines(ax, baselines, palette)
-            if i == len(patch_sizes) - 1:
+            if i == len(mask_units) - 1:
                 _baseline_legend(ax, [k for k, v in baselines.items() if any(np.isfinite(x) for x in v.values())])
         ax.set_title(f"masking unit {patch} px")
         ax.set_xlabel("masking ratio")
@@ -317,16 +317,16 @@ def _line_panels(
 
 
 def plot_r2_vs_ratio(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | None = None) -> plt.Figure:
-    """Row 1: linear-probe R^2 per level vs ratio; row 2: nonlinear; one column per patch size.
+    """Row 1: linear-probe R^2 per level vs ratio; row 2: nonlinear; one column per masking unit.
 
     ``baselines`` (baselines.csv rows) adds each level's random-init (dashed) and raw-pixel
     (dotted) R^2, mean over seeds, in the level's colour.
     """
-    patch_sizes = sorted(frame["patch_size"].unique())
-    fig, axes = _panel_grid(2, len(patch_sizes))
+    mask_units = sorted(frame["mask_unit"].unique())
+    fig, axes = _panel_grid(2, len(mask_units))
     for row, prefix, ylabel in ((0, "r2", "linear probe R$^2$"), (1, "r2nl", "nonlinear probe R$^2$")):
         lines = None if baselines is None else baseline_levels(baselines, prefix)
-        _line_panels(axes[row], long_by_level(frame, prefix), patch_sizes, ylabel, lines)
+        _line_panels(axes[row], long_by_level(frame, prefix), mask_units, ylabel, lines)
     title = "Which latent level does the encoder recover?\nline: mean over seeds, band: min-max over seeds; R$^2$ axis fixed 0 to 1"
     if baselines is not None:
         title += "\ndashed: random-init encoder, dotted: raw pixels (same probes, mean over seeds)"
@@ -343,11 +343,11 @@ def plot_spatial_r2(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | N
     """
     if not level_numbers(frame, "r2sp"):
         raise ArtifactError("metrics table has no r2sp_level* columns; rerun the aggregate step")
-    patch_sizes = sorted(frame["patch_size"].unique())
-    fig, axes = _panel_grid(2, len(patch_sizes))
+    mask_units = sorted(frame["mask_unit"].unique())
+    fig, axes = _panel_grid(2, len(mask_units))
     for row, prefix, ylabel in ((0, "r2sp", "R$^2$ of the level"), (1, "r2in", "R$^2$ of its innovation")):
         lines = None if baselines is None else baseline_levels(baselines, prefix)
-        _line_panels(axes[row], long_by_level(frame, prefix), patch_sizes, ylabel, lines)
+        _line_panels(axes[row], long_by_level(frame, prefix), mask_units, ylabel, lines)
     fig.suptitle(
         "Spatial probe (4 x 4 region means of the tokens):\neach level (top) and what it adds beyond its parent (bottom)\n"
         "line: mean over seeds, band: min-max over seeds; R$^2$ axis fixed 0 to 1\n"
@@ -359,14 +359,14 @@ def plot_spatial_r2(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | N
 
 
 def heatmap_annotations(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(means, labels) over (masking ratio x patch size): the seed mean, and 'mean' over 'min-max' text.
+    """(means, labels) over (masking ratio x masking unit): the seed mean, and 'mean' over 'min-max' text.
 
     NaN seeds propagate (as in metrics.json's summary): a failed probe shows as a blank cell.
     """
-    groups = frame.groupby(["mask_ratio", "patch_size"])[column]
-    means = groups.agg(lambda v: v.mean(skipna=False)).unstack("patch_size").sort_index()
-    low = groups.min().unstack("patch_size").reindex_like(means)
-    high = groups.max().unstack("patch_size").reindex_like(means)
+    groups = frame.groupby(["mask_ratio", "mask_unit"])[column]
+    means = groups.agg(lambda v: v.mean(skipna=False)).unstack("mask_unit").sort_index()
+    low = groups.min().unstack("mask_unit").reindex_like(means)
+    high = groups.max().unstack("mask_unit").reindex_like(means)
     text = means.copy().astype(object)
     for r in means.index:
         for c in means.columns:
@@ -376,7 +376,7 @@ def heatmap_annotations(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame,
 
 
 def plot_root_heatmap(frame: pd.DataFrame, label: str) -> plt.Figure:
-    """Seed-mean root-level R^2 over (masking ratio x patch size); each cell also gives the min-max over seeds.
+    """Seed-mean root-level R^2 over (masking ratio x masking unit); each cell also gives the min-max over seeds.
 
     The colour scale is the fixed R^2 range (0 to 1), so colour differences are effect sizes.
     """
@@ -395,12 +395,12 @@ def plot_root_heatmap(frame: pd.DataFrame, label: str) -> plt.Figure:
 
 
 def plot_region_r2(frame: pd.DataFrame, label: str) -> plt.Figure:
-    """Region-probe R^2 (mean over nodes) per level vs ratio, one panel per patch size."""
+    """Region-probe R^2 (mean over nodes) per level vs ratio, one panel per masking unit."""
     if not level_numbers(frame, "r2region"):
         raise ArtifactError("metrics table has no r2region_level* columns; rerun the aggregate step")
-    patch_sizes = sorted(frame["patch_size"].unique())
-    fig, axes = _panel_grid(1, len(patch_sizes))
-    _line_panels(axes[0], long_by_level(frame, "r2region"), patch_sizes, "region probe R$^2$")
+    mask_units = sorted(frame["mask_unit"].unique())
+    fig, axes = _panel_grid(1, len(mask_units))
+    _line_panels(axes[0], long_by_level(frame, "r2region"), mask_units, "region probe R$^2$")
     fig.suptitle("Per-node latents from their own region's features\n"
                  "line: mean over seeds, band: min-max over seeds; R$^2$ axis fixed 0 to 1", fontsize=8)
     stamp(fig, label)
@@ -408,15 +408,15 @@ def plot_region_r2(frame: pd.DataFrame, label: str) -> plt.Figure:
 
 
 def plot_loss_curves(curves: pd.DataFrame, label: str) -> plt.Figure:
-    """Training loss per epoch, one line per ratio (seed band), one panel per patch size."""
+    """Training loss per epoch, one line per ratio (seed band), one panel per masking unit."""
     curves = curves.assign(ratio=curves["mask_ratio"].map(lambda r: f"{r:g}"))
     order = [f"{r:g}" for r in sorted(curves["mask_ratio"].unique())]
-    patch_sizes = sorted(curves["patch_size"].unique())
-    fig, axes = _panel_grid(1, len(patch_sizes))
-    for i, (ax, patch) in enumerate(zip(axes[0], patch_sizes)):
+    mask_units = sorted(curves["mask_unit"].unique())
+    fig, axes = _panel_grid(1, len(mask_units))
+    for i, (ax, patch) in enumerate(zip(axes[0], mask_units)):
         sns.lineplot(
-            data=curves[curves["patch_size"] == patch], x="epoch", y="loss", hue="ratio",
-            hue_order=order, errorbar=SPREAD, ax=ax, legend=i == len(patch_sizes) - 1,
+            data=curves[curves["mask_unit"] == patch], x="epoch", y="loss", hue="ratio",
+            hue_order=order, errorbar=SPREAD, ax=ax, legend=i == len(mask_units) - 1,
             palette="flare",
         )
         ax.set_title(f"masking unit {patch} px")
@@ -465,7 +465,7 @@ def read_recon(path: str, n_show: int) -> dict[str, np.ndarray]:
 
 
 def recon_mosaic(per_ratio: list[dict[str, np.ndarray]], gap: int = 1) -> np.ndarray:
-    """One patch size's panel: row 0 originals, then one row per ratio.
+    """One masking unit's panel: row 0 originals, then one row per ratio.
 
     Each row is ``[masked inputs | reconstructions]``; row 0 repeats the originals on
     both sides. Hidden pixels (mask == 1, MAE's convention) are drawn mid-grey.
@@ -488,22 +488,22 @@ def recon_mosaic(per_ratio: list[dict[str, np.ndarray]], gap: int = 1) -> np.nda
 
 
 def plot_reconstructions(params: Params, label: str) -> plt.Figure:
-    """Same test images at every ratio, one panel per patch size, first seed only."""
+    """Same test images at every ratio, one panel per masking unit, first seed only."""
     seed = params.grid.seeds[0]
     ratios = sorted(params.grid.mask_ratios)
-    patch_sizes = sorted(params.grid.patch_sizes)
+    mask_units = sorted(params.grid.mask_units)
     n_show = min(params.probe.n_recon_images, MAX_RECON_IMAGES)
     mosaics, sizes = [], []
-    for patch in patch_sizes:
+    for patch in mask_units:
         per_ratio = [read_recon(paths.recon_npz(cell_id(r, patch, seed)), n_show) for r in ratios]
         mosaics.append(recon_mosaic(per_ratio))
         sizes.append(per_ratio[0]["original"].shape[-1])
     panel_width = 3.6
     panel_height = panel_width * mosaics[0].shape[0] / mosaics[0].shape[1]
     fig, axes = plt.subplots(
-        1, len(patch_sizes), figsize=(panel_width * len(patch_sizes) + 0.8, panel_height + 1.0), squeeze=False
+        1, len(mask_units), figsize=(panel_width * len(mask_units) + 0.8, panel_height + 1.0), squeeze=False
     )
-    for ax, patch, mosaic, size in zip(axes[0], patch_sizes, mosaics, sizes):
+    for ax, patch, mosaic, size in zip(axes[0], mask_units, mosaics, sizes):
         ax.imshow(mosaic, interpolation="nearest")
         step = size + 1
         ax.set_yticks([size / 2 + i * step for i in range(len(ratios) + 1)])
@@ -539,14 +539,14 @@ def plot_theorem_levels(frame: pd.DataFrame, prediction: dict[str, Any], n_level
     from .predict import measured_level, predicted_mean_levels
 
     cells = frame.assign(measured=measured_level(frame, n_levels))
-    agg = cells.groupby(["patch_size", "mask_ratio"])["measured"].agg(["mean", "min", "max"]).reset_index()
-    agg["predicted"] = predicted_mean_levels(prediction, zip(agg.mask_ratio, agg.patch_size))
+    agg = cells.groupby(["mask_unit", "mask_ratio"])["measured"].agg(["mean", "min", "max"]).reset_index()
+    agg["predicted"] = predicted_mean_levels(prediction, zip(agg.mask_ratio, agg.mask_unit))
     fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(9.6, 4.0))
-    palette = sns.color_palette("colorblind", n_colors=agg["patch_size"].nunique())
+    palette = sns.color_palette("colorblind", n_colors=agg["mask_unit"].nunique())
     markers = "osD^v<>"
     limits = (-0.15, n_levels - 1 + 0.15)
     ax.plot(limits, limits, ":", color="0.5", linewidth=1.0, label="measured = predicted")
-    for (patch, part), colour, marker in zip(agg.groupby("patch_size"), palette, markers):
+    for (patch, part), colour, marker in zip(agg.groupby("mask_unit"), palette, markers):
         err = np.vstack([part["mean"] - part["min"], part["max"] - part["mean"]])
         ax.errorbar(part["predicted"], part["mean"], yerr=err, fmt=marker, color=colour, capsize=2, label=f"unit {patch} px")
         for _, r in part.iterrows():
@@ -631,6 +631,6 @@ def run(params: Params, args: Any) -> None:
 
 def write_loss_table(curves: pd.DataFrame, path: str | Path) -> None:
     """Every cell's loss per epoch, one row each (``cell`` names it), for ``dvc plots``."""
-    table = curves.assign(cell=[cell_id(r, p, s) for r, p, s in zip(curves.mask_ratio, curves.patch_size, curves.seed)])
-    cols = ["cell", "mask_ratio", "patch_size", "seed", "epoch", "loss"]
+    table = curves.assign(cell=[cell_id(r, p, s) for r, p, s in zip(curves.mask_ratio, curves.mask_unit, curves.seed)])
+    cols = ["cell", "mask_ratio", "mask_unit", "seed", "epoch", "loss"]
     write_bytes(path, table[cols].to_csv(index=False, float_format="%.8g", lineterminator="\n").encode())

@@ -58,8 +58,6 @@ NOT_CODE_DEPS = frozenset(
     {"__init__", "__main__", "cli", "config", "glue", "ledger", "lint", "paths", "pipeline", "plainrun", "progress",
      "provenance", "remote", "replay", "runlock", "stages", "sync"}
 )
-# how a real sweep's matrix key names a cell field
-_FIELD_OF_KEY = {"mask_ratio": "mask_ratio", "patch_size": "patch_size", "mask_unit": "patch_size", "seed": "seed"}
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -89,7 +87,7 @@ def dvc_stage_name(stage: str, f: Fields | None = None) -> str:
     matrix = STAGE[stage].matrix
     if matrix is None:
         return stage
-    return f"{stage}@" + "-".join(f[_FIELD_OF_KEY[k]] for k in matrix.dvc)
+    return f"{stage}@" + "-".join(f[k] for k in matrix.dvc)
 
 
 def active_stages(params: Params) -> tuple[str, ...]:

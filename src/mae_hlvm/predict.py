@@ -202,7 +202,7 @@ def predict_cell(
     summary["separator_dim"] = round(summary["separator_dim"] + CLASS_DIM * float(class_in.mean()), 4)
     return {
         "mask_ratio": mask_ratio,
-        "patch_size": mask_unit,
+        "mask_unit": mask_unit,
         "n_visible_units": n_visible,
         "n_hidden_units": n_hidden,
         "actual_ratio": round(n_hidden / (n_visible + n_hidden), 6),
@@ -222,7 +222,7 @@ def predict_grid(params: Params) -> dict[str, Any]:
     class_node = data.texture_separation > 0
     cells = [
         predict_cell(data.image_size, data.latent_dims, unit, ratio, class_node=class_node)
-        for unit in params.grid.patch_sizes
+        for unit in params.grid.mask_units
         for ratio in params.grid.mask_ratios
     ]
     return {
@@ -232,7 +232,7 @@ def predict_grid(params: Params) -> dict[str, Any]:
         "n_masks": N_MASKS,
         "mask_seed": MASK_SEED,
         "latent_dims": list(data.latent_dims),
-        "cells": {cell_key(c["mask_ratio"], c["patch_size"]): c for c in cells},
+        "cells": {cell_key(c["mask_ratio"], c["mask_unit"]): c for c in cells},
         "params_digest": digest(stage_params(params, "predict")),
     }
 
@@ -275,10 +275,10 @@ def render_markdown(pred: dict[str, Any]) -> str:
         f"| unit | ratio | actual ratio | {head} | class y in c | separator dim | mean level | predicted level |",
         "|" + "---|" * (levels + 7),
     ]
-    for c in sorted(pred["cells"].values(), key=lambda c: (c["patch_size"], c["mask_ratio"])):
+    for c in sorted(pred["cells"].values(), key=lambda c: (c["mask_unit"], c["mask_ratio"])):
         nodes = " | ".join(f"{x:.2f}" for x in c["nodes_per_level"])
         lines.append(
-            f"| {c['patch_size']} | {c['mask_ratio']:g} | {c['actual_ratio']:.3f} | {nodes} | "
+            f"| {c['mask_unit']} | {c['mask_ratio']:g} | {c['actual_ratio']:.3f} | {nodes} | "
             f"{c.get('class_in_c', 0.0):.2f} | {c['separator_dim']:.1f} | {c['mean_level']:.2f} | {c['predicted_level']} |"
         )
     return "\n".join(lines) + "\n"

@@ -569,13 +569,13 @@ def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[di
     )
     clock.lap("recon")
     with threadpool_limits(limits=threads):  # one ridge fit per reference mask: BLAS-bound
-        linear = linear_reference(train.images, test.images, int(cell["patch_size"]), float(cell["mask_ratio"]))
+        linear = linear_reference(train.images, test.images, int(cell["mask_unit"]), float(cell["mask_ratio"]))
     linear_mse = linear_on_mae_masks(linear, mean_mse)
     gate = cell_gate(mse, mean_mse, linear_mse, meta, checkpoint_path)
     clock.lap("gate")
 
     metrics = {
-        "cell": {k: cell[k] for k in ("cell_id", "mask_ratio", "patch_size", "seed")},
+        "cell": {k: cell[k] for k in ("cell_id", "mask_ratio", "mask_unit", "seed")},
         "n_visible": int(meta["n_visible"]),
         "n_hidden": int(meta["n_hidden"]),
         "pooling": params.probe.pooling,

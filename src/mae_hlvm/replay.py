@@ -104,7 +104,7 @@ COLUMN_RULES: list[tuple[str, object, str]] = [
     (r"digest", EXACT, "params digest: same params, same digest"),
     (r"^paper ", EXACT, "the paper's numbers, copied"),
     # Keys, geometry and flags: no arithmetic noise can move them, or a flip is a finding.
-    (r"^(seed|seeds|patch_size|mask_unit|vit_patch|n_seeds|n_visible|n_hidden|n_train|n_test|sweep|"
+    (r"^(seed|seeds|mask_unit|vit_patch|n_seeds|n_visible|n_hidden|n_train|n_test|sweep|"
      r"baseline|cell|cell_id|mask_ratio|actual_ratio|pooling|n_levels)$", EXACT, "key or geometry"),
     (r"(^|_)n_(train|test)$", EXACT, "split size"),
     (r"^(gate_pass|plateau|learned)$", EXACT, "gate flag: a flip changes a verdict"),
@@ -117,9 +117,12 @@ COLUMN_RULES: list[tuple[str, object, str]] = [
     (r"^ours ", TABLE1_TOL, TABLE1_TOL.why),
 ]
 
+# Columns renamed since (README, "Changelog"): a table from before the rename reads with the new name.
+RENAMED_COLUMNS = {"patch_size": "mask_unit"}
+
 # Key columns per table (rows are matched on these); other tables use their first column.
 KEY_COLUMNS = {
-    "metrics.csv": ("mask_ratio", "patch_size", "seed"),
+    "metrics.csv": ("mask_ratio", "mask_unit", "seed"),
     "baselines.csv": ("baseline", "seed"),
     "table1.csv": ("sweep", "mask_ratio", "mask_unit"),
 }
@@ -191,6 +194,7 @@ def parse_table(text: str, name: str, where: str) -> Table:
         raise ReplayError(f"{where}: not a CSV table ({err})") from None
     if len(set(header)) != len(header):
         raise ReplayError(f"{where}: repeated column names")
+    header = [RENAMED_COLUMNS.get(h, h) if RENAMED_COLUMNS.get(h) not in header else h for h in header]
     keys = KEY_COLUMNS.get(Path(name).name, (header[0],))
     missing = [k for k in keys if k not in header]
     if missing:
@@ -228,7 +232,7 @@ def _number(value: str) -> float | None:
 def _row_label(keys: tuple[str, ...], key: tuple[str, ...]) -> str:
     values = dict(zip(keys, key))
     if keys == KEY_COLUMNS["metrics.csv"]:
-        return f"r{float(values['mask_ratio']):g}_p{int(float(values['patch_size']))}_s{int(float(values['seed']))}"
+        return f"r{float(values['mask_ratio']):g}_p{int(float(values['mask_unit']))}_s{int(float(values['seed']))}"
     return " ".join(f"{k}={v}" for k, v in values.items())
 
 

@@ -97,7 +97,7 @@ class Gate(_Schema):
 class CellId(_Schema):
     cell_id: StrictStr
     mask_ratio: Number
-    patch_size: StrictInt
+    mask_unit: StrictInt
     seed: StrictInt
 
 
@@ -276,14 +276,14 @@ def check(schema: type[_Schema], obj: Any, path: str) -> Any:
 
 
 def read_cell(obj: Any, expected: tuple[float, int, int], levels: int, path: str) -> CellResult:
-    """A cell JSON of cell ``expected`` = (mask_ratio, patch_size, seed) with ``levels`` latent levels."""
+    """A cell JSON of cell ``expected`` = (mask_ratio, mask_unit, seed) with ``levels`` latent levels."""
     if isinstance(obj, dict):
         got = obj.get("cell")
         ratio, patch, seed = expected
-        if not isinstance(got, dict) or (got.get("mask_ratio"), got.get("patch_size"), got.get("seed")) != (ratio, patch, seed):
+        if not isinstance(got, dict) or (got.get("mask_ratio"), got.get("mask_unit"), got.get("seed")) != (ratio, patch, seed):
             if got is None:
                 raise ArtifactError(f"{path}: lacks key 'cell'; was it made by another version of its step?")
-            raise ArtifactError(f"{path}: describes cell {got!r}, expected mask_ratio={ratio}, patch_size={patch}, seed={seed}")
+            raise ArtifactError(f"{path}: describes cell {got!r}, expected mask_ratio={ratio}, mask_unit={patch}, seed={seed}")
         if "n_levels" in obj and obj["n_levels"] != levels:
             raise ArtifactError(f"{path}: has n_levels={obj['n_levels']}, params.data.depth gives {levels}; rerun the probe step")
     return check(CellResult, obj, path)
@@ -358,7 +358,7 @@ def _alt(pooled: BaseModel, pooling: str) -> Any:
 # gate, the masking actually done, then the other pooling's scores and the finer probes
 CELL_COLUMNS: tuple[Column, ...] = (
     Column("mask_ratio", lambda c, p: float(c.cell.mask_ratio)),
-    Column("patch_size", lambda c, p: c.cell.patch_size, integer=True),
+    Column("mask_unit", lambda c, p: c.cell.mask_unit, integer=True),
     Column("seed", lambda c, p: c.cell.seed, integer=True),
     Column("r2", lambda c, p: getattr(c.r2_linear, p), levels=True),
     Column("r2nl", lambda c, p: getattr(c.r2_nonlinear, p), levels=True),
@@ -385,7 +385,7 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("cue_texture", lambda c, p: _shape(getattr(c.shape_bias, p), "texture")),
     Column("shape_bias_{alt}", lambda c, p: _shape(_alt(c.shape_bias, p), "shape_bias")),
 )
-ID_COLUMNS = ("mask_ratio", "patch_size", "seed")
+ID_COLUMNS = ("mask_ratio", "mask_unit", "seed")
 INT_COLUMNS = tuple(c.name for c in CELL_COLUMNS if c.integer)
 
 

@@ -38,7 +38,7 @@ MIN_TAU = 1.0  # the ordering survives only if it is the same order
 def subset_cells(params: Params) -> list[tuple[float, int, int]]:
     """The subset's (ratio, unit, seed) cells, in the grid's order."""
     r = params.robustness
-    return list(itertools.product(r.mask_ratios, r.patch_sizes, r.seeds))
+    return list(itertools.product(r.mask_ratios, r.mask_units, r.seeds))
 
 
 def long_frame(params: Params, cells_dir: str | Path) -> pd.DataFrame:
@@ -48,14 +48,14 @@ def long_frame(params: Params, cells_dir: str | Path) -> pd.DataFrame:
     for ratio, unit, seed in subset_cells(params):
         path = str(Path(cells_dir) / f"{cell_id(ratio, unit, seed)}.json")
         rows.append(cell_row(read_cell(read_json(path), (ratio, unit, seed), levels, path), params.probe.pooling))
-    return pd.DataFrame(rows).sort_values(["patch_size", "mask_ratio", "seed"], kind="stable").reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values(["mask_unit", "mask_ratio", "seed"], kind="stable").reset_index(drop=True)
 
 
 def short_frame(params: Params, metrics: pd.DataFrame) -> pd.DataFrame:
     """metrics.csv's rows of the subset's cells (the grid's budget)."""
     keys = set(subset_cells(params))
-    mask = [(r, p, s) in keys for r, p, s in zip(metrics.mask_ratio, metrics.patch_size, metrics.seed)]
-    sub = metrics[mask].sort_values(["patch_size", "mask_ratio", "seed"], kind="stable").reset_index(drop=True)
+    mask = [(r, p, s) in keys for r, p, s in zip(metrics.mask_ratio, metrics.mask_unit, metrics.seed)]
+    sub = metrics[mask].sort_values(["mask_unit", "mask_ratio", "seed"], kind="stable").reset_index(drop=True)
     if len(sub) != len(keys):
         raise ArtifactError(f"{paths.METRICS_CSV}: lacks some robustness cells; rerun the aggregate step")
     return sub
@@ -73,14 +73,14 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
 def orderings(short: pd.DataFrame, long: pd.DataFrame) -> list[dict[str, Any]]:
     """Per (unit, seed): root R^2 over the subset's ratios at both budgets, and whether the order holds."""
     out = []
-    for (unit, seed), g in short.groupby(["patch_size", "seed"]):
-        lg = long[(long.patch_size == unit) & (long.seed == seed)]
+    for (unit, seed), g in short.groupby(["mask_unit", "seed"]):
+        lg = long[(long.mask_unit == unit) & (long.seed == seed)]
         ratios = sorted(g.mask_ratio)
         a = [float(g[g.mask_ratio == r].r2_level0.iloc[0]) for r in ratios]
         b = [float(lg[lg.mask_ratio == r].r2_level0.iloc[0]) for r in ratios]
         tau = kendall_tau(a, b)
         out.append({
-            "patch_size": int(unit), "seed": int(seed), "mask_ratios": ratios,
+            "mask_unit": int(unit), "seed": int(seed), "mask_ratios": ratios,
             "root_r2_budget1": [round(v, 6) for v in a], "root_r2_budget2": [round(v, 6) for v in b],
             "kendall_tau": round(tau, 6) if np.isfinite(tau) else None,
             "survives": bool(np.isfinite(tau) and tau >= MIN_TAU),
@@ -102,7 +102,7 @@ def verdicts(short: pd.DataFrame, long: pd.DataFrame, levels: int) -> list[dict[
 def render_markdown(report: dict[str, Any]) -> str:
     f = report["budget_factor"]
     lines = [
-        f"Subset: ratios {report['mask_ratios']}, units {report['patch_sizes']}, seeds {report['seeds']}, "
+        f"Subset: ratios {report['mask_ratios']}, units {report['mask_units']}, seeds {report['seeds']}, "
         f"retrained at {f} x the epochs. Cells passing the learning gate: "
         f"{report['cells_learned_budget1']} of {report['n_cells']} at 1x, {report['cells_learned_budget2']} at {f}x.",
         "",
@@ -115,7 +115,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for o in report["orderings"]:
         fmt = lambda xs: " / ".join(f"{x:.3f}" for x in xs)  # noqa: E731
         tau = "n/a" if o["kendall_tau"] is None else f"{o['kendall_tau']:.2f}"
-        lines.append(f"| {o['patch_size']} | {o['seed']} | {fmt(o['root_r2_budget1'])} | {fmt(o['root_r2_budget2'])} "
+        lines.append(f"| {o['mask_unit']} | {o['seed']} | {fmt(o['root_r2_budget1'])} | {fmt(o['root_r2_budget2'])} "
                      f"| {tau} | {'yes' if o['survives'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
@@ -125,7 +125,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     long = long_frame(params, args.cells_dir)
     r = params.robustness
     report = {
-        "budget_factor": r.budget_factor, "mask_ratios": list(r.mask_ratios), "patch_sizes": list(r.patch_sizes),
+        "budget_factor": r.budget_factor, "mask_ratios": list(r.mask_ratios), "mask_units": list(r.mask_units),
         "seeds": list(r.seeds), "n_cells": len(short),
         "cells_learned_budget1": int(short.gate_pass.sum()), "cells_learned_budget2": int(long.gate_pass.sum()),
         "verdicts": verdicts(short, long, n_levels(params)),

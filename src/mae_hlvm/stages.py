@@ -10,7 +10,7 @@ record here plus one module** holding its ``run(params, args)``
 (tests/test_stage_table.py builds such a stage and runs it through both tools).
 
 Paths come from :mod:`mae_hlvm.paths`; a record's functions take the cell's fields
-(``f``: ``mask_ratio``, ``patch_size``, ``seed`` as spelled in paths, or DVC's / Snakemake's
+(``f``: ``mask_ratio``, ``mask_unit``, ``seed`` as spelled in paths, or DVC's / Snakemake's
 placeholders) and, where a stage reads every cell, the params.
 
 Nothing here imports torch or numpy: the Snakefile imports this module at parse time.
@@ -29,7 +29,7 @@ from . import paths
 from .config import Params, real_enabled, real_sweep_cells, real_sweeps, robustness_enabled
 
 PACKAGE = "mae_hlvm"
-Fields = dict[str, str]  # mask_ratio, patch_size (the masking unit), seed as spelled in paths
+Fields = dict[str, str]  # mask_ratio, mask_unit (the masking unit), seed as spelled in paths
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,9 @@ class Stage:
 # ----------------------------------------------------------------------------- cells
 
 
-def cell_fields(mask_ratio: float, patch_size: int, seed: int) -> Fields:
+def cell_fields(mask_ratio: float, mask_unit: int, seed: int) -> Fields:
     """A cell's values spelled as in paths: ``repr`` of the float, as DVC prints it too."""
-    return {"mask_ratio": repr(float(mask_ratio)), "patch_size": str(int(patch_size)), "seed": str(int(seed))}
+    return {"mask_ratio": repr(float(mask_ratio)), "mask_unit": str(int(mask_unit)), "seed": str(int(seed))}
 
 
 def seed_fields(seed: int) -> Fields:
@@ -130,40 +130,40 @@ def seed_fields(seed: int) -> Fields:
 
 def cell_name(f: Fields) -> str:
     """``r0.75_p4_s0``; equals :func:`mae_hlvm.config.cell_id` for concrete fields."""
-    return f"r{f['mask_ratio']}_p{f['patch_size']}_s{f['seed']}"
+    return f"r{f['mask_ratio']}_p{f['mask_unit']}_s{f['seed']}"
 
 
 def grid_cells(params: Params) -> list[Fields]:
     """Every cell of the grid, in DVC's matrix order (ratio, then patch, then seed)."""
     g = params.grid
-    return [cell_fields(r, p, s) for r, p, s in itertools.product(g.mask_ratios, g.patch_sizes, g.seeds)]
+    return [cell_fields(r, p, s) for r, p, s in itertools.product(g.mask_ratios, g.mask_units, g.seeds)]
 
 
 def seed_cells(f: Fields, params: Params) -> list[Fields]:
     """The grid cells of seed ``f["seed"]`` (which may be a placeholder), in the grid's order."""
     g = params.grid
-    return [{"mask_ratio": repr(float(r)), "patch_size": str(int(u)), "seed": f["seed"]}
-            for r, u in itertools.product(g.mask_ratios, g.patch_sizes)]
+    return [{"mask_ratio": repr(float(r)), "mask_unit": str(int(u)), "seed": f["seed"]}
+            for r, u in itertools.product(g.mask_ratios, g.mask_units)]
 
 
 def _robust_cells(params: Params) -> list[Fields]:
     r = params.robustness
-    return [cell_fields(*c) for c in itertools.product(r.mask_ratios, r.patch_sizes, r.seeds)]
+    return [cell_fields(*c) for c in itertools.product(r.mask_ratios, r.mask_units, r.seeds)]
 
 
 def _real_cells(sweep: str) -> Callable[[Params], list[Fields]]:
     return lambda params: [cell_fields(r, u, s) for r, u, s in real_sweep_cells(params.real)[sweep]]
 
 
-CELL_ITEM = {"mask_ratio": "${item.mask_ratio}", "patch_size": "${item.patch_size}", "seed": "${item.seed}"}
+CELL_ITEM = {"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${item.seed}"}
 GRID = Matrix(
-    dvc={"mask_ratio": "${grid.mask_ratios}", "patch_size": "${grid.patch_sizes}", "seed": "${grid.seeds}"},
+    dvc={"mask_ratio": "${grid.mask_ratios}", "mask_unit": "${grid.mask_units}", "seed": "${grid.seeds}"},
     item=CELL_ITEM, cells=grid_cells,
 )
 PER_SEED = Matrix(dvc={"seed": "${grid.seeds}"}, item={"seed": "${item.seed}"},
                   cells=lambda params: [seed_fields(s) for s in params.grid.seeds])
 ROBUST = Matrix(
-    dvc={"mask_ratio": "${robustness.mask_ratios}", "patch_size": "${robustness.patch_sizes}", "seed": "${robustness.seeds}"},
+    dvc={"mask_ratio": "${robustness.mask_ratios}", "mask_unit": "${robustness.mask_units}", "seed": "${robustness.seeds}"},
     item=CELL_ITEM, cells=_robust_cells,
 )
 # DVC's matrix is a plain product of params lists, so each real sweep is its own product:
@@ -171,13 +171,13 @@ ROBUST = Matrix(
 REAL_SWEEP_LETTERS = ("A", "B", "G")
 REAL = {
     "A": Matrix(dvc={"mask_ratio": "${real.mask_ratios}", "seed": "${real.seeds}"},
-                item={"mask_ratio": "${item.mask_ratio}", "patch_size": "${real.sweep_a_unit}", "seed": "${item.seed}"},
+                item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${real.sweep_a_unit}", "seed": "${item.seed}"},
                 cells=_real_cells("A")),
     "B": Matrix(dvc={"mask_unit": "${real.mask_units}", "seed": "${real.seeds}"},
-                item={"mask_ratio": "${real.sweep_b_ratio}", "patch_size": "${item.mask_unit}", "seed": "${item.seed}"},
+                item={"mask_ratio": "${real.sweep_b_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${item.seed}"},
                 cells=_real_cells("B")),
     "G": Matrix(dvc={"mask_ratio": "${real.mask_ratios}", "mask_unit": "${real.mask_units}", "seed": "${real.seeds}"},
-                item={"mask_ratio": "${item.mask_ratio}", "patch_size": "${item.mask_unit}", "seed": "${item.seed}"},
+                item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${item.seed}"},
                 cells=_real_cells("G")),
 }
 
@@ -223,7 +223,7 @@ def _summary_reads(params: Params) -> tuple[str, ...]:
 
 def _cell_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-ratio", type=float, required=True)
-    p.add_argument("--patch-size", type=int, required=True, help="masking unit in pixels")
+    p.add_argument("--mask-unit", type=int, required=True, help="masking unit in pixels")
     p.add_argument("--seed", type=int, required=True)
 
 
@@ -458,7 +458,7 @@ def _real_train(sweep: str) -> Stage:
         name=f"train_real_{sweep}", step=TRAIN_REAL, track="real", matrix=REAL[sweep], runs_when=_real_sweep_on(sweep),
         reads=REAL_TRAIN_PARAMS,
         args=lambda f: (
-            f"--data {paths.REAL_DATA} --sweep {sweep} --mask-ratio {f['mask_ratio']} --mask-unit {f['patch_size']} "
+            f"--data {paths.REAL_DATA} --sweep {sweep} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
             f"--seed {f['seed']} --out-dir {paths.real_model_dir(sweep, cell_name(f))}"
         ),
         inputs=lambda f, params: [paths.REAL_DATA],
@@ -495,7 +495,7 @@ TABLE: tuple[Stage, ...] = (
     Stage(
         # the theorem's prediction needs the tree's geometry and widths, and the grid's cells
         name="predict", step=PREDICT,
-        reads=("data.image_size", "data.latent_dims", "data.texture_separation", "grid.mask_ratios", "grid.patch_sizes"),
+        reads=("data.image_size", "data.latent_dims", "data.texture_separation", "grid.mask_ratios", "grid.mask_units"),
         args=lambda f: f"--out {paths.PREDICTION_JSON}",
         inputs=lambda f, params: [],
         outputs=lambda f, params: [Out(paths.PREDICTION_JSON, cache=False)],
@@ -503,7 +503,7 @@ TABLE: tuple[Stage, ...] = (
     Stage(
         name="train", step=TRAIN, matrix=GRID, runs_when=_is_cell_job, reads=("model", "train"),
         args=lambda f: (
-            f"--data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --patch-size {f['patch_size']} "
+            f"--data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
             f"--seed {f['seed']} --out-dir {paths.model_dir(cell_name(f))}"
         ),
         inputs=lambda f, params: [paths.SYNTHETIC_DATA],
@@ -513,7 +513,7 @@ TABLE: tuple[Stage, ...] = (
     Stage(
         # train.job: seed: every cell of a seed in one job (on a GPU they train together)
         name="train_seed", step=TRAIN_SEED, matrix=PER_SEED, runs_when=lambda params: not _is_cell_job(params),
-        reads=("model", "train", "grid.mask_ratios", "grid.patch_sizes"),
+        reads=("model", "train", "grid.mask_ratios", "grid.mask_units"),
         args=lambda f: f"--data {paths.SYNTHETIC_DATA} --seed {f['seed']} --models-dir {paths.MODELS_DIR}",
         inputs=lambda f, params: [paths.SYNTHETIC_DATA],
         outputs=_train_seed_outputs,
@@ -606,7 +606,7 @@ TABLE: tuple[Stage, ...] = (
         name="train_long", step=TRAIN_LONG, track="robustness", matrix=ROBUST, runs_when=robustness_enabled,
         reads=("model", "train", "robustness.budget_factor"),
         args=lambda f: (
-            f"--data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --patch-size {f['patch_size']} "
+            f"--data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
             f"--seed {f['seed']} --out-dir {_long_cell(f)[0]}"
         ),
         inputs=lambda f, params: [paths.SYNTHETIC_DATA],

@@ -54,9 +54,9 @@ def _mean_sd(frame: pd.DataFrame, by: list[str] | str, cols: list[str], sort: bo
 
 
 def seed_table(metrics: pd.DataFrame, n_levels: int) -> pd.DataFrame:
-    """Mean and standard deviation over seeds, one row per (patch size, masking ratio)."""
+    """Mean and standard deviation over seeds, one row per (masking unit, masking ratio)."""
     cols = [f"r2_level{i}" for i in range(n_levels)] + ["probe_acc", "recon_mse"]
-    return _mean_sd(metrics, ["patch_size", "mask_ratio"], cols)
+    return _mean_sd(metrics, ["mask_unit", "mask_ratio"], cols)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -91,7 +91,7 @@ REAL_GATE_PREFIX = "Learning gate, real track:"
 def synthetic_gate_line(metrics: pd.DataFrame) -> str:
     """:func:`mae_hlvm.gate.gate_line` over metrics.csv's rows (columns gate_pass, gain_share, recon_rel, plateau)."""
     failing = [
-        (cell_id(r.mask_ratio, r.patch_size, r.seed),
+        (cell_id(r.mask_ratio, r.mask_unit, r.seed),
          flag_reason(float(r.gain_share), float(r.recon_rel), bool(r.plateau)))
         for r in metrics.itertuples(index=False) if r.gate_pass != 1
     ]
@@ -181,7 +181,7 @@ def shape_bias_section(metrics: pd.DataFrame, baselines: pd.DataFrame | None) ->
         "| | " + " | ".join(f"ratio {r:g}" for r in ratios) + " |",
         "|---|" + "---|" * len(ratios),
     ]
-    for unit, g in metrics.groupby("patch_size"):
+    for unit, g in metrics.groupby("mask_unit"):
         stats = g.groupby("mask_ratio")["shape_bias"].agg(["mean", "std"]).fillna({"std": 0.0})
         cells = [f"{stats.loc[r, 'mean']:.3f} ± {stats.loc[r, 'std']:.3f}" if r in stats.index else "" for r in ratios]
         lines.append(f"| unit {int(unit)} | " + " | ".join(cells) + " |")
@@ -286,12 +286,12 @@ def headline(metrics: pd.DataFrame, claims: dict[str, Any]) -> dict[str, Any]:
         "cells_learned": int(metrics["gate_pass"].astype(bool).sum()),
         "gain_share_median": round(float(metrics["gain_share"].median()), 4),
     }
-    for unit, group in metrics.groupby("patch_size"):
+    for unit, group in metrics.groupby("mask_unit"):
         by_ratio = group.groupby("mask_ratio")["r2_level0"].mean()
         out[f"root_r2_unit{int(unit)}"] = round(float(by_ratio.mean()), 4)
         out[f"root_r2_peak_ratio_unit{int(unit)}"] = float(by_ratio.idxmax())
     if has_shape_bias(metrics):
-        for unit, group in metrics.groupby("patch_size"):
+        for unit, group in metrics.groupby("mask_unit"):
             by_ratio = group.groupby("mask_ratio")["shape_bias"].mean()
             out[f"shape_bias_unit{int(unit)}"] = round(float(by_ratio.mean()), 4)
             out[f"shape_bias_peak_ratio_unit{int(unit)}"] = float(by_ratio.idxmax())

@@ -137,7 +137,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     if state_digest(state) != meta.get("weights_sha256"):
         raise ArtifactError(f"{path}: weights do not match their recorded hash (corrupted checkpoint)")
     cell, config = meta["cell"], meta["config"]
-    model = build_model(config["model"], config["data_geometry"], cell["mask_ratio"], cell["patch_size"])
+    model = build_model(config["model"], config["data_geometry"], cell["mask_ratio"], cell["mask_unit"])
     model.load_state_dict(state)
     return model.to(device).eval(), meta
 
@@ -332,21 +332,21 @@ class _CellRun:
     """One cell being trained: its model, optimiser (or device loop), resume file and history."""
 
     def __init__(
-        self, params: Params, ds: Any, data_path: str, mask_ratio: float, patch_size: int, seed: int, out_dir: str,
+        self, params: Params, ds: Any, data_path: str, mask_ratio: float, mask_unit: int, seed: int, out_dir: str,
         device: torch.device, autocast_dtype: torch.dtype | None, device_images: torch.Tensor | None,
     ) -> None:
-        self.cell = cell_id(mask_ratio, patch_size, seed)
-        self.mask_ratio, self.patch_size, self.seed, self.out_dir = mask_ratio, patch_size, seed, out_dir
+        self.cell = cell_id(mask_ratio, mask_unit, seed)
+        self.mask_ratio, self.mask_unit, self.seed, self.out_dir = mask_ratio, mask_unit, seed, out_dir
         self.device, self.autocast_dtype = device, autocast_dtype
         geometry = {"image_size": ds.image_size, "channels": ds.channels}
         model_cfg = section_dict(params, ["model"])["model"]
         train_cfg = section_dict(params, ["train"])["train"]
         self.config = {"model": model_cfg, "train": train_cfg, "data_geometry": geometry, "data_sha256": file_sha256(data_path)}
         # the code too: a resume after an edit of the training code would mix epochs of two codes
-        self.run_digest = digest({"config": self.config, "cell": [mask_ratio, patch_size, seed], "code": code_digest()})
+        self.run_digest = digest({"config": self.config, "cell": [mask_ratio, mask_unit, seed], "code": code_digest()})
         torch.manual_seed(seed)
         try:
-            self.model = build_model(model_cfg, geometry, mask_ratio, patch_size).to(device)
+            self.model = build_model(model_cfg, geometry, mask_ratio, mask_unit).to(device)
         except ValueError as err:
             raise ParamsError(f"params.yaml: {err}") from None
         self.images = torch.from_numpy(ds.images)
@@ -413,7 +413,7 @@ class _CellRun:
         """Write checkpoint.pt and train_log.csv; drop the resume file. Returns the timings."""
         state_dict = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         meta = {
-            "cell": {"cell_id": self.cell, "mask_ratio": self.mask_ratio, "patch_size": self.patch_size, "seed": self.seed},
+            "cell": {"cell_id": self.cell, "mask_ratio": self.mask_ratio, "mask_unit": self.mask_unit, "seed": self.seed},
             "config": self.config,
             "n_visible": self.model.n_visible,
             "n_hidden": self.model.n_hidden,
@@ -441,7 +441,7 @@ class _CellRun:
 
 
 def train_cells_together(params: Params, data_path: str, cells: list[tuple[float, int, int, str]]) -> list[dict[str, Any]]:
-    """Train several cells (mask_ratio, patch_size, seed, out_dir) of one data set; their timings.
+    """Train several cells (mask_ratio, mask_unit, seed, out_dir) of one data set; their timings.
 
     On the CPU they train one after the other through :func:`train_epoch`. On CUDA each
     gets a :class:`DeviceLoop` on its own stream and the host queues their steps in turn,
@@ -490,11 +490,11 @@ def _train_reference(run_: _CellRun) -> dict[str, Any]:
     return run_.finish(time.perf_counter() - started, progress.rate())
 
 
-def train_cell(params: Params, data_path: str, mask_ratio: float, patch_size: int, seed: int, out_dir: str) -> dict[str, Any]:
+def train_cell(params: Params, data_path: str, mask_ratio: float, mask_unit: int, seed: int, out_dir: str) -> dict[str, Any]:
     """Train one cell; write checkpoint.pt and train_log.csv under ``out_dir``. Returns timings."""
-    return train_cells_together(params, data_path, [(mask_ratio, patch_size, seed, out_dir)])[0]
+    return train_cells_together(params, data_path, [(mask_ratio, mask_unit, seed, out_dir)])[0]
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    timing = train_cell(params, args.data, args.mask_ratio, args.patch_size, args.seed, args.out_dir)
-    write_json(paths.timing("train", cell_id(args.mask_ratio, args.patch_size, args.seed)), timing)
+    timing = train_cell(params, args.data, args.mask_ratio, args.mask_unit, args.seed, args.out_dir)
+    write_json(paths.timing("train", cell_id(args.mask_ratio, args.mask_unit, args.seed)), timing)

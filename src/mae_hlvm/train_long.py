@@ -24,5 +24,5 @@ def long_train_params(params: Params) -> Params:
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    timing = train_cell(long_train_params(params), args.data, args.mask_ratio, args.patch_size, args.seed, args.out_dir)
-    write_json(paths.timing("train_long", cell_id(args.mask_ratio, args.patch_size, args.seed)), timing)
+    timing = train_cell(long_train_params(params), args.data, args.mask_ratio, args.mask_unit, args.seed, args.out_dir)
+    write_json(paths.timing("train_long", cell_id(args.mask_ratio, args.mask_unit, args.seed)), timing)

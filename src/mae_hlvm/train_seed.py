@@ -20,9 +20,9 @@ from .train import train_cells_together
 
 
 def seed_cells(params: Params, seed: int, models_dir: str) -> list[tuple[float, int, int, str]]:
-    """(mask_ratio, patch_size, seed, out_dir) of every grid cell of ``seed``, in the grid's order."""
+    """(mask_ratio, mask_unit, seed, out_dir) of every grid cell of ``seed``, in the grid's order."""
     g = params.grid
-    return [(r, u, seed, f"{models_dir}/{cell_id(r, u, seed)}") for r, u in itertools.product(g.mask_ratios, g.patch_sizes)]
+    return [(r, u, seed, f"{models_dir}/{cell_id(r, u, seed)}") for r, u in itertools.product(g.mask_ratios, g.mask_units)]
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
