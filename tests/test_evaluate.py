@@ -447,9 +447,10 @@ def test_attention_panels_are_coloured_from_zero_to_their_own_maximum() -> None:
         assert "each panel's own maximum" in fig.get_suptitle()
 
 
-def test_stamped_figures_are_byte_identical(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(ev, "_STAMP", LONG_STAMP)
-    a = ev.plot_recon_quality(_recon_frame(), tmp_path / "a" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
-    b = ev.plot_recon_quality(_recon_frame(), tmp_path / "b" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
+def test_stamped_figures_are_byte_identical(tmp_path) -> None:
+    a = ev.plot_recon_quality(_recon_frame(), tmp_path / "a" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75, stamp=LONG_STAMP)
+    b = ev.plot_recon_quality(_recon_frame(), tmp_path / "b" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75, stamp=LONG_STAMP)
+    unstamped = ev.plot_recon_quality(_recon_frame(), tmp_path / "c" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
+    assert a[0].read_bytes() != unstamped[0].read_bytes(), "the stamp must reach the figure"
     _same_bytes(a, b)
     assert b"CreationDate" not in a[1].read_bytes() and b"Producer" not in a[1].read_bytes()

@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from .config import Params
 from .data import CueConflict, Dataset
 from .gate import (
     evaluate_gate, gate_line, history_losses, linear_on_mae_masks, linear_reference, train_mean_image,
@@ -307,7 +308,7 @@ def table1_floors(ds: Dataset, random_model: MaskedAutoencoder, *, probe_epochs:
     }
 
 
-def random_init_model(params: Any, ds: Dataset, seed: int, device: Any) -> MaskedAutoencoder:
+def random_init_model(params: Params, ds: Dataset, seed: int, device: Any) -> MaskedAutoencoder:
     """The real track's MAE as train-real starts it for ``seed``, never trained (masking shapes no weight)."""
     from .model import build_model
     from .train_real import real_train_params
@@ -671,12 +672,6 @@ def recon_quality_cell(
     }
 
 
-# Set by :func:`run_report` for the duration of one report: every figure it saves and
-# every table it renders carries the params digest and code revision (reviewers match
-# an artifact to the revision that made it).
-_STAMP: str | None = None
-
-
 STAMP_FONTSIZE = 6  # points; the same footer as mae_hlvm.figures.stamp (not imported: the
 STAMP_LINE_IN = 0.12  # evaluate-real stage would then depend on the synthetic figures' code)
 STAMP_PAD_IN = 0.08
@@ -708,11 +703,15 @@ def stamp_figure(fig: Figure, label: str) -> None:
              fontsize=STAMP_FONTSIZE, color="0.4", gid="provenance-stamp")
 
 
-def save_figure(fig: Figure, out_stem: str | Path) -> list[Path]:
-    """Write ``out_stem``.png and .pdf atomically, with no timestamps or versions inside."""
+def save_figure(fig: Figure, out_stem: str | Path, stamp: str | None = None) -> list[Path]:
+    """Write ``out_stem``.png and .pdf atomically, with no timestamps or versions inside.
+
+    ``stamp``: the params digest and code revision (:func:`real_stamp`) the report puts on
+    every figure and table, so a reviewer can match an artifact to the revision that made it.
+    """
     out_stem = Path(out_stem)
-    if _STAMP:
-        stamp_figure(fig, _STAMP)
+    if stamp:
+        stamp_figure(fig, stamp)
     written = []
     for fmt, metadata in (
         ("png", {"Software": None}),
@@ -795,10 +794,10 @@ def recon_quality_figure(df: pd.DataFrame, *, sweep_a_unit: int, sweep_b_ratio: 
 
 
 def plot_recon_quality(
-    df: pd.DataFrame, out_stem: str | Path, *, sweep_a_unit: int, sweep_b_ratio: float
+    df: pd.DataFrame, out_stem: str | Path, *, sweep_a_unit: int, sweep_b_ratio: float, stamp: str | None = None
 ) -> list[Path]:
     """Fig. 5 (:func:`recon_quality_figure`) written as PNG + PDF."""
-    return save_figure(recon_quality_figure(df, sweep_a_unit=sweep_a_unit, sweep_b_ratio=sweep_b_ratio), out_stem)
+    return save_figure(recon_quality_figure(df, sweep_a_unit=sweep_a_unit, sweep_b_ratio=sweep_b_ratio), out_stem, stamp)
 
 
 # ------------------------------------------------------------------ Figs. 6/7: attention
@@ -908,7 +907,8 @@ def attention_figures(
 
 
 def attention_grid(
-    models: Sequence[tuple[str, MaskedAutoencoder]], ds: Dataset, out_dir: str | Path, *, n_images: int = 6
+    models: Sequence[tuple[str, MaskedAutoencoder]], ds: Dataset, out_dir: str | Path, *, n_images: int = 6,
+    stamp: str | None = None,
 ) -> dict[str, Any]:
     """Figs. 6 and 7: fig6_cls_attention and fig7_token_attention (PNG + PDF) in ``out_dir``.
 
@@ -934,8 +934,8 @@ def attention_grid(
     box = ((token // first.grid) * p, (token % first.grid) * p, p)
     labels = [label for label, _ in models]
     fig6, fig7 = attention_figures(labels, pixels, cls_maps, token_maps, box)
-    written = save_figure(fig6, out_dir / "fig6_cls_attention")
-    written += save_figure(fig7, out_dir / "fig7_token_attention")
+    written = save_figure(fig6, out_dir / "fig6_cls_attention", stamp)
+    written += save_figure(fig7, out_dir / "fig7_token_attention", stamp)
     return {
         "test_indices": picks.tolist(),
         "token_pixel_box": list(box),
@@ -955,6 +955,7 @@ def tsne_figure(
     n_points: int = 500,
     pooling: str = "cls",
     seed: int = 0,
+    stamp: str | None = None,
 ) -> dict[str, Any]:
     """Fig. 8: t-SNE of test features per cell, coloured by class (PNG + PDF).
 
@@ -979,7 +980,7 @@ def tsne_figure(
         summary[label] = {"silhouette": round(score, 6)}
         panels.append((label, emb, score))
     fig = tsne_plot(panels, labels, class_names(ds), ds.n_classes, pooling)
-    written = save_figure(fig, out_stem)
+    written = save_figure(fig, out_stem, stamp)
     return {"n_points": n, "pooling": pooling, "cells": summary, "files": [str(w) for w in written]}
 
 
@@ -1019,14 +1020,14 @@ def tsne_plot(
 # mae_hlvm.pipeline.STAGE_PARAMS.
 
 
-def _step_device(params: Any) -> str:
+def _step_device(params: Params) -> str:
     """CPU threads from ``train.threads``; CUDA when ``train.device`` asks for it or ``auto`` finds it."""
     torch.set_num_threads(params.train.threads)
     want = params.train.device
     return "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
 
 
-def run_evaluate(params: Any, args: Any) -> None:
+def run_evaluate(params: Params, args: Any) -> None:
     """One cell: Table 1 numbers and Fig. 5 reconstruction quality -> ``args.out`` (JSON)."""
     from .data import load_dataset
     from .train import load_checkpoint
@@ -1071,7 +1072,7 @@ def figure_cells(sweep_cells: dict[str, list[tuple[float, int, int]]], seed: int
     return out
 
 
-def run_report(params: Any, args: Any) -> None:
+def run_report(params: Params, args: Any) -> None:
     """Table 1 and Figs. 5 to 8 over every current cell of the real track."""
     from .config import cell_id, real_sweep_cells
     from .io import read_json
@@ -1089,12 +1090,7 @@ def run_report(params: Any, args: Any) -> None:
             read_real_cell(res, str(path))  # the layout evaluate-real writes (mae_hlvm.results)
             results.append(res)
     out_dir, fig_dir = Path(args.out_dir), Path(args.out_dir) / "figures"
-    global _STAMP
-    _STAMP = real_stamp(params)
-    try:
-        _render_report(params, args, results, sweep_cells, where, out_dir, fig_dir, device)
-    finally:
-        _STAMP = None
+    _render_report(params, args, results, sweep_cells, where, out_dir, fig_dir, device, real_stamp(params))
 
 
 def real_gate_line(results: Sequence[dict[str, Any]]) -> str:
@@ -1105,7 +1101,7 @@ def real_gate_line(results: Sequence[dict[str, Any]]) -> str:
     return gate_line("real track", len(results), failing)
 
 
-def real_stamp(params: Any) -> str:
+def real_stamp(params: Params) -> str:
     """``params <digest> | code <revision>`` over every section the real track reads."""
     from .config import digest, section_dict
     from .provenance import code_revision
@@ -1114,8 +1110,9 @@ def real_stamp(params: Any) -> str:
     return f"params {digest(sections)} | code {code_revision()}"
 
 
-def _render_report(params: Any, args: Any, results: list, sweep_cells: dict, where: dict,
-                   out_dir: Path, fig_dir: Path, device: Any) -> None:
+def _render_report(params: Params, args: Any, results: list, sweep_cells: dict, where: dict,
+                   out_dir: Path, fig_dir: Path, device: Any, stamp: str) -> None:
+    """Table 1 (+ its floors and Table 2) and Figs. 5 to 8, each stamped with ``stamp``."""
     from . import paths
     from .config import cell_id
     from .data import load_dataset
@@ -1134,10 +1131,10 @@ def _render_report(params: Any, args: Any, results: list, sweep_cells: dict, whe
     for name, comment in (("table1.md", "{floors}\n{table2}{gate}\n\n_Stamp: {stamp}._"),
                           ("table1.tex", "% {gate}\n% stamp: {stamp}")):
         path = out_dir / name
-        text = comment.format(floors=floors_markdown(floors), table2=table2 and table2 + "\n", gate=gate, stamp=_STAMP)
+        text = comment.format(floors=floors_markdown(floors), table2=table2 and table2 + "\n", gate=gate, stamp=stamp)
         write_text(path, path.read_text().rstrip("\n") + "\n\n" + text + "\n")
     recon = pd.DataFrame([res["recon_quality"] for res in results]).rename(columns={"sweep": "sweep_tag"})
-    plot_recon_quality(recon, fig_dir / "fig5_recon_quality", **where)
+    plot_recon_quality(recon, fig_dir / "fig5_recon_quality", **where, stamp=stamp)
 
     evaluated = {(res["sweep"], res["cell_id"]): res["checkpoint_weights_sha256"] for res in results}
     models = []
@@ -1148,8 +1145,8 @@ def _render_report(params: Any, args: Any, results: list, sweep_cells: dict, whe
         if meta["weights_sha256"] != evaluated[(sweep, cell)]:
             raise ArtifactError(f"{args.models_dir}/{sweep}/{cell}: checkpoint differs from the one its cell JSON evaluated; rerun evaluate-real")
         models.append((f"r{ratio:g} u{unit}", model))
-    attention = attention_grid(models, ds, fig_dir, n_images=real.n_eval_images)
-    tsne = tsne_figure(models, ds, fig_dir / "fig8_tsne", n_points=real.tsne_points, seed=real.eval_seed)
+    attention = attention_grid(models, ds, fig_dir, n_images=real.n_eval_images, stamp=stamp)
+    tsne = tsne_figure(models, ds, fig_dir / "fig8_tsne", n_points=real.tsne_points, seed=real.eval_seed, stamp=stamp)
     write_json(out_dir / Path(paths.REAL_FIGURES_JSON).name, {
         "seed_shown": real.seeds[0],
         "attention": {k: v for k, v in attention.items() if k != "files"},
