@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,17 @@ def test_corrupted_checkpoint_is_named(tiny_run):
     torch.save(data, "flipped.pt")
     with pytest.raises(ArtifactError, match="flipped.pt: weights do not match"):
         load_checkpoint("flipped.pt")
+
+
+def test_a_checkpoint_from_before_the_mask_unit_rename_is_named(tiny_run):
+    train_cell(tiny_run, "data.npz", 0.5, 2, 0, "a")
+    data = torch.load("a/checkpoint.pt", weights_only=True)  # noqa: S614 - our own file
+    meta = json.loads(data["meta_json"])
+    meta["cell"]["patch_size"] = meta["cell"].pop("mask_unit")
+    data["meta_json"] = json.dumps(meta)
+    torch.save(data, "old.pt")
+    with pytest.raises(ArtifactError, match=r"old\.pt: made before the masking unit was renamed .*; retrain the cell"):
+        load_checkpoint("old.pt")
 
 
 def test_cli_reports_missing_data_in_one_line(tiny_run):

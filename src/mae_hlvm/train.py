@@ -137,6 +137,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     if state_digest(state) != meta.get("weights_sha256"):
         raise ArtifactError(f"{path}: weights do not match their recorded hash (corrupted checkpoint)")
     cell, config = meta["cell"], meta["config"]
+    if "mask_unit" not in cell:  # cell.patch_size: before the masking unit had one name (README, "Changelog")
+        raise ArtifactError(f"{path}: made before the masking unit was renamed (cell.patch_size); retrain the cell")
     model = build_model(config["model"], config["data_geometry"], cell["mask_ratio"], cell["mask_unit"])
     model.load_state_dict(state)
     return model.to(device).eval(), meta
