@@ -86,8 +86,6 @@ def _write_listing(path: str, folder: str) -> bool:
     return True
 
 
-
-
 # ----------------------------------------------------------------------------- benchmarks (DVC runs)
 
 
@@ -99,7 +97,6 @@ def write_benchmark(stage: str, f: Fields | None, seconds: float) -> None:
     hms = f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
     row = [f"{seconds:.4f}", hms] + ["NA"] * (len(BENCHMARK_COLUMNS) - 2)
     write_text(benchmark_path(stage, f), "\t".join(BENCHMARK_COLUMNS) + "\n" + "\t".join(row) + "\n")
-
 
 
 # ----------------------------------------------------------------------------- receipts
