@@ -7,6 +7,7 @@ override in a temporary git + DVC repository, with both tools, through edit sequ
 from __future__ import annotations
 
 import ast
+import dataclasses
 import filecmp
 import json
 import os
@@ -136,10 +137,16 @@ def test_params_file_rewritten_only_when_its_content_changes(tmp_path, monkeypat
     assert path.stat().st_mtime_ns == 1
     changed = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 99})})
     assert glue.write_params_file(changed, "train") is True
-    assert json.loads(path.read_text())["train"]["epochs"] == 99
+    assert json.loads(path.read_text())["params"]["train"]["epochs"] == 99
     # the grid is not read by train: a grid edit leaves train's file alone
     regrid = changed.model_copy(update={"grid": params.grid.model_copy(update={"seeds": [7]})})
     assert glue.write_params_file(regrid, "train") is False
+    # an edited stage record (its command) rewrites the file too: DVC reruns on a changed cmd, so must Snakemake
+    record = pipeline.STAGE["train"]
+    monkeypatch.setitem(pipeline.STAGE, "train", dataclasses.replace(record, args=lambda f: record.args(f) + " --extra"))
+    assert glue.write_params_file(regrid, "train") is True
+    assert json.loads(path.read_text())["rule"]["command"].endswith("--extra --log logs/train/r{wildcards.mask_ratio}"
+                                                                     "_p{wildcards.mask_unit}_s{wildcards.seed}.log")
 
 
 def test_receipt_written_for_canonical_command_only_and_invalidated_by_edits(tmp_path, monkeypatch):

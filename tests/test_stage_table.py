@@ -64,6 +64,7 @@ EXTRA_RECORD = '''
 # ---- added by tests/test_stage_table.py: a stage that counts the grid's cells
 def _cell_count_args(p):
     p.add_argument("--out", required=True)
+    p.add_argument("--times", type=int, default=1)
 
 
 TABLE = TABLE + (
@@ -85,7 +86,7 @@ from .io import write_json
 
 def run(params, args):
     g = params.grid
-    write_json(args.out, {"cells": len(g.mask_ratios) * len(g.mask_units) * len(g.seeds)})
+    write_json(args.out, {"cells": args.times * len(g.mask_ratios) * len(g.mask_units) * len(g.seeds)})
 '''
 
 
@@ -124,3 +125,15 @@ def test_a_stage_added_as_one_record_and_one_module_runs_in_both_tools(tmp_path)
     assert json.loads(out.read_text()) == {"cells": want["cells"] // len(params.grid.seeds) * (len(params.grid.seeds) + 1)}
     assert out.read_bytes() != made
     assert Path(root / "logs/cell_count/cell_count.log").exists()
+    dry = sh(root, "snakemake", "-n", "results/cell_count.json")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, "DVC's run leaves Snakemake nothing to do"
+
+    # an edited record (its command) is stale in both tools, and each rerun agrees with the other
+    table.write_text(table.read_text().replace('"--out results/cell_count.json"', '"--out results/cell_count.json --times 2"'))
+    sh(root, "python", "-m", "mae_hlvm.pipeline", "dvc-yaml", "--out", "dvc.yaml")
+    assert "cell_count" in json.loads(sh(root, "dvc", "status", "--json", "cell_count").stdout)
+    dry = sh(root, "snakemake", "-n", "results/cell_count.json")
+    assert "cell_count" in dry.stdout and "Nothing to be done" not in dry.stdout + dry.stderr
+    sh(root, "snakemake", "--cores", "1", "results/cell_count.json")
+    assert json.loads(out.read_text())["cells"] == 2 * want["cells"] // len(params.grid.seeds) * (len(params.grid.seeds) + 1)
+    assert json.loads(sh(root, "dvc", "status", "--json", "cell_count").stdout or "{}") == {}

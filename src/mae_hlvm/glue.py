@@ -1,9 +1,9 @@
 """How Snakemake and DVC agree on what is up to date, in one module (README, "Snakemake and DVC together").
 
 1. Params: each stage's params live in ``.pipeline/params/<stage>.json`` (exactly the keys it
-   reads), rewritten only when their content changes, at Snakefile parse time and by the
-   step itself (:func:`step_hooks`). They are Snakemake inputs, and Snakemake reruns on
-   mtime only, so an edit reruns exactly the stages DVC reruns.
+   reads, and its command and input list), rewritten only when their content changes, at
+   Snakefile parse time and by the step itself (:func:`step_hooks`). They are Snakemake
+   inputs, and Snakemake reruns on mtime only, so an edit reruns exactly the stages DVC reruns.
 2. Snakemake -> DVC: a step Snakemake ran leaves a receipt (params digest, sha256 of its
    inputs and outputs); the Snakefile's onstart/onsuccess/onerror call :func:`commit_receipts`:
    one ``dvc commit -f`` for the receipts still valid, with output mtimes restored after.
@@ -32,7 +32,7 @@ from .config import Params, ParamsError, digest, load_params, real_enabled
 from .io import ArtifactError, dumps_json, read_json, write_json, write_text
 from .pipeline import (
     STAGE, Fields, Out, active_stages, benchmark_path, check_dvc_yaml, code_deps, command, dvc_stage_name, input_files, instances,
-    outputs, stage_params,
+    outputs, smk_inputs, smk_shell, stage_params,
 )
 from .stages import user_data_inputs
 
@@ -41,13 +41,21 @@ RECEIPTS_DIR = paths.RECEIPTS_DIR
 # ----------------------------------------------------------------------------- params files
 
 
+def params_file_text(params: Params, stage: str) -> str:
+    """What Snakemake sees of a stage besides file times: the params it reads, and its rule
+    (command and input files, as dvc.yaml has them). DVC reruns a stage whose cmd or deps
+    changed; with these in the file, Snakemake does too when a stage record is edited."""
+    rule = {"command": smk_shell(stage), "inputs": [p for p in smk_inputs(stage, params) if p != paths.params_file(stage)]}
+    return dumps_json({"params": stage_params(params, stage), "rule": rule})
+
+
 def write_params_file(params: Params, stage: str) -> bool:
     """Write the stage's params file if its content changed; True when written.
 
     Unchanged content keeps the old mtime, so outputs made with these params stay newer.
     """
     path = Path(paths.params_file(stage))
-    text = dumps_json(stage_params(params, stage))
+    text = params_file_text(params, stage)
     with contextlib.suppress(OSError):
         if path.read_text() == text:
             return False
