@@ -203,7 +203,7 @@ def test_a_pending_receipt_overrides_dvc_lock_and_an_older_one_is_ignored(tmp_pa
     monkeypatch.chdir(tmp_path)
     write_json("out.json", {"v": 2})
     fake_lock(tmp_path, {"out.json": "0" * 32})  # an old run's hash
-    receipt = Path(ledger.RECEIPTS_DIR) / "probe@0.5-2-0.json"
+    receipt = Path(paths.receipt("probe@0.5-2-0"))
     sha = hashlib.sha256(Path("out.json").read_bytes()).hexdigest()
     write_json(receipt, {"stage": "probe@0.5-2-0", "outs": {"out.json": sha}})
     assert read_json("out.json") == {"v": 2}  # Snakemake made it after the last dvc commit

@@ -36,7 +36,6 @@ from .pipeline import (
 )
 from .stages import user_data_inputs
 
-RECEIPTS_DIR = paths.RECEIPTS_DIR
 
 # ----------------------------------------------------------------------------- params files
 
@@ -211,7 +210,7 @@ def _valid_receipts(params: Params) -> tuple[list[str], list[Path]]:
     current = {dvc_stage_name(stage, f): (stage, f) for stage, f in instances(params)}
     valid, done = [], []
     memo: dict = {}
-    for path in sorted(Path(RECEIPTS_DIR).glob("*.json")):
+    for path in sorted(Path(paths.RECEIPTS_DIR).glob("*.json")):
         done.append(path)
         try:
             rec = read_json(path)
@@ -235,7 +234,7 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
     Snakemake). Receipts are removed once committed or found stale; on a DVC failure
     (e.g. its lock is held) they are kept for the next call. Returns the committed stages.
     """
-    if not Path(".dvc").is_dir() or not Path(RECEIPTS_DIR).is_dir():
+    if not Path(".dvc").is_dir() or not Path(paths.RECEIPTS_DIR).is_dir():
         return []
     params = load_params(params_path)
     valid, done = _valid_receipts(params)
@@ -252,7 +251,7 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
             lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.startswith("ERROR")]
             msg = lines[0] if lines else f"exit {proc.returncode}"
             print(
-                f"mae_hlvm.pipeline: dvc commit failed ({msg}); receipts kept in {RECEIPTS_DIR}, "
+                f"mae_hlvm.glue: dvc commit failed ({msg}); receipts kept in {paths.RECEIPTS_DIR}, "
                 "recorded by the next run (or `python -m mae_hlvm.pipeline commit-receipts`)",
                 file=sys.stderr,
             )
@@ -261,7 +260,7 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
         path.unlink(missing_ok=True)
     if valid and not quiet:
         took = time.perf_counter() - started
-        print(f"mae_hlvm.pipeline: recorded {len(valid)} Snakemake job(s) in dvc.lock ({took:.1f} s)", file=sys.stderr)
+        print(f"mae_hlvm.glue: recorded {len(valid)} Snakemake job(s) in dvc.lock ({took:.1f} s)", file=sys.stderr)
     return valid
 
 

@@ -31,7 +31,6 @@ import yaml
 from . import paths
 
 LOCK_FILE = "dvc.lock"
-RECEIPTS_DIR = paths.RECEIPTS_DIR
 # Old mtimes of outputs `verify` removed: a rebuild that gives back the recorded bytes gets
 # its old mtime again, so Snakemake does not take the consumers for stale.
 REMOVED_FILE = f"{paths.STATE_DIR}/removed.json"
@@ -71,7 +70,7 @@ def read_ledger(root: str | Path = ".") -> dict[str, Record]:
     """
     root = Path(root)
     lock = root / LOCK_FILE
-    receipts = sorted((root / RECEIPTS_DIR).glob("*.json")) if (root / RECEIPTS_DIR).is_dir() else []
+    receipts = sorted((root / paths.RECEIPTS_DIR).glob("*.json")) if (root / paths.RECEIPTS_DIR).is_dir() else []
     key = (str(root.resolve()), _stamp(lock), tuple((p.name, _stamp(p)) for p in receipts))
     if key in _cache:
         return _cache[key]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import os
 import sys
 from pathlib import Path
@@ -130,16 +131,6 @@ def input_files(stage: str, f: Fields | None = None, params: Params | None = Non
     return STAGE[stage].inputs(f, params)
 
 
-def real_cell_jsons(params: Params | None) -> list[str]:
-    """Every current real cell's JSON (evaluate_real outputs), per sweep; [] when the track is off."""
-    return stages.real_cell_jsons(params)
-
-
-def user_data_deps(params: Params | None) -> list[str]:
-    """The user's own real data (a folder or .npz, a cue-conflict folder): deps of ``prepare_real``."""
-    return list(stages.user_data_inputs(params).values())
-
-
 def all_outputs(params: Params) -> list[str]:
     """Every output of the current params' jobs: the target of ``rule all``."""
     return [o.path for stage, f in instances(params) for o in outputs(stage, f, params)]
@@ -185,6 +176,12 @@ def _imports_of(module: str) -> set[str]:
 
 
 def code_deps(stage: str) -> list[str]:
+    """Source files a stage runs (:func:`_code_deps`, computed once per stage and process)."""
+    return list(_code_deps(stage))
+
+
+@functools.cache
+def _code_deps(stage: str) -> tuple[str, ...]:
     """Source files a stage runs: its module and every sibling it imports, transitively.
 
     A step module that does not exist yet is still listed, so the missing file is the error.
@@ -198,7 +195,7 @@ def code_deps(stage: str) -> list[str]:
         seen.add(mod)
         if (SOURCE_DIR / f"{mod}.py").exists():
             todo.extend(_imports_of(mod))
-    return [f"{SOURCE_REL}/{m}.py" for m in sorted(seen)]
+    return tuple(f"{SOURCE_REL}/{m}.py" for m in sorted(seen))
 
 
 

@@ -439,10 +439,14 @@ def user_data_inputs(params: Params | None) -> dict[str, str]:
     return {key: os.path.normpath(getattr(real, key)) for key in keys}
 
 
-def _long_cell(f: Fields | None) -> tuple[str, str]:
-    """(model folder, cells-folder stem) of a robustness-subset cell."""
-    cell = cell_name(f)
-    return f"{paths.LONG_MODELS_DIR}/{cell}", f"{paths.LONG_CELLS_DIR}/{cell}"
+def _long_model(f: Fields | None) -> str:
+    """A robustness-subset cell's model folder (outside the grid's models/)."""
+    return f"{paths.LONG_MODELS_DIR}/{cell_name(f)}"
+
+
+def _long_result(f: Fields | None) -> str:
+    """A robustness-subset cell's result stem (+ .json, .recon.npz), outside results/cells."""
+    return f"{paths.LONG_CELLS_DIR}/{cell_name(f)}"
 
 
 def _is_cell_job(params: Params) -> bool:
@@ -607,22 +611,22 @@ TABLE: tuple[Stage, ...] = (
         reads=("model", "train", "robustness.budget_factor"),
         args=lambda f: (
             f"--data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
-            f"--seed {f['seed']} --out-dir {_long_cell(f)[0]}"
+            f"--seed {f['seed']} --out-dir {_long_model(f)}"
         ),
         inputs=lambda f, params: [paths.SYNTHETIC_DATA],
-        outputs=lambda f, params: [Out(f"{_long_cell(f)[0]}/checkpoint.pt"), Out(f"{_long_cell(f)[0]}/train_log.csv")],
+        outputs=lambda f, params: [Out(f"{_long_model(f)}/checkpoint.pt"), Out(f"{_long_model(f)}/train_log.csv")],
         threads=None, mem_mb=4000, gpu=True,
     ),
     Stage(
         name="probe_long", step=PROBE, track="robustness", matrix=ROBUST, runs_when=robustness_enabled,
         reads=("probe", "train.threads"),
         args=lambda f: (
-            f"--data {paths.SYNTHETIC_DATA} --checkpoint {_long_cell(f)[0]}/checkpoint.pt "
-            f"--out {_long_cell(f)[1]}.json --recon {_long_cell(f)[1]}.recon.npz"
+            f"--data {paths.SYNTHETIC_DATA} --checkpoint {_long_model(f)}/checkpoint.pt "
+            f"--out {_long_result(f)}.json --recon {_long_result(f)}.recon.npz"
         ),
-        inputs=lambda f, params: [paths.SYNTHETIC_DATA, f"{_long_cell(f)[0]}/checkpoint.pt"],
-        outputs=lambda f, params: [Out(f"{_long_cell(f)[1]}.json", cache=False),
-                                   Out(f"{_long_cell(f)[1]}.recon.npz", cache=False)],
+        inputs=lambda f, params: [paths.SYNTHETIC_DATA, f"{_long_model(f)}/checkpoint.pt"],
+        outputs=lambda f, params: [Out(f"{_long_result(f)}.json", cache=False),
+                                   Out(f"{_long_result(f)}.recon.npz", cache=False)],
         threads=None, mem_mb=4000,
     ),
     Stage(
@@ -634,7 +638,7 @@ TABLE: tuple[Stage, ...] = (
             f"--out-json {paths.ROBUSTNESS_JSON} --out-md {paths.ROBUSTNESS_MD}"
         ),
         inputs=lambda f, params: [paths.METRICS_CSV] + (
-            [f"{_long_cell(c)[1]}.json" for c in ROBUST.cells(params)] if params is not None else []
+            [f"{_long_result(c)}.json" for c in ROBUST.cells(params)] if params is not None else []
         ),
         dvc_inputs=lambda params: [paths.METRICS_CSV, paths.LONG_CELLS_DIR],
         outputs=lambda f, params: [Out(paths.ROBUSTNESS_JSON, cache=False), Out(paths.ROBUSTNESS_MD, cache=False)],
