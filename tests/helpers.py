@@ -98,7 +98,7 @@ def tiny_params(root: Path) -> None:
         model__vit_patch=2, model__embed_dim=16, model__depth=1, model__num_heads=2,
         model__decoder_embed_dim=8, model__decoder_depth=1, model__decoder_num_heads=2,
         train__epochs=1, train__batch_size=32, train__threads=1, train__device="cpu",
-        probe__cv_folds=2, probe__nystroem_components=16, probe__batch_size=64, probe__n_recon_images=2,
+        probe__cv_folds=2, probe__nystroem_components=16, probe__batch_size=64, probe__n_recon_images=2, probe__max_train=100000,
         grid__mask_ratios=[0.25, 0.5], grid__mask_units=[2], grid__seeds=[0],
         robustness__mask_ratios=[0.25, 0.5], robustness__mask_units=[2], robustness__seeds=[0],
         **TINY_REAL,
@@ -227,7 +227,7 @@ TINY_PROBE_PARAMS = {
         "betas": [0.9, 0.95], "device": "cpu", "precision": "fp32", "threads": 1,
     },
     "probe": {
-        "pooling": "mean", "ridge_alphas": [0.1, 1.0, 10.0], "cv_folds": 3, "nystroem_components": 20,
+        "pooling": "mean", "ridge_alphas": [0.1, 1.0, 10.0], "cv_folds": 3, "nystroem_components": 20, "max_train": 100000,
         "batch_size": 16, "n_recon_images": 5,
     },
     "grid": {"mask_ratios": [0.5], "mask_units": [4], "seeds": [0]},

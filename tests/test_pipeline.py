@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from mae_hlvm import glue, paths, pipeline
-from mae_hlvm.config import cell_id, load_params
+from mae_hlvm.config import cell_id, load_params, real_sweep_cells
 from helpers import GIT, REPO, TINY_REAL_JOBS, assert_agree_up_to_date, assert_runner_exists, commit, copy_repo, dvc_jobs, dvc_stale, dvc_would_run, edit_params, env_for, init_repo, plan_of_stages, sh, snakemake_jobs, snakemake_plan, tiny_params, tracked_outputs
 
 # ----------------------------------------------------------------------------- fast
@@ -240,7 +240,18 @@ def test_drift_train_job_per_seed_same_outputs_and_commands(tmp_path):
         seed = cmd.split("--seed ")[1].split()[0]
         assert len(outs) == 2 * cells and all(f"_s{seed}/" in o for o in outs)
     assert not any(" mae_hlvm train " in cmd for cmd in dv.values())
-    assert len(dv) == len(pipeline.instances(load_params(REPO / "params.yaml"))) - len(pipeline.grid_cells(params)) + len(params.grid.seeds)
+    # the real track likewise: one job per sweep and seed, with every cell of both
+    real_cells = real_sweep_cells(params.real)
+    per_real_seed = {outs: cmd for outs, cmd in dv.items() if " train-real-seed " in cmd}
+    assert len(per_real_seed) == len(real_cells) * len(params.real.seeds)
+    for outs, cmd in per_real_seed.items():
+        sweep, seed = cmd.split("--sweep ")[1].split()[0], cmd.split("--seed ")[1].split()[0]
+        want = [c for c in real_cells[sweep] if str(c[2]) == seed]
+        assert len(outs) == 2 * len(want) and all(o.startswith(f"models_real/{sweep}/") and f"_s{seed}/" in o for o in outs)
+    assert not any(" mae_hlvm train-real " in cmd for cmd in dv.values())
+    n_real = sum(len(c) for c in real_cells.values())
+    assert len(dv) == (len(pipeline.instances(load_params(REPO / "params.yaml"))) - len(pipeline.grid_cells(params))
+                       + len(params.grid.seeds) - n_real + len(per_real_seed))
 
 
 # ----------------------------------------------------------------------------- slow

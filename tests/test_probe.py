@@ -310,6 +310,24 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     assert (cell / "again.npz").read_bytes() == (cell / "recon.npz").read_bytes()
 
 
+def test_probe_fits_on_the_first_max_train_training_images(cell) -> None:
+    """probe.max_train caps the probes' training split (memory and time), first images first."""
+    small = copy.deepcopy(TINY_PROBE_PARAMS)
+    small["probe"]["max_train"] = 40
+    (cell / "small.yaml").write_text(yaml.safe_dump(small))
+    argv = _probe_argv("small.json", "small.npz")
+    argv[argv.index("params.yaml")] = "small.yaml"
+    assert main(argv) == 0
+    assert json.loads((cell / "logs/timings/probe/r0.5_p4_s0.json").read_text())["n_train"] == 40
+    assert main(_probe_argv()) == 0
+    assert json.loads((cell / "logs/timings/probe/r0.5_p4_s0.json").read_text())["n_train"] == 90
+    # fewer images, other fits: the cap reaches the scores
+    assert json.loads((cell / "small.json").read_text())["r2_linear"] != json.loads((cell / "out.json").read_text())["r2_linear"]
+    ds = tiny_probe_dataset()
+    head = ds.split(test=False, limit=40)
+    assert np.array_equal(head.images, ds.split(test=False).images[:40]) and len(head.latents[-1]) == 40
+
+
 def test_probe_step_rejects_data_without_latents(cell, capsys) -> None:
     save_dataset(cell / "real.npz", tiny_probe_dataset(with_latents=False))
     assert main(_probe_argv(data="real.npz")) == 2

@@ -267,3 +267,35 @@ def test_table1_tagged_results_do_not_double_count_seeds():
     assert table.n_seeds.tolist() == [2, 2, 2, 2]
     a75 = table[(table.sweep == "A") & (table.mask_ratio == 0.75)].iloc[0]
     assert np.isclose(a75["ours clean"], 8.0)  # (7.5 + 8.5) / 2: the B rows are not mixed in
+
+
+def test_train_real_seed_writes_every_cell_of_the_sweep_and_seed_as_train_real_would(tmp_path, monkeypatch):
+    """train.job: seed groups a real sweep's cells of one seed in one job; on the CPU each
+    checkpoint is byte-identical to the one-cell job's (on a GPU they share it, docs/gpu.md)."""
+    monkeypatch.chdir(tmp_path)
+    raw = copy.deepcopy(DEFAULT)
+    raw.pop("robustness", None)
+    raw["train"].update(job="seed", device="cpu")
+    raw["real"].update(dataset="digits", image_size=8, fit="resize", n_train=64, n_test=40, vit_patch=2,
+                       mask_ratios=[0.25, 0.5], mask_units=[2, 4], sweep_a_unit=4, sweep_b_ratio=0.5,
+                       seeds=[0, 1], epochs=2, batch_size=32)
+    Path("params.yaml").write_text(yaml.safe_dump(raw))
+    assert cli.main(["prepare-real", "--out", "real.npz"]) == 0
+    assert cli.main(["train-real-seed", "--data", "real.npz", "--sweep", "A", "--seed", "1",
+                     "--models-dir", "grouped"]) == 0
+    made = sorted(str(p.parent.relative_to("grouped")) for p in Path("grouped").glob("*/*/checkpoint.pt"))
+    assert made == ["A/r0.25_p4_s1", "A/r0.5_p4_s1"]
+    assert cli.main(["train-real", "--data", "real.npz", "--sweep", "A", "--mask-ratio", "0.5", "--mask-unit", "4",
+                     "--seed", "1", "--out-dir", "alone"]) == 0
+    for name in ("checkpoint.pt", "train_log.csv"):
+        assert Path("alone", name).read_bytes() == Path("grouped/A/r0.5_p4_s1", name).read_bytes()
+    # a seed the sweep does not have is one line, before any training
+    assert cli.main(["train-real-seed", "--data", "real.npz", "--sweep", "B", "--seed", "7"]) == 2
+    # the stage table: per (sweep, seed) under train.job: seed, per cell otherwise
+    params = load_params("params.yaml")
+    names = {pipeline.dvc_stage_name(s, f) for s, f in pipeline.instances(params)}
+    assert {"train_real_seed_A@0", "train_real_seed_A@1", "train_real_seed_B@0", "train_real_seed_B@1"} <= names
+    assert not any(n.startswith("train_real_A@") for n in names)
+    outs = [o.path for o in pipeline.outputs("train_real_seed_B", pipeline.seed_fields(1), params)]
+    assert outs == ["models_real/B/r0.5_p2_s1/checkpoint.pt", "models_real/B/r0.5_p2_s1/train_log.csv",
+                    "models_real/B/r0.5_p4_s1/checkpoint.pt", "models_real/B/r0.5_p4_s1/train_log.csv"]

@@ -20,7 +20,7 @@ cp "$PROFILE" params.yaml
 $PY -m mae_hlvm.pipeline dvc-yaml --out dvc.yaml || exit 1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null; nproc; date; } > "$OUT/run.log"
 # the outer timeout leaves time to pack what finished (a rerun resumes from it)
-timeout "${RUN_SECONDS:-480}" $PY -m mae_hlvm.plainrun --cores "$(nproc)" --gpu-jobs 1 --stages "$STAGES" >> "$OUT/run.log" 2>&1
+timeout "${RUN_SECONDS:-480}" $PY -m mae_hlvm.plainrun --cores "${CORES:-$(nproc)}" --gpu-jobs 1 --stages "$STAGES" >> "$OUT/run.log" 2>&1
 echo "plainrun exit $?" >> "$OUT/run.log"
 tar -czf /tmp/run.tgz --exclude='data/*.npz' models models_long models_real results logs .pipeline/receipts \
   .pipeline/params params.yaml dvc.yaml 2>/dev/null

@@ -110,7 +110,7 @@ def baseline_scores(params: Params, data_path: str, seed: int) -> tuple[dict[str
         raise ArtifactError(f"{data_path}: has no latents_level* arrays; the baseline step needs synthetic data")
     model = random_init_model(params, ds.image_size, ds.channels, seed)
     _check_inputs(ds, model, data_path, {})
-    train, test = ds.split(test=False), ds.split(test=True)
+    train, test = ds.split(test=False, limit=params.probe.max_train), ds.split(test=True)
     n_levels = len(ds.latents)
     clock = _Clock()
     feats_tr = encode_features(model, train.images, params.probe.batch_size, n_levels)

@@ -350,8 +350,9 @@ class TrainParams(_Section):
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["auto", "fp32", "bf16"]
     threads: int = Field(ge=1)
-    # one training job per grid cell, or per seed (all of a seed's cells in one process:
-    # on a GPU they train together, on the CPU one after the other; same bytes either way)
+    # one training job per grid cell, or per seed (all of a seed's cells in one process, and
+    # all of a real sweep's cells of a seed: on a GPU they train together, on the CPU one
+    # after the other; same bytes either way)
     job: Literal["cell", "seed"] = "cell"
 
     @field_validator("betas")
@@ -402,6 +403,9 @@ class ProbeParams(_Section):
     nystroem_components: int = Field(gt=0)
     batch_size: int = Field(gt=0)
     n_recon_images: int = Field(gt=0)
+    # the probes fit on the first max_train training images: their memory and time grow with it
+    # (a probe on 100,000 images held 13.7 GB), and a linear probe needs far fewer than an MAE
+    max_train: int = Field(gt=0)
 
     @field_validator("ridge_alphas")
     @classmethod

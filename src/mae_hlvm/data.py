@@ -53,9 +53,9 @@ class Dataset:
     def n_classes(self) -> int:
         return int(self.labels.max()) + 1
 
-    def split(self, test: bool) -> Dataset:
-        """The train (``test=False``) or test part, same fields."""
-        rows = self.is_test if test else ~self.is_test
+    def split(self, test: bool, limit: int | None = None) -> Dataset:
+        """The train (``test=False``) or test part, same fields; its first ``limit`` images if given."""
+        rows = np.flatnonzero(self.is_test if test else ~self.is_test)[:limit]
         return Dataset(
             images=self.images[rows],
             labels=self.labels[rows],

@@ -550,7 +550,7 @@ def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[di
     model, meta = load_checkpoint(checkpoint_path)
     ds = load_dataset(data_path)
     _check_inputs(ds, model, data_path, meta)
-    train, test = ds.split(test=False), ds.split(test=True)
+    train, test = ds.split(test=False, limit=params.probe.max_train), ds.split(test=True)
     cell = meta["cell"]
     batch = params.probe.batch_size
     n_levels = len(ds.latents)

@@ -180,6 +180,8 @@ REAL = {
                 item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${item.seed}"},
                 cells=_real_cells("G")),
 }
+REAL_PER_SEED = Matrix(dvc={"seed": "${real.seeds}"}, item={"seed": "${item.seed}"},
+                       cells=lambda params: [seed_fields(s) for s in params.real.seeds])
 
 
 # ----------------------------------------------------------------------------- params read
@@ -206,7 +208,8 @@ REAL_REPORT_PARAMS = (
 )
 # What claims and summary read of the real track, only when it is enabled (the section
 # may be absent otherwise): where each sweep's cells are, to find their JSONs.
-REAL_CLAIMS_PARAMS = ("real.sweep", "real.mask_ratios", "real.mask_units", "real.sweep_a_unit", "real.sweep_b_ratio", "real.seeds")
+REAL_SWEEP_PARAMS = ("real.sweep", "real.mask_ratios", "real.mask_units", "real.sweep_a_unit", "real.sweep_b_ratio", "real.seeds")
+REAL_CLAIMS_PARAMS = REAL_SWEEP_PARAMS
 
 
 def _real_reads(keys: tuple[str, ...]) -> Callable[[Params], tuple[str, ...]]:
@@ -321,6 +324,13 @@ def _train_real_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True, help="folder for checkpoint.pt and train_log.csv")
 
 
+def _train_real_seed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=paths.REAL_DATA)
+    _sweep_arg(p)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--models-dir", default=paths.REAL_MODELS_DIR, help="each cell goes to <models-dir>/<sweep>/<cell>/")
+
+
 def _evaluate_real_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=paths.REAL_DATA)
     _sweep_arg(p)
@@ -359,6 +369,9 @@ ROBUSTNESS = _step("robustness", "robustness", "do verdicts and the ratio orderi
 PREPARE_REAL = _step("prepare-real", "realdata:run_prepare", "convert the real images into data/real.npz",
                      _prepare_real_args, "real")
 TRAIN_REAL = _step("train-real", "train_real", "pretrain the MAE of one real-track cell", _train_real_args, "real")
+TRAIN_REAL_SEED = _step("train-real-seed", "train_real:run_seed",
+                        "pretrain every cell of one real sweep and seed in one process (train.job: seed)",
+                        _train_real_seed_args, "real")
 EVALUATE_REAL = _step("evaluate-real", "evaluate:run_evaluate", "Table 1 and Fig. 5 numbers of one real cell",
                       _evaluate_real_args, "real")
 REPORT_REAL = _step("report-real", "evaluate:run_report", "Table 1 and Figs. 5 to 8 under results/real",
@@ -457,18 +470,51 @@ def _real_sweep_on(sweep: str) -> Callable[[Params], bool]:
     return lambda params: real_enabled(params) and sweep in real_sweeps(params.real)
 
 
+def _real_sweep_cell_jobs(sweep: str) -> Callable[[Params], bool]:
+    return lambda params: _real_sweep_on(sweep)(params) and _is_cell_job(params)
+
+
+def _real_sweep_seed_jobs(sweep: str) -> Callable[[Params], bool]:
+    return lambda params: _real_sweep_on(sweep)(params) and not _is_cell_job(params)
+
+
+def _real_train_outputs(sweep: str, f: Fields | None) -> list[Out]:
+    return [Out(paths.real_checkpoint(sweep, cell_name(f))), Out(paths.real_train_log(sweep, cell_name(f)))]
+
+
+def _real_seed_outputs(sweep: str) -> Callable[[Fields | None, Params | None], list[Out]]:
+    def outputs(f: Fields | None, params: Params | None) -> list[Out]:
+        if params is None or f is None:
+            raise ValueError(f"outputs('train_real_seed_{sweep}') needs the params: its cells are the sweep's")
+        # the sweep's (ratio, unit) pairs at this seed, which may be a placeholder ({seed})
+        pairs = dict.fromkeys((c["mask_ratio"], c["mask_unit"]) for c in REAL[sweep].cells(params))
+        return [o for r, u in pairs for o in _real_train_outputs(sweep, {"mask_ratio": r, "mask_unit": u, "seed": f["seed"]})]
+    return outputs
+
+
 def _real_train(sweep: str) -> Stage:
     return Stage(
-        name=f"train_real_{sweep}", step=TRAIN_REAL, track="real", matrix=REAL[sweep], runs_when=_real_sweep_on(sweep),
+        name=f"train_real_{sweep}", step=TRAIN_REAL, track="real", matrix=REAL[sweep], runs_when=_real_sweep_cell_jobs(sweep),
         reads=REAL_TRAIN_PARAMS,
         args=lambda f: (
             f"--data {paths.REAL_DATA} --sweep {sweep} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
             f"--seed {f['seed']} --out-dir {paths.real_model_dir(sweep, cell_name(f))}"
         ),
         inputs=lambda f, params: [paths.REAL_DATA],
-        outputs=lambda f, params: [Out(paths.real_checkpoint(sweep, cell_name(f))),
-                                   Out(paths.real_train_log(sweep, cell_name(f)))],
+        outputs=lambda f, params: _real_train_outputs(sweep, f),
         threads=None, mem_mb=4000, gpu=True,
+    )
+
+
+def _real_train_seed(sweep: str) -> Stage:
+    """train.job: seed: every cell of one sweep and seed in one job (on a GPU they train together)."""
+    return Stage(
+        name=f"train_real_seed_{sweep}", step=TRAIN_REAL_SEED, track="real", matrix=REAL_PER_SEED,
+        runs_when=_real_sweep_seed_jobs(sweep), reads=REAL_TRAIN_PARAMS + REAL_SWEEP_PARAMS,
+        args=lambda f: f"--data {paths.REAL_DATA} --sweep {sweep} --seed {f['seed']} --models-dir {paths.REAL_MODELS_DIR}",
+        inputs=lambda f, params: [paths.REAL_DATA],
+        outputs=_real_seed_outputs(sweep),
+        threads=None, mem_mb=8000, gpu=True,
     )
 
 
@@ -653,6 +699,7 @@ TABLE: tuple[Stage, ...] = (
         mem_mb=3000,
     ),
     *(_real_train(s) for s in REAL_SWEEP_LETTERS),
+    *(_real_train_seed(s) for s in REAL_SWEEP_LETTERS),
     *(_real_evaluate(s) for s in REAL_SWEEP_LETTERS),
     Stage(
         # The report also loads the first seed's checkpoints, but each cell JSON records the
