@@ -140,11 +140,13 @@ def run(jobs: list[Job], cores: int, gpu_jobs: int) -> int:
     failed: list[str] = []
 
     def execute(job: Job) -> tuple[int, float]:
-        t = time.perf_counter()
+        """(exit code, seconds the job ran: a GPU job's wait for the GPU is not counted)."""
         if job.gpu:
             with gpu_free:
+                t = time.perf_counter()
                 rc = subprocess.run(job.argv).returncode
         else:
+            t = time.perf_counter()
             rc = subprocess.run(job.argv).returncode
         return rc, time.perf_counter() - t
 
