@@ -43,6 +43,7 @@ from .aggregate import grid_cells, load_baselines, load_metrics  # noqa: E402
 from .config import Params, cell_id, digest, section_dict  # noqa: E402
 from .io import ArtifactError, check_recorded, load_npz, read_json, write_bytes  # noqa: E402
 from .provenance import code_revision  # noqa: E402
+from .stages import FIGURE_NAMES  # noqa: E402  (the files the figures stage declares, one list)
 
 log = logging.getLogger("mae_hlvm.figures")
 
@@ -66,7 +67,6 @@ BASELINE_STYLES = {
     "latents": ("-.", "true leaf latents (ceiling)"),
 }
 MAX_RECON_IMAGES = 4
-FIGURE_NAMES = ("r2_vs_ratio", "root_r2_heatmap", "reconstructions", "loss_curves", "region_r2", "spatial_r2", "theorem_levels")
 
 
 # --------------------------------------------------------------------------- saving
