@@ -108,7 +108,7 @@ def test_review_stages_read_the_real_keys_only_when_the_track_is_on():
     on = load_params(REPO / "params.yaml")
     off = on.model_copy(update={"real": on.real.model_copy(update={"enabled": False})})
     assert pipeline.stage_param_keys("claims", off) == ("data.depth",)
-    assert set(pipeline.stage_param_keys("claims", on)) == {"data.depth", *pipeline.REAL_CLAIMS_PARAMS}
+    assert set(pipeline.stage_param_keys("claims", on)) == {"data.depth", *pipeline.REAL_SWEEP_PARAMS}
     assert "real" in pipeline.stage_param_keys("summary", on) and "real" not in pipeline.stage_param_keys("summary", off)
     assert "real.seeds" in pipeline.stage_params(on, "claims")
     real_files = [p for p in pipeline.input_files("claims", None, on) if p.startswith("results/real/")]

@@ -37,8 +37,8 @@ from . import paths, stages
 from .config import Params, ParamsError, load_params, real_enabled
 from .io import ArtifactError, dumps_json, write_text
 from .stages import (  # noqa: F401 - the names the tools and tests use, defined once in stages
-    EXAMPLES_PNG, FIGURE_NAMES, PACKAGE, REAL_CLAIMS_PARAMS, REAL_DATA_PARAMS, REAL_EVALUATE_PARAMS,
-    REAL_FIGURE_NAMES, REAL_REPORT_PARAMS, REAL_SWEEP_LETTERS, REAL_TRAIN_PARAMS, Fields, Out, cell_fields, cell_name,
+    EXAMPLES_PNG, FIGURE_NAMES, PACKAGE, REAL_DATA_PARAMS, REAL_EVALUATE_PARAMS,
+    REAL_FIGURE_NAMES, REAL_REPORT_PARAMS, REAL_SWEEP_LETTERS, REAL_SWEEP_PARAMS, REAL_TRAIN_PARAMS, Fields, Out, cell_fields, cell_name,
     grid_cells, seed_fields,
 )
 

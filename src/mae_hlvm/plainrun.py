@@ -16,6 +16,7 @@ jobs done of the plan, running, elapsed, and an ETA at the run's own pace.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import subprocess
 import sys
@@ -141,11 +142,7 @@ def run(jobs: list[Job], cores: int, gpu_jobs: int) -> int:
 
     def execute(job: Job) -> tuple[int, float]:
         """(exit code, seconds the job ran: a GPU job's wait for the GPU is not counted)."""
-        if job.gpu:
-            with gpu_free:
-                t = time.perf_counter()
-                rc = subprocess.run(job.argv).returncode
-        else:
+        with gpu_free if job.gpu else contextlib.nullcontext():
             t = time.perf_counter()
             rc = subprocess.run(job.argv).returncode
         return rc, time.perf_counter() - t

@@ -206,10 +206,9 @@ REAL_REPORT_PARAMS = (
     "real.probe_epochs", "real.knn_k", "real.vit_patch",
     *(k for k in REAL_TRAIN_PARAMS if k.startswith("model.")),
 )
-# What claims and summary read of the real track, only when it is enabled (the section
-# may be absent otherwise): where each sweep's cells are, to find their JSONs.
+# Where each real sweep's cells are: what claims reads of the real track when it is on (the
+# section may be absent otherwise), to find their JSONs, and what a train_real_seed job trains.
 REAL_SWEEP_PARAMS = ("real.sweep", "real.mask_ratios", "real.mask_units", "real.sweep_a_unit", "real.sweep_b_ratio", "real.seeds")
-REAL_CLAIMS_PARAMS = REAL_SWEEP_PARAMS
 
 
 def _real_reads(keys: tuple[str, ...]) -> Callable[[Params], tuple[str, ...]]:
@@ -625,7 +624,7 @@ TABLE: tuple[Stage, ...] = (
     Stage(
         # claims and summary find the real track's files at their default paths (cli), so
         # their commands do not change, nor name the track, when it is switched off
-        name="claims", step=CLAIMS, reads=("data.depth",), reads_when=_real_reads(REAL_CLAIMS_PARAMS),
+        name="claims", step=CLAIMS, reads=("data.depth",), reads_when=_real_reads(REAL_SWEEP_PARAMS),
         args=lambda f: (
             f"--metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --prediction {paths.PREDICTION_JSON} "
             f"--out-json {paths.CLAIMS_JSON} --out-md {paths.CLAIMS_MD}"
