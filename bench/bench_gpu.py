@@ -191,14 +191,54 @@ def cross_device(raw: dict, workdir: Path) -> list[dict]:
     return rows
 
 
-def paper_step(batch: int, steps: int, compile_model: bool) -> dict:
-    """ViT-B/16 MAE (decoder 512 x 8) at 224 px, ratio 0.75, bf16 autocast, fused AdamW."""
+def paper_model() -> MaskedAutoencoder:
+    """ViT-B/16 MAE (decoder 512 x 8) at 224 px on CUDA; a tiny stand-in on the CPU (dry run)."""
     torch.manual_seed(0)
-    side, width = (224, 768) if DEV == "cuda" else (32, 96)  # the CPU dry run: a tiny stand-in
-    model = MaskedAutoencoder(
+    side, width = (224, 768) if DEV == "cuda" else (32, 96)
+    return MaskedAutoencoder(
         image_size=side, channels=3, vit_patch=16, mask_unit=16, mask_ratio=0.75, embed_dim=width, depth=12,
         num_heads=12, decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0, norm_pix_loss=True,
     ).to(DEV)
+
+
+def paper_profile(batch: int, steps: int = 5) -> str:
+    """torch.profiler's table of the eager ViT-B/16 step's top operators by device time (where a step goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = paper_model()
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95), fused=DEV == "cuda")
+    side = 224 if DEV == "cuda" else 32
+    imgs = torch.randn(batch, 3, side, side, device=DEV)
+    noise = torch.rand(batch, (side // 16) ** 2, device=DEV)
+
+    def step() -> None:
+        with torch.autocast(DEV, dtype=torch.bfloat16):
+            loss, _, _ = model(imgs, noise=noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    step()
+    sync()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEV == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    key = "cuda_time_total" if DEV == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=30)
+    print(table, flush=True)
+    model = opt = None
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+    return table
+
+
+def paper_step(batch: int, steps: int, compile_model: bool) -> dict:
+    """ViT-B/16 MAE (decoder 512 x 8) at 224 px, ratio 0.75, bf16 autocast, fused AdamW."""
+    side = 224 if DEV == "cuda" else 32
+    model = paper_model()
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95), fused=DEV == "cuda")
     imgs = torch.randn(batch, 3, side, side, device=DEV)
     noise = torch.rand(batch, (side // 16) ** 2, device=DEV)
@@ -254,6 +294,9 @@ def main() -> None:
     ap.add_argument("--processes", default="4,8", help="single-cell processes at once ('' skips)")
     ap.add_argument("--parts", default="cells,processes,cross_device,paper_scale")
     ap.add_argument("--compile", action="store_true", help="also time the ViT-B/16 step under torch.compile")
+    ap.add_argument("--paper-batches", default="256,512", help="eager ViT-B/16 steps at these batches")
+    ap.add_argument("--compile-batches", default="512", help="with --compile: compiled steps at these batches")
+    ap.add_argument("--profile-batch", type=int, default=0, help="paper scale: torch.profiler's top ops at this batch")
     ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker-seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker-data", default="", help=argparse.SUPPRESS)
@@ -290,10 +333,16 @@ def main() -> None:
             elif part == "cross_device":
                 result["cross_device"] = cross_device(raw, work)
             elif part == "paper_scale":
-                result["paper_scale"] = [paper_step(256, 10, False), paper_step(512, 10, False)]
-                save()
-                if args.compile:
-                    result["paper_scale"].append(paper_step(512, 10, True))
+                result["paper_scale"] = []
+                if args.profile_batch:
+                    result["paper_profile"] = paper_profile(args.profile_batch)
+                    (out / "paper_profile.txt").write_text(result["paper_profile"])
+                for batch in [int(b) for b in args.paper_batches.split(",") if b]:
+                    result["paper_scale"].append(paper_step(batch, 10, False))
+                    save()
+                for batch in [int(b) for b in args.compile_batches.split(",") if b and args.compile]:
+                    result["paper_scale"].append(paper_step(batch, 10, True))
+                    save()
         except Exception as err:  # noqa: BLE001 - keep the other parts' figures
             result[f"{part}_error"] = f"{err.__class__.__name__}: {err}"
             print(f"{part} failed: {result[f'{part}_error']}", flush=True)
