@@ -201,42 +201,9 @@ def paper_model() -> MaskedAutoencoder:
     ).to(DEV)
 
 
-def paper_profile(batch: int, steps: int = 5) -> str:
-    """torch.profiler's table of the eager ViT-B/16 step's top operators by device time (where a step goes)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    model = paper_model()
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95), fused=DEV == "cuda")
-    side = 224 if DEV == "cuda" else 32
-    imgs = torch.randn(batch, 3, side, side, device=DEV)
-    noise = torch.rand(batch, (side // 16) ** 2, device=DEV)
-
-    def step() -> None:
-        with torch.autocast(DEV, dtype=torch.bfloat16):
-            loss, _, _ = model(imgs, noise=noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step()
-    step()
-    sync()
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEV == "cuda" else [])
-    with profile(activities=acts) as prof:
-        for _ in range(steps):
-            step()
-        sync()
-    key = "cuda_time_total" if DEV == "cuda" else "cpu_time_total"
-    table = prof.key_averages().table(sort_by=key, row_limit=30)
-    print(table, flush=True)
-    model = opt = None
-    if DEV == "cuda":
-        torch.cuda.empty_cache()
-    return table
-
-
-def paper_step(batch: int, steps: int, compile_model: bool) -> dict:
-    """ViT-B/16 MAE (decoder 512 x 8) at 224 px, ratio 0.75, bf16 autocast, fused AdamW."""
+def paper_training(batch: int, compile_model: bool = False):
+    """(model, optimizer, images, noise, step): the ViT-B/16 MAE and one bf16-autocast training step
+    of it on a fixed random batch, images (B, 3, 224, 224) and masking noise (B, 196)."""
     side = 224 if DEV == "cuda" else 32
     model = paper_model()
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95), fused=DEV == "cuda")
@@ -250,6 +217,35 @@ def paper_step(batch: int, steps: int, compile_model: bool) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    return model, opt, imgs, noise, step
+
+
+def paper_profile(batch: int, steps: int = 5) -> str:
+    """torch.profiler's table of the eager ViT-B/16 step's top operators by device time (where a step goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    *_, step = paper_training(batch)
+    step()
+    step()
+    sync()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEV == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    key = "cuda_time_total" if DEV == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=30)
+    print(table, flush=True)
+    step = None
+    if DEV == "cuda":
+        torch.cuda.empty_cache()
+    return table
+
+
+def paper_step(batch: int, steps: int, compile_model: bool) -> dict:
+    """ViT-B/16 MAE (decoder 512 x 8) at 224 px, ratio 0.75, bf16 autocast, fused AdamW."""
+    model, opt, imgs, noise, step = paper_training(batch, compile_model)
 
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -278,7 +274,7 @@ def paper_step(batch: int, steps: int, compile_model: bool) -> dict:
            "share_of_peak": achieved / peak, "warmup_s": warm_s, "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if DEV == "cuda" else None}
     print(f"ViT-B/16 MAE step, batch {batch}{' compiled' if compile_model else ''}: {achieved:.0f} TFLOP/s, "
           f"{100 * achieved / peak:.1f} % of dense bf16 peak, {batch / dt:,.0f} img/s", flush=True)
-    model = opt = fwd = None  # drop the last references before empty_cache (step holds them too)
+    model = opt = imgs = noise = step = None  # drop the last references before empty_cache
     if DEV == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
