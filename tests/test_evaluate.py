@@ -259,7 +259,8 @@ def test_gate_cell_compares_the_mae_with_the_mean_and_linear_predictors_on_its_o
     json.dumps(g)
 
 
-def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir) -> None:
+def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir, caplog) -> None:
+    import logging
     from types import SimpleNamespace
 
     from mae_hlvm.config import load_params
@@ -276,7 +277,12 @@ def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir) -> None
     params = load_params("params.yaml")
     train_cell(params, "data.npz", 0.5, 4, 0, "models/c")
     args = SimpleNamespace(checkpoint="models/c/checkpoint.pt", data="data.npz", sweep="A", out="cell.json")
-    ev.run_evaluate(params, args)
+    with caplog.at_level(logging.INFO, logger="mae_hlvm.evaluate"):
+        ev.run_evaluate(params, args)
+    # a long silent step says what it does, for which cell, and how long each part took
+    lines = [r.getMessage() for r in caplog.records if r.name == "mae_hlvm.evaluate"]
+    assert len(lines) == 6 and all(line.startswith("A/r0.5_p4_s0: ") for line in lines), lines
+    assert sum(": done in 0m" in line for line in lines) == 3 and "learning gate" in lines[-1], lines
     g = json.loads(Path("cell.json").read_text())["gate"]
     assert g["plateau"] is False and g["gate_pass"] is False and "too few epochs to judge" in g["gate_reason"]
     assert g["recon_rel"] == pytest.approx(g["recon_mse"] / g["mean_pred_mse"], abs=1e-5)

@@ -852,6 +852,13 @@ def real_enabled(params: Params) -> bool:
     return params.real is not None and params.real.enabled
 
 
+def require_real(params: Params) -> RealParams:
+    """The ``real:`` section, or one line saying the track is off (for the real track's steps)."""
+    if params.real is None:
+        raise ParamsError("params.yaml: no 'real:' section (the real-image track is off)")
+    return params.real
+
+
 def unit_counts(image_size: int, mask_unit: int, mask_ratio: float) -> tuple[int, int]:
     """(visible, hidden) masking units of one cell, with MAE's rounding ``int(L * (1 - r))``."""
     n_units = (image_size // mask_unit) ** 2

@@ -27,6 +27,7 @@ D encoder width.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -49,8 +50,11 @@ from .io import ArtifactError, atomic_path, write_json, write_text
 from .model import MaskedAutoencoder
 from .paper import PAPER_SHAPE_BIAS
 from .probe import shape_bias
+from .progress import part
 from .realdata import class_names, normalise, to_unit_range
 from .results import RealCellResult, check, read_real_cell
+
+log = logging.getLogger("mae_hlvm.evaluate")
 
 # ------------------------------------------------------------------ the paper's Table 1
 
@@ -1037,14 +1041,18 @@ def run_evaluate(params: Params, args: Any) -> None:
     model, meta = load_checkpoint(args.checkpoint, device)
     ds = load_dataset(args.data)
     seed = int(meta["cell"]["seed"])
-    table1 = table1_cell(
-        model, ds, cell_seed=seed, probe_epochs=real.probe_epochs, knn_k=real.knn_k, eval_seed=real.eval_seed
-    )
-    recon = recon_quality_cell(model, ds, cell_seed=seed)
-    try:
-        gate = gate_cell(model, ds, meta.get("history"), cell_seed=seed)
-    except ValueError as err:
-        raise ArtifactError(f"{args.checkpoint}: {err}; retrain the cell") from None
+    cell = f"{args.sweep}/{meta['cell']['cell_id']}"
+    with part(log, f"{cell}: Table 1 (features of {len(ds.images):,} images, linear probe and k-NN on 6 test sets)"):
+        table1 = table1_cell(
+            model, ds, cell_seed=seed, probe_epochs=real.probe_epochs, knn_k=real.knn_k, eval_seed=real.eval_seed
+        )
+    with part(log, f"{cell}: reconstruction quality (Fig. 5)"):
+        recon = recon_quality_cell(model, ds, cell_seed=seed)
+    with part(log, f"{cell}: learning gate (hidden-patch error, linear reference, plateau)"):
+        try:
+            gate = gate_cell(model, ds, meta.get("history"), cell_seed=seed)
+        except ValueError as err:
+            raise ArtifactError(f"{args.checkpoint}: {err}; retrain the cell") from None
     result = {
         "sweep": args.sweep,
         "cell_id": meta["cell"]["cell_id"],
@@ -1123,10 +1131,11 @@ def _render_report(params: Params, args: Any, results: list, sweep_cells: dict, 
     table1_render([{**res["table1"], "gate_pass": res["gate"]["gate_pass"]} for res in results], out_dir, **where)
     gate = real_gate_line(results)
     ds = load_dataset(args.data)
-    floors = table1_floors(
-        ds, random_init_model(params, ds, real.seeds[0], device),
-        probe_epochs=real.probe_epochs, knn_k=real.knn_k, eval_seed=real.eval_seed,
-    )
+    with part(log, "Table 1 floors (raw pixels and the untrained encoder, probed as the cells)"):
+        floors = table1_floors(
+            ds, random_init_model(params, ds, real.seeds[0], device),
+            probe_epochs=real.probe_epochs, knn_k=real.knn_k, eval_seed=real.eval_seed,
+        )
     table2 = shape_bias_markdown(shape_bias_frame([res["table1"] for res in results], **where), floors, real.sweep_a_unit)
     for name, comment in (("table1.md", "{floors}\n{table2}{gate}\n\n_Stamp: {stamp}._"),
                           ("table1.tex", "% {gate}\n% stamp: {stamp}")):
@@ -1145,8 +1154,10 @@ def _render_report(params: Params, args: Any, results: list, sweep_cells: dict, 
         if meta["weights_sha256"] != evaluated[(sweep, cell)]:
             raise ArtifactError(f"{args.models_dir}/{sweep}/{cell}: checkpoint differs from the one its cell JSON evaluated; rerun evaluate-real")
         models.append((f"r{ratio:g} u{unit}", model))
-    attention = attention_grid(models, ds, fig_dir, n_images=real.n_eval_images, stamp=stamp)
-    tsne = tsne_figure(models, ds, fig_dir / "fig8_tsne", n_points=real.tsne_points, seed=real.eval_seed, stamp=stamp)
+    with part(log, f"Figs. 6 and 7 (attention maps of {len(models)} cells)"):
+        attention = attention_grid(models, ds, fig_dir, n_images=real.n_eval_images, stamp=stamp)
+    with part(log, f"Fig. 8 (t-SNE of {real.tsne_points} test images per cell, {len(models)} cells)"):
+        tsne = tsne_figure(models, ds, fig_dir / "fig8_tsne", n_points=real.tsne_points, seed=real.eval_seed, stamp=stamp)
     write_json(out_dir / Path(paths.REAL_FIGURES_JSON).name, {
         "seed_shown": real.seeds[0],
         "attention": {k: v for k, v in attention.items() if k != "files"},

@@ -17,9 +17,12 @@ than the plan), nor does a dry run; the files live in ``.pipeline/run/`` and go 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import paths
@@ -102,6 +105,15 @@ def clock(seconds: float) -> str:
     """``5m10s``: the one way run lines spell a duration."""
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s"
+
+
+@contextmanager
+def part(log: logging.Logger, what: str) -> Iterator[None]:
+    """Log ``what ...`` before a long silent part of a step and ``what: done in 1m05s`` after it."""
+    log.info("%s ...", what)
+    started = time.perf_counter()
+    yield
+    log.info("%s: done in %s", what, clock(time.perf_counter() - started))
 
 
 def stop() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from . import paths
-from .config import ParamsError, Params, cell_id, real_sweep_cells
+from .config import ParamsError, Params, cell_id, real_sweep_cells, require_real
 from .io import write_json
 from .train import train_cell, train_cells_together
 
@@ -24,9 +24,7 @@ def real_train_params(params: Params) -> Params:
     ``model_copy`` skips validation on purpose: the synthetic grid's cross-checks
     (its masking units against this ViT patch) do not apply to the real track.
     """
-    real = params.real
-    if real is None:
-        raise ParamsError("params.yaml: no 'real:' section (the real-image track is off)")
+    real = require_real(params)
     model = params.model.model_copy(update={"vit_patch": real.vit_patch})
     train = params.train.model_copy(update={"epochs": real.epochs, "base_lr": real.base_lr, "batch_size": real.batch_size})
     return params.model_copy(update={"model": model, "train": train})
@@ -40,9 +38,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
 
 def sweep_seed_cells(params: Params, sweep: str, seed: int, models_dir: str) -> list[tuple[float, int, int, str]]:
     """(mask_ratio, mask_unit, seed, out_dir) of every cell of ``sweep`` with ``seed``, in the sweep's order."""
-    if params.real is None:
-        raise ParamsError("params.yaml: no 'real:' section (the real-image track is off)")
-    cells = real_sweep_cells(params.real).get(sweep)
+    cells = real_sweep_cells(require_real(params)).get(sweep)
     if cells is None:
         raise ParamsError(f"params.yaml: real.sweep={params.real.sweep} has no sweep {sweep}")
     if seed not in params.real.seeds:
