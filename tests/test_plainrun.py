@@ -67,3 +67,32 @@ def test_overall_progress_line_per_finished_job(tmp_path, monkeypatch):
     assert progress.start(params, ["snakemake", "--cores", "2", "all", "--resources", "gpu=1"]) == total
     progress.stop()
     assert progress.job_done("generate") is None
+
+
+def _job(name: str, gpu: bool) -> plainrun.Job:
+    return plainrun.Job(name, ("true",), (f"{name}.out",), (), gpu)
+
+
+def test_gpu_jobs_start_first_and_keep_their_slot_free():
+    jobs = {j.name: j for j in [_job("probe1", False), _job("probe2", False), _job("probe3", False),
+                                 _job("train0", True), _job("train1", True)]}
+    deps = {n: set() for n in jobs}
+    deps["train1"] = {"probe1"}  # a GPU job that waits on a CPU job
+
+    def start(pending, done, running, cores=3, gpu_jobs=1):
+        return plainrun.next_jobs(pending, deps, done, [jobs[n] for n in running], jobs, cores, gpu_jobs)
+
+    # the ready GPU job first (it is last in plan order), CPU jobs in the slots left
+    assert start(["probe1", "probe2", "probe3", "train0", "train1"], set(), []) == ["train0", "probe1", "probe2"]
+    # nothing running on the GPU yet and train1 still to come: its slot is kept free
+    assert start(["probe1", "probe2", "probe3", "train1"], set(), []) == ["probe1", "probe2"]
+    # probe1 done, train1 ready: it takes the kept slot ahead of probe3
+    assert start(["probe3", "train1"], {"probe1"}, ["probe2"]) == ["train1", "probe3"]
+    # the GPU busy: train1 waits for it without taking a slot; probe3 runs
+    assert start(["probe3", "train1"], {"probe1"}, ["train0", "probe2"]) == ["probe3"]
+    # with two GPU slots, two GPU jobs at once
+    assert start(["train0", "train1"], {"probe1"}, [], cores=3, gpu_jobs=2) == ["train0", "train1"]
+    # with no GPU job left, CPU jobs take every slot
+    assert start(["probe2", "probe3"], {"probe1"}, [], cores=2) == ["probe2", "probe3"]
+    # one slot in all: never kept empty for a GPU job that waits on a CPU job
+    assert start(["probe1", "train1"], set(), [], cores=1) == ["probe1"]
