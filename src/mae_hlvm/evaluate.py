@@ -50,7 +50,7 @@ from .io import ArtifactError, atomic_path, write_json, write_text
 from .model import MaskedAutoencoder
 from .paper import PAPER_SHAPE_BIAS
 from .probe import shape_bias
-from .progress import part
+from . import progress
 from .realdata import class_names, normalise, to_unit_range
 from .results import RealCellResult, check, read_real_cell
 
@@ -1042,13 +1042,13 @@ def run_evaluate(params: Params, args: Any) -> None:
     ds = load_dataset(args.data)
     seed = int(meta["cell"]["seed"])
     cell = f"{args.sweep}/{meta['cell']['cell_id']}"
-    with part(log, f"{cell}: Table 1 (features of {len(ds.images):,} images, linear probe and k-NN on 6 test sets)"):
+    with progress.part(log, f"{cell}: Table 1 (features of {len(ds.images):,} images, linear probe and k-NN on 6 test sets)"):
         table1 = table1_cell(
             model, ds, cell_seed=seed, probe_epochs=real.probe_epochs, knn_k=real.knn_k, eval_seed=real.eval_seed
         )
-    with part(log, f"{cell}: reconstruction quality (Fig. 5)"):
+    with progress.part(log, f"{cell}: reconstruction quality (Fig. 5)"):
         recon = recon_quality_cell(model, ds, cell_seed=seed)
-    with part(log, f"{cell}: learning gate (hidden-patch error, linear reference, plateau)"):
+    with progress.part(log, f"{cell}: learning gate (hidden-patch error, linear reference, plateau)"):
         try:
             gate = gate_cell(model, ds, meta.get("history"), cell_seed=seed)
         except ValueError as err:
@@ -1131,7 +1131,7 @@ def _render_report(params: Params, args: Any, results: list, sweep_cells: dict, 
     table1_render([{**res["table1"], "gate_pass": res["gate"]["gate_pass"]} for res in results], out_dir, **where)
     gate = real_gate_line(results)
     ds = load_dataset(args.data)
-    with part(log, "Table 1 floors (raw pixels and the untrained encoder, probed as the cells)"):
+    with progress.part(log, "Table 1 floors (raw pixels and the untrained encoder, probed as the cells)"):
         floors = table1_floors(
             ds, random_init_model(params, ds, real.seeds[0], device),
             probe_epochs=real.probe_epochs, knn_k=real.knn_k, eval_seed=real.eval_seed,
@@ -1154,9 +1154,9 @@ def _render_report(params: Params, args: Any, results: list, sweep_cells: dict, 
         if meta["weights_sha256"] != evaluated[(sweep, cell)]:
             raise ArtifactError(f"{args.models_dir}/{sweep}/{cell}: checkpoint differs from the one its cell JSON evaluated; rerun evaluate-real")
         models.append((f"r{ratio:g} u{unit}", model))
-    with part(log, f"Figs. 6 and 7 (attention maps of {len(models)} cells)"):
+    with progress.part(log, f"Figs. 6 and 7 (attention maps of {len(models)} cells)"):
         attention = attention_grid(models, ds, fig_dir, n_images=real.n_eval_images, stamp=stamp)
-    with part(log, f"Fig. 8 (t-SNE of {real.tsne_points} test images per cell, {len(models)} cells)"):
+    with progress.part(log, f"Fig. 8 (t-SNE of {real.tsne_points} test images per cell, {len(models)} cells)"):
         tsne = tsne_figure(models, ds, fig_dir / "fig8_tsne", n_points=real.tsne_points, seed=real.eval_seed, stamp=stamp)
     write_json(out_dir / Path(paths.REAL_FIGURES_JSON).name, {
         "seed_shown": real.seeds[0],
