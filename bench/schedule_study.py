@@ -38,7 +38,7 @@ import torch
 
 from mae_hlvm.config import load_params
 from mae_hlvm.data import load_dataset
-from mae_hlvm.gate import PLATEAU_REL_DROP, loss_rel_drop, plateau, train_mean_image
+from mae_hlvm.gate import loss_rel_drop, plateau, train_mean_image
 from mae_hlvm.model import build_model
 from mae_hlvm.probe import reconstruct, recon_seed
 from mae_hlvm.train import DeviceLoop
@@ -72,7 +72,6 @@ class Run:
     seed: int = 0
     reps: int = 1
     done_steps: int = 0
-    epoch: int = 0
     losses: list[float] = field(default_factory=list)
     result: dict | None = None
 
@@ -88,16 +87,15 @@ class Run:
         """One training step; opens and closes epochs as they come."""
         spe = self.loop.steps_per_epoch
         if self.done_steps % spe == 0:
-            self.loop.begin_epoch(self.epoch)
+            self.loop.begin_epoch(self.done_steps // spe)
         self.loop.step()
         self.done_steps += 1
         if self.done_steps % spe == 0:
             self.losses.append(self.loop.end_epoch())
-            self.epoch += 1
 
     def finish(self, seconds: float) -> dict:
         model = self.loop.model
-        if model.cls_token.is_cuda:
+        if self.loop.device.type == "cuda":
             torch.cuda.synchronize()
         mse, mean_mse, _ = reconstruct(model, self.test, 1024, recon_seed(self.seed), 0, self.mean_image)
         settled, why = plateau(self.losses)
@@ -162,16 +160,17 @@ def markdown(result: dict) -> str:
         "| track | cell | epochs | batch | peak lr | passes | steps | final loss | last-quarter drop | plateau | hidden rel | gain share |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    # steps per epoch of a track at a batch size, from the runs (a reference shares their data)
+    per_epoch = {(r["track"], r["batch"]): r["steps"] // r["epochs"] for r in result["runs"]}
     rows = [dict(r, ref=True) for r in result["references"]["cells"]] + list(result["runs"])
     rows.sort(key=lambda r: (r["track"] != "synthetic", r["mask_ratio"], r["mask_unit"], r["batch"], r["epochs"], r["peak_lr"]))
     for r in rows:
         ref = refs[(r["track"], r["mask_ratio"], r["mask_unit"])]
-        n_train = {"synthetic": 100000, "real": 60000}[r["track"]]
-        passes = r["epochs"] * (n_train // r["batch"]) * r["batch"]
+        steps = r["epochs"] * per_epoch[(r["track"], r["batch"])]
         lines.append(
             f"| {r['track']} | r{r['mask_ratio']} u{r['mask_unit']}{' *' if r.get('ref') else ''} | {r['epochs']} | "
-            f"{r['batch']} | {r['peak_lr']:.1e} | {passes / 1e6:.1f}M | {passes // r['batch']:,} | {r['losses'][-1]:.4f} | "
-            f"{r['loss_rel_drop']:.2%} | {'yes' if r['loss_rel_drop'] < PLATEAU_REL_DROP else 'no'} | "
+            f"{r['batch']} | {r['peak_lr']:.1e} | {steps * r['batch'] / 1e6:.1f}M | {steps:,} | {r['losses'][-1]:.4f} | "
+            f"{r['loss_rel_drop']:.2%} | {'yes' if plateau(r['losses'])[0] else 'no'} | "
             f"{r['recon_rel']:.3f} | {gain_share(r['recon_rel'], ref):.2f} |")
     return "\n".join(lines) + "\n"
 

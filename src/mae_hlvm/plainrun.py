@@ -6,11 +6,12 @@ The jobs are the stage table's (:func:`mae_hlvm.pipeline.instances`): the same c
 inputs and outputs both tools run. A job runs when Snakemake would run it (an output
 missing or older than an input, its code or its params file, or an input's job runs),
 after the jobs making its inputs; at most ``--cores`` at once, of which at most
-``--gpu-jobs`` train on the GPU. A ready GPU job starts before any ready CPU job, and
-while GPU jobs remain, CPU jobs take at most ``cores - gpu_jobs`` slots, so a training
-job never waits for a slot or a host core behind the probes (the first GPU run's GPU sat
-idle 10-35 s at each training job's start with 13 CPU jobs beside it, docs/gpu.md). Each finished job leaves the receipt a Snakemake job
-leaves (:func:`mae_hlvm.glue.step_hooks`), so back on a machine with DVC, ``python -m
+``--gpu-jobs`` train on the GPU (:func:`next_jobs`). A ready GPU job starts before any
+ready CPU job, and while GPU jobs remain, CPU jobs take at most ``cores - gpu_jobs``
+slots, so a training job never waits for a slot behind the probes (the first GPU run's
+GPU sat idle 10-35 s at each training job's start with 13 CPU jobs beside it,
+docs/gpu.md). Each finished job leaves the receipt a Snakemake job leaves
+(:func:`mae_hlvm.glue.step_hooks`), so back on a machine with DVC, ``python -m
 mae_hlvm.pipeline commit-receipts`` records them in dvc.lock and both tools agree: what
 the GPU profile's headline run needs (docs/gpu.md). One progress line per finished job:
 jobs done of the plan, running, elapsed, and an ETA at the run's own pace.
