@@ -27,21 +27,21 @@ test-fast: $(VENV)
 
 # after dvc pull / dvc checkout: make Snakemake's mtimes agree with DVC
 sync: $(VENV)
-	$(PY) -m mae_hlvm.sync
+	$(PY) -m mae_hlvm.workflow.sync
 
 # restore a pushed run from the DVC remote, then sync; one line when it cannot (docs/remotes.md)
 pull: $(VENV)
-	$(PY) -m mae_hlvm.remote pull
+	$(PY) -m mae_hlvm.workflow.remote pull
 
-# snakemake --lint with each accepted suggestion justified in src/mae_hlvm/lint.py
+# snakemake --lint with each accepted suggestion justified in src/mae_hlvm/workflow/lint.py
 lint: $(VENV)
 	.venv/bin/ruff check
-	$(PY) -m mae_hlvm.lint
+	$(PY) -m mae_hlvm.workflow.lint
 	$(PY) -m mae_hlvm check
 
 # written through a temporary file: with invalid params the old dvc.yaml stays as it was
 dvc-yaml: $(VENV)
-	$(PY) -m mae_hlvm.pipeline dvc-yaml --out dvc.yaml
+	$(PY) -m mae_hlvm.workflow.pipeline dvc-yaml --out dvc.yaml
 
 bench: $(VENV)
 	$(PY) bench/bench_pipeline.py

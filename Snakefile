@@ -1,16 +1,16 @@
 """The mae-hlvm grid with Snakemake: `snakemake --cores N` (profile: profiles/default).
 
-Every rule is built, in one loop, from the stage table (mae_hlvm.stages.TABLE, read
-through mae_hlvm.pipeline), the one definition dvc.yaml is generated from too: the same
+Every rule is built, in one loop, from the stage table (mae_hlvm.workflow.stages.TABLE, read
+through mae_hlvm.workflow.pipeline), the one definition dvc.yaml is generated from too: the same
 commands, outputs and inputs in both tools. Params reach the rules as files
 (.pipeline/params/<stage>.json, rewritten only when their content changes), and the
 workflow profile reruns on mtime only, so an edit reruns exactly the stages reading the
-edited keys whichever tool made the outputs (mae_hlvm.glue; README, "Snakemake and DVC
+edited keys whichever tool made the outputs (mae_hlvm.workflow.glue; README, "Snakemake and DVC
 together").
 """
 
-from mae_hlvm import glue, pipeline, sync
-from mae_hlvm.config import ParamsError, load_params
+from mae_hlvm.workflow import glue, pipeline, sync
+from mae_hlvm.core.config import ParamsError, load_params
 
 if config:
     # params.yaml is the one place a user edits, and dvc.yaml reads it too: an override
@@ -28,7 +28,7 @@ except ParamsError as err:
     # one line, before any job; the traceback would only bury it
     raise SystemExit(f"error: {err}") from None
 # params changed since Snakemake's last run: if DVC already made their outputs (exp apply,
-# checkout, pull), re-stamp them rather than retrain (mae_hlvm.sync.adopt_dvc_results)
+# checkout, pull), re-stamp them rather than retrain (mae_hlvm.workflow.sync.adopt_dvc_results)
 sync.adopt_dvc_results(glue.write_params_files(P))
 
 report: "report/workflow.rst"
@@ -42,7 +42,7 @@ wildcard_constraints:
 
 onstart:
     # refuse while `dvc repro` runs here, record receipts an interrupted earlier run left,
-    # then hold DVC's lock until the end (mae_hlvm.runlock)
+    # then hold DVC's lock until the end (mae_hlvm.workflow.runlock)
     glue.start_run()
 
 
@@ -63,7 +63,7 @@ rule all:
 
 # One rule per stage the current params run (train.job, robustness.enabled, real.enabled
 # and real.sweep choose them), named like DVC's stages; the real track alone:
-# `snakemake $(python -m mae_hlvm.pipeline real-targets)`.
+# `snakemake $(python -m mae_hlvm.workflow.pipeline real-targets)`.
 for _stage in pipeline.active_stages(P):
 
     rule:

@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from mae_hlvm.config import parse_params
-from mae_hlvm.data import save_dataset
-from mae_hlvm.generate import generate_dataset
-from mae_hlvm.model import MaskedAutoencoder, build_model
-from mae_hlvm.train import DeviceLoop, _Progress, param_groups, train_cell, train_epoch
+from mae_hlvm.core.config import parse_params
+from mae_hlvm.core.data import save_dataset
+from mae_hlvm.core.model import MaskedAutoencoder, build_model
+from mae_hlvm.core.train import DeviceLoop, _Progress, param_groups, train_cell, train_epoch
+from mae_hlvm.synthetic.generate import generate_dataset
 
 # Dense bf16 tensor-core peaks (vendor datasheets, SXM parts, no sparsity).
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}

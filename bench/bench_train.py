@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_mae import PlainMAE  # noqa: E402
 
-from mae_hlvm.config import load_params  # noqa: E402
-from mae_hlvm.model import build_model  # noqa: E402
+from mae_hlvm.core.config import load_params  # noqa: E402
+from mae_hlvm.core.model import build_model  # noqa: E402
 
 
 def step_rate(step, batch: int, steps: int, device: str) -> float:

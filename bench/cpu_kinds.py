@@ -164,11 +164,9 @@ def run_child(args: list[str], src: str, extra: dict[str, str], cwd: Path, timeo
 def _child_generate(params_path: str, out: str, rng_draws: int) -> dict[str, Any]:
     import numpy as np
 
-    from mae_hlvm.config import load_params
-    from mae_hlvm.data import save_dataset
-    from mae_hlvm.generate import generate_dataset
-
-    from mae_hlvm.generate import draw_functions, sample
+    from mae_hlvm.core.config import load_params
+    from mae_hlvm.core.data import save_dataset
+    from mae_hlvm.synthetic.generate import draw_functions, generate_dataset, sample
 
     params = load_params(params_path)
     times = []
@@ -186,8 +184,8 @@ def _child_generate(params_path: str, out: str, rng_draws: int) -> dict[str, Any
 
 
 def _child_prepare_real(params_path: str, out: str) -> dict[str, Any]:
-    from mae_hlvm.config import load_params
-    from mae_hlvm.realdata import run_prepare
+    from mae_hlvm.core.config import load_params
+    from mae_hlvm.real.realdata import run_prepare
 
     t = time.perf_counter()
     run_prepare(load_params(params_path), argparse.Namespace(out=out))
@@ -195,9 +193,9 @@ def _child_prepare_real(params_path: str, out: str) -> dict[str, Any]:
 
 
 def _child_train(params_path: str, data: str, out_dir: str, ratio: float, unit: int, seed: int) -> dict[str, Any]:
-    from mae_hlvm.config import load_params
-    from mae_hlvm.probe import probe_cell
-    from mae_hlvm.train import train_cell
+    from mae_hlvm.core.config import load_params
+    from mae_hlvm.core.train import train_cell
+    from mae_hlvm.synthetic.probe import probe_cell
 
     params = load_params(params_path)
     t = time.perf_counter()
@@ -210,7 +208,7 @@ def _child_train(params_path: str, data: str, out_dir: str, ratio: float, unit: 
 
 def _cell_result(out_dir: str, metrics: dict[str, Any], started: float, t_train: float) -> dict[str, Any]:
     """What a child reports for one trained and evaluated cell: byte hashes, numbers, seconds."""
-    from mae_hlvm.io import file_sha256
+    from mae_hlvm.core.io import file_sha256
 
     return {
         "checkpoint_sha256": file_sha256(Path(out_dir) / "checkpoint.pt"),
@@ -222,10 +220,10 @@ def _cell_result(out_dir: str, metrics: dict[str, Any], started: float, t_train:
 
 
 def _child_train_real(params_path: str, data: str, out_dir: str, ratio: float, unit: int, seed: int) -> dict[str, Any]:
-    from mae_hlvm.config import load_params
-    from mae_hlvm.evaluate import run_evaluate
-    from mae_hlvm.train import train_cell
-    from mae_hlvm.train_real import real_train_params
+    from mae_hlvm.core.config import load_params
+    from mae_hlvm.core.train import train_cell
+    from mae_hlvm.real.evaluate import run_evaluate
+    from mae_hlvm.real.train_real import real_train_params
 
     params = load_params(params_path)
     t = time.perf_counter()

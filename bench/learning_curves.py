@@ -1,6 +1,6 @@
 """Learning curves of the default MAE: hidden-patch error and probes against image passes.
 
-Why: a verdict is only worth something on cells that learned (src/mae_hlvm/gate.py). This
+Why: a verdict is only worth something on cells that learned (src/mae_hlvm/core/gate.py). This
 benchmark measures, for a few cells, how the hidden-patch MSE (against the per-position
 mean and the linear predictor: the gate's gain share) and the spatial probes move with the
 number of training images seen, so that the default budgets are chosen from measured
@@ -16,7 +16,7 @@ anything, pessimistic. Pass 0 is the random-init encoder (the floor).
         [--n-train 20000] [--max-passes 320000] [--out bench/results/learning_curves_cpu]
 
 With ``--device cuda`` the cells train together in one process through the pipeline's
-CUDA loop (:class:`mae_hlvm.train.DeviceLoop`: one CUDA graph per cell, one stream each,
+CUDA loop (:class:`mae_hlvm.core.train.DeviceLoop`: one CUDA graph per cell, one stream each,
 bf16 autocast), the way ``train_cells_together`` trains them; the probes then fit on the
 first ``--probe-train`` train images and the gate's linear reference on the first
 ``--linear-train`` (both all of them by default).
@@ -35,16 +35,24 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from mae_hlvm.config import load_params
-from mae_hlvm.gate import GATE_MIN_SHARE, linear_on_mae_masks, linear_reference, train_mean_image
-from mae_hlvm.generate import generate_dataset
-from mae_hlvm.model import build_model
-from mae_hlvm.probe import (
-    class_accuracy, encode_features, flatten_latent, level_scores, r2_ridge_blocks, recon_seed, reconstruct, region_r2,
-    spatial_level, standardise,
+from mae_hlvm.core.config import load_params
+from mae_hlvm.core.data import Dataset
+from mae_hlvm.core.gate import GATE_MIN_SHARE, linear_on_mae_masks, linear_reference, train_mean_image
+from mae_hlvm.core.model import build_model
+from mae_hlvm.core.train import DeviceLoop, epoch_seed, lr_at, param_groups
+from mae_hlvm.synthetic.generate import generate_dataset
+from mae_hlvm.synthetic.probe import (
+    class_accuracy,
+    encode_features,
+    flatten_latent,
+    level_scores,
+    r2_ridge_blocks,
+    recon_seed,
+    reconstruct,
+    region_r2,
+    spatial_level,
+    standardise,
 )
-from mae_hlvm.data import Dataset
-from mae_hlvm.train import DeviceLoop, epoch_seed, lr_at, param_groups
 
 
 def evaluate(model, train, test, passes: int, loss: float | None, linear: tuple[float, float], seed: int, alphas,

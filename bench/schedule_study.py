@@ -2,7 +2,7 @@
 
 Why: the GPU headline run of 2026-11-27 (runs/gpu-h100-2026-11-27/) learned in every cell
 (gain share 0.79-1.00) but 18 of 20 synthetic and all 21 real cells failed the gate's
-plateau rule (src/mae_hlvm/gate.py, fixed before any result: the mean loss of the last
+plateau rule (src/mae_hlvm/core/gate.py, fixed before any result: the mean loss of the last
 quarter of epochs less than 1 % below the quarter before); their loss still fell 1.3-3.5 %
 (synthetic, 30 epochs) and 1.3-10.9 % (real, 20 epochs). The rule is not changed here; this
 study measures which recipe (epochs, batch size, peak learning rate) reaches it, and at
@@ -10,12 +10,12 @@ what cost, so that the GPU profile's recipe is chosen from the training loss alo
 
 Every run is one cell trained from scratch for its own recipe (linear warmup, half-cosine
 to zero over exactly its epochs, the pipeline's schedule), with the pipeline's CUDA loop
-(:class:`mae_hlvm.train.DeviceLoop`: data on the device, one CUDA graph and stream per
+(:class:`mae_hlvm.core.train.DeviceLoop`: data on the device, one CUDA graph and stream per
 run). All runs share the GPU in one process; a run's steps are interleaved in proportion
 to its length so that they finish together. At the end of each run it records the
-per-epoch losses, the plateau verdict (:func:`mae_hlvm.gate.plateau`), and the hidden-patch
+per-epoch losses, the plateau verdict (:func:`mae_hlvm.core.gate.plateau`), and the hidden-patch
 MSE of the MAE and of the per-position-mean predictor on every test image under the probe
-step's own masks (:func:`mae_hlvm.probe.reconstruct`, as both tracks' gates measure it):
+step's own masks (:func:`mae_hlvm.synthetic.probe.reconstruct`, as both tracks' gates measure it):
 the quality beside the cost. The gate's linear reference does not depend on the training,
 so a run's gain share is computed afterwards from the headline run's ``linear_mse``.
 
@@ -36,13 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mae_hlvm.config import load_params
-from mae_hlvm.data import load_dataset
-from mae_hlvm.gate import loss_rel_drop, plateau, train_mean_image
-from mae_hlvm.model import build_model
-from mae_hlvm.probe import reconstruct, recon_seed
-from mae_hlvm.train import DeviceLoop
-from mae_hlvm.train_real import real_train_params
+from mae_hlvm.core.config import load_params
+from mae_hlvm.core.data import load_dataset
+from mae_hlvm.core.gate import loss_rel_drop, plateau, train_mean_image
+from mae_hlvm.core.model import build_model
+from mae_hlvm.core.train import DeviceLoop
+from mae_hlvm.real.train_real import real_train_params
+from mae_hlvm.synthetic.probe import recon_seed, reconstruct
 
 # (track, mask_ratio, mask_unit): the headline run's worst and middle cells per track
 CELLS = {
@@ -152,7 +152,7 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Schedule study ({result['when']}, {result['device']}, torch {result['torch']})", "",
         "Does a longer or larger-batch recipe reach the gate's plateau rule (last quarter of epochs' mean "
-        "loss < 1 % below the quarter before; src/mae_hlvm/gate.py, unchanged)? Seed 0, the GPU profile's data "
+        "loss < 1 % below the quarter before; src/mae_hlvm/core/gate.py, unchanged)? Seed 0, the GPU profile's data "
         f"({result['params']}); {len(result['runs'])} runs together in one process, "
         f"{sum(r['passes'] for r in result['runs']) / 1e6:.1f}M image passes in {result['wall_s']:.0f} s "
         f"({result['images_per_s']:,} images/s). Reference rows (*): {result['references']['source']}. Gain share = (1 - hidden rel) / (1 - linear rel), the linear rel "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mae_hlvm.data import Dataset, save_dataset
+from mae_hlvm.core.data import Dataset, save_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

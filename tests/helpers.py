@@ -16,9 +16,9 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from mae_hlvm import cli, pipeline
-from mae_hlvm.config import DataParams, load_params, parse_params
-from mae_hlvm.data import Dataset
+from mae_hlvm.core.config import DataParams, load_params, parse_params
+from mae_hlvm.core.data import Dataset
+from mae_hlvm.workflow import cli, pipeline
 
 # cli's log format: "%(asctime)s %(name)s %(message)s"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
@@ -320,12 +320,12 @@ def assert_one_line_error(rc: int, out: Path, text: str, named: Path | str, reas
 
 
 def assert_runner_exists(runner: str) -> None:
-    """A step's runner (``mae_hlvm.evaluate:run_report``) names a module of the package that
+    """A step's runner (``mae_hlvm.real.evaluate:run_report``) names a module of the package that
     defines the function (``run`` by default); checked without importing it (no torch)."""
     import ast
 
     module, _, function = runner.partition(":")
-    source = Path(pipeline.SOURCE_DIR) / f"{module.rsplit('.', 1)[1]}.py"
+    source = pipeline.module_path(module.split(".", 1)[1])
     assert source.exists(), f"{runner}: no {source}"
     defined = {n.name for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, ast.FunctionDef)}
     assert (function or "run") in defined, f"{runner}: {source.name} defines no {function or 'run'}()"
@@ -333,8 +333,8 @@ def assert_runner_exists(runner: str) -> None:
 
 def real_cell_result(sweep: str, ratio: float, unit: int, seed: int, clean_acc: float = 50.0,
                      gate_pass: bool = True) -> dict:
-    """A complete evaluate-real JSON (mae_hlvm.results.RealCellResult) with made-up numbers."""
-    from mae_hlvm.config import cell_id
+    """A complete evaluate-real JSON (mae_hlvm.core.results.RealCellResult) with made-up numbers."""
+    from mae_hlvm.core.config import cell_id
 
     accs = {"clean": clean_acc, "noise": clean_acc / 2}
     ids = {"mask_ratio": ratio, "mask_unit": unit, "seed": seed, "sweep": sweep}

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from mae_hlvm import aggregate, figures, gate, paths, results
-from mae_hlvm.cli import main as cli_main
-from mae_hlvm.config import cell_id, parse_params
-from mae_hlvm.io import ArtifactError, save_npz, write_json
 from figure_checks import stamp_collisions
+
+from mae_hlvm.core import gate, paths, results
+from mae_hlvm.core.config import cell_id, parse_params
+from mae_hlvm.core.io import ArtifactError, save_npz, write_json
+from mae_hlvm.review import aggregate, figures
+from mae_hlvm.workflow.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 RATIOS = [0.25, 0.5, 0.75]
@@ -386,7 +387,7 @@ def test_a_missing_baseline_file_stops_aggregate(grid):
 
 def fake_prediction() -> dict:
     """A prediction JSON (predict step) for the fake grid: mean level falls with the ratio."""
-    from mae_hlvm.predict import cell_key
+    from mae_hlvm.synthetic.predict import cell_key
 
     return {"cells": {cell_key(r, p): {"mean_level": 2.0 - r - p / 10} for r in RATIOS for p in PATCHES}}
 

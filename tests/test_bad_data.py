@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error, prepare_real_step, write_real_params
 from PIL import Image
 
-from mae_hlvm.data import load_dataset
-from helpers import assert_one_line_error, prepare_real_step, write_real_params
+from mae_hlvm.core.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -596,7 +596,7 @@ def test_folder_mixed_sizes_and_modes_are_fitted(tmp_path, monkeypatch, capsys):
         ds, _ = _accepted(tmp_path, monkeypatch, capsys, {"dataset": "folder", "path": str(root), "channels": channels})
         assert ds.images.shape == (18, channels, 16, 16)
     # the 16-bit image, a uniform 32768/65535, comes back as a uniform 0.5 (clipping would give 1.0)
-    from mae_hlvm.realdata import to_unit_range
+    from mae_hlvm.real.realdata import to_unit_range
 
     pixels = to_unit_range(ds.images, ds.settings)
     uniform = [i for i in range(18) if np.ptp(pixels[i]) < 1e-6]

@@ -4,7 +4,7 @@ Each case edits the repository's own params.yaml (as text, so YAML spellings sur
 writes raw bytes, runs ``python -m mae_hlvm check --params FILE`` in-process and asserts:
 exit code 2, exactly one line of output, ``error:`` followed by the key and value the
 case names, no traceback, and the same text as the ParamsError that
-:func:`mae_hlvm.config.load_params` raises (the function the Snakefile calls too).
+:func:`mae_hlvm.core.config.load_params` raises (the function the Snakefile calls too).
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ import re
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import pytest
 import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mae_hlvm import config
-from mae_hlvm.cli import main
-from mae_hlvm.config import ParamsError, load_params, parse_params, read_params_yaml
+from mae_hlvm.core import config
+from mae_hlvm.core.config import ParamsError, load_params, parse_params, read_params_yaml
+from mae_hlvm.workflow.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_TEXT = (REPO / "params.yaml").read_text(encoding="utf-8")
@@ -369,7 +369,7 @@ def test_memory_limit_is_read_through_one_function(monkeypatch):
 
 def test_model_weight_estimate_matches_the_model():
     torch = pytest.importorskip("torch")
-    from mae_hlvm.model import build_model
+    from mae_hlvm.core.model import build_model
 
     params = parse_params(yaml.safe_load(BASE_TEXT))
     model_cfg = params.model.model_dump()

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from mae_hlvm import baseline, train
-from mae_hlvm.cli import main
-from mae_hlvm.config import parse_params, section_dict
-from mae_hlvm.data import save_dataset
-from mae_hlvm.model import build_model
 from helpers import TINY_PROBE_PARAMS, tiny_probe_dataset
+
+from mae_hlvm.core import train
+from mae_hlvm.core.config import parse_params, section_dict
+from mae_hlvm.core.data import save_dataset
+from mae_hlvm.core.model import build_model
+from mae_hlvm.synthetic import baseline
+from mae_hlvm.workflow.cli import main
 
 GRID = {"mask_ratios": [0.25, 0.5, 0.75], "mask_units": [2, 4], "seeds": [0, 3]}
 
@@ -114,7 +115,7 @@ def test_step_rejects_data_without_latents(workdir, capsys):
 
 
 def test_pixel_scores_match_the_probe_functions_directly():
-    from mae_hlvm import probe
+    from mae_hlvm.synthetic import probe
 
     ds = tiny_probe_dataset()
     tr, te = ds.split(test=False), ds.split(test=True)

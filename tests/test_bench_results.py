@@ -1,7 +1,7 @@
 """Committed benchmark results agree with themselves and with the rules they quote.
 
 A study's markdown is made from its JSON (``--report``), and its plateau verdicts are the
-gate's rule (:func:`mae_hlvm.gate.plateau`) applied to the per-epoch losses it stored. These
+gate's rule (:func:`mae_hlvm.core.gate.plateau`) applied to the per-epoch losses it stored. These
 checks catch a table edited by hand, a JSON replaced without its table, or a verdict that
 no longer follows from the stored curve.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mae_hlvm.gate import loss_rel_drop, plateau
+from mae_hlvm.core.gate import loss_rel_drop, plateau
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "bench" / "results").glob("schedule_study_*.json"))

@@ -10,13 +10,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from helpers import real_cell_result
-from mae_hlvm.claims import (
-    MIN_SEEDS, NOT_TESTABLE, increases, interior_peak, real_claims, render_markdown, run, synthetic_claims, verdict,
+
+from mae_hlvm.core.config import parse_params
+from mae_hlvm.core.io import ArtifactError, write_json
+from mae_hlvm.review.claims import (
+    MIN_SEEDS,
+    NOT_TESTABLE,
+    increases,
+    interior_peak,
+    real_claims,
+    render_markdown,
+    run,
+    synthetic_claims,
+    verdict,
 )
-from mae_hlvm.config import parse_params
-from mae_hlvm.io import ArtifactError, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +61,7 @@ def frame(root_curve, leaf_curve, patches=(2, 4), seeds=(0, 1, 2), noise=0.002, 
 
 def prediction(level_of) -> dict:
     """A prediction JSON (predict step) whose mean level per (ratio, unit) is ``level_of(ratio, unit)``."""
-    from mae_hlvm.predict import cell_key
+    from mae_hlvm.synthetic.predict import cell_key
 
     return {"cells": {cell_key(r, p): {"mean_level": level_of(r, p)} for r in RATIOS for p in (2, 4)}}
 
@@ -67,7 +75,7 @@ def theorem_frame(level_of, seeds=(0, 1, 2), failing=()) -> pd.DataFrame:
 
 
 def test_theorem_claim_follows_the_rank_correlation_of_predicted_and_measured_level():
-    from mae_hlvm.claims import MIN_RHO, theorem_claim
+    from mae_hlvm.review.claims import MIN_RHO, theorem_claim
 
     hump = lambda r, p: 1.5 - abs(r - 0.5) - p / 10  # noqa: E731
     pred = prediction(hump)
@@ -279,7 +287,7 @@ def test_c4_grid_sweep_counts_for_both_and_single_sweeps_give_one_claim():
 
 
 def write_real_cells(root, params, acc):
-    from mae_hlvm.config import cell_id, real_sweep_cells
+    from mae_hlvm.core.config import cell_id, real_sweep_cells
 
     for sweep, cells in real_sweep_cells(params.real).items():
         for r, u, s in cells:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mae_hlvm.config import load_params
-from mae_hlvm.model import MaskedAutoencoder
-from mae_hlvm.train import DeviceLoop, _Progress, param_groups, train_cell, train_cells_together, train_epoch
+from mae_hlvm.core.config import load_params
+from mae_hlvm.core.model import MaskedAutoencoder
+from mae_hlvm.core.train import DeviceLoop, _Progress, param_groups, train_cell, train_cells_together, train_epoch
 
 KW = dict(image_size=16, channels=3, vit_patch=2, mask_unit=4, mask_ratio=0.5, embed_dim=32, depth=2, num_heads=4,
           decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=4, mlp_ratio=2.0, norm_pix_loss=False)
@@ -78,7 +78,7 @@ def test_cells_trained_together_on_the_cpu_are_the_cells_trained_alone(tiny_trai
 
 
 def test_train_seed_step_writes_every_cell_of_the_seed_as_train_would(tiny_training):
-    from mae_hlvm import cli
+    from mae_hlvm.workflow import cli
 
     tiny_training(train=dict(epochs=2, job="seed"), grid=dict(seeds=[0, 1]))
     assert cli.main(["train-seed", "--data", "data.npz", "--seed", "1", "--models-dir", "grouped"]) == 0

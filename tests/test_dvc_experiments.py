@@ -4,7 +4,7 @@
 copy of the repository (with that copy's code: mae_hlvm/__main__.py); ``dvc exp apply``
 brings its params, dvc.lock and outputs into the workspace with fresh mtimes in no DAG
 order. Snakemake's next start sees params it has not run and DVC clean for them, and
-re-stamps instead of retraining (mae_hlvm.sync.adopt_dvc_results).
+re-stamps instead of retraining (mae_hlvm.workflow.sync.adopt_dvc_results).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import sys
 
 import pytest
-
 from helpers import assert_agree_up_to_date, copy_repo, edit_params, init_repo, sh, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -23,7 +22,7 @@ def test_queued_experiment_applied_then_snakemake_agrees(tmp_path):
     root = copy_repo(tmp_path / "repo")
     tiny_params(root)
     edit_params(root, real__enabled=False, robustness__enabled=False, train__epochs=2)
-    sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml", "--out", "dvc.yaml")
+    sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)  # nothing run here: the experiment makes every output in its own copy
 
     sh(root, "dvc", "exp", "run", "--queue", "-S", "train.epochs=3", "--name", "longer")

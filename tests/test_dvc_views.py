@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mae_hlvm import pipeline
-from mae_hlvm.summary import headline
+from mae_hlvm.review.summary import headline
+from mae_hlvm.workflow import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from mae_hlvm import evaluate as ev
-from mae_hlvm.model import MaskedAutoencoder
-from mae_hlvm.realdata import parse_real, prepare_real, to_unit_range
-from helpers import DEFAULT_REAL, real_cell_result
 from figure_checks import stamp_collisions
+from helpers import DEFAULT_REAL, real_cell_result
+
+from mae_hlvm.core.model import MaskedAutoencoder
+from mae_hlvm.real import evaluate as ev
+from mae_hlvm.real.realdata import parse_real, prepare_real, to_unit_range
 
 TINY_MODEL = dict(
     embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.0
@@ -236,8 +236,8 @@ def test_tsne_figure_is_deterministic(digits, models, tmp_path) -> None:
 
 
 def test_gate_cell_compares_the_mae_with_the_mean_and_linear_predictors_on_its_own_masking(digits, models) -> None:
-    from mae_hlvm import probe
-    from mae_hlvm.gate import linear_reference, train_mean_image
+    from mae_hlvm.core.gate import linear_reference, train_mean_image
+    from mae_hlvm.synthetic import probe
 
     model = models[1][1]  # ratio 0.75, unit 4, untrained
     history = [{"epoch": e, "loss": 1.0, "lr": 0.0} for e in range(4)]
@@ -263,8 +263,8 @@ def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir, caplog)
     import logging
     from types import SimpleNamespace
 
-    from mae_hlvm.config import load_params
-    from mae_hlvm.train import train_cell
+    from mae_hlvm.core.config import load_params
+    from mae_hlvm.core.train import train_cell
 
     tiny_workdir(
         60, 40,
@@ -277,10 +277,10 @@ def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir, caplog)
     params = load_params("params.yaml")
     train_cell(params, "data.npz", 0.5, 4, 0, "models/c")
     args = SimpleNamespace(checkpoint="models/c/checkpoint.pt", data="data.npz", sweep="A", out="cell.json")
-    with caplog.at_level(logging.INFO, logger="mae_hlvm.evaluate"):
+    with caplog.at_level(logging.INFO, logger="mae_hlvm.real.evaluate"):
         ev.run_evaluate(params, args)
     # a long silent step says what it does, for which cell, and how long each part took
-    lines = [r.getMessage() for r in caplog.records if r.name == "mae_hlvm.evaluate"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "mae_hlvm.real.evaluate"]
     assert len(lines) == 6 and all(line.startswith("A/r0.5_p4_s0: ") for line in lines), lines
     assert sum(": done in 0m" in line for line in lines) == 3 and "learning gate" in lines[-1], lines
     g = json.loads(Path("cell.json").read_text())["gate"]
@@ -318,8 +318,8 @@ def test_real_gate_line_names_failing_cells_by_sweep() -> None:
 def test_report_refuses_a_cell_json_without_the_gate(tmp_path, monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from mae_hlvm.config import cell_id, load_params, real_sweep_cells
-    from mae_hlvm.io import ArtifactError, write_json
+    from mae_hlvm.core.config import cell_id, load_params, real_sweep_cells
+    from mae_hlvm.core.io import ArtifactError, write_json
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     sweep, cells = next(iter(real_sweep_cells(params.real).items()))
@@ -382,7 +382,7 @@ def _real_figures(n_images: int, n_cells: int) -> dict:
 @pytest.mark.parametrize(("n_images", "n_cells"), [(6, 7), (1, 1), (3, 5)], ids=["paper-grid", "narrow", "ragged"])
 @pytest.mark.parametrize("label", ["params 0123456789abcdef | code abc123", LONG_STAMP], ids=["short", "long"])
 def test_real_figures_keep_the_stamp_off_panels_labels_and_titles(n_images, n_cells, label) -> None:
-    from mae_hlvm.pipeline import REAL_FIGURE_NAMES
+    from mae_hlvm.workflow.pipeline import REAL_FIGURE_NAMES
 
     built = _real_figures(n_images, n_cells)
     assert sorted(built) == sorted(REAL_FIGURE_NAMES)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mae_hlvm.data import load_dataset
-from mae_hlvm.io import ArtifactError, write_text
-from mae_hlvm.train import resume_state_path
+from mae_hlvm.core.data import load_dataset
+from mae_hlvm.core.io import ArtifactError, write_text
+from mae_hlvm.core.train import resume_state_path
 
 
 @pytest.fixture

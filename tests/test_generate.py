@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import tiny_data, tiny_raw
 
-from mae_hlvm.config import ParamsError, load_params, parse_params
-from mae_hlvm.data import Dataset, load_dataset
-from mae_hlvm.generate import (
+from mae_hlvm.core.config import ParamsError, load_params, parse_params
+from mae_hlvm.core.data import Dataset, load_dataset
+from mae_hlvm.synthetic.generate import (
     GENERATOR_VERSION,
     cue_accuracies,
     draw_functions,
@@ -23,7 +24,6 @@ from mae_hlvm.generate import (
     run,
     sample,
 )
-from helpers import tiny_data, tiny_raw
 
 REPO = Path(__file__).resolve().parents[1]
 

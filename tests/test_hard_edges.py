@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from mae_hlvm import cli, glue, io, ledger, paths, pipeline, runlock, train
-from mae_hlvm.config import load_params
-from mae_hlvm.io import ArtifactError, read_json, write_json
 from helpers import flip_byte_keep_mtime
+
+from mae_hlvm.core import io, paths, train
+from mae_hlvm.core.config import load_params
+from mae_hlvm.core.io import ArtifactError, read_json, write_json
+from mae_hlvm.workflow import cli, glue, ledger, pipeline, runlock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -342,7 +343,7 @@ def test_the_snakefile_claims_on_start_and_releases_before_its_own_dvc_commit():
     assert "glue.start_run()" in text.split("onstart:")[1].split("\n\n")[0]
     for hook in ("onsuccess:", "onerror:"):
         assert "glue.finish_run()" in text.split(hook)[1].split("\n\n\n")[0]
-    src = (REPO / "src/mae_hlvm/glue.py").read_text()
+    src = (REPO / "src/mae_hlvm/workflow/glue.py").read_text()
     finish = src.split("def finish_run")[1].split("\ndef ")[0]
     assert finish.index("runlock.release()") < finish.index("commit_receipts()")
 

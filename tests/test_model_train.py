@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mae_hlvm.config import load_params
-from mae_hlvm.io import ArtifactError
-from mae_hlvm.model import MaskedAutoencoder
-from mae_hlvm.train import load_checkpoint, lr_at, resume_state_path, train_cell
+from mae_hlvm.core.config import load_params
+from mae_hlvm.core.io import ArtifactError
+from mae_hlvm.core.model import MaskedAutoencoder
+from mae_hlvm.core.train import load_checkpoint, lr_at, resume_state_path, train_cell
 
 
 def tiny_model(mask_unit: int = 4, mask_ratio: float = 0.75, norm_pix_loss: bool = False) -> MaskedAutoencoder:
@@ -128,7 +128,7 @@ def test_training_is_byte_identical_and_loss_decreases(tiny_run):
 
 
 def test_interrupted_run_resumes_to_identical_bytes(tiny_run, monkeypatch):
-    import mae_hlvm.train as train_mod
+    import mae_hlvm.core.train as train_mod
 
     train_cell(tiny_run, "data.npz", 0.25, 2, 0, "full")
     real_epoch = train_mod.train_epoch

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import yaml
-
-from mae_hlvm import pipeline
-from mae_hlvm.config import load_params, real_enabled, real_sweep_cells
 from helpers import GIT, REPO, copy_repo, dvc_jobs, make_image_folder, sh, snakemake_jobs, snakemake_plan
+
+from mae_hlvm.core.config import load_params, real_enabled, real_sweep_cells
+from mae_hlvm.workflow import pipeline
 
 PROFILE = REPO / "profiles" / "paper" / "params.yaml"
 PAPER_RATIOS = [0.1, 0.25, 0.5, 0.75, 0.9]  # Sweep A
@@ -54,7 +54,7 @@ def test_profile_cli_check_passes():
 
 def expected_cell_jobs(raw: dict) -> dict[str, int]:
     """Jobs of the per-cell and real-track rules, counted from the yaml alone (not from
-    mae_hlvm.pipeline): one train/probe per grid cell, one train/evaluate per sweep cell."""
+    mae_hlvm.workflow.pipeline): one train/probe per grid cell, one train/evaluate per sweep cell."""
     grid, real = raw["grid"], raw["real"]
     n_grid = len(grid["mask_ratios"]) * len(grid["mask_units"]) * len(grid["seeds"])
     n_a = len(real["mask_ratios"]) * len(real["seeds"])
@@ -74,7 +74,7 @@ def test_profile_plans_every_job_in_both_tools_on_an_imagenet_folder(tmp_path):
     raw = yaml.safe_load(PROFILE.read_text())
     raw["real"]["path"] = str(images)  # stands in for the user's edit of the placeholder
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    (root / "dvc.yaml").write_text(sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml").stdout)
+    (root / "dvc.yaml").write_text(sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml").stdout)
 
     plan = snakemake_plan(root)
     expected = expected_cell_jobs(raw)

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mae_hlvm.config import RENAMED_KEYS, ParamsError, parse_params
+from mae_hlvm.core.config import RENAMED_KEYS, ParamsError, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -19,10 +19,31 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import (
+    GIT,
+    REPO,
+    TINY_REAL_JOBS,
+    assert_agree_up_to_date,
+    assert_runner_exists,
+    commit,
+    copy_repo,
+    dvc_jobs,
+    dvc_stale,
+    dvc_would_run,
+    edit_params,
+    env_for,
+    init_repo,
+    plan_of_stages,
+    sh,
+    snakemake_jobs,
+    snakemake_plan,
+    tiny_params,
+    tracked_outputs,
+)
 
-from mae_hlvm import glue, paths, pipeline
-from mae_hlvm.config import cell_id, load_params, real_sweep_cells
-from helpers import GIT, REPO, TINY_REAL_JOBS, assert_agree_up_to_date, assert_runner_exists, commit, copy_repo, dvc_jobs, dvc_stale, dvc_would_run, edit_params, env_for, init_repo, plan_of_stages, sh, snakemake_jobs, snakemake_plan, tiny_params, tracked_outputs
+from mae_hlvm.core import paths
+from mae_hlvm.core.config import cell_id, load_params, real_sweep_cells
+from mae_hlvm.workflow import glue, pipeline
 
 # ----------------------------------------------------------------------------- fast
 
@@ -81,8 +102,9 @@ def _params_reads(module: Path) -> set[str]:
 @pytest.mark.parametrize("stage", pipeline.STAGES)
 def test_stage_params_cover_what_the_step_module_reads(stage):
     declared = pipeline.STAGE_PARAMS[stage]
-    reads = _params_reads(REPO / "src" / "mae_hlvm" / f"{stage}.py")
-    assert reads, f"found no params access in {stage}.py; the scanner is broken"
+    module = pipeline.module_path(pipeline.STAGE[stage].module)
+    reads = _params_reads(module)
+    assert reads, f"found no params access in {module.name}; the scanner is broken"
     uncovered = {k for k in reads if k not in declared and k.split(".")[0] not in declared}
     # a bare section read (``params.grid``) only counts when the step passes it on whole
     uncovered = {k for k in uncovered if "." in k or not any(d.startswith(k + ".") for d in declared)}
@@ -90,7 +112,7 @@ def test_stage_params_cover_what_the_step_module_reads(stage):
 
 
 def test_every_synthetic_and_review_command_parses_and_runs_its_module():
-    from mae_hlvm import cli
+    from mae_hlvm.workflow import cli
 
     params = load_params(REPO / "params.yaml")
     jobs = [(s, f) for s, f in pipeline.instances(params) if s in pipeline.STAGES]
@@ -122,9 +144,9 @@ def test_review_stages_read_the_real_keys_only_when_the_track_is_on():
 
 def test_code_deps_follow_imports_and_skip_descriptive_modules():
     deps = pipeline.code_deps("probe")
-    assert "src/mae_hlvm/probe.py" in deps and "src/mae_hlvm/model.py" in deps
-    assert not {"src/mae_hlvm/config.py", "src/mae_hlvm/cli.py", "src/mae_hlvm/figures.py"} & set(deps)
-    assert "src/mae_hlvm/figures.py" not in pipeline.code_deps("train")
+    assert "src/mae_hlvm/synthetic/probe.py" in deps and "src/mae_hlvm/core/model.py" in deps
+    assert not {"src/mae_hlvm/core/config.py", "src/mae_hlvm/workflow/cli.py", "src/mae_hlvm/review/figures.py"} & set(deps)
+    assert "src/mae_hlvm/review/figures.py" not in pipeline.code_deps("train")
 
 
 def test_params_file_rewritten_only_when_its_content_changes(tmp_path, monkeypatch):
@@ -267,7 +289,7 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     # Snakemake runs everything; DVC then sees it all as up to date
     run = sh(root, "snakemake", "--cores", "2")
     assert_agree_up_to_date(root)
-    # one overall line per finished job (mae_hlvm.progress), the last with every job done
+    # one overall line per finished job (mae_hlvm.core.progress), the last with every job done
     n = len(pipeline.instances(load_params(root / "params.yaml")))
     assert f"run: {n} jobs planned" in run.stderr and f"run: {n} of {n} jobs done, ETA 0m00s" in run.stderr
     # the review stages saw both tracks and the baselines
@@ -322,7 +344,7 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     for rel in tracked_outputs(root):
         assert filecmp.cmp(root / rel, clone / rel, shallow=False), f"{rel} differs after dvc pull"
     assert dvc_stale(clone) == set()
-    sh(clone, sys.executable, "-m", "mae_hlvm.sync")
+    sh(clone, sys.executable, "-m", "mae_hlvm.workflow.sync")
     assert_agree_up_to_date(clone)
     assert any(rel.startswith("results/real/") for rel in tracked_outputs(root)), "the real track must be replayed too"
 
@@ -333,7 +355,7 @@ def test_dvc_then_snakemake_sequences_and_locks(tmp_path):
     tiny_params(root)
     # the real track switched off (it runs in the test above): dvc.yaml regenerated without it
     edit_params(root, real__enabled=False)
-    (root / "dvc.yaml").write_text(sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml").stdout)
+    (root / "dvc.yaml").write_text(sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml").stdout)
     assert "real" not in (root / "dvc.yaml").read_text().split("stages:")[1]
     init_repo(root)
 

@@ -1,14 +1,14 @@
-"""Running the jobs without Snakemake or DVC (mae_hlvm.plainrun), then handing them to both tools."""
+"""Running the jobs without Snakemake or DVC (mae_hlvm.workflow.plainrun), then handing them to both tools."""
 
 from __future__ import annotations
 
 import sys
 
 import pytest
-
-from mae_hlvm import pipeline, plainrun
-from mae_hlvm.config import ParamsError, load_params
 from helpers import REPO, assert_agree_up_to_date, copy_repo, edit_params, init_repo, sh, tiny_params
+
+from mae_hlvm.core.config import ParamsError, load_params
+from mae_hlvm.workflow import pipeline, plainrun
 
 
 def test_plan_covers_the_stage_table_and_orders_by_inputs(tmp_path, monkeypatch):
@@ -31,25 +31,25 @@ def test_plainrun_then_receipts_make_both_tools_agree(tmp_path):
     root = copy_repo(tmp_path / "repo")
     tiny_params(root)
     edit_params(root, real__enabled=False, robustness__enabled=False, train__epochs=2, train__job="seed")
-    sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml", "--out", "dvc.yaml")
+    sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)
-    dry = sh(root, sys.executable, "-m", "mae_hlvm.plainrun", "-n").stdout
+    dry = sh(root, sys.executable, "-m", "mae_hlvm.workflow.plainrun", "-n").stdout
     assert "train_seed@0: " in dry and "train@" not in dry
-    out = sh(root, sys.executable, "-m", "mae_hlvm.plainrun", "--cores", "2")
+    out = sh(root, sys.executable, "-m", "mae_hlvm.workflow.plainrun", "--cores", "2")
     assert "plainrun: 1/" in out.stderr and "ETA" in out.stderr
     # a second call finds nothing to run
-    assert "0 jobs to run" in sh(root, sys.executable, "-m", "mae_hlvm.plainrun").stderr
-    sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "commit-receipts")
+    assert "0 jobs to run" in sh(root, sys.executable, "-m", "mae_hlvm.workflow.plainrun").stderr
+    sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "commit-receipts")
     assert_agree_up_to_date(root)
     # adoption's re-stamp (ci/gpu/adopt.sh) touches every stage DVC finds current, upstream first
-    code = "from mae_hlvm import sync; from mae_hlvm.config import load_params; print(len(sync.restamp_current(load_params('params.yaml'))))"
+    code = "from mae_hlvm import sync; from mae_hlvm.core.config import load_params; print(len(sync.restamp_current(load_params('params.yaml'))))"
     n = int(sh(root, sys.executable, "-c", code).stdout)
     assert n == len(pipeline.instances(load_params(root / "params.yaml")))
     assert_agree_up_to_date(root)
 
 
 def test_overall_progress_line_per_finished_job(tmp_path, monkeypatch):
-    from mae_hlvm import progress
+    from mae_hlvm.core import progress
 
     monkeypatch.chdir(tmp_path)
     params = load_params(REPO / "params.yaml")

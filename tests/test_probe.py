@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from mae_hlvm import probe
-from mae_hlvm.cli import main
-from mae_hlvm.config import parse_params
-from mae_hlvm.data import Dataset, save_dataset
-from mae_hlvm.model import MaskedAutoencoder
 from helpers import TINY_PROBE_PARAMS, tiny_probe_dataset
+
+from mae_hlvm.core.config import parse_params
+from mae_hlvm.core.data import Dataset, save_dataset
+from mae_hlvm.core.model import MaskedAutoencoder
+from mae_hlvm.synthetic import probe
+from mae_hlvm.workflow.cli import main
 
 ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
 N_TR, N_TE = 1500, 500
@@ -239,7 +239,7 @@ def test_pixel_prediction_undoes_the_normalised_pixel_target() -> None:
 @pytest.fixture()
 def cell(tmp_path, monkeypatch):
     """A tiny dataset, params file and a one-epoch checkpoint, in a fresh working folder."""
-    from mae_hlvm.train import train_cell
+    from mae_hlvm.core.train import train_cell
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PROBE_PARAMS))
@@ -283,8 +283,8 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     assert g["recon_rel"] == pytest.approx(g["recon_mse"] / g["mean_pred_mse"], abs=1e-5)
     assert g["plateau"] is False and g["gate_pass"] is False and "too few epochs to judge" in g["gate_reason"]
     # the linear reference at the cell's own unit (4) and ratio (0.5), train split fitted, test split scored
-    from mae_hlvm import gate
-    from mae_hlvm.gate import linear_reference
+    from mae_hlvm.core import gate
+    from mae_hlvm.core.gate import linear_reference
 
     ds = tiny_probe_dataset()
     linear, own_mean = linear_reference(ds.images[:90], ds.images[90:], 4, 0.5)
@@ -345,9 +345,9 @@ def test_probe_step_rejects_a_dataset_the_checkpoint_was_not_trained_on(cell, ca
 
 def test_an_unconverged_cell_makes_every_claim_not_testable(cell) -> None:
     """The one-epoch cell end to end: probe -> metrics row -> claims, which refuse to judge it."""
-    from mae_hlvm.aggregate import metrics_frame
-    from mae_hlvm.claims import NOT_TESTABLE, synthetic_claims
-    from mae_hlvm.results import read_cell
+    from mae_hlvm.core.results import read_cell
+    from mae_hlvm.review.aggregate import metrics_frame
+    from mae_hlvm.review.claims import NOT_TESTABLE, synthetic_claims
 
     assert main(_probe_argv()) == 0
     raw = read_cell(json.loads((cell / "out.json").read_text()), (0.5, 4, 0), 3, "out.json")
@@ -363,7 +363,7 @@ def test_an_unconverged_cell_makes_every_claim_not_testable(cell) -> None:
 
 def test_innovations_remove_what_the_parent_predicts() -> None:
     """A child that is an exact linear function of its parent has zero innovation; noise stays."""
-    from mae_hlvm.probe import innovations
+    from mae_hlvm.synthetic.probe import innovations
 
     rng = np.random.default_rng(0)
     root = rng.standard_normal((200, 1, 1, 3))
@@ -380,7 +380,7 @@ def test_innovations_remove_what_the_parent_predicts() -> None:
 
 
 def test_shape_bias_by_hand() -> None:
-    from mae_hlvm.data import CueConflict
+    from mae_hlvm.core.data import CueConflict
 
     cue = CueConflict(np.zeros((4, 1, 2, 2), np.float32), np.array([0, 1, 1, 0]), np.array([1, 0, 2, 1]))
     # decisions: shape, shape, texture, neither
@@ -393,7 +393,7 @@ def test_shape_bias_by_hand() -> None:
 def test_shape_bias_follows_the_cue_the_features_carry(cue_feature: str, expected: float) -> None:
     """Features that encode only one cue's class: the probe, fitted on ordinary images
     (both cues agree), follows that cue on every cue-conflict image."""
-    from mae_hlvm.data import CueConflict
+    from mae_hlvm.core.data import CueConflict
 
     rng = np.random.default_rng(0)
     k, n, m = 4, 200, 100

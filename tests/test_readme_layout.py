@@ -16,7 +16,8 @@ def layout_block() -> str:
 
 def test_layout_names_every_module_benchmark_and_doc() -> None:
     words = set(re.findall(r"[\w.]+", layout_block()))
-    modules = {p.stem for p in (REPO / "src" / "mae_hlvm").glob("*.py")} - {"__init__", "__main__"}
+    modules = {p.stem for p in (REPO / "src" / "mae_hlvm").rglob("*.py")} - {"__init__", "__main__"}
+    modules |= {p.name for p in (REPO / "src" / "mae_hlvm").iterdir() if (p / "__init__.py").exists()}
     bench = {p.name for p in (REPO / "bench").iterdir() if p.is_file()}
     docs = {p.name for p in (REPO / "docs").glob("*.md")}
     assert not modules - words, f"README's Layout lacks modules {sorted(modules - words)}"

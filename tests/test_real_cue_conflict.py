@@ -12,16 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import DEFAULT_REAL, assert_one_line_error, prepare_real_step, write_real_params
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from mae_hlvm import evaluate as ev
-from mae_hlvm import glue, paths, pipeline
-from mae_hlvm.config import ParamsError, load_params
-from mae_hlvm.data import CueConflict, Dataset, load_dataset
-from mae_hlvm.model import MaskedAutoencoder
-from mae_hlvm.realdata import _decode_image, _fit_square, normalise, parse_real, prepare_real
-from helpers import DEFAULT_REAL, assert_one_line_error, prepare_real_step, write_real_params
+from mae_hlvm.core import paths
+from mae_hlvm.core.config import ParamsError, load_params
+from mae_hlvm.core.data import CueConflict, Dataset, load_dataset
+from mae_hlvm.core.model import MaskedAutoencoder
+from mae_hlvm.real import evaluate as ev
+from mae_hlvm.real.realdata import _decode_image, _fit_square, normalise, parse_real, prepare_real
+from mae_hlvm.workflow import glue, pipeline
 
 # digits at 16x16 (ViT patch 2): the smallest real params the schema accepts for digits
 DIGITS = {
@@ -78,7 +79,7 @@ def test_without_a_cue_folder_the_dataset_is_as_before(tmp_path):
 def test_the_cue_folder_is_a_dep_of_prepare_real_in_both_tools(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = _cue_folder(tmp_path / "cue", GOOD)
-    params = load_params(Path(pipeline.__file__).resolve().parents[2] / "params.yaml")
+    params = load_params(Path(pipeline.__file__).resolve().parents[3] / "params.yaml")
     params = params.model_copy(update={"real": params.real.model_copy(update={"cue_conflict": str(folder)})})
     assert os.path.normpath(str(folder)) in pipeline.dvc_input_deps("prepare_real", params)
     assert "real.cue_conflict" in pipeline.stage_param_keys("prepare_real", params)

@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-from mae_hlvm import cli, evaluate, glue, paths, pipeline, realdata
-from mae_hlvm.config import ParamsError, load_params, parse_params, real_enabled, real_sweep_cells
-from mae_hlvm.train_real import real_train_params
 from helpers import GIT, REPO, assert_runner_exists, copy_repo, dvc_jobs, edit_params, sh, snakemake_jobs
+
+from mae_hlvm.core import paths
+from mae_hlvm.core.config import ParamsError, load_params, parse_params, real_enabled, real_sweep_cells
+from mae_hlvm.real import evaluate, realdata
+from mae_hlvm.real.train_real import real_train_params
+from mae_hlvm.workflow import cli, glue, pipeline
 
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
 DEFAULT.pop("robustness", None)  # its subset names cells of the shipped grid
@@ -107,15 +109,15 @@ def _reads(tree: ast.AST) -> set[str]:
 
 
 def _function(module: str, name: str) -> ast.AST:
-    tree = ast.parse((Path(pipeline.SOURCE_DIR) / f"{module}.py").read_text())
+    tree = ast.parse(pipeline.module_path(module).read_text())
     return next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name)
 
 
 # stage -> the functions its runner reads params in
 RUNNERS = {
-    "prepare_real": [("realdata", "run_prepare")],
-    "evaluate_real_A": [("evaluate", "run_evaluate"), ("evaluate", "_step_device")],
-    "report_real": [("evaluate", "run_report"), ("evaluate", "_step_device")],
+    "prepare_real": [("real.realdata", "run_prepare")],
+    "evaluate_real_A": [("real.evaluate", "run_evaluate"), ("real.evaluate", "_step_device")],
+    "report_real": [("real.evaluate", "run_report"), ("real.evaluate", "_step_device")],
 }
 
 
@@ -132,7 +134,7 @@ def test_real_stage_params_cover_what_its_runner_reads(stage):
 
 
 def test_real_train_params_are_the_trainer_reads_minus_the_overrides():
-    reads = _reads(_function("train", "train_cell")) | _reads(_function("train", "resolve_device"))
+    reads = _reads(_function("core.train", "train_cell")) | _reads(_function("core.train", "resolve_device"))
     overridden = {"train.epochs", "train.base_lr", "train.batch_size", "model.vit_patch"}
     model_keys = {f"model.{k}" for k in DEFAULT["model"]}
     # train_cell records the whole model and train sections in the checkpoint, but for
@@ -215,7 +217,7 @@ def test_snakemake_refuses_a_stale_dvc_yaml_and_both_tools_drop_the_track(tmp_pa
     assert proc.returncode != 0
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "dvc.yaml is stale" in line]
     assert len(errors) == 1 and errors[0].startswith("error: dvc.yaml is stale")
-    (root / "dvc.yaml").write_text(sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml").stdout)
+    (root / "dvc.yaml").write_text(sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml").stdout)
     sm, dv = snakemake_jobs(root), dvc_jobs(root)
     assert sm == dv
     assert not any(p.startswith(("models_real", "results/real", "data/real")) for outs in dv for p in outs)
@@ -227,7 +229,7 @@ def test_grid_sweep_and_user_folder_same_jobs_in_both_tools(tmp_path):
     (root / "images" / "a").mkdir(parents=True)
     edit_params(root, real__sweep="grid", real__mask_ratios=[0.5, 0.75], real__mask_units=[4, 8], real__seeds=[0],
                 real__dataset="folder", real__path="images")
-    (root / "dvc.yaml").write_text(sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml").stdout)
+    (root / "dvc.yaml").write_text(sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml").stdout)
     sm, dv = snakemake_jobs(root), dvc_jobs(root)
     assert sm == dv
     real = {outs for outs in dv if outs[0].startswith("models_real/G/")}

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import DEFAULT_REAL
 from PIL import Image
 
-from mae_hlvm.config import ParamsError
-from mae_hlvm.data import load_dataset, save_dataset
-from mae_hlvm.io import ArtifactError, file_sha256
-from mae_hlvm.realdata import (
+from mae_hlvm.core.config import ParamsError
+from mae_hlvm.core.data import load_dataset, save_dataset
+from mae_hlvm.core.io import ArtifactError, file_sha256
+from mae_hlvm.real.realdata import (
     parse_real,
     prepare_real,
     real_cells,
     real_model_params,
     to_unit_range,
 )
-from helpers import DEFAULT_REAL
 
 TINY = {"n_train": 60, "n_test": 30, "image_size": 16, "fit": "resize", "vit_patch": 2, "mask_units": [2, 4, 8], "sweep_a_unit": 4}
 

@@ -1,5 +1,5 @@
 """DVC remotes: the shipped config writes nothing outside the working copy, a missing or
-unreachable remote is one line (``python -m mae_hlvm.remote``), and an S3 remote restores a
+unreachable remote is one line (``python -m mae_hlvm.workflow.remote``), and an S3 remote restores a
 run byte for byte in a fresh clone.
 
 S3 is an S3-compatible server on localhost: moto in server mode, started in this process on
@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import (
     GIT,
     REPO,
@@ -36,7 +35,7 @@ from helpers import (
 )
 
 BUCKET = "mae-hlvm-test"
-REMOTE = "mae_hlvm.remote"
+REMOTE = "mae_hlvm.workflow.remote"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -96,7 +95,7 @@ def add_s3_remote(root: Path, url: str, endpoint: str, name: str = "store") -> N
 
 
 def wrapper(root: Path, *args: str):
-    """``python -m mae_hlvm.remote ARGS`` in ``root``: (exit status, stdout, stderr lines)."""
+    """``python -m mae_hlvm.workflow.remote ARGS`` in ``root``: (exit status, stdout, stderr lines)."""
     proc = sh(root, sys.executable, "-m", REMOTE, *args, check=False)
     return proc.returncode, proc.stdout, [ln for ln in proc.stderr.splitlines() if ln.strip()]
 
@@ -280,7 +279,7 @@ def test_s3_remote_replays_a_run_in_fresh_clones(tmp_path, aws_env, s3_endpoint)
     root = copy_repo(tmp_path / "repo")
     tiny_params(root)
     edit_params(root, robustness__enabled=False)  # both tracks, without the longest jobs (CI time)
-    sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml", "--out", "dvc.yaml")
+    sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)
     bucket = new_bucket(s3_endpoint, f"{BUCKET}-run")
     url = f"s3://{bucket}/mae-hlvm"
@@ -309,7 +308,7 @@ def test_s3_remote_replays_a_run_in_fresh_clones(tmp_path, aws_env, s3_endpoint)
     pull_s = time.monotonic() - start
     for rel in outputs:
         assert filecmp.cmp(root / rel, first / rel, shallow=False), f"{rel} differs after dvc pull"
-    sh(first, sys.executable, "-m", "mae_hlvm.sync")
+    sh(first, sys.executable, "-m", "mae_hlvm.workflow.sync")
     assert_agree_up_to_date(first)  # snakemake -n: nothing to do; dvc status: clean
 
     # another fresh clone, through the wrapper (`make pull`): check, pull and sync in one

@@ -1,5 +1,5 @@
 """Replays across CPU kinds: the generator's bytes do not follow the CPU, and
-``replay-check`` (:mod:`mae_hlvm.replay`) judges a rerun's tables within tolerance."""
+``replay-check`` (:mod:`mae_hlvm.workflow.replay`) judges a rerun's tables within tolerance."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import tiny_raw
-from mae_hlvm import replay
 
+from mae_hlvm.workflow import replay
 
 # --------------------------------------------------------------------------- generator bytes
 
@@ -29,9 +28,9 @@ try:
     from numpy._core._multiarray_umath import __cpu_features__ as feats, __cpu_dispatch__ as disp
 except ImportError:  # numpy 1.x
     from numpy.core._multiarray_umath import __cpu_features__ as feats, __cpu_dispatch__ as disp
-from mae_hlvm import generate as g
-from mae_hlvm.config import parse_params
-from mae_hlvm.data import save_dataset
+from mae_hlvm.synthetic import generate as g
+from mae_hlvm.core.config import parse_params
+from mae_hlvm.core.data import save_dataset
 
 data = parse_params(json.loads(sys.argv[1])).data
 fns = g.draw_functions(data)
@@ -106,7 +105,7 @@ def test_generator_bytes_do_not_follow_the_cpu_kind(tmp_path: Path) -> None:
 
 def test_fixed_order_kernels_match_numpy() -> None:
     """The generator's own tanh, QR, products and cosines agree with numpy's to a few ulp."""
-    from mae_hlvm import generate as g
+    from mae_hlvm.synthetic import generate as g
 
     x = np.linspace(-25.0, 25.0, 200_001)
     assert np.max(np.abs(g._tanh(x) - np.tanh(x))) <= 4 * np.finfo(float).eps
@@ -273,20 +272,20 @@ def test_bad_input_is_one_line_and_exit_2(
 
 def test_module_entry_point(results_repo: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mae_hlvm.replay", "--repo", str(results_repo)],
+        [sys.executable, "-m", "mae_hlvm.workflow.replay", "--repo", str(results_repo)],
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1].startswith("replay-check: OK:")
     done = subprocess.run(
-        [sys.executable, "-m", "mae_hlvm.replay", "--repo", str(results_repo), "--ref", "nope"],
+        [sys.executable, "-m", "mae_hlvm.workflow.replay", "--repo", str(results_repo), "--ref", "nope"],
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
 
 
 def test_replay_check_is_a_step_of_the_cli(capsys, monkeypatch):
-    from mae_hlvm import cli
+    from mae_hlvm.workflow import cli
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     assert cli.main(["replay-check", "--table1", "none"]) == 0

@@ -9,11 +9,14 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, real_cell_result
-from mae_hlvm import aggregate, baseline, evaluate, paths, probe, results
-from mae_hlvm.config import load_params
-from mae_hlvm.io import ArtifactError
+
+from mae_hlvm.core import paths, results
+from mae_hlvm.core.config import load_params
+from mae_hlvm.core.io import ArtifactError
+from mae_hlvm.real import evaluate
+from mae_hlvm.review import aggregate
+from mae_hlvm.synthetic import baseline, probe
 
 
 def committed_cell(name: str = "r0.5_p4_s0") -> dict:

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from mae_hlvm import pipeline, robustness
-from mae_hlvm.config import ParamsError, load_params, parse_params
+from mae_hlvm.core.config import ParamsError, load_params, parse_params
+from mae_hlvm.review import robustness
+from mae_hlvm.workflow import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -75,7 +76,7 @@ def test_both_dags_get_the_subset_stages_and_the_summary_reads_the_outcome():
 
 
 def test_train_long_multiplies_the_epochs_and_nothing_else():
-    from mae_hlvm.train_long import long_train_params
+    from mae_hlvm.synthetic.train_long import long_train_params
 
     params = load_params(REPO / "params.yaml")
     long = long_train_params(params)

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import REPO, assert_agree_up_to_date, copy_repo, dvc_stale, env_for, init_repo, sh, tiny_params
 
 MODE = os.environ.get("MAE_HLVM_SLURM", "")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mae_hlvm import lint
+from mae_hlvm.workflow import lint
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
@@ -33,7 +33,7 @@ def test_lint_text_is_parsed_per_rule():
 
 
 def test_lint_passes_on_the_workflow_and_names_what_it_accepts():
-    proc = run(sys.executable, "-m", "mae_hlvm.lint")
+    proc = run(sys.executable, "-m", "mae_hlvm.workflow.lint")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "accepted x" in proc.stdout and "requirements.lock" in proc.stdout
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import REPO, assert_runner_exists, copy_repo, init_repo, sh
-from mae_hlvm import cli, pipeline, stages
-from mae_hlvm.config import load_params
+
+from mae_hlvm.core.config import load_params
+from mae_hlvm.workflow import cli, pipeline, stages
 
 
 def test_records_are_complete_and_consistent():
@@ -42,7 +42,7 @@ def test_the_cli_the_snakefile_and_dvc_yaml_are_derived_from_the_table():
         record = pipeline.STAGE[stage]
         assert dvc[stage]["cmd"].startswith(f"python -m mae_hlvm {record.step.name} ")
         assert dvc[stage]["params"] == list(pipeline.stage_param_keys(stage, params))
-        assert f"src/mae_hlvm/{record.module}.py" in dvc[stage]["deps"]
+        assert f"src/mae_hlvm/{record.module.replace('.', '/')}.py" in dvc[stage]["deps"]
         assert ("matrix" in dvc[stage]) == (record.matrix is not None)
 
 
@@ -70,7 +70,7 @@ def _cell_count_args(p):
 TABLE = TABLE + (
     Stage(
         name="cell_count",
-        step=Step("cell-count", "mae_hlvm.cell_count", "count the grid's cells", _cell_count_args),
+        step=Step("cell-count", "mae_hlvm.review.cell_count", "count the grid's cells", _cell_count_args),
         reads=("grid",),
         args=lambda f: "--out results/cell_count.json",
         inputs=lambda f, params: [],
@@ -81,7 +81,7 @@ TABLE = TABLE + (
 # ... and this module.
 EXTRA_MODULE = '''"""How many cells the grid has (a stage added by tests/test_stage_table.py)."""
 
-from .io import write_json
+from mae_hlvm.core.io import write_json
 
 
 def run(params, args):
@@ -93,14 +93,14 @@ def run(params, args):
 @pytest.mark.slow
 def test_a_stage_added_as_one_record_and_one_module_runs_in_both_tools(tmp_path):
     root = copy_repo(tmp_path / "repo")
-    table = root / "src/mae_hlvm/stages.py"
+    table = root / "src/mae_hlvm/workflow/stages.py"
     table.write_text(table.read_text() + EXTRA_RECORD)
-    (root / "src/mae_hlvm/cell_count.py").write_text(EXTRA_MODULE)
+    (root / "src/mae_hlvm/review/cell_count.py").write_text(EXTRA_MODULE)
     assert "count the grid's cells" in sh(root, "python", "-m", "mae_hlvm", "--help").stdout
-    sh(root, "python", "-m", "mae_hlvm.pipeline", "dvc-yaml", "--out", "dvc.yaml")
+    sh(root, "python", "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     spec = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["cell_count"]
     assert spec["cmd"] == "python -m mae_hlvm cell-count --out results/cell_count.json --log logs/cell_count/cell_count.log"
-    assert spec["deps"] == ["src/mae_hlvm/cell_count.py", "src/mae_hlvm/io.py"] and spec["params"] == ["grid"]
+    assert spec["deps"] == ["src/mae_hlvm/core/io.py", "src/mae_hlvm/review/cell_count.py"] and spec["params"] == ["grid"]
     assert spec["outs"] == [{"results/cell_count.json": {"cache": False}}]
     init_repo(root)
     params = load_params(root / "params.yaml")
@@ -130,7 +130,7 @@ def test_a_stage_added_as_one_record_and_one_module_runs_in_both_tools(tmp_path)
 
     # an edited record (its command) is stale in both tools, and each rerun agrees with the other
     table.write_text(table.read_text().replace('"--out results/cell_count.json"', '"--out results/cell_count.json --times 2"'))
-    sh(root, "python", "-m", "mae_hlvm.pipeline", "dvc-yaml", "--out", "dvc.yaml")
+    sh(root, "python", "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     assert "cell_count" in json.loads(sh(root, "dvc", "status", "--json", "cell_count").stdout)
     dry = sh(root, "snakemake", "-n", "results/cell_count.json")
     assert "cell_count" in dry.stdout and "Nothing to be done" not in dry.stdout + dry.stderr

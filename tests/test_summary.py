@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from mae_hlvm import paths, pipeline, summary
-from mae_hlvm.config import parse_params
-from mae_hlvm.io import ArtifactError, write_json, write_text
-from mae_hlvm.summary import baselines_table, latex_table, render_summary, seed_table
+from mae_hlvm.core import paths
+from mae_hlvm.core.config import parse_params
+from mae_hlvm.core.io import ArtifactError, write_json, write_text
+from mae_hlvm.review import summary
+from mae_hlvm.review.summary import baselines_table, latex_table, render_summary, seed_table
+from mae_hlvm.workflow import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -161,7 +163,7 @@ def test_step_names_a_missing_figure_and_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_theorem_section_lists_predicted_and_measured_level_per_cell():
-    from mae_hlvm.summary import theorem_section
+    from mae_hlvm.review.summary import theorem_section
 
     claims = {"claims": {"C5": {"effect": 0.6, "verdict": "not judged: 2 seeds", "per_cell": {
         "r0.5_p4": {"predicted": 1.16, "measured": 1.5}, "r0.1_p2": {"predicted": 2.79, "measured": None},
@@ -178,7 +180,7 @@ def test_theorem_section_lists_predicted_and_measured_level_per_cell():
 
 
 def test_spatial_table_puts_trained_cells_beside_floors_and_ceiling():
-    from mae_hlvm.summary import spatial_table
+    from mae_hlvm.review.summary import spatial_table
 
     base = pd.read_csv(io.StringIO(baselines_file()), na_values=["nan"], keep_default_na=False)
     base = base.assign(**{c: base.get(c, 0.3) for c in ("r2sp_level0", "r2sp_level1", "r2sp_level2", "r2in_level1", "r2in_level2")})
@@ -189,7 +191,7 @@ def test_spatial_table_puts_trained_cells_beside_floors_and_ceiling():
 
 
 def test_shape_bias_section_is_table_2_with_floors_and_the_papers_row():
-    from mae_hlvm.summary import headline, shape_bias_section
+    from mae_hlvm.review.summary import headline, shape_bias_section
 
     m = metrics().assign(shape_bias=lambda f: 0.2 + f.mask_ratio / 10 + 0.01 * f.seed)
     b = baselines().assign(shape_bias=lambda f: f.baseline.map({"random_init": 0.4, "pixels": 0.3}))

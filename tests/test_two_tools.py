@@ -14,10 +14,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import (
-    assert_agree_up_to_date, copy_repo, dvc_stale, edit_params, env_for, flip_byte_keep_mtime, init_repo,
-    make_image_folder, sh, snakemake_plan, tiny_params, tracked_outputs,
+    assert_agree_up_to_date,
+    copy_repo,
+    dvc_stale,
+    edit_params,
+    env_for,
+    flip_byte_keep_mtime,
+    init_repo,
+    make_image_folder,
+    sh,
+    snakemake_plan,
+    tiny_params,
+    tracked_outputs,
 )
 
 pytestmark = pytest.mark.slow
@@ -54,7 +63,7 @@ def synthetic_only(tmp_path: Path) -> Path:
     tiny_params(root)
     # the robustness subset adds the longest jobs and nothing these tests look at (CI time)
     edit_params(root, real__enabled=False, robustness__enabled=False, train__epochs=3)
-    sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml", "--out", "dvc.yaml")
+    sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)
     return root
 
@@ -154,7 +163,7 @@ def test_a_users_image_folder_under_snakemake(tmp_path):
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["real"].update(dataset="folder", path=str(images), channels=3, n_train=40, n_test=20)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    sh(root, sys.executable, "-m", "mae_hlvm.pipeline", "dvc-yaml", "--out", "dvc.yaml")
+    sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)
 
     # prepare_real under Snakemake: the receipt hashes the folder, dvc.lock records the run

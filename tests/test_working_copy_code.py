@@ -20,7 +20,7 @@ def test_a_copy_of_the_repo_runs_its_own_src(tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(REPO / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "params.yaml", copy / "params.yaml")
-    cli = copy / "src" / "mae_hlvm" / "cli.py"
+    cli = copy / "src" / "mae_hlvm" / "workflow" / "cli.py"
     text = cli.read_text()
     assert 'print(f"{args.params}: valid")' in text
     cli.write_text(text.replace('print(f"{args.params}: valid")', 'print(f"{args.params}: valid (the copy)")'))

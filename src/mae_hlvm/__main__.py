@@ -19,6 +19,6 @@ if _LOCAL.is_dir() and _LOCAL.resolve() != _HERE and not os.environ.get("MAE_HLV
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "mae_hlvm", *sys.argv[1:]], env)
 
-from mae_hlvm.cli import main  # noqa: E402 - after the re-exec decision
+from mae_hlvm.workflow.cli import main  # noqa: E402 - after the re-exec decision
 
 raise SystemExit(main())

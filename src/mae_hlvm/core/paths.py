@@ -1,0 +1,123 @@
+"""Every artifact path of the pipeline, in one place.
+
+The Snakefile, dvc.yaml (generated from :mod:`mae_hlvm.workflow.pipeline`) and the steps all
+spell paths through these functions, so the two DAGs cannot drift apart.
+"""
+
+from __future__ import annotations
+
+SYNTHETIC_DATA = "data/synthetic.npz"
+# the theorem's prediction per (ratio, unit), beside the data it is computed for (git)
+PREDICTION_JSON = "data/prediction.json"
+METRICS_CSV = "results/metrics.csv"
+METRICS_JSON = "results/metrics.json"
+TIMINGS_CSV = "results/timings.csv"
+BASELINES_DIR = "results/baselines"
+BASELINES_CSV = "results/baselines.csv"
+CLAIMS_JSON = "results/claims.json"
+CLAIMS_MD = "results/claims.md"
+SUMMARY_MD = "results/summary.md"
+# The handful of numbers a reviewer compares across revisions (`dvc metrics show/diff`)
+HEADLINE_JSON = "results/headline.json"
+METRICS_TEX = "results/metrics.tex"
+FIGURES_DIR = "results/figures"
+# Every cell's training loss per epoch in one table, for `dvc plots` (figures step)
+LOSS_CURVES_CSV = "results/loss_curves.csv"
+CELLS_DIR = "results/cells"
+MODELS_DIR = "models"
+LOGS_DIR = "logs"
+STATE_DIR = ".pipeline"
+# The budget-robustness subset, retrained longer: its own folders, so that the grid's
+# folder deps (results/cells, models) never see these cells
+LONG_MODELS_DIR = "models_long"
+LONG_CELLS_DIR = "results/cells_long"
+ROBUSTNESS_JSON = "results/robustness.json"
+ROBUSTNESS_MD = "results/robustness.md"
+
+
+def model_dir(cell: str) -> str:
+    return f"{MODELS_DIR}/{cell}"
+
+
+def checkpoint(cell: str) -> str:
+    return f"{MODELS_DIR}/{cell}/checkpoint.pt"
+
+
+def train_log(cell: str) -> str:
+    """Per-epoch loss and learning rate: deterministic, so a DVC output."""
+    return f"{MODELS_DIR}/{cell}/train_log.csv"
+
+
+def probe_json(cell: str) -> str:
+    return f"{CELLS_DIR}/{cell}.json"
+
+
+def baseline_json(seed: int | str) -> str:
+    """The untrained encoder's and raw pixels' probe scores for one seed's initialisation."""
+    return f"{BASELINES_DIR}/s{seed}.json"
+
+
+def recon_npz(cell: str) -> str:
+    return f"{CELLS_DIR}/{cell}.recon.npz"
+
+
+def timing(step: str, cell: str) -> str:
+    """Wall time and throughput vary run to run, so they live beside the logs, untracked."""
+    return f"{LOGS_DIR}/timings/{step}/{cell}.json"
+
+
+def log(step: str, name: str) -> str:
+    return f"{LOGS_DIR}/{step}/{name}.log"
+
+
+# ---------------------------------------------------------------- the real-image track
+# Its models live outside MODELS_DIR: the synthetic figures stage depends on that whole
+# folder in DVC, and real checkpoints must not make it stale.
+REAL_DATA = "data/real.npz"
+REAL_MODELS_DIR = "models_real"
+REAL_RESULTS_DIR = "results/real"
+REAL_CELLS_DIR = "results/real/cells"
+REAL_FIGURES_DIR = "results/real/figures"
+REAL_TABLE_STEM = "results/real/table1"  # .csv, .md, .tex
+REAL_RANK_JSON = "results/real/table1_rank.json"
+REAL_FIGURES_JSON = "results/real/figures_summary.json"
+
+
+def real_model_dir(sweep: str, cell: str) -> str:
+    """``sweep``: A, B or G (grid); the same cell trained for two sweeps has two folders."""
+    return f"{REAL_MODELS_DIR}/{sweep}/{cell}"
+
+
+def real_checkpoint(sweep: str, cell: str) -> str:
+    return f"{REAL_MODELS_DIR}/{sweep}/{cell}/checkpoint.pt"
+
+
+def real_train_log(sweep: str, cell: str) -> str:
+    return f"{REAL_MODELS_DIR}/{sweep}/{cell}/train_log.csv"
+
+
+def real_cell_json(sweep: str, cell: str) -> str:
+    """One cell's Table 1 and Fig. 5 numbers."""
+    return f"{REAL_CELLS_DIR}/{sweep}/{cell}.json"
+
+
+# ---------------------------------------------------------------- Snakemake and DVC together
+# Working state of mae_hlvm.workflow.glue, never an artifact: each stage's params as Snakemake sees
+# them, the receipts of jobs DVC has not recorded yet, and listings of a user's image folders.
+PARAMS_DIR = f"{STATE_DIR}/params"
+RECEIPTS_DIR = f"{STATE_DIR}/receipts"
+
+
+def params_file(stage: str) -> str:
+    """Exactly the params keys ``stage`` reads, as canonical JSON (a Snakemake input)."""
+    return f"{PARAMS_DIR}/{stage}.json"
+
+
+def receipt(name: str) -> str:
+    """The receipt of DVC stage instance ``name`` (``train@0.5-2-0``) that Snakemake ran."""
+    return f"{RECEIPTS_DIR}/{name}.json"
+
+
+def folder_listing_file(key: str = "path") -> str:
+    """The listing file standing in for the folder at ``real.<key>`` (``path`` or ``cue_conflict``)."""
+    return f"{STATE_DIR}/inputs/real_{key}.json"

@@ -1,0 +1,57 @@
+"""What produced an artifact: library versions and the code's git revision.
+
+Nothing here depends on the time or the machine, so artifacts stay byte-identical
+across reruns of the same revision (Determinism in README).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+from pathlib import Path
+
+_PACKAGES = ("torch", "numpy", "scikit-learn", "pandas", "scipy", "pydantic", "pyyaml")
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # src/mae_hlvm, every subpackage
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def code_digest() -> str:
+    """SHA-256 over the package's source files: changes exactly when the code does."""
+    h = hashlib.sha256()
+    for f in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(f.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def code_revision() -> str:
+    """The last commit that touched the package, with '+dirty' if it has local edits.
+
+    The last commit touching ``src/`` rather than HEAD: committing results must not
+    change the bytes of a checkpoint that the next ``dvc repro -f`` writes.
+    """
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        rev = git("log", "-1", "--format=%H", "--", ".") or "uncommitted"
+        dirty = git("status", "--porcelain", "--", ".")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def provenance() -> dict[str, object]:
+    return {"versions": library_versions(), "code_revision": code_revision(), "code_digest": code_digest()}

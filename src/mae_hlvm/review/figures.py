@@ -1,0 +1,635 @@
+"""The figures of the synthetic study, each as PNG and PDF with byte-identical reruns.
+
+Determinism: the Agg/PDF backends stamp software names and dates into the files; every
+one of those fields is blanked through ``savefig(metadata=...)``, SVG ids get a fixed
+salt, and ``SOURCE_DATE_EPOCH`` is pinned while saving so no backend falls back to the
+clock. Seed spread is drawn as the min-max band over seeds (``errorbar=("pi", 100)``),
+which, unlike a bootstrap CI, involves no random numbers; every figure that shows a band or
+an error bar uses that one convention and says so on the figure (the real track's Fig. 5 too).
+
+Axes show the scale of an effect, not only its shape: R^2 is drawn on a fixed 0-1 axis
+(:func:`r2_axis`), losses from 0, latent levels on the fixed 0..D scale.
+
+Every figure carries the params digest and the code revision in a footer strip reserved
+below everything else (:func:`stamp`), so the stamp never covers a panel, title or label.
+Level 0 is the root, level D the leaves; legends and titles say so (:func:`level_label`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _stdio
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from mae_hlvm.core import paths  # noqa: E402
+from mae_hlvm.core.config import Params, cell_id, digest, section_dict  # noqa: E402
+from mae_hlvm.core.io import ArtifactError, check_recorded, load_npz, read_json, write_bytes  # noqa: E402
+from mae_hlvm.core.provenance import code_revision  # noqa: E402
+from mae_hlvm.review.aggregate import grid_cells, load_baselines, load_metrics  # noqa: E402
+from mae_hlvm.workflow.stages import FIGURE_NAMES  # noqa: E402  (the files the figures stage declares, one list)
+
+log = logging.getLogger("mae_hlvm.review.figures")
+
+FORMATS = ("png", "pdf")
+METADATA = {
+    "png": {"Software": None},
+    "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
+}
+RC = {
+    "svg.hashsalt": "mae-hlvm",
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "pdf.compression": 6,
+    "font.size": 9,
+}
+SPREAD = ("pi", 100)  # min-max band over seeds
+# Baselines as horizontal lines in the level's colour: the untrained encoder, raw pixels.
+BASELINE_STYLES = {
+    "random_init": ("--", "random-init encoder"),
+    "pixels": (":", "raw pixels"),
+    "latents": ("-.", "true leaf latents (ceiling)"),
+}
+MAX_RECON_IMAGES = 4
+
+
+# --------------------------------------------------------------------------- saving
+
+
+@contextlib.contextmanager
+def _fixed_source_date() -> Iterator[None]:
+    """Pin SOURCE_DATE_EPOCH while saving so no backend reads the clock."""
+    old = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = old
+
+
+def figure_bytes(fig: plt.Figure, fmt: str) -> bytes:
+    """The figure rendered to ``fmt`` ('png' or 'pdf') with no time or software stamps."""
+    buf = _stdio.BytesIO()
+    with _fixed_source_date():
+        fig.savefig(buf, format=fmt, metadata=METADATA[fmt])
+    return buf.getvalue()
+
+
+def save_figure(fig: plt.Figure, out_dir: str | Path, name: str) -> list[Path]:
+    """Write ``<out_dir>/<name>.png`` and ``.pdf`` atomically, close the figure, return the paths."""
+    written = []
+    try:
+        for fmt in FORMATS:
+            path = Path(out_dir) / f"{name}.{fmt}"
+            write_bytes(path, figure_bytes(fig, fmt))
+            written.append(path)
+    finally:
+        plt.close(fig)
+    return written
+
+
+STAMP_FONTSIZE = 6  # points
+STAMP_LINE_IN = 0.12  # height of one stamp line, inches
+STAMP_PAD_IN = 0.08  # free space around the stamp inside the footer, inches
+
+
+def stamp_lines(label: str, width_in: float) -> str:
+    """``label`` on one line, or split after its ``|`` when wider than the figure allows."""
+    from matplotlib.textpath import TextPath
+
+    wide = TextPath((0, 0), label, size=STAMP_FONTSIZE).get_extents().width / 72
+    if wide <= width_in - 2 * STAMP_PAD_IN or " | " not in label:
+        return label
+    return label.replace(" | ", "\n")
+
+
+def stamp(fig: plt.Figure, label: str) -> None:
+    """Lay the figure out above a footer strip added below it, and write ``label`` in the strip.
+
+    The figure grows by the strip's height (panels keep their size); tight_layout keeps
+    every axes, label, legend and the suptitle above the strip, so the stamp overlaps none.
+    Call it instead of ``fig.tight_layout`` as the figure's last step.
+    """
+    width, height = fig.get_size_inches()
+    text = stamp_lines(label, width)
+    footer = STAMP_LINE_IN * (text.count("\n") + 1) + 2 * STAMP_PAD_IN
+    fig.set_figheight(height + footer)
+    bottom = footer / (height + footer)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.text(1 - STAMP_PAD_IN / width, bottom / 2, text, ha="right", va="center", ma="right",
+             fontsize=STAMP_FONTSIZE, color="0.4", gid="provenance-stamp")
+
+
+def provenance_label(params: Params) -> str:
+    sections = section_dict(params, ["data", "model", "train", "probe", "grid"])
+    return f"params {digest(sections)} | code {code_revision()}"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def level_numbers(frame: pd.DataFrame, prefix: str) -> list[int]:
+    """Levels ``i`` for which a column ``<prefix>_level<i>`` exists, ascending."""
+    pattern = re.compile(rf"^{re.escape(prefix)}_level(\d+)$")
+    return sorted(int(m.group(1)) for c in frame.columns if (m := pattern.match(c)))
+
+
+def long_by_level(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """Columns ``<prefix>_level*`` melted to rows: mask_ratio, mask_unit, seed, level, value."""
+    levels = level_numbers(frame, prefix)
+    cols = [f"{prefix}_level{i}" for i in levels]
+    long = frame.melt(id_vars=["mask_ratio", "mask_unit", "seed"], value_vars=cols, var_name="column")
+    long["level"] = long["column"].str.removeprefix(f"{prefix}_").str.replace("level", "level ")
+    return long.drop(columns="column")
+
+
+def check_grid(frame: pd.DataFrame, params: Params, path: str | Path) -> None:
+    """The metrics table must hold exactly the current grid's cells."""
+    have = {(float(r), int(p), int(s)) for r, p, s in frame[["mask_ratio", "mask_unit", "seed"]].itertuples(index=False)}
+    want = set(grid_cells(params))
+    if have != want:
+        extra, missing = sorted(have - want), sorted(want - have)
+        raise ArtifactError(
+            f"{path}: cells do not match params.grid (missing {missing[:3]}, extra {extra[:3]}); "
+            "rerun the aggregate step"
+        )
+
+
+def check_baseline_seeds(baselines: pd.DataFrame, params: Params, path: str | Path) -> None:
+    """The baselines table must hold exactly the grid's seeds."""
+    have, want = set(baselines["seed"].astype(int)), set(params.grid.seeds)
+    if have != want:
+        raise ArtifactError(f"{path}: has seeds {sorted(have)}, params.grid.seeds is {sorted(want)}; rerun the aggregate step")
+
+
+def read_loss_curves(params: Params) -> pd.DataFrame:
+    """Every grid cell's train_log.csv stacked: epoch, loss, lr, mask_ratio, mask_unit, seed."""
+    parts = []
+    for ratio, patch, seed in grid_cells(params):
+        path = Path(paths.train_log(cell_id(ratio, patch, seed)))
+        if not path.exists():
+            raise ArtifactError(f"{path}: missing (run the train step first)")
+        check_recorded(path)
+        try:
+            log_frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise ArtifactError(f"{path}: corrupt training log ({err.__class__.__name__})") from None
+        if not {"epoch", "loss"} <= set(log_frame.columns) or log_frame.empty:
+            raise ArtifactError(f"{path}: needs columns epoch and loss and at least one row")
+        parts.append(log_frame.assign(mask_ratio=ratio, mask_unit=patch, seed=seed))
+    return pd.concat(parts, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _panel_grid(n_rows: int, n_cols: int, width: float = 3.2, height: float = 2.7) -> tuple[plt.Figure, np.ndarray]:
+    # at least 6 in wide: a one-unit grid's suptitle and legend still fit
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(max(width * n_cols, 6.0), height * n_rows), squeeze=False, sharex=True, sharey="row"
+    )
+    return fig, axes
+
+
+def level_index(name: str) -> int:
+    """The number in a level name: 'level 2' and 'level 2 (leaves)' -> 2."""
+    match = re.match(r"level (\d+)", name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a level name")
+    return int(match.group(1))
+
+
+def level_label(name: str, deepest: int) -> str:
+    """A level name as figures show it: 'level 0 (root)', 'level <deepest> (leaves)', else unchanged."""
+    index = level_index(name)
+    return f"level {index} (root)" if index == 0 else f"level {index} (leaves)" if index == deepest else f"level {index}"
+
+
+def level_palette(levels: list[str]) -> dict[str, Any]:
+    """A fixed colour per level name ('level 2' is the same colour in every figure)."""
+    colors = sns.color_palette("tab10", 10)
+    return {name: colors[level_index(name) % 10] for name in levels}
+
+
+R2_FLOOR = -1.0  # an R^2 axis extends below 0 at most to here
+
+
+def r2_limits(values: Any) -> tuple[float, float]:
+    """The fixed R^2 axis: 0 to 1, extended down (to the next 0.1, at most to -1) when a value is negative."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    low = 0.0 if finite.size == 0 else min(0.0, math.floor(float(finite.min()) * 10) / 10)
+    return max(low, R2_FLOOR), 1.0
+
+
+def r2_axis(ax: Any, values: Any) -> None:
+    """Set :func:`r2_limits` on ``ax`` (a small margin so markers at 0 or 1 are not cut)."""
+    low, high = r2_limits(values)
+    ax.set_ylim(low - 0.03, high + 0.03)
+    ax.set_yticks(np.round(np.arange(low, high + 1e-9, 0.2 if low > -0.5 else 0.5), 2))
+
+
+def baseline_levels(baselines: pd.DataFrame, prefix: str) -> dict[str, dict[str, float]]:
+    """{baseline kind: {"level i": mean over seeds of <prefix>_level<i>}} from baselines.csv rows."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in BASELINE_STYLES:
+        part = baselines[baselines["baseline"] == kind]
+        out[kind] = {f"level {i}": float(part[f"{prefix}_level{i}"].mean()) for i in level_numbers(part, prefix)}
+    return out
+
+
+def _draw_baselines(ax: Any, levels: dict[str, dict[str, float]], palette: dict[str, Any]) -> None:
+    """Dashed (random-init) and dotted (pixels) horizontal lines, one per level present in the panel."""
+    for kind, (style, _) in BASELINE_STYLES.items():
+        for name, value in levels.get(kind, {}).items():
+            if name in palette and np.isfinite(value):
+                ax.axhline(value, color=palette[name], linestyle=style, linewidth=1.0, alpha=0.8, zorder=1)
+
+
+def _baseline_legend(ax: Any, kinds: list[str]) -> None:
+    """The last panel's legend: seaborn's level entries plus one entry per baseline kind drawn."""
+    legend = ax.get_legend()
+    if legend is None:
+        return
+    # seaborn's legend holds proxy handles that ax.get_legend_handles_labels() may not see
+    handles = list(legend.legend_handles)
+    labels = [text.get_text() for text in legend.get_texts()]
+    for style, label in (BASELINE_STYLES[k] for k in kinds):
+        handles.append(Line2D([], [], color="0.3", linestyle=style, linewidth=1.0))
+        labels.append(label)
+    ax.legend(handles, labels, title=legend.get_title().get_text())
+
+
+def _line_panels(
+    ax_row: np.ndarray, long: pd.DataFrame, mask_units: list[int], ylabel: str,
+    baselines: dict[str, dict[str, float]] | None = None,
+) -> None:
+    """One seaborn lineplot per masking unit along ``ax_row``, hue = level; legend on the last panel only.
+
+    ``baselines`` ({kind: {level name: value}}, see :func:`baseline_levels`) adds a horizontal
+    line per level in every panel, styled per kind, with legend entries.
+    """
+    order = sorted(long["level"].unique(), key=level_index)
+    palette = level_palette(order)
+    deepest = level_index(order[-1])
+    shown = {name: level_label(name, deepest) for name in order}
+    long = long.assign(level=long["level"].map(shown))
+    # y: the fixed R^2 axis over the whole row (every seed, every baseline drawn)
+    drawn = list(long["value"]) + [v for kind in (baselines or {}).values() for n, v in kind.items() if n in palette]
+    for i, (ax, patch) in enumerate(zip(ax_row, mask_units)):
+        part = long[long["mask_unit"] == patch]
+        sns.lineplot(
+            data=part, x="mask_ratio", y="value", hue="level", hue_order=[shown[n] for n in order],
+            palette={shown[n]: c for n, c in palette.items()},
+            errorbar=SPREAD, marker="o", ax=ax, legend=i == len(mask_units) - 1,
+        )
+        if baselines is not None:
+            _draw_baselines(ax, baselines, palette)
+            if i == len(mask_units) - 1:
+                _baseline_legend(ax, [k for k, v in baselines.items() if any(np.isfinite(x) for x in v.values())])
+        ax.set_title(f"masking unit {patch} px")
+        ax.set_xlabel("masking ratio")
+        ax.set_ylabel(ylabel if i == 0 else "")
+        r2_axis(ax, drawn)
+        ax.grid(alpha=0.3)
+    legend = ax_row[-1].get_legend()
+    if legend is not None:
+        sns.move_legend(ax_row[-1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+
+
+def plot_r2_vs_ratio(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | None = None) -> plt.Figure:
+    """Row 1: linear-probe R^2 per level vs ratio; row 2: nonlinear; one column per masking unit.
+
+    ``baselines`` (baselines.csv rows) adds each level's random-init (dashed) and raw-pixel
+    (dotted) R^2, mean over seeds, in the level's colour.
+    """
+    mask_units = sorted(frame["mask_unit"].unique())
+    fig, axes = _panel_grid(2, len(mask_units))
+    for row, prefix, ylabel in ((0, "r2", "linear probe R$^2$"), (1, "r2nl", "nonlinear probe R$^2$")):
+        lines = None if baselines is None else baseline_levels(baselines, prefix)
+        _line_panels(axes[row], long_by_level(frame, prefix), mask_units, ylabel, lines)
+    title = "Which latent level does the encoder recover?\nline: mean over seeds, band: min-max over seeds; R$^2$ axis fixed 0 to 1"
+    if baselines is not None:
+        title += "\ndashed: random-init encoder, dotted: raw pixels (same probes, mean over seeds)"
+    fig.suptitle(title, fontsize=8)
+    stamp(fig, label)
+    return fig
+
+
+def plot_spatial_r2(frame: pd.DataFrame, label: str, baselines: pd.DataFrame | None = None) -> plt.Figure:
+    """Row 1: spatial-probe R^2 of each whole level; row 2: of each level's innovation (l >= 1).
+
+    One column per masking unit; floors (random-init encoder, raw pixels) and the ceiling
+    (a linear probe on the true leaf latents) as horizontal lines in the level's colour.
+    """
+    if not level_numbers(frame, "r2sp"):
+        raise ArtifactError("metrics table has no r2sp_level* columns; rerun the aggregate step")
+    mask_units = sorted(frame["mask_unit"].unique())
+    fig, axes = _panel_grid(2, len(mask_units))
+    for row, prefix, ylabel in ((0, "r2sp", "R$^2$ of the level"), (1, "r2in", "R$^2$ of its innovation")):
+        lines = None if baselines is None else baseline_levels(baselines, prefix)
+        _line_panels(axes[row], long_by_level(frame, prefix), mask_units, ylabel, lines)
+    fig.suptitle(
+        "Spatial probe (4 x 4 region means of the tokens):\neach level (top) and what it adds beyond its parent (bottom)\n"
+        "line: mean over seeds, band: min-max over seeds; R$^2$ axis fixed 0 to 1\n"
+        "dashed: random-init encoder, dotted: raw pixels, dash-dot: true leaf latents (ceiling)",
+        fontsize=8,
+    )
+    stamp(fig, label)
+    return fig
+
+
+def heatmap_annotations(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(means, labels) over (masking ratio x masking unit): the seed mean, and 'mean' over 'min-max' text.
+
+    NaN seeds propagate (as in metrics.json's summary): a failed probe shows as a blank cell.
+    """
+    groups = frame.groupby(["mask_ratio", "mask_unit"])[column]
+    means = groups.agg(lambda v: v.mean(skipna=False)).unstack("mask_unit").sort_index()
+    low = groups.min().unstack("mask_unit").reindex_like(means)
+    high = groups.max().unstack("mask_unit").reindex_like(means)
+    text = means.copy().astype(object)
+    for r in means.index:
+        for c in means.columns:
+            m = means.loc[r, c]
+            text.loc[r, c] = "" if not np.isfinite(m) else f"{m:.2f}\n{low.loc[r, c]:.2f}\u2013{high.loc[r, c]:.2f}"
+    return means, text
+
+
+def plot_root_heatmap(frame: pd.DataFrame, label: str) -> plt.Figure:
+    """Seed-mean root-level R^2 over (masking ratio x masking unit); each cell also gives the min-max over seeds.
+
+    The colour scale is the fixed R^2 range (0 to 1), so colour differences are effect sizes.
+    """
+    table, text = heatmap_annotations(frame, "r2_level0")
+    fig, ax = plt.subplots(figsize=(max(1.4 * table.shape[1] + 2.4, 4.8), 0.6 * table.shape[0] + 1.8))
+    sns.heatmap(
+        table, annot=text.to_numpy(), fmt="", annot_kws={"fontsize": 7}, cmap="viridis", vmin=0.0, vmax=1.0, ax=ax,
+        cbar_kws={"label": "R$^2$ (mean over seeds; scale fixed 0 to 1)"},
+    )
+    ax.set_xlabel("masking unit (px)")
+    ax.set_ylabel("masking ratio")
+    ax.set_title("level 0 (root) latent: linear probe R$^2$\ncell: mean over seeds, below it min\u2013max over seeds",
+                 fontsize=8)
+    stamp(fig, label)
+    return fig
+
+
+def plot_region_r2(frame: pd.DataFrame, label: str) -> plt.Figure:
+    """Region-probe R^2 (mean over nodes) per level vs ratio, one panel per masking unit."""
+    if not level_numbers(frame, "r2region"):
+        raise ArtifactError("metrics table has no r2region_level* columns; rerun the aggregate step")
+    mask_units = sorted(frame["mask_unit"].unique())
+    fig, axes = _panel_grid(1, len(mask_units))
+    _line_panels(axes[0], long_by_level(frame, "r2region"), mask_units, "region probe R$^2$")
+    fig.suptitle("Per-node latents from their own region's features\n"
+                 "line: mean over seeds, band: min-max over seeds; R$^2$ axis fixed 0 to 1", fontsize=8)
+    stamp(fig, label)
+    return fig
+
+
+def plot_loss_curves(curves: pd.DataFrame, label: str) -> plt.Figure:
+    """Training loss per epoch, one line per ratio (seed band), one panel per masking unit."""
+    curves = curves.assign(ratio=curves["mask_ratio"].map(lambda r: f"{r:g}"))
+    order = [f"{r:g}" for r in sorted(curves["mask_ratio"].unique())]
+    mask_units = sorted(curves["mask_unit"].unique())
+    fig, axes = _panel_grid(1, len(mask_units))
+    for i, (ax, patch) in enumerate(zip(axes[0], mask_units)):
+        sns.lineplot(
+            data=curves[curves["mask_unit"] == patch], x="epoch", y="loss", hue="ratio",
+            hue_order=order, errorbar=SPREAD, ax=ax, legend=i == len(mask_units) - 1,
+            palette="flare",
+        )
+        ax.set_title(f"masking unit {patch} px")
+        ax.set_ylabel("MSE on hidden pixels" if i == 0 else "")
+        ax.grid(alpha=0.3)
+    top = float(curves["loss"].max())
+    for ax in axes[0]:  # from 0: the drop is read against the loss itself
+        ax.set_ylim(0.0, top * 1.05 if np.isfinite(top) and top > 0 else 1.0)
+    sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="mask ratio")
+    fig.suptitle("Training loss\nline: mean over seeds, band: min-max over seeds; y axis from 0", fontsize=8)
+    stamp(fig, label)
+    return fig
+
+
+# --------------------------------------------------------------------------- reconstructions
+
+
+def to_display(images: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """(n, C, S, S) -> (n, S, S, 3) in [0, 1], scaled per image by the original's range."""
+    span = np.where(high > low, high - low, 1.0)
+    scaled = np.clip((images - low) / span, 0.0, 1.0)
+    scaled = scaled.transpose(0, 2, 3, 1)
+    if scaled.shape[-1] == 1:
+        scaled = np.repeat(scaled, 3, axis=-1)
+    return scaled[..., :3]
+
+
+def _tile_row(tiles: np.ndarray, gap: int) -> np.ndarray:
+    """(n, S, S, 3) -> (S, n*S + (n-1)*gap, 3) with white gaps."""
+    n, size = tiles.shape[0], tiles.shape[1]
+    row = np.ones((size, n * size + (n - 1) * gap, 3))
+    for i, tile in enumerate(tiles):
+        row[:, i * (size + gap) : i * (size + gap) + size] = tile
+    return row
+
+
+def read_recon(path: str, n_show: int) -> dict[str, np.ndarray]:
+    """The first ``n_show`` images of one cell's reconstruction file, shapes checked."""
+    arrays = load_npz(path, required=("original", "masked", "reconstruction", "mask"))
+    original = arrays["original"]
+    if original.ndim != 4 or arrays["reconstruction"].shape != original.shape or arrays["masked"].shape != original.shape:
+        raise ArtifactError(f"{path}: original, masked and reconstruction must share one (n, C, S, S) shape")
+    if arrays["mask"].shape != (original.shape[0], *original.shape[2:]):
+        raise ArtifactError(f"{path}: mask must be (n, S, S), got {arrays['mask'].shape}")
+    return {k: np.asarray(v[:n_show], dtype=np.float64) for k, v in arrays.items()}
+
+
+def recon_mosaic(per_ratio: list[dict[str, np.ndarray]], gap: int = 1) -> np.ndarray:
+    """One masking unit's panel: row 0 originals, then one row per ratio.
+
+    Each row is ``[masked inputs | reconstructions]``; row 0 repeats the originals on
+    both sides. Hidden pixels (mask == 1, MAE's convention) are drawn mid-grey.
+    """
+    original = per_ratio[0]["original"]
+    axes = tuple(range(1, original.ndim))
+    low = original.min(axis=axes, keepdims=True)
+    high = original.max(axis=axes, keepdims=True)
+    shown = to_display(original, low, high)
+    half_gap = np.ones((shown.shape[1], 3 * gap, 3))
+    rows = [np.concatenate([_tile_row(shown, gap), half_gap, _tile_row(shown, gap)], axis=1)]
+    for arrays in per_ratio:
+        masked = to_display(arrays["masked"], low, high)
+        masked[arrays["mask"] > 0.5] = 0.5
+        recon = to_display(arrays["reconstruction"], low, high)
+        rows.append(np.concatenate([_tile_row(masked, gap), half_gap, _tile_row(recon, gap)], axis=1))
+    spacer = np.ones((gap, rows[0].shape[1], 3))
+    stacked = [part for row in rows for part in (row, spacer)][:-1]
+    return np.concatenate(stacked, axis=0)
+
+
+def plot_reconstructions(params: Params, label: str) -> plt.Figure:
+    """Same test images at every ratio, one panel per masking unit, first seed only."""
+    seed = params.grid.seeds[0]
+    ratios = sorted(params.grid.mask_ratios)
+    mask_units = sorted(params.grid.mask_units)
+    n_show = min(params.probe.n_recon_images, MAX_RECON_IMAGES)
+    mosaics, sizes = [], []
+    for patch in mask_units:
+        per_ratio = [read_recon(paths.recon_npz(cell_id(r, patch, seed)), n_show) for r in ratios]
+        mosaics.append(recon_mosaic(per_ratio))
+        sizes.append(per_ratio[0]["original"].shape[-1])
+    panel_width = 3.6
+    panel_height = panel_width * mosaics[0].shape[0] / mosaics[0].shape[1]
+    fig, axes = plt.subplots(
+        1, len(mask_units), figsize=(panel_width * len(mask_units) + 0.8, panel_height + 1.0), squeeze=False
+    )
+    for ax, patch, mosaic, size in zip(axes[0], mask_units, mosaics, sizes):
+        ax.imshow(mosaic, interpolation="nearest")
+        step = size + 1
+        ax.set_yticks([size / 2 + i * step for i in range(len(ratios) + 1)])
+        ax.set_yticklabels(["original", *[f"r={r:g}" for r in ratios]])
+        width = mosaic.shape[1]
+        ax.set_xticks([width * 0.25, width * 0.75])
+        ax.set_xticklabels(["masked input", "reconstruction"])
+        ax.tick_params(length=0)
+        ax.set_title(f"masking unit {patch} px (seed {seed})")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    stamp(fig, label)
+    return fig
+
+
+def level_axis_ticks(n_levels: int) -> tuple[list[int], list[str]]:
+    """Ticks of a latent-level axis: 0 (root) .. D (leaves)."""
+    deepest = n_levels - 1
+    return list(range(n_levels)), [f"{lv} (root)" if lv == 0 else f"{lv} (leaves)" if lv == deepest else str(lv)
+                                   for lv in range(n_levels)]
+
+
+def plot_theorem_levels(frame: pd.DataFrame, prediction: dict[str, Any], n_levels: int, label: str) -> plt.Figure:
+    """The theorem's test, per (ratio, unit) cell: predicted separator level vs the level the encoder holds.
+
+    Left: x = the predicted mean level of the separating set (data/prediction.json), y =
+    the measured level (:func:`mae_hlvm.synthetic.predict.measured_level`), mean over seeds with a
+    min-max bar, one marker per masking unit, each point labelled with its ratio; the
+    dotted diagonal is measured = predicted. Right: both against the masking ratio
+    (predicted solid, measured dashed with its min-max band). Every level axis is the
+    fixed 0 (root) .. D (leaves) scale, so a shift of 0.01 level looks as small as it is.
+    """
+    from mae_hlvm.synthetic.predict import measured_level, predicted_mean_levels
+
+    cells = frame.assign(measured=measured_level(frame, n_levels))
+    agg = cells.groupby(["mask_unit", "mask_ratio"])["measured"].agg(["mean", "min", "max"]).reset_index()
+    agg["predicted"] = predicted_mean_levels(prediction, zip(agg.mask_ratio, agg.mask_unit))
+    fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(9.6, 4.0))
+    palette = sns.color_palette("colorblind", n_colors=agg["mask_unit"].nunique())
+    markers = "osD^v<>"
+    limits = (-0.15, n_levels - 1 + 0.15)
+    ax.plot(limits, limits, ":", color="0.5", linewidth=1.0, label="measured = predicted")
+    for (patch, part), colour, marker in zip(agg.groupby("mask_unit"), palette, markers):
+        err = np.vstack([part["mean"] - part["min"], part["max"] - part["mean"]])
+        ax.errorbar(part["predicted"], part["mean"], yerr=err, fmt=marker, color=colour, capsize=2, label=f"unit {patch} px")
+        for _, r in part.iterrows():
+            ax.annotate(f"{r.mask_ratio:g}", (r.predicted, r["mean"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ax_r.fill_between(part["mask_ratio"], part["min"], part["max"], color=colour, alpha=0.2, linewidth=0)
+        ax_r.plot(part["mask_ratio"], part["mean"], "--", marker=marker, color=colour, label=f"measured, unit {patch}")
+        ax_r.plot(part["mask_ratio"], part["predicted"], "-", marker=marker, color=colour, alpha=0.5, label=f"predicted, unit {patch}")
+    ticks, names = level_axis_ticks(n_levels)
+    for a in (ax, ax_r):
+        a.set_ylim(*limits)
+        a.set_yticks(ticks, names)
+        a.grid(alpha=0.3)
+    ax.set_xlim(*limits)
+    ax.set_xticks(ticks, names)
+    ax.set_xlabel("predicted level of the separating set")
+    ax.set_ylabel("measured level held by the encoder")
+    ax.legend(frameon=False, fontsize=7)
+    ax_r.set_xlabel("masking ratio")
+    ax_r.set_ylabel("level (solid: predicted, dashed: measured)")
+    ax_r.legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Theorem 1 in our generator: does the encoder hold the predicted level?\n"
+                 "marker/line: mean over seeds, bars and band: min-max over seeds; level axes fixed 0 (root) to "
+                 f"{n_levels - 1} (leaves)\n"
+                 "measured level = R$^2$-weighted mean level of the root and each level's innovation, spatial probe",
+                 fontsize=8)
+    stamp(fig, label)
+    return fig
+
+
+# --------------------------------------------------------------------------- step
+
+
+def figure_style() -> contextlib.AbstractContextManager:
+    """The rc settings and seaborn style every figure is drawn under."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(plt.rc_context(RC))
+    stack.enter_context(sns.axes_style("ticks"))
+    return stack
+
+
+def figure_builders(
+    params: Params, frame: pd.DataFrame, label: str, baselines: pd.DataFrame | None = None,
+    prediction: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """{figure name: a function drawing it and returning the Figure}, for every name in :data:`FIGURE_NAMES`."""
+    return {
+        "r2_vs_ratio": lambda: plot_r2_vs_ratio(frame, label, baselines),
+        "root_r2_heatmap": lambda: plot_root_heatmap(frame, label),
+        "reconstructions": lambda: plot_reconstructions(params, label),
+        "loss_curves": lambda: plot_loss_curves(read_loss_curves(params), label),
+        "region_r2": lambda: plot_region_r2(frame, label),
+        "spatial_r2": lambda: plot_spatial_r2(frame, label, baselines),
+        "theorem_levels": lambda: plot_theorem_levels(frame, prediction or {}, params.data.depth + 1, label),
+    }
+
+
+def render_all(
+    params: Params, frame: pd.DataFrame, out_dir: str | Path, baselines: pd.DataFrame | None = None,
+    prediction: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Draw and save every figure; returns the written paths (PNG and PDF of each)."""
+    builders = figure_builders(params, frame, provenance_label(params), baselines, prediction)
+    written: list[Path] = []
+    for name in FIGURE_NAMES:
+        written += save_figure(builders[name](), out_dir, name)
+    return written
+
+
+def run(params: Params, args: Any) -> None:
+    """Render every figure from ``args.metrics``, ``args.baselines`` and the grid's cell files into ``args.out_dir``."""
+    frame = load_metrics(args.metrics)
+    check_grid(frame, params, args.metrics)
+    baselines = load_baselines(args.baselines)
+    check_baseline_seeds(baselines, params, args.baselines)
+    with figure_style():
+        written = render_all(params, frame, args.out_dir, baselines, read_json(args.prediction))
+    log.info("wrote %d figure files under %s", len(written), args.out_dir)
+    # beside the figures folder unless named (results/loss_curves.csv)
+    loss_table = getattr(args, "loss_curves", None) or Path(args.out_dir).parent / Path(paths.LOSS_CURVES_CSV).name
+    write_loss_table(read_loss_curves(params), loss_table)
+
+
+def write_loss_table(curves: pd.DataFrame, path: str | Path) -> None:
+    """Every cell's loss per epoch, one row each (``cell`` names it), for ``dvc plots``."""
+    table = curves.assign(cell=[cell_id(r, p, s) for r, p, s in zip(curves.mask_ratio, curves.mask_unit, curves.seed)])
+    cols = ["cell", "mask_ratio", "mask_unit", "seed", "epoch", "loss"]
+    write_bytes(path, table[cols].to_csv(index=False, float_format="%.8g", lineterminator="\n").encode())
