@@ -256,6 +256,9 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
         outs = [o.path for name in valid for o in _outs_of(name, params)]
         mtimes = {p: os.stat(p).st_mtime_ns for p in outs}
         targets = commit_targets(valid, params)
+        if not quiet:  # the commit takes seconds with nothing on screen: say what it does first
+            print(f"mae_hlvm.workflow.glue: recording {len(valid)} Snakemake job(s) in dvc.lock "
+                  f"(one `dvc commit` of {len(targets)} stage(s) or group(s)) ...", file=sys.stderr, flush=True)
         proc = subprocess.run(["dvc", "commit", "-f", *targets], capture_output=True, text=True)
         for p, ns in mtimes.items():
             with contextlib.suppress(OSError):

@@ -1,0 +1,61 @@
+"""What a Snakemake run prints after its last job (issue 13): the ``dvc commit`` that records
+the finished jobs in dvc.lock says what it does before it starts and how long it took after,
+so the seconds it takes are never silent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from helpers import REPO
+
+from mae_hlvm.core import io, paths
+from mae_hlvm.core.config import load_params
+from mae_hlvm.core.io import write_json
+from mae_hlvm.workflow import glue, pipeline
+
+
+def one_valid_receipt(tmp_path: Path, monkeypatch, dvc_script: str) -> str:
+    """A working copy with one finished job's receipt and a stand-in ``dvc`` on PATH."""
+    monkeypatch.chdir(tmp_path)
+    Path(".dvc").mkdir()
+    params = load_params(REPO / "params.yaml")
+    name = pipeline.dvc_stage_name("predict")
+    for o in pipeline.outputs("predict"):
+        io.write_text(o.path, "{}")
+    rec = glue._receipt("predict", params, None)
+    monkeypatch.setattr(glue, "_receipt", lambda *a, **k: rec)
+    write_json(paths.receipt(name), rec)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dvc").write_text(dvc_script)
+    (fake / "dvc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    return name
+
+
+def test_the_commit_says_what_it_does_before_and_how_long_after(tmp_path, monkeypatch, capsys):
+    name = one_valid_receipt(tmp_path, monkeypatch, f"#!/bin/sh\necho \"$@\" > {tmp_path}/dvc.args\n")
+    assert glue.commit_receipts() == [name]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("mae_hlvm.workflow.glue: recording 1 Snakemake job(s) in dvc.lock "
+                      "(one `dvc commit` of 1 stage(s) or group(s)) ...")
+    assert err[1].startswith("mae_hlvm.workflow.glue: recorded 1 Snakemake job(s) in dvc.lock (")
+    assert err[1].endswith(" s)") and len(err) == 2
+    assert (tmp_path / "dvc.args").read_text().split() == ["commit", "-f", "predict"]
+    assert not Path(paths.receipt(name)).exists()
+
+
+def test_quiet_prints_neither_line(tmp_path, monkeypatch, capsys):
+    name = one_valid_receipt(tmp_path, monkeypatch, "#!/bin/sh\nexit 0\n")
+    assert glue.commit_receipts(quiet=True) == [name]
+    assert capsys.readouterr().err == ""
+
+
+def test_a_failed_commit_follows_the_announcement_with_dvcs_error(tmp_path, monkeypatch, capsys):
+    one_valid_receipt(tmp_path, monkeypatch, "#!/bin/sh\necho 'ERROR: Unable to acquire lock' >&2\nexit 1\n")
+    assert glue.commit_receipts() == []
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("mae_hlvm.workflow.glue: recording 1 Snakemake job(s)")
+    assert "dvc commit failed (ERROR: Unable to acquire lock)" in err[1]
