@@ -320,7 +320,7 @@ def assert_one_line_error(rc: int, out: Path, text: str, named: Path | str, reas
 
 
 def assert_runner_exists(runner: str) -> None:
-    """A step's runner (``mae_hlvm.real.evaluate:run_report``) names a module of the package that
+    """A step's runner (``mae_hlvm.real.report:run_report``) names a module of the package that
     defines the function (``run`` by default); checked without importing it (no torch)."""
     import ast
 

@@ -13,8 +13,10 @@ from figure_checks import stamp_collisions
 from helpers import DEFAULT_REAL, real_cell_result
 
 from mae_hlvm.core.model import MaskedAutoencoder
-from mae_hlvm.real import evaluate as ev
+from mae_hlvm.real import attention, evaluate, probes, recon_figure, report, shifts, tables, tsne
+from mae_hlvm.real.floors import floors_markdown, table1_floors
 from mae_hlvm.real.realdata import parse_real, prepare_real, to_unit_range
+from mae_hlvm.real.stamp import stamp_figure
 
 TINY_MODEL = dict(
     embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=2, mlp_ratio=2.0
@@ -61,34 +63,34 @@ def _clusters(n: int, d: int, n_classes: int, spread: float, seed: int) -> tuple
 
 def test_linear_probe_separates_separable_features_and_not_noise() -> None:
     x, y = _clusters(1200, 16, 10, 1.0, seed=0)
-    probe = ev.fit_linear_probe(x[:900], y[:900], 10, epochs=20, seed=0)
-    assert ev.probe_accuracy(probe, x[900:], y[900:]) > 95
+    probe = probes.fit_linear_probe(x[:900], y[:900], 10, epochs=20, seed=0)
+    assert probes.probe_accuracy(probe, x[900:], y[900:]) > 95
     noise = np.random.default_rng(1).standard_normal((1200, 16))
-    probe = ev.fit_linear_probe(noise[:900], y[:900], 10, epochs=20, seed=0)
-    assert ev.probe_accuracy(probe, noise[900:], y[900:]) < 20  # chance is 10 %
+    probe = probes.fit_linear_probe(noise[:900], y[:900], 10, epochs=20, seed=0)
+    assert probes.probe_accuracy(probe, noise[900:], y[900:]) < 20  # chance is 10 %
 
 
 def test_linear_probe_is_deterministic() -> None:
     x, y = _clusters(300, 8, 3, 0.2, seed=2)
-    a = ev.fit_linear_probe(x, y, 3, epochs=3, seed=5)
-    b = ev.fit_linear_probe(x, y, 3, epochs=3, seed=5)
+    a = probes.fit_linear_probe(x, y, 3, epochs=3, seed=5)
+    b = probes.fit_linear_probe(x, y, 3, epochs=3, seed=5)
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(pa, pb)
 
 
 def test_knn_accuracy_known_answers() -> None:
     x, y = _clusters(600, 8, 5, 1.0, seed=3)
-    assert ev.knn_accuracy(x[:400], y[:400], x[400:], y[400:], k=20) > 95
+    assert probes.knn_accuracy(x[:400], y[:400], x[400:], y[400:], k=20) > 95
     noise = np.random.default_rng(4).standard_normal((600, 8))
-    assert ev.knn_accuracy(noise[:400], y[:400], noise[400:], y[400:], k=20) < 35  # chance is 20 %
+    assert probes.knn_accuracy(noise[:400], y[:400], noise[400:], y[400:], k=20) < 35  # chance is 20 %
 
 
 # ------------------------------------------------------------------ shifted test sets
 
 
 def test_shifts_change_images_but_keep_shapes(digits) -> None:
-    sets = ev.shifted_test_sets(digits, seed=0)
-    assert list(sets) == list(ev.TEST_SETS)
+    sets = shifts.shifted_test_sets(digits, seed=0)
+    assert list(sets) == list(shifts.TEST_SETS)
     clean = sets["clean"]
     np.testing.assert_allclose(clean, digits.split(test=True).images, atol=1e-5)
     for name, imgs in sets.items():
@@ -100,35 +102,35 @@ def test_shifts_change_images_but_keep_shapes(digits) -> None:
     np.testing.assert_allclose(
         to_unit_range(sets["inversion"], digits.settings), 1 - to_unit_range(clean, digits.settings), atol=1e-5
     )
-    again = ev.shifted_test_sets(digits, seed=0)
-    other = ev.shifted_test_sets(digits, seed=1)
-    for name in ev.TEST_SETS:
+    again = shifts.shifted_test_sets(digits, seed=0)
+    other = shifts.shifted_test_sets(digits, seed=1)
+    for name in shifts.TEST_SETS:
         np.testing.assert_array_equal(sets[name], again[name])
     assert not np.array_equal(sets["noise"], other["noise"])
     assert not np.array_equal(sets["rotation"], other["rotation"])
 
 
 def test_every_shift_stands_in_for_one_paper_column() -> None:
-    assert sorted(ev.STAND_IN_FOR.values()) == sorted(ev.PAPER_COLUMNS)
-    assert set(ev.SHIFT_DESCRIPTIONS) == set(ev.TEST_SETS)
+    assert sorted(shifts.STAND_IN_FOR.values()) == sorted(shifts.PAPER_COLUMNS)
+    assert set(shifts.SHIFT_DESCRIPTIONS) == set(shifts.TEST_SETS)
 
 
 # ------------------------------------------------------------------ Table 1
 
 
 def test_table1_cell_reports_every_test_set(digits, models) -> None:
-    res = ev.table1_cell(models[0][1], digits, cell_seed=7, probe_epochs=2, knn_k=5)
+    res = evaluate.table1_cell(models[0][1], digits, cell_seed=7, probe_epochs=2, knn_k=5)
     assert (res["mask_ratio"], res["mask_unit"], res["vit_patch"], res["seed"]) == (0.1, 4, 2, 7)
     assert (res["n_train"], res["n_test"]) == (150, 60)
     for key in ("linear_cls", "linear_mean", "knn_cls", "knn_mean"):
-        assert list(res[key]) == list(ev.TEST_SETS)
+        assert list(res[key]) == list(shifts.TEST_SETS)
         assert all(0 <= v <= 100 for v in res[key].values())
     json.dumps(res)  # JSON-ready
-    assert res == ev.table1_cell(models[0][1], digits, cell_seed=7, probe_epochs=2, knn_k=5)
+    assert res == evaluate.table1_cell(models[0][1], digits, cell_seed=7, probe_epochs=2, knn_k=5)
 
 
 def _fake_result(ratio: float, unit: int, seed: int, clean: float) -> dict:
-    scores = {name: clean - i for i, name in enumerate(ev.TEST_SETS)}
+    scores = {name: clean - i for i, name in enumerate(shifts.TEST_SETS)}
     return {
         "mask_ratio": ratio, "mask_unit": unit, "vit_patch": 4, "seed": seed,
         "linear_cls": scores, "linear_mean": scores, "knn_cls": scores, "knn_mean": scores,
@@ -141,7 +143,7 @@ def test_table1_render_puts_ours_beside_the_paper(tmp_path) -> None:
     paper_a = {0.1: 47.45, 0.25: 53.58, 0.5: 60.07, 0.75: 67.41, 0.9: 62.97}
     results = [_fake_result(r, 8, s, v / 2 + s) for r, v in paper_a.items() for s in (0, 1)]
     results += [_fake_result(0.75, u, s, 45 - 1.5 * u + s) for u in (4, 16) for s in (0, 1)]
-    table = ev.table1_render(results, tmp_path, sweep_a_unit=8, sweep_b_ratio=0.75)
+    table = tables.table1_render(results, tmp_path, sweep_a_unit=8, sweep_b_ratio=0.75)
     assert list(table.sweep) == ["A"] * 5 + ["B"] * 3
     row = table[(table.sweep == "A") & (table.mask_ratio == 0.75)].iloc[0]
     assert row["paper IN1K"] == 67.41 and row["paper IN-Sketch"] == 15.51
@@ -164,7 +166,7 @@ def test_table1_render_puts_ours_beside_the_paper(tmp_path) -> None:
 def test_table1_render_is_byte_identical(tmp_path) -> None:
     results = [_fake_result(r, 8, 0, 50 + 10 * r) for r in (0.1, 0.5, 0.9)]
     for d in ("a", "b"):
-        ev.table1_render(results, tmp_path / d, sweep_a_unit=8, sweep_b_ratio=0.75)
+        tables.table1_render(results, tmp_path / d, sweep_a_unit=8, sweep_b_ratio=0.75)
     names = ("table1.csv", "table1.md", "table1.tex", "table1_rank.json")
     _same_bytes([tmp_path / "a" / n for n in names], [tmp_path / "b" / n for n in names])
 
@@ -176,7 +178,7 @@ def test_table1_render_is_byte_identical(tmp_path) -> None:
 def test_unmasked_reconstruction_keeps_the_image_shape(digits, norm_pix_loss: bool) -> None:
     model = _model(0.75, 4, norm_pix_loss=norm_pix_loss)
     imgs = torch.from_numpy(digits.images[:5])
-    recon = ev.reconstruct_unmasked(model, imgs)
+    recon = evaluate.reconstruct_unmasked(model, imgs)
     assert recon.shape == imgs.shape
     assert torch.isfinite(recon).all()
 
@@ -186,18 +188,18 @@ def test_reconstruction_metrics_know_a_perfect_decoder(digits) -> None:
     # A decoder that returns its input patches exactly: replace it with an identity.
     model.forward_decoder = lambda latent, ids_restore: model.patchify(current[0])
     current = [torch.from_numpy(digits.split(test=True).images[:20])]
-    res = ev.recon_quality_cell(model, digits, n_images=20, batch_size=20)
+    res = evaluate.recon_quality_cell(model, digits, n_images=20, batch_size=20)
     assert res["ssim"] == pytest.approx(1.0) and res["mse"] == 0.0 and res["psnr"] == 100.0
     assert res["fsim"] is None and "FSIM" in res["fsim_note"]
 
 
 def test_recon_quality_and_its_figure(digits, models, tmp_path) -> None:
-    rows = [ev.recon_quality_cell(m, digits, n_images=30) for _, m in models]
+    rows = [evaluate.recon_quality_cell(m, digits, n_images=30) for _, m in models]
     for r in rows:
         assert -1 <= r["ssim"] <= 1 and r["mse"] > 0 and r["neg_mse"] == -r["mse"]
     df = pd.DataFrame(rows + [{**rows[0], "seed": 1, "ssim": rows[0]["ssim"] + 0.01}])
-    a = ev.plot_recon_quality(df, tmp_path / "a" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
-    b = ev.plot_recon_quality(df, tmp_path / "b" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
+    a = recon_figure.plot_recon_quality(df, tmp_path / "a" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
+    b = recon_figure.plot_recon_quality(df, tmp_path / "b" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
     assert [p.name for p in a] == ["fig5.png", "fig5.pdf"]
     _same_bytes(a, b)
 
@@ -207,16 +209,16 @@ def test_recon_quality_and_its_figure(digits, models, tmp_path) -> None:
 
 def test_attention_maps_are_distributions_over_tokens(digits, models) -> None:
     model = models[0][1]
-    cls_map, token_map = ev.attention_maps(model, digits.images[:3], ev.centre_token(model))
+    cls_map, token_map = attention.attention_maps(model, digits.images[:3], attention.centre_token(model))
     assert cls_map.shape == token_map.shape == (3, 8, 8)
     assert (cls_map >= 0).all() and (cls_map.sum(axis=(1, 2)) <= 1 + 1e-5).all()
-    assert ev.centre_token(model) == 4 * 8 + 4
-    assert 0 <= ev.foreground_mass(model, digits, n_images=10) <= 1
+    assert attention.centre_token(model) == 4 * 8 + 4
+    assert 0 <= attention.foreground_mass(model, digits, n_images=10) <= 1
 
 
 def test_attention_grid_writes_both_figures_deterministically(digits, models, tmp_path) -> None:
-    out_a = ev.attention_grid(models, digits, tmp_path / "a", n_images=4)
-    ev.attention_grid(models, digits, tmp_path / "b", n_images=4)
+    out_a = attention.attention_grid(models, digits, tmp_path / "a", n_images=4)
+    attention.attention_grid(models, digits, tmp_path / "b", n_images=4)
     labels = digits.split(test=True).labels[out_a["test_indices"]]
     assert len(set(labels.tolist())) == 4  # one image per class first
     assert set(out_a["cells"]) == {label for label, _ in models}
@@ -225,8 +227,8 @@ def test_attention_grid_writes_both_figures_deterministically(digits, models, tm
 
 
 def test_tsne_figure_is_deterministic(digits, models, tmp_path) -> None:
-    out_a = ev.tsne_figure(models[:2], digits, tmp_path / "a" / "fig8", n_points=50)
-    out_b = ev.tsne_figure(models[:2], digits, tmp_path / "b" / "fig8", n_points=50)
+    out_a = tsne.tsne_figure(models[:2], digits, tmp_path / "a" / "fig8", n_points=50)
+    out_b = tsne.tsne_figure(models[:2], digits, tmp_path / "b" / "fig8", n_points=50)
     assert out_a["cells"] == out_b["cells"]
     assert out_a["n_points"] == 50
     _same_bytes([tmp_path / "a" / "fig8.png", tmp_path / "a" / "fig8.pdf"], [tmp_path / "b" / "fig8.png", tmp_path / "b" / "fig8.pdf"])
@@ -241,7 +243,7 @@ def test_gate_cell_compares_the_mae_with_the_mean_and_linear_predictors_on_its_o
 
     model = models[1][1]  # ratio 0.75, unit 4, untrained
     history = [{"epoch": e, "loss": 1.0, "lr": 0.0} for e in range(4)]
-    g = ev.gate_cell(model, digits, history, cell_seed=3)
+    g = evaluate.gate_cell(model, digits, history, cell_seed=3)
     # the probe step's computation, same masks (the probe's stream for seed 3)
     mse, mean_mse, _ = probe.reconstruct(
         model, digits.split(test=True).images, 256, probe.recon_seed(3), 0, train_mean_image(digits.split(test=False).images)
@@ -255,7 +257,7 @@ def test_gate_cell_compares_the_mae_with_the_mean_and_linear_predictors_on_its_o
     assert g["learned_rule"] == "gain_share" and g["gain_share"] < 0.5
     assert g["plateau"] and not g["learned"] and not g["gate_pass"], "an untrained MAE gets no share of the gain"
     assert g["gate_reason"].startswith("not learned (gain share ")
-    assert ev.gate_cell(model, digits, history, cell_seed=3) == g
+    assert evaluate.gate_cell(model, digits, history, cell_seed=3) == g
     json.dumps(g)
 
 
@@ -278,7 +280,7 @@ def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir, caplog)
     train_cell(params, "data.npz", 0.5, 4, 0, "models/c")
     args = SimpleNamespace(checkpoint="models/c/checkpoint.pt", data="data.npz", sweep="A", out="cell.json")
     with caplog.at_level(logging.INFO, logger="mae_hlvm.real.evaluate"):
-        ev.run_evaluate(params, args)
+        evaluate.run_evaluate(params, args)
     # a long silent step says what it does, for which cell, and how long each part took
     lines = [r.getMessage() for r in caplog.records if r.name == "mae_hlvm.real.evaluate"]
     assert len(lines) == 6 and all(line.startswith("A/r0.5_p4_s0: ") for line in lines), lines
@@ -288,7 +290,7 @@ def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir, caplog)
     assert g["recon_rel"] == pytest.approx(g["recon_mse"] / g["mean_pred_mse"], abs=1e-5)
     assert g["linear_mse"] is not None and g["linear_rel"] == pytest.approx(g["linear_mse"] / g["mean_pred_mse"], abs=1e-5)
     first = Path("cell.json").read_bytes()
-    ev.run_evaluate(params, args)
+    evaluate.run_evaluate(params, args)
     assert Path("cell.json").read_bytes() == first, "deterministic"
 
 
@@ -296,13 +298,13 @@ def test_table1_shows_how_many_seeds_pass_the_gate(tmp_path) -> None:
     results = [
         {**_fake_result(r, 8, s, 50 + 10 * r), "gate_pass": not (r == 0.9 and s == 1)} for r in (0.1, 0.5, 0.9) for s in (0, 1)
     ]
-    table = ev.table1_render(results, tmp_path, sweep_a_unit=8, sweep_b_ratio=0.75)
+    table = tables.table1_render(results, tmp_path, sweep_a_unit=8, sweep_b_ratio=0.75)
     assert table.gate_pass.tolist() == [2, 2, 1]
     assert pd.read_csv(tmp_path / "table1.csv")["gate_pass"].tolist() == [2, 2, 1]
     md = (tmp_path / "table1.md").read_text()
     assert "| seeds | gate |" in md and "| 2 | 1/2 |" in md and "learning gate" in md
     # results without a gate (made before it existed) show a dash, not a made-up count
-    ev.table1_render([_fake_result(0.5, 8, 0, 50.0)], tmp_path / "old", sweep_a_unit=8, sweep_b_ratio=0.75)
+    tables.table1_render([_fake_result(0.5, 8, 0, 50.0)], tmp_path / "old", sweep_a_unit=8, sweep_b_ratio=0.75)
     assert "| 1 | – |" in (tmp_path / "old" / "table1.md").read_text()
 
 
@@ -310,7 +312,7 @@ def test_real_gate_line_names_failing_cells_by_sweep() -> None:
     ok = {"gate_pass": True, "gate_reason": "ok"}
     bad = {"gate_pass": False, "gate_reason": "too few epochs to judge"}
     results = [{"sweep": "A", "cell_id": "r0.1_p8_s0", "gate": ok}, {"sweep": "B", "cell_id": "r0.75_p16_s1", "gate": bad}]
-    assert ev.real_gate_line(results) == (
+    assert report.real_gate_line(results) == (
         "Learning gate, real track: 1 of 2 cells pass; failing: B/r0.75_p16_s1 (too few epochs to judge)."
     )
 
@@ -329,19 +331,19 @@ def test_report_refuses_a_cell_json_without_the_gate(tmp_path, monkeypatch) -> N
     write_json(path, before_gate)
     args = SimpleNamespace(cells_dir=tmp_path, out_dir=tmp_path / "out", data="none.npz", models_dir="none")
     with pytest.raises(ArtifactError, match=r"lacks key 'gate'.*; rerun evaluate-real"):
-        ev.run_report(params, args)
+        report.run_report(params, args)
     assert not (tmp_path / "out").exists()
 
 
 def test_table1_floors_probe_raw_pixels_and_the_untrained_encoder(digits, models) -> None:
-    floors = ev.table1_floors(digits, models[0][1], probe_epochs=5, knn_k=5, eval_seed=0)
+    floors = table1_floors(digits, models[0][1], probe_epochs=5, knn_k=5, eval_seed=0)
     assert set(floors) == {"raw pixels", "random-init encoder"}
     for scores in floors.values():
-        assert set(scores) == {"linear", "knn"} and set(scores["linear"]) == set(ev.TEST_SETS)
+        assert set(scores) == {"linear", "knn"} and set(scores["linear"]) == set(shifts.TEST_SETS)
     # digits are easy from raw pixels: far above chance (10 %) under both probes
     assert floors["raw pixels"]["linear"]["clean"] > 50 and floors["raw pixels"]["knn"]["clean"] > 50
-    assert ev.table1_floors(digits, models[0][1], probe_epochs=5, knn_k=5, eval_seed=0) == floors
-    md = ev.floors_markdown(floors)
+    assert table1_floors(digits, models[0][1], probe_epochs=5, knn_k=5, eval_seed=0) == floors
+    md = floors_markdown(floors)
     assert md.count("| raw pixels |") == 2 and "| random-init encoder | knn |" in md
 
 
@@ -368,14 +370,14 @@ def _real_figures(n_images: int, n_cells: int) -> dict:
     pixels = rng.random((n_images, 1, 16, 16))
     labels = [f"r0.{i + 1} u4" for i in range(n_cells)]
     maps = [rng.random((n_images, 8, 8)) / 64 for _ in labels]
-    fig6, fig7 = ev.attention_figures(labels, pixels, maps, [m[:, ::-1] for m in maps], (8, 8, 2))
+    fig6, fig7 = attention.attention_figures(labels, pixels, maps, [m[:, ::-1] for m in maps], (8, 8, 2))
     classes = rng.integers(0, 10, size=60)
     panels = [(label, rng.normal(size=(60, 2)), -0.1) for label in labels]
     return {
-        "fig5_recon_quality": ev.recon_quality_figure(_recon_frame(), sweep_a_unit=4, sweep_b_ratio=0.75),
+        "fig5_recon_quality": recon_figure.recon_quality_figure(_recon_frame(), sweep_a_unit=4, sweep_b_ratio=0.75),
         "fig6_cls_attention": fig6,
         "fig7_token_attention": fig7,
-        "fig8_tsne": ev.tsne_plot(panels, classes, [str(k) for k in range(10)], 10, "cls"),
+        "fig8_tsne": tsne.tsne_plot(panels, classes, [str(k) for k in range(10)], 10, "cls"),
     }
 
 
@@ -388,7 +390,7 @@ def test_real_figures_keep_the_stamp_off_panels_labels_and_titles(n_images, n_ce
     assert sorted(built) == sorted(REAL_FIGURE_NAMES)
     for name, fig in built.items():
         height = fig.get_size_inches()[1]
-        ev.stamp_figure(fig, label)
+        stamp_figure(fig, label)
         assert fig.get_size_inches()[1] > height, "the footer is added below, panels keep their size"
         assert stamp_collisions(fig) == [], name
         stamp = next(t for t in fig.texts if t.get_gid() == "provenance-stamp")
@@ -397,7 +399,7 @@ def test_real_figures_keep_the_stamp_off_panels_labels_and_titles(n_images, n_ce
 
 def test_the_overlap_check_sees_an_overlap() -> None:
     fig = _real_figures(2, 2)["fig8_tsne"]
-    ev.stamp_figure(fig, LONG_STAMP)
+    stamp_figure(fig, LONG_STAMP)
     stamp = next(t for t in fig.texts if t.get_gid() == "provenance-stamp")
     fig.text(*stamp.get_position(), "in the way", ha="right", va="center")
     assert stamp_collisions(fig) == ["text 'in the way'"]
@@ -407,22 +409,22 @@ def test_stamp_figure_refuses_what_it_cannot_lay_out() -> None:
     from matplotlib.figure import Figure
 
     with pytest.raises(ValueError, match="constrained"):
-        ev.stamp_figure(Figure(), "x")
+        stamp_figure(Figure(), "x")
     fig = Figure(layout="constrained")
     fig.subplots().plot([0, 1], label="a")
     fig.legend(loc="outside lower center")
     with pytest.raises(ValueError, match="legend in an axes"):
-        ev.stamp_figure(fig, "x")
+        stamp_figure(fig, "x")
 
 
 def test_fig5_band_is_the_min_max_over_seeds_on_axes_that_include_zero() -> None:
     from matplotlib.collections import PolyCollection
 
     df = _recon_frame()
-    fig = ev.recon_quality_figure(df, sweep_a_unit=4, sweep_b_ratio=0.75)
+    fig = recon_figure.recon_quality_figure(df, sweep_a_unit=4, sweep_b_ratio=0.75)
     axes = np.asarray(fig.axes).reshape(2, 3)
     sweep_a = df[df.mask_unit == 4]
-    for col, (metric, _) in enumerate(ev.RECON_METRICS):
+    for col, (metric, _) in enumerate(recon_figure.RECON_METRICS):
         ax = axes[0, col]
         band = next(c for c in ax.collections if isinstance(c, PolyCollection))
         ys = band.get_paths()[0].vertices[:, 1]
@@ -437,10 +439,10 @@ def test_fig5_band_is_the_min_max_over_seeds_on_axes_that_include_zero() -> None
 
 
 def test_recon_axis_limits_include_each_metrics_zero() -> None:
-    assert ev.recon_axis_limits("ssim", [0.2, 0.4]) == (0.0, 1.0)
-    assert ev.recon_axis_limits("ssim", [-0.02, 0.4]) == (-0.1, 1.0)
-    assert ev.recon_axis_limits("psnr", [9.1, 12.3]) == (0.0, 15.0)
-    assert ev.recon_axis_limits("neg_mse", [-0.21, -0.1]) == (pytest.approx(-0.25), 0.0)
+    assert recon_figure.recon_axis_limits("ssim", [0.2, 0.4]) == (0.0, 1.0)
+    assert recon_figure.recon_axis_limits("ssim", [-0.02, 0.4]) == (-0.1, 1.0)
+    assert recon_figure.recon_axis_limits("psnr", [9.1, 12.3]) == (0.0, 15.0)
+    assert recon_figure.recon_axis_limits("neg_mse", [-0.21, -0.1]) == (pytest.approx(-0.25), 0.0)
 
 
 def test_attention_panels_are_coloured_from_zero_to_their_own_maximum() -> None:
@@ -454,9 +456,9 @@ def test_attention_panels_are_coloured_from_zero_to_their_own_maximum() -> None:
 
 
 def test_stamped_figures_are_byte_identical(tmp_path) -> None:
-    a = ev.plot_recon_quality(_recon_frame(), tmp_path / "a" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75, stamp=LONG_STAMP)
-    b = ev.plot_recon_quality(_recon_frame(), tmp_path / "b" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75, stamp=LONG_STAMP)
-    unstamped = ev.plot_recon_quality(_recon_frame(), tmp_path / "c" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
+    a = recon_figure.plot_recon_quality(_recon_frame(), tmp_path / "a" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75, stamp=LONG_STAMP)
+    b = recon_figure.plot_recon_quality(_recon_frame(), tmp_path / "b" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75, stamp=LONG_STAMP)
+    unstamped = recon_figure.plot_recon_quality(_recon_frame(), tmp_path / "c" / "fig5", sweep_a_unit=4, sweep_b_ratio=0.75)
     assert a[0].read_bytes() != unstamped[0].read_bytes(), "the stamp must reach the figure"
     _same_bytes(a, b)
     assert b"CreationDate" not in a[1].read_bytes() and b"Producer" not in a[1].read_bytes()

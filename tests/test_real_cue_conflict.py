@@ -20,7 +20,8 @@ from mae_hlvm.core import paths
 from mae_hlvm.core.config import ParamsError, load_params
 from mae_hlvm.core.data import CueConflict, Dataset, load_dataset
 from mae_hlvm.core.model import MaskedAutoencoder
-from mae_hlvm.real import evaluate as ev
+from mae_hlvm.real import evaluate, shifts, tables
+from mae_hlvm.real.floors import table1_floors
 from mae_hlvm.real.realdata import _decode_image, _fit_square, normalise, parse_real, prepare_real
 from mae_hlvm.workflow import glue, pipeline
 
@@ -110,21 +111,21 @@ def copies():
 
 
 def test_shape_bias_of_copies_of_the_test_images_follows_the_probes_accuracy(copies):
-    res = ev.table1_cell(_model(), copies, probe_epochs=5, knn_k=5)
+    res = evaluate.table1_cell(_model(), copies, probe_epochs=5, knn_k=5)
     bias = res["shape_bias"]
     # the probe decides on each copy as on its test image: its shape share is its clean accuracy
     assert bias["shape"] == pytest.approx(res["linear_cls"]["clean"] / 100, abs=1e-4)
     assert bias["shape_bias"] == pytest.approx(bias["shape"] / (bias["shape"] + bias["texture"]), abs=1e-3)
     no_cue = Dataset(copies.images, copies.labels, copies.is_test, settings=copies.settings)
-    assert ev.table1_cell(_model(), no_cue, probe_epochs=5, knn_k=5)["shape_bias"] is None
-    floors = ev.table1_floors(copies, _model(), probe_epochs=5, knn_k=5, eval_seed=0)
+    assert evaluate.table1_cell(_model(), no_cue, probe_epochs=5, knn_k=5)["shape_bias"] is None
+    floors = table1_floors(copies, _model(), probe_epochs=5, knn_k=5, eval_seed=0)
     # raw pixels classify digits well, so their decisions follow the shape
     assert floors["raw pixels"]["shape_bias"]["shape_bias"] > 0.9
     assert floors["raw pixels"]["shape_bias"]["shape"] == pytest.approx(floors["raw pixels"]["linear"]["clean"] / 100, abs=1e-4)
 
 
 def _cell(ratio: float, seed: int, bias: float | None, unit: int = 8) -> dict:
-    scores = dict.fromkeys(ev.TEST_SETS, 50.0)
+    scores = dict.fromkeys(shifts.TEST_SETS, 50.0)
     return {"mask_ratio": ratio, "mask_unit": unit, "vit_patch": 4, "seed": seed, "sweep": "A", "linear_cls": scores,
             "linear_mean": scores, "knn_cls": scores, "shape_bias": None if bias is None else {"shape_bias": bias}}
 
@@ -132,17 +133,17 @@ def _cell(ratio: float, seed: int, bias: float | None, unit: int = 8) -> dict:
 def test_table2_is_mean_and_sd_over_seeds_beside_the_paper():
     cells = [_cell(0.1, 0, 0.2), _cell(0.1, 1, 0.4), _cell(0.75, 0, 0.5), _cell(0.75, 1, 0.7),
              _cell(0.75, 0, 0.9, unit=16)]  # not Sweep A: left out
-    frame = ev.shape_bias_frame(cells, sweep_a_unit=8, sweep_b_ratio=0.75)
+    frame = tables.shape_bias_frame(cells, sweep_a_unit=8, sweep_b_ratio=0.75)
     assert frame["mean"].tolist() == pytest.approx([0.3, 0.6]) and frame["n_seeds"].tolist() == [2, 2]
     floors = {"raw pixels": {"shape_bias": {"shape_bias": 0.123}}, "random-init encoder": {"linear": {}}}
-    md = ev.shape_bias_markdown(frame, floors, 8)
+    md = tables.shape_bias_markdown(frame, floors, 8)
     assert "| ratio 0.1 | ratio 0.75 |" in md
     assert f"| ours (unit 8, 2 seed(s)) | 0.300 ± {math.sqrt(0.02):.3f} | 0.600 ± {math.sqrt(0.02):.3f} |" in md
     assert "| raw pixels (any ratio) | 0.123 | 0.123 |" in md and "random-init encoder" not in md
     assert "| paper, ImageNet ViT-B (Table 2) | 0.135 | 0.256 |" in md
     # no cue-conflict set: no section, so table1.md keeps its bytes
-    empty = ev.shape_bias_frame([_cell(0.1, 0, None)], sweep_a_unit=8, sweep_b_ratio=0.75)
-    assert ev.shape_bias_markdown(empty, floors, 8) == ""
+    empty = tables.shape_bias_frame([_cell(0.1, 0, None)], sweep_a_unit=8, sweep_b_ratio=0.75)
+    assert tables.shape_bias_markdown(empty, floors, 8) == ""
 
 
 # ----------------------------------------------------------------------------- bad input

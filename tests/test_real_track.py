@@ -22,7 +22,7 @@ from helpers import GIT, REPO, assert_runner_exists, copy_repo, dvc_jobs, edit_p
 
 from mae_hlvm.core import paths
 from mae_hlvm.core.config import ParamsError, load_params, parse_params, real_enabled, real_sweep_cells
-from mae_hlvm.real import evaluate, realdata
+from mae_hlvm.real import realdata, report, shifts, tables
 from mae_hlvm.real.train_real import real_train_params
 from mae_hlvm.workflow import cli, glue, pipeline
 
@@ -116,8 +116,8 @@ def _function(module: str, name: str) -> ast.AST:
 # stage -> the functions its runner reads params in
 RUNNERS = {
     "prepare_real": [("real.realdata", "run_prepare")],
-    "evaluate_real_A": [("real.evaluate", "run_evaluate"), ("real.evaluate", "_step_device")],
-    "report_real": [("real.evaluate", "run_report"), ("real.evaluate", "_step_device")],
+    "evaluate_real_A": [("real.evaluate", "run_evaluate"), ("real.device", "step_device")],
+    "report_real": [("real.report", "run_report"), ("real.device", "step_device")],
 }
 
 
@@ -249,23 +249,23 @@ def test_shared_cell_counts_once_per_sweep_in_table_and_figures():
     ]
     df = pd.DataFrame(rows)
     where = {"sweep_a_unit": 8, "sweep_b_ratio": 0.75}
-    assert evaluate.sweep_part(df, "A", **where).index.tolist() == [0, 1]
-    assert evaluate.sweep_part(df, "B", **where).index.tolist() == [2, 3]
+    assert tables.sweep_part(df, "A", **where).index.tolist() == [0, 1]
+    assert tables.sweep_part(df, "B", **where).index.tolist() == [2, 3]
     untagged = df.drop(columns="sweep_tag")
-    assert evaluate.sweep_part(untagged, "A", **where).index.tolist() == [0, 1, 2]
+    assert tables.sweep_part(untagged, "A", **where).index.tolist() == [0, 1, 2]
     cells = {"A": [(0.5, 8, 0), (0.75, 8, 0), (0.75, 8, 1)], "B": [(0.75, 4, 0), (0.75, 8, 0)]}
-    assert evaluate.figure_cells(cells, 0) == [("A", 0.5, 8), ("A", 0.75, 8), ("B", 0.75, 4)]
+    assert report.figure_cells(cells, 0) == [("A", 0.5, 8), ("A", 0.75, 8), ("B", 0.75, 4)]
 
 
 def test_table1_tagged_results_do_not_double_count_seeds():
     def result(sweep, ratio, unit, seed, acc):
-        per_set = {name: acc for name in evaluate.TEST_SETS}
+        per_set = {name: acc for name in shifts.TEST_SETS}
         return {"sweep": sweep, "mask_ratio": ratio, "mask_unit": unit, "vit_patch": 4, "seed": seed,
                 "linear_cls": per_set, "linear_mean": per_set, "knn_cls": per_set}
 
     results = [result("A", r, 8, s, 10 * r + s) for r in (0.5, 0.75) for s in (0, 1)]
     results += [result("B", 0.75, u, s, u + s) for u in (4, 8) for s in (0, 1)]
-    table = evaluate.table1_frame(results, sweep_a_unit=8, sweep_b_ratio=0.75)
+    table = tables.table1_frame(results, sweep_a_unit=8, sweep_b_ratio=0.75)
     assert table.n_seeds.tolist() == [2, 2, 2, 2]
     a75 = table[(table.sweep == "A") & (table.mask_ratio == 0.75)].iloc[0]
     assert np.isclose(a75["ours clean"], 8.0)  # (7.5 + 8.5) / 2: the B rows are not mixed in

@@ -14,7 +14,7 @@ from helpers import REPO, real_cell_result
 from mae_hlvm.core import paths, results
 from mae_hlvm.core.config import load_params
 from mae_hlvm.core.io import ArtifactError
-from mae_hlvm.real import evaluate
+from mae_hlvm.real import report
 from mae_hlvm.review import aggregate
 from mae_hlvm.synthetic import baseline, probe
 
@@ -102,4 +102,4 @@ def test_the_real_schema_accepts_the_helper_cell_and_names_a_missing_probe():
     del good["table1"]["knn_mean"]["clean"]
     with pytest.raises(ArtifactError, match=r"x\.json: table1\.knn_mean lacks the clean test set; rerun evaluate-real"):
         results.read_real_cell(good, "x.json")
-    assert evaluate.read_real_cell is results.read_real_cell  # the reader report-real uses
+    assert report.read_real_cell is results.read_real_cell  # the reader report-real uses

@@ -55,7 +55,7 @@ class Step:
 
     @property
     def module(self) -> str:
-        """The runner's module within the package (``real.evaluate`` for ``mae_hlvm.real.evaluate:run_report``)."""
+        """The runner's module within the package (``real.report`` for ``mae_hlvm.real.report:run_report``)."""
         return self.runner.partition(":")[0].split(".", 1)[1]
 
 
@@ -373,7 +373,7 @@ TRAIN_REAL_SEED = _step("train-real-seed", "real.train_real:run_seed",
                         _train_real_seed_args, "real")
 EVALUATE_REAL = _step("evaluate-real", "real.evaluate:run_evaluate", "Table 1 and Fig. 5 numbers of one real cell",
                       _evaluate_real_args, "real")
-REPORT_REAL = _step("report-real", "real.evaluate:run_report", "Table 1 and Figs. 5 to 8 under results/real",
+REPORT_REAL = _step("report-real", "real.report:run_report", "Table 1 and Figs. 5 to 8 under results/real",
                     _report_real_args, "real")
 
 
