@@ -69,13 +69,14 @@ def run(params, args) -> None:  # noqa: ANN001 - the ``check`` step
 
 def job_label(args: argparse.Namespace) -> str:
     """The job a log line comes from: ``train r0.5_p2_s0``, ``train-real B/r0.75_p8_s0``,
-    ``baseline s1``, ``aggregate``: two jobs' interleaved lines stay apart."""
+    ``baseline s1``, ``train-real-seed A/s0``, ``aggregate``: two jobs' interleaved lines stay
+    apart (two sweeps' seed jobs too: both sweeps can hold a cell of the same name)."""
     unit = getattr(args, "mask_unit", None)
+    sweep = f"{args.sweep}/" if getattr(args, "sweep", None) else ""
     if getattr(args, "mask_ratio", None) is not None and unit is not None:
-        cell = cell_id(args.mask_ratio, unit, args.seed)
-        return f"{args.step} {args.sweep}/{cell}" if getattr(args, "sweep", None) else f"{args.step} {cell}"
+        return f"{args.step} {sweep}{cell_id(args.mask_ratio, unit, args.seed)}"
     if getattr(args, "seed", None) is not None:
-        return f"{args.step} s{args.seed}"
+        return f"{args.step} {sweep}s{args.seed}"
     if getattr(args, "checkpoint", None):  # evaluate-real names its cell by the checkpoint's folder
         return f"{args.step} {Path(args.checkpoint).parent.parent.name}/{Path(args.checkpoint).parent.name}"
     return args.step
