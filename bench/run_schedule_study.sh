@@ -6,7 +6,7 @@
 set -u
 OUT=${OUT:?set OUT}
 REPO=$PWD
-PROFILE=$(realpath "${PROFILE:-profiles/gpu/params.yaml}")
+PROFILE=$(realpath "profiles/${PROFILE:-gpu}/params.yaml")  # a profile name
 WORK=${WORK:-/tmp/schedule-study}
 PY=${PYTHON:-python3}
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -14,7 +14,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=/tmp/site:$REPO/.gpu:$REPO/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
-cp "$PROFILE" params.yaml
+$PY -m mae_hlvm profile "$PROFILE" --force || exit 1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null; nproc; lscpu | grep -E "Model name|Vendor|CPU family|Model:"; date; } > "$OUT/machine.txt"
 start=$(date +%s)
 $PY -m mae_hlvm generate --out data/synthetic.npz --figure examples.png --log "$OUT/generate.log" &

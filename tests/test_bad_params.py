@@ -83,7 +83,7 @@ class Case:
     pattern: str  # a regex the one line must contain after "error: "
 
 
-LATIN1 = BASE_TEXT.replace("# The one file", "# Caf\u00e9: the one file", 1).encode("latin-1", errors="replace")
+LATIN1 = BASE_TEXT.replace("# params.yaml: the one file", "# Caf\u00e9: the one file", 1).encode("latin-1", errors="replace")
 assert b"\xe9" in LATIN1
 DUPLICATE_EPOCHS = add_line(BASE_TEXT, "train", "epochs", "  epochs: 400")
 

@@ -15,6 +15,7 @@ import yaml
 from helpers import GIT, REPO, copy_repo, dvc_jobs, make_image_folder, sh, snakemake_jobs, snakemake_plan
 
 from mae_hlvm.core.config import load_params, real_enabled, real_sweep_cells
+from mae_hlvm.core.profiles import load_profile
 from mae_hlvm.workflow import pipeline
 
 PROFILE = REPO / "profiles" / "paper" / "params.yaml"
@@ -71,7 +72,7 @@ def test_profile_plans_every_job_in_both_tools_on_an_imagenet_folder(tmp_path):
     sh(root, *GIT, "init", "-q")
     images = tmp_path / "imagenet" / "train"
     make_image_folder(images)
-    raw = yaml.safe_load(PROFILE.read_text())
+    raw = load_profile(PROFILE)  # what `python -m mae_hlvm profile paper` writes
     raw["real"]["path"] = str(images)  # stands in for the user's edit of the placeholder
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     (root / "dvc.yaml").write_text(sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml").stdout)

@@ -32,7 +32,7 @@ def test_records_are_complete_and_consistent():
 
 def test_the_cli_the_snakefile_and_dvc_yaml_are_derived_from_the_table():
     assert {s.step.name for s in stages.TABLE} <= set(cli.STEPS)
-    assert set(cli.STEPS) - {s.step.name for s in stages.TABLE} == {"check", "verify"}
+    assert set(cli.STEPS) - {s.step.name for s in stages.TABLE} == {"check", "verify", "profile"}
     text = (REPO / "Snakefile").read_text()
     assert text.count("rule:") == 1 and "for _stage in pipeline.active_stages(P):" in text, "one rule, in one loop"
     params = load_params(REPO / "params.yaml")

@@ -300,6 +300,24 @@ class DataParams(_Section):
         return self
 
 
+# Named MAE sizes (as facebookresearch/mae's ``mae_vit_base_patch16``; the ViT patch is
+# not part of the name here, because each track sets its own: model.vit_patch and
+# real.vit_patch). A profile names one (``model: preset: mae_vit_base``) and
+# ``python -m mae_hlvm profile`` writes its widths into params.yaml (mae_hlvm.core.profiles).
+MODEL_PRESETS: dict[str, dict[str, int | float]] = {
+    # this project's CPU-sized MAE: the default of both tracks
+    "mae_vit_mini": {"embed_dim": 64, "depth": 3, "num_heads": 4, "decoder_embed_dim": 32, "decoder_depth": 1,
+                     "decoder_num_heads": 4, "mlp_ratio": 2.0},
+    # MAE's ViT-B, -L and -H encoders with its 8-block, 512-wide decoder (the paper's ViT-B)
+    "mae_vit_base": {"embed_dim": 768, "depth": 12, "num_heads": 12, "decoder_embed_dim": 512, "decoder_depth": 8,
+                     "decoder_num_heads": 16, "mlp_ratio": 4.0},
+    "mae_vit_large": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "decoder_embed_dim": 512, "decoder_depth": 8,
+                      "decoder_num_heads": 16, "mlp_ratio": 4.0},
+    "mae_vit_huge": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "decoder_embed_dim": 512, "decoder_depth": 8,
+                     "decoder_num_heads": 16, "mlp_ratio": 4.0},
+}
+
+
 class ModelParams(_Section):
     vit_patch: int = Field(gt=0)
     embed_dim: int = Field(gt=0)
@@ -941,6 +959,17 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ParamsError(
             f"{source}: expected a mapping of sections (data:, model:, train:, probe:, grid:), got {kind}"
         )
+    if isinstance(raw.get("model"), dict) and "preset" in raw["model"]:
+        raise ParamsError(
+            f"{source}: model.preset: a preset is for profiles; params.yaml holds the widths themselves, so that both "
+            "tools read the same values: write it with `python -m mae_hlvm profile <name>` from a profile naming the "
+            "preset (profiles/paper/params.yaml does)"
+        )
+    if "extends" in raw:
+        raise ParamsError(
+            f"{source}: extends: is for profiles (profiles/<name>/params.yaml); DVC reads params.yaml as it stands, so it "
+            "must be complete: write it with `python -m mae_hlvm profile <name>`"
+        )
     for old, new in RENAMED_KEYS.items():
         section, _, leaf = old.partition(".")
         if isinstance(raw.get(section), dict) and leaf in raw[section]:
@@ -958,7 +987,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """
     path = Path(path)
     source = _shown(path)
-    return parse_params(read_params_yaml(_read_text(path, source), source), source)
+    raw = read_params_yaml(_read_text(path, source), source)
+    if path.name == "params.yaml" and path.resolve().parent.parent.name == "profiles":
+        from mae_hlvm.core.profiles import load_profile  # a profile: its values over the default's
+
+        raw = load_profile(path)
+    return parse_params(raw, source)
 
 
 def _shown(path: Any) -> str:

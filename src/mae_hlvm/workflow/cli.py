@@ -26,6 +26,12 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="only report damaged artifacts, do not remove them")
 
 
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="a profile: default, gpu, paper (profiles/<name>/params.yaml) or a profile file's path")
+    p.add_argument("--out", default="params.yaml", help="the params file to write (default: params.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite it even when it holds edits of yours")
+
+
 def _check_args(p: argparse.ArgumentParser) -> None:
     """``check`` takes only ``--params``."""
 
@@ -38,9 +44,11 @@ STEPS: dict[str, Step] = {
     **{s.step.name: s.step for s in TABLE},
     "verify": Step("verify", "mae_hlvm.workflow.ledger:run_verify", "check every artifact against dvc.lock; remove damaged ones",
                    _verify_args),
+    "profile": Step("profile", "mae_hlvm.core.profiles:run_profile",
+                    "write params.yaml from a profile (profiles/<name>/params.yaml over the default)", _profile_args),
 }
-# Steps that read no params: they work even while params.yaml is being fixed.
-PARAMS_FREE = frozenset({"verify"})
+# Steps that read no params: they work even while params.yaml is being fixed (or written).
+PARAMS_FREE = frozenset({"verify", "profile"})
 RAM_SHARE = 0.8  # of physical memory: the model, the probes and the OS need the rest
 
 

@@ -69,8 +69,8 @@ SOURCE_DIR = Path(__file__).resolve().parent.parent  # the package root, src/mae
 SOURCE_REL = "src/mae_hlvm"
 # Modules that validate, name or describe, but never compute a result: editing them must
 # not rerun the grid, so they are not code deps. The whole ``workflow`` subpackage is of
-# this kind; so are these four of ``core``.
-NOT_CODE_DEPS = frozenset({"core.config", "core.paths", "core.progress", "core.provenance"})
+# this kind; so are these five of ``core``.
+NOT_CODE_DEPS = frozenset({"core.config", "core.paths", "core.profiles", "core.progress", "core.provenance"})
 
 
 def is_code_dep(module: str) -> bool:
