@@ -155,6 +155,8 @@ def test_overrides_replace_lines_in_place_and_presets_expand(tmp_path, monkeypat
     ("extends: default\ndata:\n  latent_dims:\n    - 1\n", r"`latent_dims:` has its value on the next lines"),
     ("extends: default\ndata:\n    n_train: 5\n", "line 3: not a `section:` line"),
     ("extends: default\nextra: 3\n", "a section is changed key by key, or dropped with `null`"),
+    ("extends: default\ndata:\n  n_test: 5\n  n_test: 6\n", r"line 4: data\.n_test is given twice"),
+    ("extends: default\ndata:\n  n_test: 5\ndata:\n  n_train: 6\n", "line 4: section data: is given twice"),
 ])
 def test_a_bad_profile_is_one_line_naming_the_problem(tmp_path, profile, message):
     small_tree(tmp_path, profile)

@@ -95,6 +95,8 @@ def _parse(text: str, source: str) -> _Profile:
                 continue
         top, key = _TOP.match(line), _KEY.match(line)
         if top:
+            if any(s.name == top["key"] for s in sections):
+                raise ParamsError(f"{source}: line {number}: section {top['key']}: is given twice: keep one")
             value, _ = _split_comment(top["rest"])
             sections.append(_Section(top["key"], line, value=value or None))
         elif key and sections and sections[-1].value is None:
@@ -104,6 +106,8 @@ def _parse(text: str, source: str) -> _Profile:
                     f"{source}: line {number}: `{key['key']}:` has its value on the next lines; a params file "
                     "keeps every value on its key's line (`key: value` or `key: [a, b]`)"
                 )
+            if any(k.name == key["key"] for k in sections[-1].keys):
+                raise ParamsError(f"{source}: line {number}: {sections[-1].name}.{key['key']} is given twice: keep one")
             sections[-1].keys.append(_Key(key["key"], value, [line]))
         elif not stripped and sections[-1].keys:
             sections[-1].keys.append(_Key("", "", [line]))  # a blank line ends with the section before it
