@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -85,19 +86,37 @@ def test_workflow_profile_caps_gpu_jobs_in_flight_unless_the_command_line_lifts_
     assert resolved_args("--profile", SLURM_PROFILE, "--resources", "gpu=8").resources["gpu"].value == 8
 
 
-def test_every_rule_declaring_a_gpu_asks_the_cluster_for_one(tmp_path):
+# the params keys that decide which rules exist (the rest changes jobs, not rules)
+RULE_KEYS = (("train", "job"), ("real", "enabled"), ("real", "sweep"), ("robustness", "enabled"))
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "profiles/gpu/params.yaml"])
+def test_every_rule_declaring_a_gpu_asks_the_cluster_for_one(tmp_path, params_file):
     """Rules with ``resources: gpu=...`` in the Snakefile (0 on a machine without CUDA) must
     get a GPU and the gpu partition from profiles/slurm; a new training rule missing there
-    would be sent to the cpu partition without one."""
+    would be sent to the cpu partition without one. Under the GPU profile (``train.job:
+    seed``) the per-seed training rules replace the per-cell ones: they are checked too."""
     root = copy_repo(tmp_path)
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    chosen = yaml.safe_load((root / params_file).read_text())
+    for section, key in RULE_KEYS:  # the profile's rule-deciding keys over params.yaml
+        if key in (chosen.get(section) or {}):
+            raw[section][key] = chosen[section][key]
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     sh(root, "git", "init", "-q")
+    sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     out = sh(root, "snakemake", "-n", "--forceall").stdout
     declaring = set()
     for block in re.finditer(r"^(?:local)?rule (\w+):\n(.*?)(?=^\S)", out, re.MULTILINE | re.DOTALL):
         res = re.search(r"^\s+resources: (.*)$", block.group(2), re.MULTILINE)
         if res and re.search(r"\bgpu=\d", res.group(1)):
             declaring.add(block.group(1))
-    assert "train" in declaring and any(r.startswith("train_real_") for r in declaring), declaring
+    if params_file == "params.yaml":
+        assert "train" in declaring and any(r.startswith("train_real_") for r in declaring), declaring
+    else:
+        assert chosen["train"]["job"] == "seed", "the GPU profile no longer trains by seed: update this test"
+        assert "train_seed" in declaring and "train" not in declaring, declaring
+        assert any(r.startswith("train_real_seed_") for r in declaring), declaring
     sets = profile()["set-resources"]
     missing = {r for r in declaring if sets.get(r, {}).get("gpu") != 1 or sets[r].get("slurm_partition") != "gpu"}
     assert not missing, f"profiles/slurm gives no GPU (gpu: 1, slurm_partition: gpu) to {sorted(missing)}"
