@@ -16,9 +16,11 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from mae_hlvm.core import io, paths
 from mae_hlvm.core.config import DataParams, load_params, parse_params
 from mae_hlvm.core.data import Dataset
-from mae_hlvm.workflow import cli, pipeline
+from mae_hlvm.core.io import write_json
+from mae_hlvm.workflow import cli, glue, pipeline
 
 # cli's log format: "%(asctime)s %(name)s %(message)s"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
@@ -346,3 +348,23 @@ def real_cell_result(sweep: str, ratio: float, unit: int, seed: int, clean_acc: 
                    "n_train": 100, "n_test": 50, "shape_bias": None},
         "recon_quality": {"ssim": 0.5, "psnr": 20.0, "mse": 0.01, "neg_mse": -0.01, "n_images": 8, **ids},
     }
+
+
+def one_valid_receipt(tmp_path: Path, monkeypatch, dvc_script: str) -> str:
+    """For the glue tests: a working copy with one finished job's receipt and a stand-in ``dvc`` on PATH."""
+    monkeypatch.chdir(tmp_path)
+    Path(".dvc").mkdir()
+    params = load_params(REPO / "params.yaml")
+    name = pipeline.dvc_stage_name("predict")
+    for o in pipeline.outputs("predict"):
+        io.write_text(o.path, "{}")
+    rec = glue._receipt("predict", params, None)
+    monkeypatch.setattr(glue, "_receipt", lambda *a, **k: rec)
+    write_json(paths.receipt(name), rec)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dvc").write_text(dvc_script)
+    (fake / "dvc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    return name

@@ -4,35 +4,12 @@ so the seconds it takes are never silent."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from helpers import REPO
+from helpers import one_valid_receipt
 
-from mae_hlvm.core import io, paths
-from mae_hlvm.core.config import load_params
-from mae_hlvm.core.io import write_json
-from mae_hlvm.workflow import glue, pipeline
-
-
-def one_valid_receipt(tmp_path: Path, monkeypatch, dvc_script: str) -> str:
-    """A working copy with one finished job's receipt and a stand-in ``dvc`` on PATH."""
-    monkeypatch.chdir(tmp_path)
-    Path(".dvc").mkdir()
-    params = load_params(REPO / "params.yaml")
-    name = pipeline.dvc_stage_name("predict")
-    for o in pipeline.outputs("predict"):
-        io.write_text(o.path, "{}")
-    rec = glue._receipt("predict", params, None)
-    monkeypatch.setattr(glue, "_receipt", lambda *a, **k: rec)
-    write_json(paths.receipt(name), rec)
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "dvc").write_text(dvc_script)
-    (fake / "dvc").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
-    return name
+from mae_hlvm.core import paths
+from mae_hlvm.workflow import glue
 
 
 def test_the_commit_says_what_it_does_before_and_how_long_after(tmp_path, monkeypatch, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import flip_byte_keep_mtime
+from helpers import flip_byte_keep_mtime, one_valid_receipt
 
 from mae_hlvm.core import io, paths, train
 from mae_hlvm.core.config import load_params
@@ -349,21 +349,8 @@ def test_the_snakefile_claims_on_start_and_releases_before_its_own_dvc_commit():
 
 
 def test_commit_failure_names_dvcs_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    Path(".dvc").mkdir()
-    params = load_params(REPO / "params.yaml")
-    name = pipeline.dvc_stage_name("predict")
-    for o in pipeline.outputs("predict"):
-        io.write_text(o.path, "{}")
-    rec = glue._receipt("predict", params, None)
-    monkeypatch.setattr(glue, "_receipt", lambda *a, **k: rec)
-    write_json(paths.receipt(name), rec)
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "dvc").write_text("#!/bin/sh\necho 'ERROR: Unable to acquire lock. Most likely another DVC process is running' >&2\nexit 1\n")
-    (fake / "dvc").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    name = one_valid_receipt(tmp_path, monkeypatch, "#!/bin/sh\necho 'ERROR: Unable to acquire lock. Most likely another "
+                                                    "DVC process is running' >&2\nexit 1\n")
     assert glue.commit_receipts() == []
     err = capsys.readouterr().err
     assert "dvc commit failed (ERROR: Unable to acquire lock" in err and "receipts kept" in err
