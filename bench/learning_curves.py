@@ -39,7 +39,7 @@ from mae_hlvm.core.config import load_params
 from mae_hlvm.core.data import Dataset
 from mae_hlvm.core.gate import GATE_MIN_SHARE, linear_on_mae_masks, linear_reference, train_mean_image
 from mae_hlvm.core.model import build_model
-from mae_hlvm.core.train import DeviceLoop, epoch_seed, lr_at, param_groups
+from mae_hlvm.core.train import DeviceLoop, cosine_schedule, epoch_seed, lr_at, param_groups
 from mae_hlvm.synthetic.generate import generate_dataset
 from mae_hlvm.synthetic.probe import (
     class_accuracy,
@@ -101,9 +101,9 @@ def run_cell(params, ds, ratio: float, unit: int, seed: int, max_passes: int, ev
     images = torch.from_numpy(train.images)
     batch = params.train.batch_size
     steps_per_epoch = len(images) // batch
-    total = max_passes // batch
-    warmup = max(1, round(params.train.warmup_epochs * steps_per_epoch))
-    peak = params.train.base_lr * batch / 256
+    schedule = cosine_schedule(params.train.base_lr * batch / 256, max_passes // batch, params.train.warmup_epochs,
+                               steps_per_epoch)
+    total, warmup, peak = int(schedule["total_steps"]), int(schedule["warmup_steps"]), schedule["peak_lr"]
     with threadpool_limits(limits=1):
         linear = linear_reference(train.images, test.images, unit, ratio)
     alphas = params.probe.ridge_alphas
@@ -155,8 +155,7 @@ def run_cells_device(params, ds, specs: list[tuple[float, int]], seed: int, max_
     batch = params.train.batch_size
     steps_per_epoch = len(images) // batch
     total = max_passes // batch
-    schedule = {"peak_lr": params.train.base_lr * batch / 256, "total_steps": total,
-                "warmup_steps": max(1, round(params.train.warmup_epochs * steps_per_epoch))}
+    schedule = cosine_schedule(params.train.base_lr * batch / 256, total, params.train.warmup_epochs, steps_per_epoch)
     alphas = params.probe.ridge_alphas
     loops, linears, points = {}, {}, {}
     for ratio, unit in specs:

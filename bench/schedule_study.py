@@ -40,7 +40,7 @@ from mae_hlvm.core.config import load_params
 from mae_hlvm.core.data import load_dataset
 from mae_hlvm.core.gate import loss_rel_drop, plateau, train_mean_image
 from mae_hlvm.core.model import build_model
-from mae_hlvm.core.train import DeviceLoop
+from mae_hlvm.core.train import DeviceLoop, cosine_schedule
 from mae_hlvm.real.train_real import real_train_params
 from mae_hlvm.synthetic.probe import recon_seed, reconstruct
 
@@ -127,8 +127,7 @@ def make_runs(params_path: str, synthetic: str | None, real: str | None, device:
                 torch.manual_seed(0)
                 model = build_model(p.model.model_dump(), geometry, ratio, unit).to(device)
                 spe = len(images) // batch
-                schedule = {"peak_lr": peak, "total_steps": epochs * spe,
-                            "warmup_steps": max(1, round(p.train.warmup_epochs * spe))}
+                schedule = cosine_schedule(peak, epochs * spe, p.train.warmup_epochs, spe)
                 loop = DeviceLoop(model, images, seed=0, batch_size=batch, schedule=schedule,
                                   weight_decay=p.train.weight_decay, betas=tuple(p.train.betas),
                                   autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,

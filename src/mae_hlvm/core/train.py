@@ -49,6 +49,13 @@ def resolve_device(params: Params) -> tuple[torch.device, torch.dtype | None]:
     return device, (torch.bfloat16 if precision == "bf16" else None)
 
 
+def cosine_schedule(peak_lr: float, total_steps: int, warmup_epochs: float, steps_per_epoch: int) -> dict[str, float]:
+    """What :func:`lr_at` follows: the peak, the total steps, and a warmup of ``warmup_epochs``
+    (at least one step). The trainer and the benchmarks that retrace it build it here."""
+    return {"peak_lr": peak_lr, "total_steps": total_steps,
+            "warmup_steps": max(1, round(warmup_epochs * steps_per_epoch))}
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
     """Linear warmup to ``peak_lr``, then half-cosine decay to zero, per iteration."""
     if step < warmup_steps:
@@ -355,11 +362,8 @@ class _CellRun:
         self.batch_size = min(params.train.batch_size, self.images.shape[0])
         self.steps_per_epoch = self.images.shape[0] // self.batch_size
         self.epochs = params.train.epochs
-        self.schedule = {
-            "peak_lr": params.train.base_lr * self.batch_size / 256,
-            "total_steps": self.epochs * self.steps_per_epoch,
-            "warmup_steps": max(1, round(params.train.warmup_epochs * self.steps_per_epoch)),
-        }
+        self.schedule = cosine_schedule(params.train.base_lr * self.batch_size / 256, self.epochs * self.steps_per_epoch,
+                                        params.train.warmup_epochs, self.steps_per_epoch)
         betas = tuple(params.train.betas)
         if device_images is None:  # the CPU reference loop
             self.loop = None
