@@ -167,7 +167,7 @@ def test_fresh_clone_of_the_shipped_config_is_one_line(tmp_path):
     code, _, err = wrapper(work, "pull")
     line = one_line(err)
     assert code == 2
-    assert "no DVC remote configured" in line and "make run" in line and "12-14 min" in line
+    assert "no DVC remote configured" in line and "make run" in line and "11-14 min" in line
     assert "dvc remote add --local -d store s3://BUCKET/PATH" in line
     assert not (work / "d").exists()  # nothing pulled, nothing half-written
 

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 PROG = "mae_hlvm.workflow.remote"
 # measured: the default run's 90 Snakemake jobs took 12.3 min (2026-11-26) and 13.8 min (2026-11-27)
 # on the 2-core AMD EPYC (README Quickstart, where each number comes from)
-REBUILD = "rebuild everything here with `make run` (about 12-14 min on 2 CPU cores; README Quickstart)"
+REBUILD = "rebuild everything here with `make run` (about 11-14 min on 2 CPU cores; README Quickstart)"
 SET_REMOTE = "`dvc remote add --local -d store s3://BUCKET/PATH` (docs/remotes.md)"
 
 NO_REMOTE, UNREACHABLE, INCOMPLETE, FAILED = 2, 3, 4, 1
