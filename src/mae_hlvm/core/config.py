@@ -582,21 +582,8 @@ class RealParams(_Section):
             raise ValueError(
                 f"image_size={self.image_size}: fit 'pad' cannot shrink {native}x{native} {name}; use fit 'resize'"
             )
-        size, vit = self.image_size, self.vit_patch
-        if size % vit:
-            raise ValueError(f"vit_patch={vit}: must divide image_size={size}")
-        for name, unit in self._named_units():
-            if unit % vit:
-                raise ValueError(f"{name}={unit}: a masking unit must be a multiple of vit_patch={vit}")
-            if size % unit:
-                raise ValueError(f"{name}={unit}: a masking unit must divide image_size={size}")
-        for ratio, unit in cell_pairs(self):
-            n_vis, n_hid = unit_counts(size, unit, ratio)
-            if n_vis == 0 or n_hid == 0:
-                raise ValueError(
-                    f"sweep={self.sweep!r} cell mask_ratio={ratio}, mask_unit={unit}: keeps {n_vis} visible and {n_hid} hidden "
-                    f"of {(size // unit) ** 2} masking units; each needs at least one"
-                )
+        check_cells(("image_size", self.image_size), ("vit_patch", self.vit_patch), self._named_units(),
+                    cell_pairs(self), f"sweep={self.sweep!r} cell")
         return self
 
     @model_validator(mode="after")
@@ -668,6 +655,29 @@ def _cue_folder_problem(folder: Path) -> str | None:
     except OSError as err:
         return f"cannot list this folder ({err.strerror})"
     return None if visible else "the folder is empty (hidden entries aside)"
+
+
+def check_cells(image: tuple[str, int], vit: tuple[str, int], units: list[tuple[str, int]],
+                cells: list[tuple[float, int]], cell_label: str) -> None:
+    """Both tracks' geometry rules, one ValueError line each: the ViT patch divides the image,
+    every masking unit is a multiple of the patch and divides the image, and every (ratio,
+    unit) cell keeps at least one visible and one hidden masking unit. ``image`` and ``vit``
+    are (key as the user wrote it, value)."""
+    (size_key, size), (vit_key, patch) = image, vit
+    if size % patch:
+        raise ValueError(f"{vit_key}={patch}: must divide {size_key}={size}")
+    for name, unit in units:
+        if unit % patch:
+            raise ValueError(f"{name}={unit}: a masking unit must be a multiple of {vit_key}={patch}")
+        if size % unit:
+            raise ValueError(f"{name}={unit}: a masking unit must divide {size_key}={size}")
+    for ratio, unit in cells:
+        n_vis, n_hid = unit_counts(size, unit, ratio)
+        if n_vis == 0 or n_hid == 0:
+            raise ValueError(
+                f"{cell_label} mask_ratio={ratio}, mask_unit={unit}: keeps {n_vis} visible and {n_hid} hidden "
+                f"of {(size // unit) ** 2} masking units; each needs at least one"
+            )
 
 
 def cell_pairs(real: RealParams) -> list[tuple[float, int]]:
@@ -745,22 +755,10 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _cells_feasible(self) -> Params:
-        size, vit = self.data.image_size, self.model.vit_patch
-        if size % vit:
-            raise ValueError(f"model.vit_patch={vit}: must divide data.image_size={size}")
-        for i, p in enumerate(self.grid.mask_units):
-            if p % vit:
-                raise ValueError(f"grid.mask_units[{i}]={p}: must be a multiple of model.vit_patch={vit}")
-            if size % p:
-                raise ValueError(f"grid.mask_units[{i}]={p}: must divide data.image_size={size}")
-        for p in self.grid.mask_units:
-            for r in self.grid.mask_ratios:
-                n_vis, n_hid = unit_counts(size, p, r)
-                if n_vis == 0 or n_hid == 0:
-                    raise ValueError(
-                        f"grid cell mask_ratio={r}, mask_unit={p}: keeps {n_vis} visible and "
-                        f"{n_hid} hidden of {(size // p) ** 2} masking units; each needs at least one"
-                    )
+        grid = self.grid
+        check_cells(("data.image_size", self.data.image_size), ("model.vit_patch", self.model.vit_patch),
+                    [(f"grid.mask_units[{i}]", u) for i, u in enumerate(grid.mask_units)],
+                    [(r, u) for u in grid.mask_units for r in grid.mask_ratios], "grid cell")
         return self
 
     @model_validator(mode="after")
