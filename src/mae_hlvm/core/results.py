@@ -107,43 +107,43 @@ def _check_levels(n_levels: int, lists: dict[str, list]) -> None:
             raise ValueError(f"{name} needs {n_levels} values (one per latent level), got {len(values)}")
 
 
-class CellResult(_Schema):
-    """One grid cell's probe results (``probe`` step)."""
+class EncoderScores(_Schema):
+    """An encoder under the cell's probes: a trained cell's (:class:`CellResult`) or the
+    untrained one of a seed's baselines (:class:`BaselineResult`)."""
+
+    r2_linear: PooledLevels
+    r2_nonlinear: PooledLevels
+    r2_region: RegionScores
+    r2_spatial: SpatialScores
+    probe_acc: PooledScore
+    shape_bias: PooledShapeBias
+
+    def level_lists(self, prefix: str = "") -> dict[str, list]:
+        """Every list that holds one value per latent level, keyed by its path in the file."""
+        return {
+            **{f"{prefix}{k}.{p}": getattr(getattr(self, k), p) for k in ("r2_linear", "r2_nonlinear") for p in POOLINGS},
+            f"{prefix}r2_region.levels": self.r2_region.levels,
+            f"{prefix}r2_spatial.levels": self.r2_spatial.levels,
+            f"{prefix}r2_spatial.innovations": self.r2_spatial.innovations,
+        }
+
+
+class CellResult(EncoderScores):
+    """One grid cell's probe results (``probe`` step): its encoder's scores, and the cell's own."""
 
     cell: CellId
     n_visible: StrictInt
     n_hidden: StrictInt
     pooling: StrictStr
     n_levels: StrictInt
-    r2_linear: PooledLevels
-    r2_nonlinear: PooledLevels
-    r2_region: RegionScores
-    r2_spatial: SpatialScores
-    probe_acc: PooledScore
-    shape_bias: PooledShapeBias
     recon_mse: Score
     gate: Gate
     config_digest: StrictStr
 
     @model_validator(mode="after")
     def _one_value_per_level(self) -> CellResult:
-        _check_levels(self.n_levels, {
-            **{f"{k}.{p}": getattr(getattr(self, k), p) for k in ("r2_linear", "r2_nonlinear") for p in POOLINGS},
-            "r2_region.levels": self.r2_region.levels,
-            "r2_spatial.levels": self.r2_spatial.levels, "r2_spatial.innovations": self.r2_spatial.innovations,
-        })
+        _check_levels(self.n_levels, self.level_lists())
         return self
-
-
-class EncoderScores(_Schema):
-    """The untrained encoder under the cell's probes."""
-
-    r2_linear: PooledLevels
-    r2_nonlinear: PooledLevels
-    r2_region: RegionScores
-    r2_spatial: SpatialScores
-    probe_acc: PooledScore
-    shape_bias: PooledShapeBias
 
 
 class PixelScores(_Schema):
@@ -175,13 +175,12 @@ class BaselineResult(_Schema):
 
     @model_validator(mode="after")
     def _one_value_per_level(self) -> BaselineResult:
-        enc, pix = self.random_init, self.pixels
+        pix = self.pixels
         _check_levels(self.n_levels, {
-            **{f"random_init.{k}.{p}": getattr(getattr(enc, k), p) for k in ("r2_linear", "r2_nonlinear") for p in POOLINGS},
-            "random_init.r2_region.levels": enc.r2_region.levels,
+            **self.random_init.level_lists("random_init."),
             "pixels.r2_linear": pix.r2_linear, "pixels.r2_nonlinear": pix.r2_nonlinear,
             **{f"{kind}.r2_spatial.{k}": getattr(getattr(self, kind).r2_spatial, k)
-               for kind in ("random_init", "pixels", "latents") for k in ("levels", "innovations")},
+               for kind in ("pixels", "latents") for k in ("levels", "innovations")},
         })
         return self
 
