@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mae_hlvm.core.io import write_json, write_text
-from mae_hlvm.core.paper import PAPER_SHAPE_BIAS
+from mae_hlvm.core.paper import table2_rows
 from mae_hlvm.real.shifts import PAPER_COLUMNS, STAND_IN_FOR, TEST_SETS
 
 # (sweep, mask_ratio, masking unit, ViT patch, top-1 % per PAPER_COLUMNS), Kong et al. 2023.
@@ -269,13 +269,8 @@ def shape_bias_markdown(frame: pd.DataFrame, floors: dict[str, Any], sweep_a_uni
         return ""
     ratios = frame["mask_ratio"].tolist()
     ours = [_three(m) + ("" if math.isnan(sd) else f" ± {sd:.3f}") for m, sd in zip(frame["mean"], frame["sd"])]
-    lines = [
-        "## Table 2: shape bias on cue-conflict images", "", TABLE2_NOTE, "",
-        "| | " + " | ".join(f"ratio {r:g}" for r in ratios) + " |", "|---|" + "---|" * len(ratios),
-        f"| ours (unit {sweep_a_unit}, {int(frame['n_seeds'].max())} seed(s)) | " + " | ".join(ours) + " |",
-    ]
-    for name, scores in floors.items():
-        if "shape_bias" in scores:
-            lines.append(f"| {name} (any ratio) | " + " | ".join([_three(scores["shape_bias"]["shape_bias"])] * len(ratios)) + " |")
-    lines.append("| paper, ImageNet ViT-B (Table 2) | " + " | ".join(_three(PAPER_SHAPE_BIAS.get(r)) for r in ratios) + " |")
-    return "\n".join(lines) + "\n"
+    rows = table2_rows(
+        ratios, [(f"ours (unit {sweep_a_unit}, {int(frame['n_seeds'].max())} seed(s))", ours)],
+        [(name, _three(scores["shape_bias"]["shape_bias"])) for name, scores in floors.items() if "shape_bias" in scores],
+    )
+    return "\n".join(["## Table 2: shape bias on cue-conflict images", "", TABLE2_NOTE, "", *rows]) + "\n"

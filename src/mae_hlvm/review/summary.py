@@ -26,7 +26,7 @@ from mae_hlvm.core import paths
 from mae_hlvm.core.config import Params, cell_id, digest, real_enabled, robustness_enabled, section_dict
 from mae_hlvm.core.gate import GATE_MIN_SHARE, flag_reason, gate_line
 from mae_hlvm.core.io import ArtifactError, check_recorded, read_json, write_json, write_text
-from mae_hlvm.core.paper import PAPER_SHAPE_BIAS
+from mae_hlvm.core.paper import table2_rows
 from mae_hlvm.core.provenance import code_revision, library_versions
 from mae_hlvm.review.aggregate import has_shape_bias, load_baselines, load_metrics
 from mae_hlvm.workflow.pipeline import FIGURE_NAMES, REAL_FIGURE_NAMES
@@ -178,21 +178,19 @@ def shape_bias_section(metrics: pd.DataFrame, baselines: pd.DataFrame | None) ->
         "cue, the share that follow the shape (probe fitted on ordinary train images; default pooling; "
         "mean ± sd over seeds). Floors: the untrained encoder and raw pixels, under the same probe.",
         "",
-        "| | " + " | ".join(f"ratio {r:g}" for r in ratios) + " |",
-        "|---|" + "---|" * len(ratios),
     ]
+    ours = []
     for unit, g in metrics.groupby("mask_unit"):
         stats = g.groupby("mask_ratio")["shape_bias"].agg(["mean", "std"]).fillna({"std": 0.0})
-        cells = [f"{stats.loc[r, 'mean']:.3f} ± {stats.loc[r, 'std']:.3f}" if r in stats.index else "" for r in ratios]
-        lines.append(f"| unit {int(unit)} | " + " | ".join(cells) + " |")
+        ours.append((f"unit {int(unit)}", [f"{stats.loc[r, 'mean']:.3f} ± {stats.loc[r, 'std']:.3f}"
+                                           if r in stats.index else "" for r in ratios]))
+    floors = []
     if baselines is not None and "shape_bias" in baselines:
         for kind in ("random_init", "pixels"):
             values = baselines.loc[baselines["baseline"] == kind, "shape_bias"]
             if values.notna().any():
-                lines.append(f"| {kind} (any ratio) | " + " | ".join([f"{values.mean():.3f}"] * len(ratios)) + " |")
-    paper = [f"{PAPER_SHAPE_BIAS[r]:.3f}" if r in PAPER_SHAPE_BIAS else "" for r in ratios]
-    lines.append("| paper, ImageNet ViT-B (Table 2) | " + " | ".join(paper) + " |")
-    return lines + [""]
+                floors.append((kind, f"{values.mean():.3f}"))
+    return lines + table2_rows(ratios, ours, floors) + [""]
 
 
 def render_summary(
