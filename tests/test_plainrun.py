@@ -42,7 +42,7 @@ def test_plainrun_then_receipts_make_both_tools_agree(tmp_path):
     sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "commit-receipts")
     assert_agree_up_to_date(root)
     # adoption's re-stamp (ci/gpu/adopt.sh) touches every stage DVC finds current, upstream first
-    code = "from mae_hlvm import sync; from mae_hlvm.core.config import load_params; print(len(sync.restamp_current(load_params('params.yaml'))))"
+    code = "from mae_hlvm.workflow import sync; from mae_hlvm.core.config import load_params; print(len(sync.restamp_current(load_params('params.yaml'))))"
     n = int(sh(root, sys.executable, "-c", code).stdout)
     assert n == len(pipeline.instances(load_params(root / "params.yaml")))
     assert_agree_up_to_date(root)

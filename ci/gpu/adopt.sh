@@ -10,10 +10,10 @@ set -eu
 SRC=${1:?the folder with run.tgz.part*}
 cat "$SRC"/run.tgz.part* | tar -xzf -
 python -m mae_hlvm.workflow.pipeline check-dvc-yaml
-DATA=$(python -c "from mae_hlvm import pipeline; from mae_hlvm.core.config import load_params
+DATA=$(python -c "from mae_hlvm.workflow import pipeline; from mae_hlvm.core.config import load_params
 print(','.join(s for s in ('generate', 'predict', 'prepare_real') if s in pipeline.active_stages(load_params('params.yaml'))))")
 python -m mae_hlvm.workflow.plainrun --stages "$DATA"
 python -m mae_hlvm.workflow.pipeline commit-receipts
-python -c "from mae_hlvm import sync; from mae_hlvm.core.config import load_params
+python -c "from mae_hlvm.workflow import sync; from mae_hlvm.core.config import load_params
 print('re-stamped:', len(sync.restamp_current(load_params('params.yaml'))), 'stages up to date in dvc.lock')"
 echo "adopted: now run 'snakemake --cores N' for the remaining stages, then check results/summary.md"
