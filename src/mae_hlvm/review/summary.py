@@ -275,24 +275,22 @@ def _existing(path: Path, step: str) -> Path:
 def headline(metrics: pd.DataFrame, claims: dict[str, Any]) -> dict[str, Any]:
     """The numbers `dvc metrics show/diff` compares across revisions: no hashes, no per-cell rows.
 
-    How many cells learned (the gate), the median gain share, root R^2 per masking unit
-    (mean over ratios and seeds, and the ratio where it peaks), the theorem's rank
-    correlation, and how many claims got each verdict.
+    How many cells learned (the gate), the median gain share, per masking unit ``u<N>`` the
+    root R^2 and the shape bias (mean over ratios and seeds, and the ratio where each peaks),
+    the theorem's rank correlation, and how many claims got each verdict. Keys stay short, so
+    the table `dvc metrics show` prints fits a terminal.
     """
     out: dict[str, Any] = {
         "cells": int(len(metrics)),
-        "cells_learned": int(metrics["gate_pass"].astype(bool).sum()),
-        "gain_share_median": round(float(metrics["gain_share"].median()), 4),
+        "learned": int(metrics["gate_pass"].astype(bool).sum()),
+        "gain_share": round(float(metrics["gain_share"].median()), 4),
     }
-    for unit, group in metrics.groupby("mask_unit"):
-        by_ratio = group.groupby("mask_ratio")["r2_level0"].mean()
-        out[f"root_r2_unit{int(unit)}"] = round(float(by_ratio.mean()), 4)
-        out[f"root_r2_peak_ratio_unit{int(unit)}"] = float(by_ratio.idxmax())
-    if has_shape_bias(metrics):
+    columns = {"root_r2": "r2_level0", "shape": "shape_bias"} if has_shape_bias(metrics) else {"root_r2": "r2_level0"}
+    for name, column in columns.items():
         for unit, group in metrics.groupby("mask_unit"):
-            by_ratio = group.groupby("mask_ratio")["shape_bias"].mean()
-            out[f"shape_bias_unit{int(unit)}"] = round(float(by_ratio.mean()), 4)
-            out[f"shape_bias_peak_ratio_unit{int(unit)}"] = float(by_ratio.idxmax())
+            by_ratio = group.groupby("mask_ratio")[column].mean()
+            out[f"{name}_u{int(unit)}"] = round(float(by_ratio.mean()), 4)
+            out[f"{name.removesuffix('_r2')}_peak_u{int(unit)}"] = float(by_ratio.idxmax())
     c5 = claims.get("claims", {}).get("C5", {})
     if isinstance(c5.get("effect"), (int, float)):
         out["theorem_rho"] = round(float(c5["effect"]), 4)
