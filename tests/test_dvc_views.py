@@ -31,8 +31,8 @@ def test_headline_counts_cells_claims_and_root_r2_per_unit():
     }}
     h = headline(metrics, claims)
     assert h["cells"] == 6 and h["learned"] == 3 and h["gain_share"] == 0.4
-    assert h["root_r2_u2"] == 0.7 and h["root_peak_u2"] == 0.75
-    assert h["root_r2_u4"] == 0.15 and h["root_peak_u4"] == 0.25
+    assert h["root_u2"] == 0.7 and h["root_at_u2"] == 0.75
+    assert h["root_u4"] == 0.15 and h["root_at_u4"] == 0.25
     assert h["theorem_rho"] == -0.4123
     assert h["claims"] == {"contradicted": 1, "not_judged": 1, "not_testable": 1, "supported": 1}
     assert all(isinstance(v, (int, float)) for v in h.values() if not isinstance(v, dict))  # no hashes

@@ -202,7 +202,7 @@ def test_shape_bias_section_is_table_2_with_floors_and_the_papers_row():
     assert "| random_init (any ratio) | 0.400 | 0.400 |" in lines and "| pixels (any ratio) | 0.300 | 0.300 |" in lines
     assert "| paper, ImageNet ViT-B (Table 2) | 0.255 | 0.256 |" in lines
     head = headline(m, {"claims": {}})
-    assert head["shape_u4"] == pytest.approx(0.255) and head["shape_peak_u4"] == 0.75
+    assert head["shape_u4"] == pytest.approx(0.255) and head["shape_at_u4"] == 0.75
     # no cue-conflict set (texture_separation 0): no section, no headline entry
     assert shape_bias_section(m.assign(shape_bias=float("nan")), b) == [] and shape_bias_section(metrics(), b) == []
     assert "shape_u2" not in headline(metrics(), {"claims": {}})

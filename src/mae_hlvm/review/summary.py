@@ -276,7 +276,8 @@ def headline(metrics: pd.DataFrame, claims: dict[str, Any]) -> dict[str, Any]:
     """The numbers `dvc metrics show/diff` compares across revisions: no hashes, no per-cell rows.
 
     How many cells learned (the gate), the median gain share, per masking unit ``u<N>`` the
-    root R^2 and the shape bias (mean over ratios and seeds, and the ratio where each peaks),
+    root R^2 (``root_u<N>``) and the shape bias (``shape_u<N>``), each the mean over ratios and
+    seeds, with the ratio where it peaks (``root_at_u<N>``, ``shape_at_u<N>``),
     the theorem's rank correlation, and how many claims got each verdict. Keys stay short, so
     the table `dvc metrics show` prints fits a terminal.
     """
@@ -285,12 +286,12 @@ def headline(metrics: pd.DataFrame, claims: dict[str, Any]) -> dict[str, Any]:
         "learned": int(metrics["gate_pass"].astype(bool).sum()),
         "gain_share": round(float(metrics["gain_share"].median()), 4),
     }
-    columns = {"root_r2": "r2_level0", "shape": "shape_bias"} if has_shape_bias(metrics) else {"root_r2": "r2_level0"}
+    columns = {"root": "r2_level0", "shape": "shape_bias"} if has_shape_bias(metrics) else {"root": "r2_level0"}
     for name, column in columns.items():
         for unit, group in metrics.groupby("mask_unit"):
             by_ratio = group.groupby("mask_ratio")[column].mean()
-            out[f"{name}_u{int(unit)}"] = round(float(by_ratio.mean()), 4)
-            out[f"{name.removesuffix('_r2')}_peak_u{int(unit)}"] = float(by_ratio.idxmax())
+            out[f"{name}_u{int(unit)}"] = round(float(by_ratio.mean()), 4)  # root R^2 or shape bias
+            out[f"{name}_at_u{int(unit)}"] = float(by_ratio.idxmax())  # the masking ratio where it peaks
     c5 = claims.get("claims", {}).get("C5", {})
     if isinstance(c5.get("effect"), (int, float)):
         out["theorem_rho"] = round(float(c5["effect"]), 4)
