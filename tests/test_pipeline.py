@@ -149,6 +149,29 @@ def test_code_deps_follow_imports_and_skip_descriptive_modules():
     assert "src/mae_hlvm/review/figures.py" not in pipeline.code_deps("train")
 
 
+def test_subpackages_hold_no_code_in_their_init_and_no_module_imports_relatively():
+    """The scanner skips __init__.py and reads absolute imports only: code in a subpackage's
+    __init__ or a relative import would escape the code deps (so edits would rerun nothing)."""
+    import ast
+
+    src = REPO / "src" / "mae_hlvm"
+    inits = sorted(src.glob("*/__init__.py"))
+    assert {p.parent.name for p in inits} == {"core", "synthetic", "real", "review", "workflow"}
+    for init in inits:
+        body = ast.parse(init.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), init
+    for module in src.rglob("*.py"):
+        relative = [n.lineno for n in ast.walk(ast.parse(module.read_text())) if isinstance(n, ast.ImportFrom) and n.level]
+        assert not relative, f"{module}: relative import at line(s) {relative}"
+
+
+def test_code_deps_reach_modules_imported_by_name_from_a_subpackage():
+    # `from mae_hlvm.core import io, paths` names modules; `from mae_hlvm.core.io import x` a module's name
+    assert pipeline._imports_of("synthetic.train_seed") >= {"core.io", "core.paths", "core.train", "core.config"}
+    assert "src/mae_hlvm/core/train.py" in pipeline.code_deps("train_seed")
+    assert not [d for d in pipeline.code_deps("train_seed") if d.startswith("src/mae_hlvm/workflow/")]
+
+
 def test_params_file_rewritten_only_when_its_content_changes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = load_params(REPO / "params.yaml")
