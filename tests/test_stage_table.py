@@ -42,7 +42,7 @@ def test_the_cli_the_snakefile_and_dvc_yaml_are_derived_from_the_table():
         record = pipeline.STAGE[stage]
         assert dvc[stage]["cmd"].startswith(f"python -m mae_hlvm {record.step.name} ")
         assert dvc[stage]["params"] == list(pipeline.stage_param_keys(stage, params))
-        assert f"src/mae_hlvm/{record.module.replace('.', '/')}.py" in dvc[stage]["deps"]
+        assert pipeline.module_file(record.module) in dvc[stage]["deps"]
         assert ("matrix" in dvc[stage]) == (record.matrix is not None)
 
 

@@ -978,6 +978,11 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ParamsError(_one_line(err, raw, source)) from None
 
 
+def in_profiles_dir(path: Path) -> bool:
+    """Whether ``path`` is a profile, ``profiles/<name>/params.yaml`` (mae_hlvm.core.profiles)."""
+    return path.name == "params.yaml" and path.resolve().parent.parent.name == "profiles"
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``params.yaml``; every failure is one :class:`ParamsError` line.
 
@@ -986,7 +991,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     source = _shown(path)
     raw = read_params_yaml(_read_text(path, source), source)
-    if path.name == "params.yaml" and path.resolve().parent.parent.name == "profiles":
+    if in_profiles_dir(path):
         from mae_hlvm.core.profiles import load_profile  # a profile: its values over the default's
 
         raw = load_profile(path)

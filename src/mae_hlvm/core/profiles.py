@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mae_hlvm.core.config import MODEL_PRESETS, ParamsError, parse_params, read_params_yaml
+from mae_hlvm.core.config import MODEL_PRESETS, ParamsError, in_profiles_dir, parse_params, read_params_yaml
 
 DEFAULT = "default"
 PROFILES_DIR = "profiles"
@@ -175,8 +175,8 @@ def render(name: str, root: Path = Path(".")) -> str:
     source = str(path)
     profile = _parse(_read(path), source)
     extends = profile.section("extends")
-    home = path.resolve().parent.parent  # profiles/ when the file is profiles/<name>/params.yaml
-    base_path = home / DEFAULT / PARAMS_NAME if home.name == PROFILES_DIR else profile_path(DEFAULT, root)
+    # a file profiles/<name>/params.yaml extends the default beside it, wherever it is run from
+    base_path = path.resolve().parent.parent / DEFAULT / PARAMS_NAME if in_profiles_dir(path) else profile_path(DEFAULT, root)
     if extends is None:
         if path.resolve() != base_path.resolve():
             raise ParamsError(f"{source}: a profile starts with `extends: {DEFAULT}` and lists only what differs")
@@ -260,10 +260,9 @@ def _read(path: Path) -> str:
         raise ParamsError(f"{path}: cannot be read as UTF-8 text ({err.__class__.__name__})") from None
 
 
-def load_profile(path: Path, root: Path | None = None) -> Any:
+def load_profile(path: Path) -> Any:
     """A profile file's complete values (what ``params.yaml`` would hold), as plain data."""
-    root = root if root is not None else path.resolve().parent.parent.parent
-    return read_params_yaml(render(str(path), root), str(path))
+    return read_params_yaml(render(str(path)), str(path))
 
 
 def written_by(text: str) -> str | None:
@@ -285,29 +284,35 @@ def edited_keys(current: str, written: str) -> list[str]:
     return out
 
 
+def _holds_edits(current: str, text: str, root: Path) -> str | None:
+    """How ``current`` (a params file about to become ``text``) differs from what the profile
+    named in its header writes: the user's edits, which overwriting would lose; None if none."""
+    if current == text:
+        return None
+    was = written_by(current)
+    if was is None:
+        return "was not written by a profile (no `Written by` line)"
+    try:
+        reference = render(was, root)
+        edits = edited_keys(current, reference)
+    except ParamsError:  # the profile it names is gone or broken, or the file is not valid YAML
+        return f"differs from what profile {was} writes"
+    if current == reference:
+        return None
+    return f"holds edits to profile {was}: {', '.join(edits[:6])}" if edits else f"differs from what profile {was} writes"
+
+
 def write_profile(name: str, out: Path = Path(PARAMS_NAME), force: bool = False, root: Path = Path(".")) -> str:
     """Write profile ``name`` to ``out`` (atomically); refuse to drop the user's edits unless ``force``."""
     from mae_hlvm.core.io import write_text
 
     text = render(name, root)
-    if out.exists() and not force:
-        current = out.read_text(encoding="utf-8", errors="replace")
-        was = written_by(current)
-        try:
-            reference = render(was, root) if was else None
-        except ParamsError:
-            reference = None
-        if current != reference and current != text:
-            try:
-                edits = edited_keys(current, reference) if reference else []
-            except ParamsError:
-                edits = []
-            what = f"holds edits to profile {was}: {', '.join(edits[:6])}" if edits else (
-                f"differs from what profile {was} writes" if was else "was not written by a profile (no `Written by` line)")
-            raise ParamsError(
-                f"{out}: {what}; overwriting it would lose them: keep them in a profile of your own "
-                f"(profiles/<name>/{PARAMS_NAME}), or rerun with --force (make profile ... FORCE=1) to drop them"
-            )
+    why = None if force or not out.exists() else _holds_edits(out.read_text(encoding="utf-8", errors="replace"), text, root)
+    if why:
+        raise ParamsError(
+            f"{out}: {why}; overwriting it would lose them: keep them in a profile of your own "
+            f"(profiles/<name>/{PARAMS_NAME}), or rerun with --force (make profile ... FORCE=1) to drop them"
+        )
     write_text(out, text)
     return text
 

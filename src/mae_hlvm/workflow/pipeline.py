@@ -79,9 +79,14 @@ def is_code_dep(module: str) -> bool:
     return not (module.split(".")[0] == "workflow" or module in NOT_CODE_DEPS or name in ("__init__", "__main__"))
 
 
+def module_file(module: str) -> str:
+    """``core.train`` -> ``src/mae_hlvm/core/train.py`` (as dvc.yaml lists it)."""
+    return f"{SOURCE_REL}/{module.replace('.', '/')}.py"
+
+
 def module_path(module: str) -> Path:
-    """``core.train`` -> src/mae_hlvm/core/train.py (absolute)."""
-    return SOURCE_DIR / f"{module.replace('.', '/')}.py"
+    """:func:`module_file`, absolute."""
+    return SOURCE_DIR.parent.parent / module_file(module)
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -219,7 +224,7 @@ def _code_deps(stage: str) -> tuple[str, ...]:
         seen.add(mod)
         if module_path(mod).exists():
             todo.extend(_imports_of(mod))
-    return tuple(f"{SOURCE_REL}/{m.replace('.', '/')}.py" for m in sorted(seen))
+    return tuple(module_file(m) for m in sorted(seen))
 
 
 
