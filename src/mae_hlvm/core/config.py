@@ -1048,6 +1048,13 @@ def read_params_yaml(text: str, source: str = "params.yaml") -> Any:
         raise ParamsError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
     except RecursionError:
         raise ParamsError(f"{source}: not valid YAML: nested too deeply") from None
+    except ParamsError:  # the loader's own one-line refusals (a ValueError too)
+        raise
+    except ValueError as err:  # PyYAML resolves `0x_` or `0b_` as an int, then cannot convert it
+        raise ParamsError(
+            f"{source}: not valid YAML: a value looks like a number but is not one ({err}): fix it, or quote it if you "
+            "mean text"
+        ) from None
     finally:
         if loader is not None:
             loader.dispose()
