@@ -44,11 +44,17 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x: (N, T, D) -> q, k, v each (N, heads, T, D/heads)."""
+        """x: (N, T, D) -> q, k, v each (N, heads, T, D/heads), views of one qkv output.
+
+        Split, not ``reshape(..., 3, heads, ...).unbind``: the same views (same strides), but
+        the backward pass joins the three gradients with one ``cat`` straight into the qkv
+        layout, where ``unbind`` needs a ``stack`` and then a copy back out of the permuted
+        layout (6 % of the ViT-B/16 step on a GPU, bench/results/gpu_h200_paper_2026-11-27.md).
+        """
         n, t, d = x.shape
-        qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        # unbind, not qkv[i]: each indexing op's backward would zero-fill a full qkv-sized buffer
-        return qkv.unbind(0)
+        h = self.num_heads
+        q, k, v = (part.view(n, t, h, d // h).transpose(1, 2) for part in self.qkv(x).split(d, dim=-1))
+        return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, T, D) -> (N, T, D)."""
@@ -177,7 +183,7 @@ class MaskedAutoencoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-sample random masking of whole masking units, by argsort of uniform noise.
 
-        x: (N, L, D) -> x_visible (N, n_visible, D), mask (N, L) with 1 = hidden,
+        x: (N, L, D) -> x_visible (N, n_visible, D), mask (N, L) float32 with 1 = hidden,
         ids_restore (N, L) that undoes the visible-first token order. ``noise`` (N, U), on
         x's device, replaces the draw from the CPU ``generator`` (the CUDA training step
         draws a whole epoch's noise from the same stream at once).
@@ -193,13 +199,18 @@ class MaskedAutoencoder(nn.Module):
         ids_restore = torch.argsort(ids_shuffle, dim=1)
         ids_keep = ids_shuffle[:, : self.n_visible]
         x_visible = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(n, self.n_visible, d))
-        return x_visible, token_hidden.to(x.dtype), ids_restore
+        return x_visible, token_hidden, ids_restore
+
+    def embed(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs: (N, C, H, W) -> tokens with positions (N, L, D), in the weights' dtype (a bf16
+        copy of the model takes fp32 images; its loss target stays fp32)."""
+        return self.patch_embed(self.patchify(imgs).to(self.patch_embed.weight.dtype)) + self.pos_embed
 
     def forward_encoder(
         self, imgs: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """imgs: (N, C, H, W) -> latent (N, 1 + n_visible, D), mask (N, L), ids_restore (N, L)."""
-        x = self.patch_embed(self.patchify(imgs)) + self.pos_embed
+        x = self.embed(imgs)
         x, mask, ids_restore = self.random_masking(x, generator, noise)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
@@ -244,7 +255,7 @@ class MaskedAutoencoder(nn.Module):
     @torch.no_grad()
     def encode(self, imgs: torch.Tensor) -> torch.Tensor:
         """Features of UNmasked images: (N, C, H, W) -> (N, 1 + L, D), CLS first."""
-        x = self.patch_embed(self.patchify(imgs)) + self.pos_embed
+        x = self.embed(imgs)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
             x = block(x)
@@ -253,7 +264,7 @@ class MaskedAutoencoder(nn.Module):
     @torch.no_grad()
     def last_attention(self, imgs: torch.Tensor) -> torch.Tensor:
         """Last encoder layer's attention on UNmasked images, (N, heads, 1 + L, 1 + L)."""
-        x = self.patch_embed(self.patchify(imgs)) + self.pos_embed
+        x = self.embed(imgs)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks[:-1]:
             x = block(x)
