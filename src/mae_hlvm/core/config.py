@@ -366,7 +366,7 @@ class TrainParams(_Section):
     warmup_epochs: float = Field(ge=0)
     betas: list[float]
     device: Literal["auto", "cpu", "cuda"]
-    precision: Literal["auto", "fp32", "bf16"]
+    precision: Literal["auto", "fp32", "bf16", "bf16-weights"]
     threads: int = Field(ge=1)
     # one training job per grid cell, or per seed (all of a seed's cells in one process, and
     # all of a real sweep's cells of a seed: on a GPU they train together, on the CPU one

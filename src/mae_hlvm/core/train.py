@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import hashlib
 import io as _io
 import json
@@ -33,8 +34,10 @@ from mae_hlvm.core.provenance import code_digest, provenance
 log = logging.getLogger("mae_hlvm.core.train")
 
 
-def resolve_device(params: Params) -> tuple[torch.device, torch.dtype | None]:
-    """(device, autocast dtype or None). ``auto``: CUDA with bf16 when present, else CPU fp32.
+def resolve_device(params: Params) -> tuple[torch.device, torch.dtype | None, bool]:
+    """(device, autocast dtype or None, bf16 weights). ``auto``: CUDA with bf16 autocast when
+    present, else CPU fp32. ``bf16-weights`` (CUDA only): forward and backward on a bf16 copy
+    of the model, fp32 master weights (:class:`Bf16Weights`), no autocast.
 
     bf16 autocast is off on the CPU by default: measured on this project's CPU it halves
     throughput at these model sizes (bench/bench_train.py).
@@ -44,9 +47,12 @@ def resolve_device(params: Params) -> tuple[torch.device, torch.dtype | None]:
         raise ParamsError("params.yaml: train.device='cuda': no CUDA GPU is visible to torch")
     device = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
     precision = params.train.precision
+    if precision == "bf16-weights" and device.type != "cuda":
+        raise ParamsError("params.yaml: train.precision='bf16-weights' trains on a CUDA GPU only, and training "
+                          "runs on the CPU here: set train.precision to auto or fp32")
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
-    return device, (torch.bfloat16 if precision == "bf16" else None)
+    return device, (torch.bfloat16 if precision == "bf16" else None), precision == "bf16-weights"
 
 
 def cosine_schedule(peak_lr: float, total_steps: int, warmup_epochs: float, steps_per_epoch: int) -> dict[str, float]:
@@ -189,6 +195,40 @@ def train_epoch(
     return total / steps_per_epoch
 
 
+class Bf16Weights:
+    """A bf16 copy of ``master`` that runs forward and backward; the optimizer keeps ``master``'s fp32 weights.
+
+    Mixed precision without autocast. Autocast keeps every activation it does not cast in
+    fp32: the residual stream and LayerNorm run in fp32, and each linear layer first casts
+    its input to bf16 (13 % of the eager ViT-B/16 step went to such copies,
+    bench/results/gpu_h200_paper_2026-11-27.md). Here the copy's weights and activations are
+    bf16, and only the loss target and the loss are fp32. Each step:
+    ``loss = w.model(...)``, ``loss.backward()``, :meth:`grads_to_master`, the optimizer's
+    step on ``master``, :meth:`weights_from_master`. The master gradients are allocated once
+    and overwritten, never set to None, so a CUDA graph can capture the whole step.
+    """
+
+    def __init__(self, master: torch.nn.Module) -> None:
+        self.master = master
+        self.model = copy.deepcopy(master).to(torch.bfloat16)
+        self._master = list(master.parameters())
+        self._work = list(self.model.parameters())
+        for p in self._master:
+            p.grad = torch.zeros_like(p)
+
+    @torch.no_grad()
+    def grads_to_master(self) -> None:
+        """Copy the bf16 gradients into the fp32 ``.grad`` of the master weights; clear the copy's."""
+        torch._foreach_copy_([p.grad for p in self._master], [p.grad for p in self._work])
+        for p in self._work:
+            p.grad = None
+
+    @torch.no_grad()
+    def weights_from_master(self) -> None:
+        """Round the updated fp32 master weights into the bf16 copy."""
+        torch._foreach_copy_(self._work, self._master)
+
+
 class DeviceLoop:
     """One cell's training steps with no host round trip per step: the CUDA path.
 
@@ -220,11 +260,13 @@ class DeviceLoop:
         betas: tuple[float, float],
         autocast_dtype: torch.dtype | None,
         graph: bool,
+        bf16_weights: bool = False,
     ) -> None:
         self.model, self.images, self.seed, self.batch = model, images, seed, batch_size
         self.device = images.device
         cuda = self.device.type == "cuda"
-        self.autocast_dtype = autocast_dtype
+        self.autocast_dtype = None if bf16_weights else autocast_dtype
+        self.bf16 = Bf16Weights(model) if bf16_weights else None  # see Bf16Weights: no autocast then
         self.steps_per_epoch = images.shape[0] // batch_size
         total = int(schedule["total_steps"])
         sched = [lr_at(s, total, int(schedule["warmup_steps"]), schedule["peak_lr"]) for s in range(total)]
@@ -270,12 +312,19 @@ class DeviceLoop:
         batch = self.images.index_select(0, idx)  # (B, C, S, S)
         noise = self.noise.index_select(0, self.i_t).squeeze(0)  # (B, U)
         self.lr.copy_(self.sched.index_select(0, self.step_t).squeeze(0))
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None, cache_enabled=False):
-            loss, _, _ = self.model(batch, noise=noise)
-        loss.backward()
-        self.optimizer.step()
+        if self.bf16 is not None:
+            loss, _, _ = self.bf16.model(batch, noise=noise)
+            loss.backward()
+            self.bf16.grads_to_master()
+            self.optimizer.step()
+            self.bf16.weights_from_master()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None, cache_enabled=False):
+                loss, _, _ = self.model(batch, noise=noise)
+            loss.backward()
+            self.optimizer.step()
         self.loss_sum.add_(loss.detach().float())
         self.i_t.add_(1)
         self.step_t.add_(1)
@@ -293,7 +342,8 @@ class DeviceLoop:
 
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.bf16 is None:  # the bf16 copy's master gradients stay allocated (Bf16Weights)
+            self.optimizer.zero_grad(set_to_none=True)
         try:
             with torch.cuda.graph(graph, stream=self.stream):
                 self._step()
@@ -343,6 +393,7 @@ class _CellRun:
     def __init__(
         self, params: Params, ds: Any, data_path: str, mask_ratio: float, mask_unit: int, seed: int, out_dir: str,
         device: torch.device, autocast_dtype: torch.dtype | None, device_images: torch.Tensor | None,
+        bf16_weights: bool = False,
     ) -> None:
         self.cell = cell_id(mask_ratio, mask_unit, seed)
         self.mask_ratio, self.mask_unit, self.seed, self.out_dir = mask_ratio, mask_unit, seed, out_dir
@@ -372,6 +423,7 @@ class _CellRun:
             self.loop = DeviceLoop(
                 self.model, device_images, seed=seed, batch_size=self.batch_size, schedule=self.schedule,
                 weight_decay=params.train.weight_decay, betas=betas, autocast_dtype=autocast_dtype, graph=True,
+                bf16_weights=bf16_weights,
             )
             self.optimizer = self.loop.optimizer
         self.history: list[dict[str, float]] = []
@@ -392,6 +444,8 @@ class _CellRun:
             if self.loop is not None:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.loop.lr  # the loop's one device tensor, not the loaded copy
+                if self.loop.bf16 is not None:
+                    self.loop.bf16.weights_from_master()  # the bf16 copy computes from the resumed weights
             self.history, self.start_epoch = json.loads(state["history_json"]), state["epoch"] + 1
             log.info("resuming %s after epoch %d of %d", self.cell, self.start_epoch, self.epochs)
 
@@ -441,7 +495,8 @@ class _CellRun:
             "seconds": round(seconds, 3),
             "images_per_s": round(rate, 1),
             "device": str(self.device),
-            "precision": "bf16" if self.autocast_dtype else "fp32",
+            "precision": "bf16-weights" if self.loop is not None and self.loop.bf16 is not None
+            else "bf16" if self.autocast_dtype else "fp32",
             "threads": torch.get_num_threads(),
         }
 
@@ -455,12 +510,12 @@ def train_cells_together(params: Params, data_path: str, cells: list[tuple[float
     ones it would get alone. The images/s reported is the group's total.
     """
     ds = load_dataset(data_path).split(test=False)
-    device, autocast_dtype = resolve_device(params)
+    device, autocast_dtype, bf16_weights = resolve_device(params)
     if device.type == "cpu":
         torch.set_num_threads(params.train.threads)
         return [_train_reference(_CellRun(params, ds, data_path, *c, device, autocast_dtype, None)) for c in cells]
     device_images = torch.from_numpy(ds.images).to(device)
-    runs = [_CellRun(params, ds, data_path, *c, device, autocast_dtype, device_images) for c in cells]
+    runs = [_CellRun(params, ds, data_path, *c, device, autocast_dtype, device_images, bf16_weights) for c in cells]
     for run_ in runs:
         log.info("%s (on a CUDA stream, %d cells together)", run_.describe(), len(runs))
     first = min(r.start_epoch for r in runs)
