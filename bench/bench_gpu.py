@@ -1,13 +1,14 @@
 """GPU training speed: the default-size cells (alone and several at once) and the paper-scale step.
 
-Run on a machine with a GPU (the device tool; it finishes in about 4 minutes on one H100):
+Run on a machine with a GPU (the device tool; about 4 minutes on one H100 without ``--paper ...:model``):
     PYTHONPATH=src python bench/bench_gpu.py --params profiles/gpu/params.yaml --out OUT
 It writes OUT/bench_gpu.json (every figure below, the GPU named) and prints a summary.
 
 1. ``cells``: training images/s of the GPU profile's cells at batch 256 (bf16 autocast),
    for the reference loop (the CPU path's ``train_epoch``, one host round trip per step),
    the device loop run eagerly, the device loop as one CUDA graph per cell, and K cells
-   trained together in one process (a graph and a stream each: ``train_cells_together``).
+   trained together in one process (a graph and a stream each: ``train_cells_together``),
+   the largest group also with a bf16 copy of each model instead of autocast (``Bf16Weights``).
    Whether a cell trained beside others computes what it computes alone is measured as
    the largest relative difference of its summed loss over the same steps.
 2. ``processes``: K single-cell processes sharing the GPU (a Snakemake resource that lets
@@ -15,13 +16,17 @@ It writes OUT/bench_gpu.json (every figure below, the GPU named) and prints a su
 3. ``cross_device``: per-epoch losses of one small cell on the CPU (fp32), on CUDA in fp32
    (TF32 off) and on CUDA with bf16 autocast, through ``train_cell``.
 4. ``paper_scale``: a ViT-B/16 MAE step (decoder 512 x 8, 224 px, ratio 0.75, bf16, fused
-   AdamW, SDPA), FLOPs from ``torch.utils.flop_counter``, share of the dense bf16 peak;
-   eager at batch 256 and 512, and ``torch.compile`` at 512 if ``--compile``.
+   AdamW, SDPA), FLOPs from ``torch.utils.flop_counter``, share of the dense bf16 peak, for
+   each ``--paper`` configuration: batch, precision (bf16 autocast, or a bf16 copy of the
+   model with fp32 master weights) and compiling (none, each transformer block, the whole
+   model); ``--profile`` adds torch.profiler's table of one configuration.
+``--deadline`` stops starting parts and configurations after that many seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -35,7 +40,7 @@ import torch
 from mae_hlvm.core.config import load_params, parse_params
 from mae_hlvm.core.data import save_dataset
 from mae_hlvm.core.model import MaskedAutoencoder, build_model
-from mae_hlvm.core.train import DeviceLoop, _Progress, param_groups, train_cell, train_epoch
+from mae_hlvm.core.train import Bf16Weights, DeviceLoop, _Progress, param_groups, train_cell, train_epoch
 from mae_hlvm.synthetic.generate import generate_dataset
 
 # Dense bf16 tensor-core peaks (vendor datasheets, SXM parts, no sparsity).
@@ -51,7 +56,8 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def _make_loop(params, images: torch.Tensor, ratio: float, unit: int, seed: int, graph: bool, steps: int) -> DeviceLoop:
+def _make_loop(params, images: torch.Tensor, ratio: float, unit: int, seed: int, graph: bool, steps: int,
+               bf16_weights: bool = False) -> DeviceLoop:
     torch.manual_seed(seed)
     geometry = {"image_size": images.shape[-1], "channels": images.shape[1]}
     model = build_model(params.model.model_dump(), geometry, ratio, unit).to(DEV)
@@ -59,7 +65,7 @@ def _make_loop(params, images: torch.Tensor, ratio: float, unit: int, seed: int,
     schedule = {"peak_lr": params.train.base_lr * batch / 256, "total_steps": steps, "warmup_steps": 10}
     return DeviceLoop(model, images, seed=seed, batch_size=batch, schedule=schedule,
                       weight_decay=params.train.weight_decay, betas=tuple(params.train.betas),
-                      autocast_dtype=AUTOCAST, graph=graph)
+                      autocast_dtype=AUTOCAST, graph=graph, bf16_weights=bf16_weights and DEV == "cuda")
 
 
 def _run_steps(loops: list[DeviceLoop], first: int, count: int) -> None:
@@ -123,6 +129,17 @@ def cells(params, images: torch.Tensor, steps: int, group_sizes: list[int]) -> d
         diff = abs(sums[0] - alone[0]) / abs(alone[0])
         out["together"].append({"cells": k, "images_per_s": rate, "seed0_loss_sum_rel_diff_vs_alone": diff})
         print(f"{k} cells together: {rate:,.0f} img/s (seed 0's loss vs alone: rel diff {diff:.1e})", flush=True)
+        del loops
+        torch.cuda.empty_cache()
+    # the same groups with a bf16 copy of each model (Bf16Weights) instead of autocast
+    out["together_bf16_weights"] = []
+    for k in group_sizes[-1:]:
+        loops = [_make_loop(params, images, ratio, unit, seed, True, steps + 20, bf16_weights=True) for seed in range(k)]
+        rate, sums = time_loops(loops, steps)
+        diff = abs(sums[0] - alone[0]) / abs(alone[0])
+        out["together_bf16_weights"].append({"cells": k, "images_per_s": rate, "seed0_loss_sum_rel_diff_vs_autocast_alone": diff})
+        print(f"{k} cells together, bf16 weights: {rate:,.0f} img/s (seed 0's loss vs autocast alone: rel diff {diff:.1e})",
+              flush=True)
         del loops
         torch.cuda.empty_cache()
     return out
@@ -200,83 +217,142 @@ def paper_model() -> MaskedAutoencoder:
     ).to(DEV)
 
 
-def paper_training(batch: int, compile_model: bool = False):
-    """(model, optimizer, images, noise, step): the ViT-B/16 MAE and one bf16-autocast training step
-    of it on a fixed random batch, images (B, 3, 224, 224) and masking noise (B, 196)."""
-    side = 224 if DEV == "cuda" else 32
-    model = paper_model()
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95), fused=DEV == "cuda")
-    imgs = torch.randn(batch, 3, side, side, device=DEV)
-    noise = torch.rand(batch, (side // 16) ** 2, device=DEV)
-    fwd = torch.compile(model) if compile_model else model
-
-    def step() -> None:
-        with torch.autocast(DEV, dtype=torch.bfloat16):
-            loss, _, _ = fwd(imgs, noise=noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return model, opt, imgs, noise, step
+PRECISIONS = ("autocast", "bf16_weights")  # paper scale: bf16 autocast, or a bf16 copy of the model (Bf16Weights)
+COMPILES = ("none", "blocks", "model")  # paper scale: eager, each transformer block compiled, the whole model
 
 
-def paper_profile(batch: int, steps: int = 5) -> str:
-    """torch.profiler's table of the eager ViT-B/16 step's top operators by device time (where a step goes)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    *_, step = paper_training(batch)
-    step()
-    step()
-    sync()
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEV == "cuda" else [])
-    with profile(activities=acts) as prof:
-        for _ in range(steps):
-            step()
-        sync()
-    key = "cuda_time_total" if DEV == "cuda" else "cpu_time_total"
-    table = prof.key_averages().table(sort_by=key, row_limit=30)
-    print(table, flush=True)
-    step = None
-    if DEV == "cuda":
-        torch.cuda.empty_cache()
-    return table
+SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient")  # paper scale: which fused attention SDPA may use
 
 
-def paper_step(batch: int, steps: int, compile_model: bool) -> dict:
-    """ViT-B/16 MAE (decoder 512 x 8) at 224 px, ratio 0.75, bf16 autocast, fused AdamW."""
-    model, opt, imgs, noise, step = paper_training(batch, compile_model)
+def _paper_spec(spec: str) -> tuple[int, str, str, str]:
+    """'1024:bf16_weights:blocks[:flash]' -> (1024, 'bf16_weights', 'blocks', 'flash'), checked."""
+    batch, precision, compile_mode, *rest = spec.split(":")
+    backend = rest[0] if rest else "default"
+    if precision not in PRECISIONS or compile_mode not in COMPILES or backend not in SDPA_BACKENDS or len(rest) > 1:
+        raise SystemExit(f"--paper/--profile {spec!r}: BATCH:PRECISION:COMPILE[:SDPA], precision one of {PRECISIONS}, "
+                         f"compile one of {COMPILES}, SDPA one of {SDPA_BACKENDS}")
+    return int(batch), precision, compile_mode, backend
 
+
+@contextlib.contextmanager
+def sdpa_only(backend: str):
+    """Let scaled_dot_product_attention use only ``backend`` (no math fallback: an unsupported
+    shape then fails instead of timing something else); ``default`` leaves torch's choice."""
+    cuda = torch.backends.cuda
+    switches = {"cudnn": cuda.enable_cudnn_sdp, "flash": cuda.enable_flash_sdp,
+                "efficient": cuda.enable_mem_efficient_sdp, "math": cuda.enable_math_sdp}
+    if backend != "default":
+        for name, switch in switches.items():
+            switch(name == backend)
+    torch._dynamo.reset()  # no compiled graph carries over from another configuration
+    try:
+        yield
+    finally:
+        for switch in switches.values():
+            switch(True)
+
+
+def paper_training(batch: int, precision: str = "autocast", compile_mode: str = "none"):
+    """(flops, step): the FLOPs of one forward and backward of the ViT-B/16 MAE (counted by
+    ``torch.utils.flop_counter`` on the eager model, before any compiling: the same math), and one
+    training step of it on a fixed random batch, images (B, 3, 224, 224), masking noise (B, 196).
+
+    ``precision``: ``autocast`` (bf16 autocast over fp32 weights) or ``bf16_weights`` (forward and
+    backward on a bf16 copy, fp32 master weights in the fused AdamW: ``Bf16Weights``).
+    ``compile_mode``: ``blocks`` compiles each transformer block in place (the 12 encoder blocks
+    share one compiled graph, the 8 decoder blocks another), ``model`` the whole forward."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    t = time.perf_counter()
-    step()
-    step()
-    sync()
-    warm_s = time.perf_counter() - t
-    with FlopCounterMode(display=False) as counter:  # counted on the eager model: the same math
-        with torch.autocast(DEV, dtype=torch.bfloat16):
+    side = 224 if DEV == "cuda" else 32
+    master = paper_model()
+    opt = torch.optim.AdamW(param_groups(master, 0.05), lr=1e-4, betas=(0.9, 0.95), fused=DEV == "cuda")
+    imgs = torch.randn(batch, 3, side, side, device=DEV)
+    noise = torch.rand(batch, (side // 16) ** 2, device=DEV)
+    bf16 = Bf16Weights(master) if precision == "bf16_weights" else None
+    model = bf16.model if bf16 is not None else master
+    use_autocast = bf16 is None and DEV == "cuda"
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(DEV, dtype=torch.bfloat16, enabled=use_autocast):
             loss, _, _ = model(imgs, noise=noise)
         loss.backward()
-    flops = counter.get_total_flops()
-    opt.zero_grad(set_to_none=True)
-    sync()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    dt = (time.perf_counter() - t) / steps
-    name = torch.cuda.get_device_name() if DEV == "cuda" else "cpu"
-    peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), float("nan"))
-    achieved = flops / dt / 1e12
-    row = {"gpu": name, "batch": batch, "compiled": compile_model, "images_per_s": batch / dt, "step_s": dt,
-           "flops_per_step": flops, "achieved_tflops": achieved, "bf16_peak_tflops": peak,
-           "share_of_peak": achieved / peak, "warmup_s": warm_s, "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if DEV == "cuda" else None}
-    print(f"ViT-B/16 MAE step, batch {batch}{' compiled' if compile_model else ''}: {achieved:.0f} TFLOP/s, "
-          f"{100 * achieved / peak:.1f} % of dense bf16 peak, {batch / dt:,.0f} img/s", flush=True)
-    model = opt = imgs = noise = step = None  # drop the last references before empty_cache
+    model.zero_grad(set_to_none=True)
+    fwd = model
+    if compile_mode == "blocks":
+        for block in [*model.blocks, *model.decoder_blocks]:
+            block.compile()
+    elif compile_mode == "model":
+        fwd = torch.compile(model)
+
+    def step() -> None:
+        with torch.autocast(DEV, dtype=torch.bfloat16, enabled=use_autocast):
+            loss, _, _ = fwd(imgs, noise=noise)
+        if bf16 is None:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if bf16 is not None:
+            bf16.grads_to_master()
+        opt.step()
+        if bf16 is not None:
+            bf16.weights_from_master()
+
+    return counter.get_total_flops(), step
+
+
+def _free_cuda() -> None:
     if DEV == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+
+
+def paper_profile(batch: int, precision: str, compile_mode: str, backend: str, steps: int = 5) -> str:
+    """torch.profiler's table of the ViT-B/16 step's top operators by device time (where a step goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEV == "cuda" else [])
+    with sdpa_only(backend):
+        _, step = paper_training(batch, precision, compile_mode)
+        for _ in range(3):
+            step()
+        sync()
+        with profile(activities=acts) as prof:
+            for _ in range(steps):
+                step()
+            sync()
+    key = "cuda_time_total" if DEV == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=30)
+    print(f"profile: batch {batch}, {precision}, compile {compile_mode}, SDPA {backend}, {steps} steps\n{table}", flush=True)
+    step = None
+    _free_cuda()
+    return table
+
+
+def paper_step(batch: int, steps: int, precision: str, compile_mode: str, backend: str = "default") -> dict:
+    """ViT-B/16 MAE (decoder 512 x 8) at 224 px, ratio 0.75, fused AdamW: one timed configuration."""
+    with sdpa_only(backend):
+        t = time.perf_counter()
+        flops, step = paper_training(batch, precision, compile_mode)
+        step()
+        step()
+        sync()
+        warm_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        dt = (time.perf_counter() - t) / steps
+    name = torch.cuda.get_device_name() if DEV == "cuda" else "cpu"
+    peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), float("nan"))
+    achieved = flops / dt / 1e12
+    row = {"gpu": name, "batch": batch, "precision": precision, "compile": compile_mode, "sdpa": backend,
+           "images_per_s": batch / dt,
+           "step_s": dt, "flops_per_step": flops, "achieved_tflops": achieved, "bf16_peak_tflops": peak,
+           "share_of_peak": achieved / peak, "setup_and_warmup_s": warm_s,
+           "peak_mem_gb": torch.cuda.max_memory_allocated() / 1e9 if DEV == "cuda" else None}
+    print(f"ViT-B/16 MAE step, batch {batch}, {precision}, compile {compile_mode}, SDPA {backend}: {achieved:.0f} TFLOP/s, "
+          f"{100 * achieved / peak:.1f} % of dense bf16 peak, {batch / dt:,.0f} img/s, setup+warmup {warm_s:.0f} s",
+          flush=True)
+    step = None  # drop the last references before empty_cache
+    _free_cuda()
     return row
 
 
@@ -288,16 +364,22 @@ def main() -> None:
     ap.add_argument("--groups", default="2,4,8,16", help="cells trained together")
     ap.add_argument("--processes", default="4,8", help="single-cell processes at once ('' skips)")
     ap.add_argument("--parts", default="cells,processes,cross_device,paper_scale")
-    ap.add_argument("--compile", action="store_true", help="also time the ViT-B/16 step under torch.compile")
-    ap.add_argument("--paper-batches", default="256,512", help="eager ViT-B/16 steps at these batches")
-    ap.add_argument("--compile-batches", default="512", help="with --compile: compiled steps at these batches")
-    ap.add_argument("--profile-batch", type=int, default=0, help="paper scale: torch.profiler's top ops at this batch")
+    ap.add_argument("--paper", default="1024:autocast:none,1024:bf16_weights:none,1024:bf16_weights:blocks",
+                    help="ViT-B/16 configurations timed, BATCH:PRECISION:COMPILE, comma-separated "
+                         f"(precision {'/'.join(PRECISIONS)}; compile {'/'.join(COMPILES)})")
+    ap.add_argument("--paper-steps", type=int, default=10, help="timed ViT-B/16 steps per configuration")
+    ap.add_argument("--profile", default="", help="paper scale: torch.profiler's top ops of BATCH:PRECISION:COMPILE")
+    ap.add_argument("--deadline", type=float, default=0.0,
+                    help="seconds after start: no new part or configuration begins after it (0: none)")
     ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker-seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker-data", default="", help=argparse.SUPPRESS)
     ap.add_argument("--worker-go", default="", help=argparse.SUPPRESS)
     ap.add_argument("--work", default="/tmp/bench-gpu-work", help="scratch folder (data, small runs)")
     args = ap.parse_args()
+    started = time.perf_counter()
+    for spec in [c for c in args.paper.split(",") if c] + ([args.profile] if args.profile else []):
+        _paper_spec(spec)  # a wrong configuration stops here, before any work
     if args.worker:
         worker(args.params, args.worker_data, args.worker, args.worker_seed, args.worker_go)
         return
@@ -310,6 +392,9 @@ def main() -> None:
     result: dict = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else "none (CPU dry run)", "torch": torch.__version__, "params": args.params}
     parts = args.parts.split(",")
 
+    def late() -> bool:
+        return bool(args.deadline) and time.perf_counter() - started > args.deadline
+
     def save() -> None:
         (out / "bench_gpu.json").write_text(json.dumps(result, indent=1))
 
@@ -318,6 +403,9 @@ def main() -> None:
     images = torch.from_numpy(ds.split(test=False).images).to(DEV)
     print(f"{result['gpu']}, torch {torch.__version__}; data in {time.perf_counter() - t:.1f} s", flush=True)
     for part in parts:
+        if late():
+            result.setdefault("skipped", []).append(part)
+            continue
         t = time.perf_counter()
         try:
             if part == "cells":
@@ -329,15 +417,21 @@ def main() -> None:
                 result["cross_device"] = cross_device(raw, work)
             elif part == "paper_scale":
                 result["paper_scale"] = []
-                if args.profile_batch:
-                    result["paper_profile"] = paper_profile(args.profile_batch)
+                for spec in [c for c in args.paper.split(",") if c]:
+                    if late():
+                        result.setdefault("skipped", []).append(spec)
+                        continue
+                    try:  # one configuration failing (out of memory, a compiler error) keeps the others
+                        batch, precision, compile_mode, backend = _paper_spec(spec)
+                        result["paper_scale"].append(paper_step(batch, args.paper_steps, precision, compile_mode, backend))
+                    except Exception as err:  # noqa: BLE001
+                        result["paper_scale"].append({"config": spec, "error": f"{err.__class__.__name__}: {err}"[:2000]})
+                        print(f"ViT-B/16 {spec} failed: {result['paper_scale'][-1]['error'][:300]}", flush=True)
+                        _free_cuda()
+                    save()
+                if args.profile and not late():
+                    result["paper_profile"] = paper_profile(*_paper_spec(args.profile))
                     (out / "paper_profile.txt").write_text(result["paper_profile"])
-                for batch in [int(b) for b in args.paper_batches.split(",") if b]:
-                    result["paper_scale"].append(paper_step(batch, 10, False))
-                    save()
-                for batch in [int(b) for b in args.compile_batches.split(",") if b and args.compile]:
-                    result["paper_scale"].append(paper_step(batch, 10, True))
-                    save()
         except Exception as err:  # noqa: BLE001 - keep the other parts' figures
             result[f"{part}_error"] = f"{err.__class__.__name__}: {err}"
             print(f"{part} failed: {result[f'{part}_error']}", flush=True)

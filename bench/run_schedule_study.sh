@@ -23,4 +23,4 @@ wait
 echo "data ready in $(( $(date +%s) - start )) s" | tee -a "$OUT/machine.txt"
 sha256sum data/synthetic.npz data/real.npz >> "$OUT/machine.txt"
 (while sleep 5; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null; done) > "$OUT/gpu_util.csv" &
-$PY "$REPO/bench/schedule_study.py" --params params.yaml --out "$OUT/schedule_study" --epochs-scale "${SCALE:-1}" 2>&1 | tee "$OUT/study.log"
+$PY "$REPO/bench/schedule_study.py" --params params.yaml --out "$OUT/schedule_study" --epochs-scale "${SCALE:-1}" ${STUDY_ARGS:-} 2>&1 | tee "$OUT/study.log"

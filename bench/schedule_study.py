@@ -54,6 +54,10 @@ RECIPES = {
     "synthetic": [(60, 256, 2.4e-3), (60, 1024, 4.8e-3), (60, 1024, 9.6e-3), (120, 1024, 4.8e-3)],
     "real": [(60, 256, 2.4e-3), (60, 1024, 4.8e-3), (120, 1024, 4.8e-3)],
 }
+# --headline: the GPU profile's own recipe per track, to compare precisions at the recipe that is run
+HEADLINE = {"synthetic": [(30, 256, 2.4e-3)], "real": [(20, 256, 2.4e-3)]}
+# DeviceLoop's precisions: bf16 autocast over fp32 weights, or a bf16 copy with fp32 master weights
+PRECISIONS = ("autocast", "bf16_weights")
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Run:
     batch: int
     peak_lr: float
     loop: DeviceLoop
+    precision: str
     test: np.ndarray
     mean_image: np.ndarray
     seed: int = 0
@@ -77,7 +82,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.track}:r{self.ratio}_p{self.unit}:e{self.epochs}_b{self.batch}_lr{self.peak_lr:g}"
+        return f"{self.track}:r{self.ratio}_p{self.unit}:e{self.epochs}_b{self.batch}_lr{self.peak_lr:g}:{self.precision}"
 
     @property
     def total_steps(self) -> int:
@@ -101,7 +106,8 @@ class Run:
         settled, why = plateau(self.losses)
         self.result = {
             "track": self.track, "mask_ratio": self.ratio, "mask_unit": self.unit, "seed": self.seed,
-            "epochs": self.epochs, "batch": self.batch, "peak_lr": self.peak_lr, "steps": self.done_steps,
+            "epochs": self.epochs, "batch": self.batch, "peak_lr": self.peak_lr, "precision": self.precision,
+            "steps": self.done_steps,
             "passes": self.done_steps * self.batch, "losses": [round(x, 6) for x in self.losses],
             "loss_rel_drop": loss_rel_drop(self.losses), "plateau": settled, "plateau_reason": why,
             "recon_mse": mse, "mean_pred_mse": mean_mse, "recon_rel": mse / mean_mse,
@@ -110,7 +116,8 @@ class Run:
         return self.result
 
 
-def make_runs(params_path: str, synthetic: str | None, real: str | None, device: torch.device) -> list[Run]:
+def make_runs(params_path: str, synthetic: str | None, real: str | None, device: torch.device,
+              precisions: tuple[str, ...] = ("autocast",)) -> list[Run]:
     params = load_params(params_path)
     runs = []
     for track, path in (("synthetic", synthetic), ("real", real)):
@@ -123,16 +130,17 @@ def make_runs(params_path: str, synthetic: str | None, real: str | None, device:
         mean_image = train_mean_image(train.images)
         geometry = {"image_size": ds.image_size, "channels": ds.channels}
         for ratio, unit in CELLS[track]:
-            for epochs, batch, peak in RECIPES[track]:
+            for (epochs, batch, peak), precision in [(r, pr) for r in RECIPES[track] for pr in precisions]:
                 torch.manual_seed(0)
                 model = build_model(p.model.model_dump(), geometry, ratio, unit).to(device)
                 spe = len(images) // batch
                 schedule = cosine_schedule(peak, epochs * spe, p.train.warmup_epochs, spe)
+                cuda = device.type == "cuda"
                 loop = DeviceLoop(model, images, seed=0, batch_size=batch, schedule=schedule,
                                   weight_decay=p.train.weight_decay, betas=tuple(p.train.betas),
-                                  autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
-                                  graph=device.type == "cuda")
-                runs.append(Run(track, ratio, unit, epochs, batch, peak, loop, test.images, mean_image))
+                                  autocast_dtype=torch.bfloat16 if cuda else None, graph=cuda,
+                                  bf16_weights=precision == "bf16_weights" and cuda)
+                runs.append(Run(track, ratio, unit, epochs, batch, peak, loop, precision, test.images, mean_image))
     shortest = min(r.total_steps for r in runs)
     for r in runs:
         r.reps = max(1, round(r.total_steps / shortest))
@@ -146,29 +154,37 @@ def gain_share(recon_rel: float, ref: dict) -> float:
 
 
 def markdown(result: dict) -> str:
-    """The study as a table: each run beside the headline run's cell (``result["references"]``)."""
+    """The study as a table: each run beside the headline run's cell (``result["references"]``).
+    A precision column appears when the runs name their precision (``--precisions``); the
+    headline run's references trained under bf16 autocast."""
     refs = {(c["track"], c["mask_ratio"], c["mask_unit"]): c for c in result["references"]["cells"]}
+    by_precision = any("precision" in r for r in result["runs"])
+    question = result.get("question") or (
+        "Does a longer or larger-batch recipe reach the gate's plateau rule (last quarter of epochs' mean "
+        "loss < 1 % below the quarter before; src/mae_hlvm/core/gate.py, unchanged)?")
     lines = [
         f"# Schedule study ({result['when']}, {result['device']}, torch {result['torch']})", "",
-        "Does a longer or larger-batch recipe reach the gate's plateau rule (last quarter of epochs' mean "
-        "loss < 1 % below the quarter before; src/mae_hlvm/core/gate.py, unchanged)? Seed 0, the GPU profile's data "
+        f"{question} Seed 0, the GPU profile's data "
         f"({result['params']}); {len(result['runs'])} runs together in one process, "
         f"{sum(r['passes'] for r in result['runs']) / 1e6:.1f}M image passes in {result['wall_s']:.0f} s "
         f"({result['images_per_s']:,} images/s). Reference rows (*): {result['references']['source']}. Gain share = (1 - hidden rel) / (1 - linear rel), the linear rel "
         "taken from the reference cell.", "",
-        "| track | cell | epochs | batch | peak lr | passes | steps | final loss | last-quarter drop | plateau | hidden rel | gain share |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| track | cell | epochs | batch | peak lr |" + (" precision |" if by_precision else "")
+        + " passes | steps | final loss | last-quarter drop | plateau | hidden rel | gain share |",
+        "|---|---|---|---|---|" + ("---|" if by_precision else "") + "---|---|---|---|---|---|---|",
     ]
     # steps per epoch of a track at a batch size, from the runs (a reference shares their data)
     per_epoch = {(r["track"], r["batch"]): r["steps"] // r["epochs"] for r in result["runs"]}
     rows = [dict(r, ref=True) for r in result["references"]["cells"]] + list(result["runs"])
-    rows.sort(key=lambda r: (r["track"] != "synthetic", r["mask_ratio"], r["mask_unit"], r["batch"], r["epochs"], r["peak_lr"]))
+    rows.sort(key=lambda r: (r["track"] != "synthetic", r["mask_ratio"], r["mask_unit"], r["batch"], r["epochs"], r["peak_lr"],
+                             not r.get("ref"), r.get("precision", "autocast")))
     for r in rows:
         ref = refs[(r["track"], r["mask_ratio"], r["mask_unit"])]
         steps = r["epochs"] * per_epoch[(r["track"], r["batch"])]
         lines.append(
             f"| {r['track']} | r{r['mask_ratio']} u{r['mask_unit']}{' *' if r.get('ref') else ''} | {r['epochs']} | "
-            f"{r['batch']} | {r['peak_lr']:.1e} | {steps * r['batch'] / 1e6:.1f}M | {steps:,} | {r['losses'][-1]:.4f} | "
+            f"{r['batch']} | {r['peak_lr']:.1e} |" + (f" {r.get('precision', 'autocast')} |" if by_precision else "")
+            + f" {steps * r['batch'] / 1e6:.1f}M | {steps:,} | {r['losses'][-1]:.4f} | "
             f"{r['loss_rel_drop']:.2%} | {'yes' if plateau(r['losses'])[0] else 'no'} | "
             f"{r['recon_rel']:.3f} | {gain_share(r['recon_rel'], ref):.2f} |")
     return "\n".join(lines) + "\n"
@@ -181,16 +197,23 @@ def main() -> int:
     ap.add_argument("--real", default="data/real.npz")
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="shrink every recipe (a CPU rehearsal)")
     ap.add_argument("--out", default="bench/results/schedule_study")
+    ap.add_argument("--headline", action="store_true", help="the GPU profile's recipe only (HEADLINE), not RECIPES")
+    ap.add_argument("--precisions", default="autocast", help=f"comma-separated, of {PRECISIONS}: each recipe in each")
     ap.add_argument("--report", default="", help="write the markdown table of this result JSON (with references) and stop")
     args = ap.parse_args()
     if args.report:
         Path(args.report).with_suffix(".md").write_text(markdown(json.loads(Path(args.report).read_text())))
         return 0
+    precisions = tuple(args.precisions.split(","))
+    if not set(precisions) <= set(PRECISIONS):
+        ap.error(f"--precisions {args.precisions!r}: each one of {PRECISIONS}")
+    if args.headline:
+        RECIPES.update(HEADLINE)
     if args.epochs_scale != 1.0:
         for track in RECIPES:
             RECIPES[track] = [(max(4, round(e * args.epochs_scale)), b, lr) for e, b, lr in RECIPES[track]]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    runs = make_runs(args.params, args.synthetic, args.real, device)
+    runs = make_runs(args.params, args.synthetic, args.real, device, precisions)
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     result = {"when": time.strftime("%Y-%m-%d %H:%M"), "device": gpu, "torch": torch.__version__,
               "params": args.params, "runs": []}
