@@ -124,6 +124,7 @@ def test_training_is_byte_identical_and_loss_decreases(tiny_run):
     assert losses[-1] < losses[0]
     assert meta["n_visible"] == model.n_visible == 8 and meta["n_hidden"] == 8
     assert meta["config"]["train"]["epochs"] == 3 and "torch" in meta["provenance"]["versions"]
+    assert meta["trained_on"] == {"device": "cpu", "precision": "fp32"}  # what train.device/precision auto resolved to
     assert not resume_state_path("a").exists()
 
 

@@ -469,6 +469,19 @@ class _CellRun:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             })
 
+    def precision(self) -> str:
+        """The precision the steps ran in (``train.precision: auto`` resolved): fp32, bf16, bf16-weights."""
+        if self.loop is not None and self.loop.bf16 is not None:
+            return "bf16-weights"
+        return "bf16" if self.autocast_dtype else "fp32"
+
+    def trained_on(self) -> dict[str, str]:
+        """Where the weights were computed (params say ``auto``; this says what it resolved to)."""
+        where = {"device": self.device.type, "precision": self.precision()}
+        if self.device.type == "cuda":
+            where["gpu"] = torch.cuda.get_device_name(self.device)
+        return where
+
     def finish(self, seconds: float, rate: float) -> dict[str, Any]:
         """Write checkpoint.pt and train_log.csv; drop the resume file. Returns the timings."""
         state_dict = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
@@ -480,6 +493,7 @@ class _CellRun:
             "n_visible_units": self.model.n_visible_units,
             "n_hidden_units": self.model.n_hidden_units,
             "history": self.history,
+            "trained_on": self.trained_on(),
             "provenance": provenance(),
             "weights_sha256": state_digest(state_dict),
         }
@@ -495,8 +509,7 @@ class _CellRun:
             "seconds": round(seconds, 3),
             "images_per_s": round(rate, 1),
             "device": str(self.device),
-            "precision": "bf16-weights" if self.loop is not None and self.loop.bf16 is not None
-            else "bf16" if self.autocast_dtype else "fp32",
+            "precision": self.precision(),
             "threads": torch.get_num_threads(),
         }
 
