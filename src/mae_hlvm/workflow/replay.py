@@ -44,6 +44,13 @@ from pathlib import Path
 # epochs only), and never below the rounding step of the stored numbers. A value passes
 # when |now - committed| <= abs + rel * |committed|. Not measured on a GPU: these do not
 # judge a GPU rerun against CPU results (docs/reproducibility.md).
+# Measured again on 2026-11-27 between two physical CPUs: the whole default pipeline
+# (snakemake --forceall) on a 2-core Intel Xeon (family 6 model 207) against the committed
+# run of a 2-core AMD EPYC (Zen 4), the same code and library versions. R^2 moved by at
+# most 1.1e-5, the MSEs and gain shares not at all, but class decisions moved more than the
+# emulation showed: probe accuracy 0.003 (3 of 1000 images), the cue-conflict shares
+# 0.009 (9 of 1000), shape bias 0.014, a Table 1 sd over seeds 0.42 points. The class-decision
+# tolerances below take the larger of the two measurements, x5.
 
 # metrics.csv / baselines.csv hold 6 decimals: two runs whose unrounded values differ by
 # 1e-9 can still print 1e-6 apart.
@@ -79,13 +86,19 @@ RATIO_TOL = Tolerance(abs=ROUNDING_6DP, rel=1e-4, why="ratio of MSEs: as MSE")
 # decimals; allow 1e-3.
 GAIN_TOL = Tolerance(abs=1e-3, rel=0.0, why="gain share: MSE tolerance propagated (2.3e-4), x4")
 # Class accuracies count test images (0.001 per image of 1000): one image changed sides
-# in the measurement (0.001); allow 5 of 1000.
-ACC_TOL = Tolerance(abs=5e-3 + ROUNDING_6DP, rel=0.0, why="accuracy: measured <= 0.001 (1 test image), allow 5 of 1000")
+# under emulation (0.001), three between an AMD EPYC and an Intel Xeon (0.003); allow 15 of 1000.
+ACC_TOL = Tolerance(abs=1.5e-2 + ROUNDING_6DP, rel=0.0,
+                    why="accuracy: measured <= 0.003 (3 test images, AMD EPYC vs Intel Xeon), x5")
+# Cue-conflict shares (shape_bias, cue_shape, cue_texture; the paper's Table 2): shares of
+# the cue-conflict images' class decisions; measured 0.009 (cue_shape, 9 of 1000 images) and
+# 0.014 (shape_bias, a ratio of two such shares) between the two CPUs; x5.
+CUE_TOL = Tolerance(abs=0.07, rel=0.0, why="cue-conflict share: measured <= 0.014 (AMD EPYC vs Intel Xeon), x5")
 # Table 1 (real track), percent over 500 test images per seed (0.2 points per image) and
 # the mean over seeds: measured at most 0.2 points (one k-NN test image of one seed);
-# allow 1 point (5 images). The standard deviation over seeds moves by at most as much.
+# allow 1 point (5 images); between the two CPUs the means moved by 0.1.
 TABLE1_TOL = Tolerance(abs=1.0, rel=0.0, why="Table 1 %: measured <= 0.2 points (1 of 500 images), allow 1")
-TABLE1_SD_TOL = Tolerance(abs=1.0, rel=0.0, why="Table 1 sd over seeds: as Table 1")
+# The sd over seeds moved by 0.42 points between the two CPUs (one seed's image); x5.
+TABLE1_SD_TOL = Tolerance(abs=2.0, rel=0.0, why="Table 1 sd over seeds: measured <= 0.42 points (AMD EPYC vs Intel Xeon), x5")
 # A numeric column none of the rules names (a column added later): loose, and listed.
 OTHER_TOL = Tolerance(abs=1e-3, rel=1e-3, why="unclassified numeric column: generic tolerance")
 
@@ -110,6 +123,7 @@ COLUMN_RULES: list[tuple[str, object, str]] = [
     (r"^(gate_pass|plateau|learned)$", EXACT, "gate flag: a flip changes a verdict"),
     (r"^r2", R2_TOL, R2_TOL.why),
     (r"acc", ACC_TOL, ACC_TOL.why),
+    (r"^(shape_bias|cue_shape|cue_texture)", CUE_TOL, CUE_TOL.why),
     (r"mse", MSE_TOL, MSE_TOL.why),
     (r"^(recon_rel|linear_rel)$", RATIO_TOL, RATIO_TOL.why),
     (r"^(gain_share|loss_rel_drop)$", GAIN_TOL, GAIN_TOL.why),
