@@ -9,10 +9,7 @@ REPO=$PWD
 PROFILE=$(realpath "profiles/${PROFILE:-gpu}/params.yaml")  # a profile name
 WORK=${WORK:-/tmp/schedule-study}
 PY=${PYTHON:-python3}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/site:$REPO/.gpu:$REPO/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+. ci/gpu/env.sh
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || exit 1
 $PY -m mae_hlvm profile "$PROFILE" --force || exit 1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null; nproc; lscpu | grep -E "Model name|Vendor|CPU family|Model:"; date; } > "$OUT/machine.txt"

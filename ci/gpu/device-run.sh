@@ -12,10 +12,8 @@ OUT=${OUT:?set OUT}
 PROFILE=${PROFILE:-gpu}     # a profile name (profiles/<name>/params.yaml) or a profile file
 STAGES=${STAGES:-generate,predict,train_seed,probe,baseline}
 PY=${PYTHON:-python3}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/site:$PWD/.gpu:$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+REPO=$PWD
+. ci/gpu/env.sh
 $PY -m mae_hlvm profile "$PROFILE" --force || exit 1
 $PY -m mae_hlvm.workflow.pipeline dvc-yaml --out dvc.yaml || exit 1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null; nproc; date; } > "$OUT/run.log"
