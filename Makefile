@@ -22,10 +22,12 @@ run: $(VENV)
 	snakemake --cores 2
 	snakemake --report results/report.html
 
-# ruff first (seconds; rules in pyproject.toml), then every test; the slowest tests are listed
+# ruff first (seconds; rules in pyproject.toml), then every test, two test files at a time
+# (pytest-xdist; a file stays on one worker, so its module fixtures and order hold); the
+# slowest tests are listed
 test: $(VENV)
 	.venv/bin/ruff check
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n 2 --dist loadfile
 
 test-fast: $(VENV)
 	$(PY) -m pytest -q -m "not slow"

@@ -23,7 +23,14 @@ DEFAULT["data"].update(image_size=24, depth=2, latent_dims=[8, 8, 8], noise_scal
 DEFAULT["model"].update(vit_patch=2, embed_dim=64, num_heads=4)
 DEFAULT["grid"].update(mask_ratios=[0.1, 0.25, 0.5, 0.75, 0.9], mask_units=[2, 4, 6], seeds=[0, 1])
 
-_MISSING = object()
+class _Missing:
+    """The value that deletes a key; a fixed repr keeps test ids the same in every process (pytest-xdist)."""
+
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+_MISSING = _Missing()
 
 # (dotted key, new value or _MISSING to delete, the exact message)
 BAD_EDITS = [
