@@ -219,8 +219,6 @@ def paper_model() -> MaskedAutoencoder:
 
 PRECISIONS = ("autocast", "bf16_weights")  # paper scale: bf16 autocast, or a bf16 copy of the model (Bf16Weights)
 COMPILES = ("none", "blocks", "model")  # paper scale: eager, each transformer block compiled, the whole model
-
-
 SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient")  # paper scale: which fused attention SDPA may use
 
 

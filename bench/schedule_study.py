@@ -26,6 +26,7 @@ so a run's gain share is computed afterwards from the headline run's ``linear_ms
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -119,6 +120,7 @@ class Run:
 def make_runs(params_path: str, synthetic: str | None, real: str | None, device: torch.device,
               precisions: tuple[str, ...] = ("autocast",)) -> list[Run]:
     params = load_params(params_path)
+    cuda = device.type == "cuda"
     runs = []
     for track, path in (("synthetic", synthetic), ("real", real)):
         if not path:
@@ -130,12 +132,11 @@ def make_runs(params_path: str, synthetic: str | None, real: str | None, device:
         mean_image = train_mean_image(train.images)
         geometry = {"image_size": ds.image_size, "channels": ds.channels}
         for ratio, unit in CELLS[track]:
-            for (epochs, batch, peak), precision in [(r, pr) for r in RECIPES[track] for pr in precisions]:
+            for (epochs, batch, peak), precision in itertools.product(RECIPES[track], precisions):
                 torch.manual_seed(0)
                 model = build_model(p.model.model_dump(), geometry, ratio, unit).to(device)
                 spe = len(images) // batch
                 schedule = cosine_schedule(peak, epochs * spe, p.train.warmup_epochs, spe)
-                cuda = device.type == "cuda"
                 loop = DeviceLoop(model, images, seed=0, batch_size=batch, schedule=schedule,
                                   weight_decay=p.train.weight_decay, betas=tuple(p.train.betas),
                                   autocast_dtype=torch.bfloat16 if cuda else None, graph=cuda,
