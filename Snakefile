@@ -61,7 +61,7 @@ rule all:
     default_target: True
 
 
-# One rule per stage the current params run (train.job, robustness.enabled, real.enabled
+# One rule per stage the current params run (train.job, stability.enabled, real.enabled
 # and real.sweep choose them), named like DVC's stages; the real track alone:
 # `snakemake $(python -m mae_hlvm.workflow.pipeline real-targets)`.
 for _stage in pipeline.active_stages(P):

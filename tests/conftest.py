@@ -23,8 +23,8 @@ def tiny_workdir(tmp_path, monkeypatch):
     def make(n: int, n_train: int, **sections: dict) -> Path:
         monkeypatch.chdir(tmp_path)
         raw = yaml.safe_load((REPO / "params.yaml").read_text())
-        if "robustness" not in sections:
-            raw.pop("robustness", None)  # its subset names cells of the shipped grid, which tests replace
+        if "stability" not in sections:
+            raw.pop("stability", None)  # its set names cells of the shipped grid, which tests replace
         for section, values in sections.items():
             raw[section].update(values)
         Path("params.yaml").write_text(yaml.safe_dump(raw))

@@ -89,6 +89,8 @@ TINY_REAL = dict(
     real__knn_k=3, real__n_eval_images=2, real__tsne_points=12,
 )
 TINY_REAL_JOBS = {"train_real_A@0.25-0", "train_real_A@0.5-0", "train_real_B@4-0"}
+# the stability set's real runs of the same cells (seed 0, twice the epochs)
+TINY_REAL_STABLE_JOBS = {"train_real_stable_A@0.25", "train_real_stable_A@0.5", "train_real_stable_B@4"}
 
 
 def tiny_params(root: Path) -> None:
@@ -102,7 +104,7 @@ def tiny_params(root: Path) -> None:
         train__epochs=1, train__batch_size=32, train__threads=1, train__device="cpu",
         probe__cv_folds=2, probe__nystroem_components=16, probe__batch_size=64, probe__n_recon_images=2, probe__max_train=100000,
         grid__mask_ratios=[0.25, 0.5], grid__mask_units=[2], grid__seeds=[0],
-        robustness__mask_ratios=[0.25, 0.5], robustness__mask_units=[2], robustness__seeds=[0],
+        stability__mask_ratios=[0.25, 0.5], stability__mask_units=[2],
         **TINY_REAL,
     )
 
@@ -270,7 +272,7 @@ TINY_DATA = {
 def tiny_raw(**data_overrides: object) -> dict:
     """The repo's params.yaml with a tiny data section and a grid that fits 8x8 images."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw.pop("robustness", None)  # its subset names cells of the shipped grid
+    raw.pop("stability", None)  # its set names cells of the shipped grid
     raw["data"] = {**TINY_DATA, **data_overrides}
     raw["grid"] = {"mask_ratios": [0.5], "mask_units": [2, 4], "seeds": [0]}
     return raw
@@ -289,7 +291,7 @@ TINY_REAL_FOLDER = {
 def write_real_params(tmp_path: Path, real: dict) -> tuple[Path, Path]:
     """A tiny params file with ``real`` overrides; (its path, the step's output path)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw.pop("robustness", None)  # its subset names cells of the shipped grid
+    raw.pop("stability", None)  # its set names cells of the shipped grid
     raw["real"] = {**DEFAULT_REAL, **TINY_REAL_FOLDER, **real}
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
@@ -343,7 +345,7 @@ def real_cell_result(sweep: str, ratio: float, unit: int, seed: int, clean_acc: 
     return {
         "sweep": sweep, "cell_id": cell_id(ratio, unit, seed), "checkpoint_weights_sha256": "0" * 64,
         "gate": {"mean_pred_mse": 0.2, "linear_mse": 0.1, "recon_rel": 0.5, "gain_share": 1.0, "learned": gate_pass,
-                 "plateau": True, "gate_pass": gate_pass, "gate_reason": "passes" if gate_pass else "not learned"},
+                 "last_quarter_drop": 0.004, "gate_pass": gate_pass, "gate_reason": "passes" if gate_pass else "not learned"},
         "table1": {**{p: dict(accs) for p in ("linear_cls", "linear_mean", "knn_cls", "knn_mean")}, **ids, "vit_patch": 4,
                    "n_train": 100, "n_test": 50, "shape_bias": None},
         "recon_quality": {"ssim": 0.5, "psnr": 20.0, "mse": 0.01, "neg_mse": -0.01, "n_images": 8, **ids},

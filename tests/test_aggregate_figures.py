@@ -29,8 +29,7 @@ N_IMAGES, SIZE = 3, 24
 
 def make_params(ratios=RATIOS, patches=PATCHES, seeds=SEEDS):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw.pop("robustness", None)  # its subset names cells of the shipped grid
-    raw.pop("robustness", None)  # its subset names cells of the shipped grid, which these tests replace
+    raw.pop("stability", None)  # its set names cells of the shipped grid, which these tests replace
     # Pin what the fake cells assume (3 latent levels, 24-px images) whatever params.yaml says.
     raw["data"].update(image_size=SIZE, depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 0.7, 0.7])
     raw["model"]["vit_patch"] = 2
@@ -70,7 +69,7 @@ FALLBACK_CELL = (0.25, 4, 0)  # its linear predictor does not beat the mean pred
 
 
 def fake_gate(ratio: float, patch: int, seed: int) -> dict:
-    """The probe's gate object: every cell passes except (0.75, 4, 1), which has not plateaued.
+    """The probe's gate object: every cell passes except (0.75, 4, 1), which did not learn (gain share 0.4).
 
     recon_rel 0.9 and linear_rel 0.85 (gain share 2/3), except FALLBACK_CELL: linear_rel 1,
     gain share null, learned by the fallback rule (recon_rel < 1).
@@ -78,14 +77,14 @@ def fake_gate(ratio: float, patch: int, seed: int) -> dict:
     recon = 0.01 * patch + ratio
     mean_pred = recon / 0.9
     fallback = (ratio, patch, seed) == FALLBACK_CELL
-    settled = (ratio, patch, seed) != (0.75, 4, 1)
+    learned = (ratio, patch, seed) != (0.75, 4, 1)
     return {
         "recon_mse": recon, "mean_pred_mse": round(mean_pred, 6),
         "linear_mse": round(mean_pred * (1.0 if fallback else 0.85), 6),
-        "recon_rel": 0.9, "linear_rel": 1.0 if fallback else 0.85, "gain_share": None if fallback else 0.666667,
-        "learned": True, "learned_rule": gate.RULE_FALLBACK if fallback else gate.RULE_SHARE,
-        "loss_rel_drop": 0.001 if settled else 0.05, "plateau": settled, "gate_pass": settled,
-        "gate_reason": "ok" if settled else "not plateaued (loss fell 5.0% over the last quarter of epochs)",
+        "recon_rel": 0.9, "linear_rel": 1.0 if fallback else 0.85, "gain_share": None if fallback else (0.666667 if learned else 0.4),
+        "learned": learned, "learned_rule": gate.RULE_FALLBACK if fallback else gate.RULE_SHARE,
+        "last_quarter_drop": 0.001 if learned else 0.05, "gate_pass": learned,
+        "gate_reason": "ok" if learned else "not learned (gain share 0.40 < 0.5 of the linear predictor's)",
         "rules": dict(gate.RULES),
     }
 
@@ -168,7 +167,7 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
     assert header == [
         "mask_ratio", "mask_unit", "seed",
         "r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
-        "probe_acc", "recon_mse", "mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "plateau", "gate_pass",
+        "probe_acc", "recon_mse", "mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "last_quarter_drop", "gate_pass",
         "n_visible", "n_hidden", "actual_ratio",
         "r2cls_level0", "r2cls_level1", "r2cls_level2", "r2nlcls_level0", "r2nlcls_level1", "r2nlcls_level2",
         "r2region_level1", "r2region_level2", "probe_acc_cls",
@@ -190,11 +189,12 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
     assert (row["n_visible"], row["n_hidden"], row["actual_ratio"]) == ("10", "26", "%.6f" % (26 / 36))
     assert row["r2sp_level0"] == "%.6f" % (root_r2(0.75, 4, 1) + 0.1) and row["r2in_level2"] == "0.400000"
     assert row["recon_rel"] == "0.900000" and row["mean_pred_mse"] == "%.6f" % ((0.04 + 0.75) / 0.9)
-    assert row["linear_mse"] == "%.6f" % round((0.04 + 0.75) / 0.9 * 0.85, 6) and row["gain_share"] == "0.666667"
+    assert row["linear_mse"] == "%.6f" % round((0.04 + 0.75) / 0.9 * 0.85, 6) and row["gain_share"] == "0.400000"
     fallback = rows[order.index(FALLBACK_CELL)]
     assert fallback["gain_share"] == "nan" and fallback["linear_mse"] == fallback["mean_pred_mse"], "no share: NaN"
-    assert (row["plateau"], row["gate_pass"]) == ("0", "0"), "booleans as 0/1"
-    assert {(r["plateau"], r["gate_pass"]) for i, r in enumerate(rows) if i != order.index((0.75, 4, 1))} == {("1", "1")}
+    assert (row["last_quarter_drop"], row["gate_pass"]) == ("0.050000", "0"), "the drop a number, the gate 0/1"
+    assert {(r["last_quarter_drop"], r["gate_pass"]) for i, r in enumerate(rows)
+            if i != order.index((0.75, 4, 1))} == {("0.001000", "1")}
 
 
 def test_load_metrics_round_trips_the_csv(grid):
@@ -218,8 +218,8 @@ def test_json_summary_names_the_peak_ratio_per_mask_unit(grid):
     assert cell["r2_level0"] == round(root_r2(0.25, 2, 1), 6)
     assert set(cell) == {"r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
                          "probe_acc", "recon_mse", "mean_pred_mse", "linear_mse", "recon_rel", "gain_share",
-                         "shape_bias", "plateau", "gate_pass"}
-    assert (cell["recon_rel"], cell["gain_share"], cell["plateau"], cell["gate_pass"]) == (0.9, 0.666667, 1, 1)
+                         "shape_bias", "last_quarter_drop", "gate_pass"}
+    assert (cell["recon_rel"], cell["gain_share"], cell["last_quarter_drop"], cell["gate_pass"]) == (0.9, 0.666667, 0.001, 1)
     assert metrics[cell_id(*FALLBACK_CELL)]["gain_share"] is None, "no share: null"
     assert metrics[cell_id(0.75, 4, 1)]["gate_pass"] == 0
     assert metrics["gate"] == {"n_cells": len(RATIOS) * len(PATCHES) * len(SEEDS), "n_pass": len(RATIOS) * len(PATCHES) * len(SEEDS) - 1}
@@ -271,7 +271,7 @@ def test_a_missing_cell_file_is_one_error_naming_it(grid):
         (lambda c: c.update(n_levels=4), "n_levels=4"),
         (lambda c: c.pop("gate"), "lacks key 'gate'"),
         (lambda c: c["gate"].pop("recon_rel"), "lacks key 'gate.recon_rel'"),
-        (lambda c: c["gate"].update(plateau=1), "gate.plateau=1 is not true or false"),
+        (lambda c: c["gate"].update(gate_pass=1), "gate.gate_pass=1 is not true or false"),
         (lambda c: c["gate"].update(learned=False), "gate.gate_pass=True contradicts"),
         (lambda c: c["gate"].update(mean_pred_mse="low"), "gate.mean_pred_mse='low' is not a number"),
         (lambda c: c["gate"].pop("linear_mse"), "lacks key 'gate.linear_mse'"),

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def test_queued_experiment_applied_then_snakemake_agrees(tmp_path):
     root = copy_repo(tmp_path / "repo")
     tiny_params(root)
-    edit_params(root, real__enabled=False, robustness__enabled=False, train__epochs=2)
+    edit_params(root, real__enabled=False, stability__enabled=False, train__epochs=2)
     sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)  # nothing run here: the experiment makes every output in its own copy
 

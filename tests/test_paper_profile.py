@@ -90,9 +90,10 @@ def test_profile_plans_every_job_in_both_tools_on_an_imagenet_folder(tmp_path):
     prepare = [cmd for outs, cmd in sm.items() if outs == ("data/real.npz",)]
     assert prepare == [pipeline.command("prepare_real")]
     train_a = sorted(cmd for cmd in sm.values() if "train-real" in cmd and "--sweep A" in cmd)
-    assert len(train_a) == 5 and all("--mask-unit 16 " in cmd for cmd in train_a)
+    assert len(train_a) == 5 + 5 and all("--mask-unit 16 " in cmd for cmd in train_a)  # seed 0, and its stability run
     train_b = sorted(cmd for cmd in sm.values() if "train-real" in cmd and "--sweep B" in cmd)
-    assert len(train_b) == 3 and all("--mask-ratio 0.75 " in cmd for cmd in train_b)
+    assert len(train_b) == 3 + 3 and all("--mask-ratio 0.75 " in cmd for cmd in train_b)
+    assert sum("--stability" in cmd for cmd in train_a + train_b) == 8
     # the user's folder is a dep of prepare_real in DVC, so its hash pins every real result
     dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())
     assert str(images) in dvc_yaml["stages"]["prepare_real"]["deps"]

@@ -17,7 +17,7 @@ from mae_hlvm.core.config import RENAMED_KEYS, ParamsError, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
-DEFAULT.pop("robustness", None)  # its subset names cells of the shipped grid
+DEFAULT.pop("stability", None)  # its set names cells of the shipped grid
 # Pin the values the expected messages quote, whatever the default file says.
 DEFAULT["data"].update(image_size=24, depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 0.7, 0.7])
 DEFAULT["model"].update(vit_patch=2, embed_dim=64, num_heads=4)
@@ -198,7 +198,25 @@ def test_any_unknown_key_is_named(key, section):
     assert f"{section}.{key}" in _message(raw)
 
 
-@pytest.mark.parametrize("section", ["grid", "robustness"])
+def test_the_robustness_section_is_named_with_its_new_name():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["robustness"] = raw.pop("stability")
+    assert _message(raw) == ("params.yaml: the 'robustness:' section is now 'stability (budget_factor, seed, mask_ratios, "
+                             "mask_units, real)': rename it (README, Changelog)")
+
+
+def test_the_stability_set_must_be_of_the_grid_only_when_it_is_on():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["stability"]["mask_ratios"] = [0.33]
+    assert _message(raw) == (f"params.yaml: stability.mask_ratios[0]=0.33: the stability set must be cells of the grid; "
+                             f"grid.mask_ratios is {raw['grid']['mask_ratios']}")
+    raw["stability"]["enabled"] = False
+    assert _message(raw) == ""
+    raw["stability"].update(enabled=True, mask_ratios=[0.1], seed=5)
+    assert _message(raw) == f"params.yaml: stability.seed=5: must be one of grid.seeds {raw['grid']['seeds']}"
+
+
+@pytest.mark.parametrize("section", ["grid"])
 def test_the_old_name_of_the_masking_unit_is_named_with_the_new_one(section):
     """A params file from before the rename (patch_sizes) is told the key's new name, before any other check."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -21,6 +21,7 @@ from helpers import (
     GIT,
     REPO,
     TINY_REAL_JOBS,
+    TINY_REAL_STABLE_JOBS,
     assert_agree_up_to_date,
     assert_runner_exists,
     commit,
@@ -125,13 +126,17 @@ def test_every_synthetic_and_review_command_parses_and_runs_its_module():
 
 def test_review_stages_read_the_real_keys_only_when_the_track_is_on():
     on = load_params(REPO / "params.yaml")
-    off = on.model_copy(update={"real": on.real.model_copy(update={"enabled": False})})
-    assert pipeline.stage_param_keys("claims", off) == ("data.depth",)
-    assert set(pipeline.stage_param_keys("claims", on)) == {"data.depth", *pipeline.REAL_SWEEP_PARAMS}
+    off = on.model_copy(update={"real": on.real.model_copy(update={"enabled": False}),
+                                "stability": on.stability.model_copy(update={"enabled": False})})
+    assert pipeline.stage_param_keys("claims", off) == ("data.depth", "probe.pooling")
+    assert set(pipeline.stage_param_keys("claims", on)) == {"data.depth", "probe.pooling", *pipeline.REAL_SWEEP_PARAMS, "stability"}
     assert "real" in pipeline.stage_param_keys("summary", on) and "real" not in pipeline.stage_param_keys("summary", off)
     assert "real.seeds" in pipeline.stage_params(on, "claims")
-    real_files = [p for p in pipeline.input_files("claims", None, on) if p.startswith("results/real/")]
+    real_files = [p for p in pipeline.input_files("claims", None, on) if p.startswith("results/real/cells/")]
     assert len(real_files) == len(pipeline.stage_cells("evaluate_real_A", on)) + len(pipeline.stage_cells("evaluate_real_B", on))
+    stable_files = [p for p in pipeline.input_files("claims", None, on) if "cells_stable/" in p]
+    assert len(stable_files) == sum(len(pipeline.stage_cells(s, on)) for s in
+                                    ("probe_stable", "evaluate_real_stable_A", "evaluate_real_stable_B"))
     assert pipeline.input_files("claims", None, off) == ["results/metrics.csv", "results/baselines.csv", "data/prediction.json"]
     assert "results/real/table1.md" in pipeline.input_files("summary", None, on)
     assert not any(p.startswith("results/real") for p in pipeline.input_files("summary", None, off))
@@ -241,28 +246,37 @@ def test_drift_default_grid_same_outputs_and_commands():
     n_real = 2 + 2 * len(real.seeds) * (len(real.mask_ratios) + len(real.mask_units))
     # generate, predict, aggregate, figures, claims, summary; train + probe per cell; one baseline per seed
     n_synthetic = 6 + 2 * len(pipeline.grid_cells(params)) + len(params.grid.seeds)
-    # train_long + probe_long per robustness cell, and the robustness comparison
-    r = params.robustness
-    n_robust = 2 * len(r.mask_ratios) * len(r.mask_units) * len(r.seeds) + 1
-    assert len(dv) == n_synthetic + n_robust + n_real
+    # the stability set: train_stable + probe_stable per synthetic cell, train + evaluate per real sweep's cell
+    st = params.stability
+    assert st.enabled and st.real
+    n_stable = 2 * len(st.mask_ratios) * len(st.mask_units) + 2 * (len(real.mask_ratios) + len(real.mask_units))
+    assert len(dv) == n_synthetic + n_stable + n_real
     assert sm == dv
     review = {outs: cmd for outs, cmd in dv.items() if " claims " in cmd or " summary " in cmd}
     assert set(review) == {
-        ("results/claims.json", "results/claims.md"), ("results/headline.json", "results/metrics.tex", "results/summary.md")
+        ("results/claims.json", "results/claims.md", "results/stability.csv"),
+        ("results/headline.json", "results/metrics.tex", "results/summary.md"),
     }
+    assert ("models_stable/r0.5_p2_s0/checkpoint.pt", "models_stable/r0.5_p2_s0/train_log.csv") in dv
+    assert ("models_real_stable/B/r0.75_p16_s0/checkpoint.pt", "models_real_stable/B/r0.75_p16_s0/train_log.csv") in dv
+    assert "--stability" in dv[("models_real_stable/B/r0.75_p16_s0/checkpoint.pt", "models_real_stable/B/r0.75_p16_s0/train_log.csv")]
 
 
 def test_drift_edited_grid_same_outputs_and_commands(tmp_path):
     root = copy_repo(tmp_path)
     sh(root, *GIT, "init", "-q")
     edit_params(root, grid__mask_ratios=[0.3, 0.6], grid__mask_units=[4], grid__seeds=[5, 6],
-                robustness__mask_ratios=[0.6], robustness__mask_units=[4], robustness__seeds=[6])
+                stability__mask_ratios=[0.6], stability__mask_units=[4], stability__seed=6, stability__real=False)
+    (root / "dvc.yaml").write_text(pipeline.dvc_yaml(load_params(root / "params.yaml")))  # stability.real decides stages
     sm, dv = snakemake_jobs(root), dvc_jobs(root)
     assert ("models/r0.3_p4_s5/checkpoint.pt", "models/r0.3_p4_s5/train_log.csv") in dv
-    assert ("models_long/r0.6_p4_s6/checkpoint.pt", "models_long/r0.6_p4_s6/train_log.csv") in dv
+    assert ("models_stable/r0.6_p4_s6/checkpoint.pt", "models_stable/r0.6_p4_s6/train_log.csv") in dv
     assert ("results/baselines/s6.json",) in dv and "--seed 6 --out results/baselines/s6.json" in dv[("results/baselines/s6.json",)]
-    n_real = len(pipeline.instances(load_params(root / "params.yaml"))) - 5 - 2 * 4 - 2 - 3
-    assert len(dv) == 5 + 2 * 4 + 2 + 3 + n_real
+    assert not any(o.startswith("models_real_stable/") for outs in dv for o in outs), "stability.real off"
+    # generate, predict, aggregate, figures, claims, summary; train + probe per cell; a baseline per seed;
+    # train_stable + probe_stable; and the real track's jobs
+    n_real = len(pipeline.instances(load_params(root / "params.yaml"))) - 6 - 2 * 4 - 2 - 2
+    assert len(dv) == 6 + 2 * 4 + 2 + 2 + n_real
     assert sm == dv
 
 
@@ -275,8 +289,13 @@ def test_drift_train_job_per_seed_same_outputs_and_commands(tmp_path):
     sm, dv = snakemake_jobs(root), dvc_jobs(root)
     assert sm == dv
     params = load_params(root / "params.yaml")
-    per_seed = {outs: cmd for outs, cmd in dv.items() if " train-seed " in cmd}
+    per_seed = {outs: cmd for outs, cmd in dv.items() if " train-seed " in cmd and "--stability" not in cmd}
     assert len(per_seed) == len(params.grid.seeds)
+    # the stability set likewise: one job with every stability cell, and one per real sweep
+    stable = {outs: cmd for outs, cmd in dv.items() if "--stability" in cmd and " train-" in cmd}
+    assert {cmd.split()[3] for cmd in stable.values()} == {"train-seed", "train-real-seed"} and len(stable) == 3
+    stable_seed = next(outs for outs, cmd in stable.items() if " train-seed " in cmd)
+    assert len(stable_seed) == 2 * len(params.stability.mask_ratios) * len(params.stability.mask_units)
     cells = len(params.grid.mask_ratios) * len(params.grid.mask_units)
     for outs, cmd in per_seed.items():
         seed = cmd.split("--seed ")[1].split()[0]
@@ -284,7 +303,7 @@ def test_drift_train_job_per_seed_same_outputs_and_commands(tmp_path):
     assert not any(" mae_hlvm train " in cmd for cmd in dv.values())
     # the real track likewise: one job per sweep and seed, with every cell of both
     real_cells = real_sweep_cells(params.real)
-    per_real_seed = {outs: cmd for outs, cmd in dv.items() if " train-real-seed " in cmd}
+    per_real_seed = {outs: cmd for outs, cmd in dv.items() if " train-real-seed " in cmd and "--stability" not in cmd}
     assert len(per_real_seed) == len(real_cells) * len(params.real.seeds)
     for outs, cmd in per_real_seed.items():
         sweep, seed = cmd.split("--sweep ")[1].split()[0], cmd.split("--seed ")[1].split()[0]
@@ -292,8 +311,10 @@ def test_drift_train_job_per_seed_same_outputs_and_commands(tmp_path):
         assert len(outs) == 2 * len(want) and all(o.startswith(f"models_real/{sweep}/") and f"_s{seed}/" in o for o in outs)
     assert not any(" mae_hlvm train-real " in cmd for cmd in dv.values())
     n_real = sum(len(c) for c in real_cells.values())
+    n_stable = len(params.stability.mask_ratios) * len(params.stability.mask_units) + len(params.real.mask_ratios) + len(
+        params.real.mask_units)  # the stability set's per-cell train jobs, replaced by 3 seed jobs
     assert len(dv) == (len(pipeline.instances(load_params(REPO / "params.yaml"))) - len(pipeline.grid_cells(params))
-                       + len(params.grid.seeds) - n_real + len(per_real_seed))
+                       + len(params.grid.seeds) - n_real + len(per_real_seed) - n_stable + 3)
 
 
 # ----------------------------------------------------------------------------- slow
@@ -318,14 +339,16 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     summary = (root / "results/summary.md").read_text()
     assert "## Real-image track: Table 1" in summary and "](real/figures/fig8_tsne.png)" in summary
     assert "| random_init |" in summary and "| pixels |" in summary
-    assert "## Budget robustness" in summary and "| C1_p2 |" in (root / "results/robustness.md").read_text()
+    assert "## The stability set" in summary and "| synthetic |  | 0.25 | 2 | 0 |" in summary
+    stability = (root / "results/stability.csv").read_text().splitlines()
+    assert stability[0].startswith("track,sweep,mask_ratio,mask_unit,seed") and len(stability) == 1 + 2 + 3
+    assert all(c["budget_factor"] == 2 for c in claims.values() if c.get("effect_1x") is not None)
 
     # adding a ratio: only the new cell's train/probe, the theorem's prediction (it covers the
     # grid's cells), plus aggregate and figures, in both tools
     edit_params(root, grid__mask_ratios=[0.25, 0.5, 0.75])
-    # (robustness reads metrics.csv, which gains a row, so it reruns downstream too)
-    want = {"predict", "train@0.75-2-0", "probe@0.75-2-0", "aggregate", "figures", "claims", "summary", "robustness"}
-    assert dvc_stale(root) == want - {"claims", "robustness"}  # they read no grid key; their inputs change downstream
+    want = {"predict", "train@0.75-2-0", "probe@0.75-2-0", "aggregate", "figures", "claims", "summary"}
+    assert dvc_stale(root) == want - {"claims"}  # it reads no grid key; its inputs change downstream
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)
     sh(root, "dvc", "repro")
@@ -335,11 +358,15 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     edit_params(root, train__weight_decay=0.04)
     cells = ["0.25-2-0", "0.5-2-0", "0.75-2-0"]
     real = TINY_REAL_JOBS | {j.replace("train_", "evaluate_") for j in TINY_REAL_JOBS} | {"report_real"}
-    long = {f"{s}_long@{c}" for s in ("train", "probe") for c in cells[:2]} | {"robustness"}  # the subset too
-    want = {f"{s}@{c}" for s in ("train", "probe") for c in cells} | {"aggregate", "figures", "claims", "summary"} | real | long
+    stable_cells = ["0.25-2", "0.5-2"]  # the stability set too, both tracks
+    real_stable = TINY_REAL_STABLE_JOBS | {j.replace("train_", "evaluate_") for j in TINY_REAL_STABLE_JOBS}
+    stable = {f"{s}_stable@{c}" for s in ("train", "probe") for c in stable_cells} | real_stable
+    want = ({f"{s}@{c}" for s in ("train", "probe") for c in cells} | {"aggregate", "figures", "claims", "summary"}
+            | real | stable)
     # params read directly (the summary prints every section)
     assert dvc_stale(root) == (
-        {f"train@{c}" for c in cells} | {f"train_long@{c}" for c in cells[:2]} | {"figures", "summary"} | TINY_REAL_JOBS
+        {f"train@{c}" for c in cells} | {f"train_stable@{c}" for c in stable_cells} | {"figures", "summary"}
+        | TINY_REAL_JOBS | TINY_REAL_STABLE_JOBS
     )
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)

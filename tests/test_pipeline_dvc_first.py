@@ -45,9 +45,9 @@ def test_dvc_then_snakemake_sequences_and_locks(tmp_path):
     # a probe-only edit, run by Snakemake; a second Snakemake run is refused meanwhile
     edit_params(root, probe__cv_folds=3)
     want = {"probe@0.25-2-0", "probe@0.5-2-0", "baseline@0", "aggregate", "figures", "claims", "summary",
-            "probe_long@0.25-2-0", "probe_long@0.5-2-0", "robustness"}
-    # aggregate and robustness read probe.pooling only, claims no probe key
-    assert dvc_stale(root) == want - {"aggregate", "claims", "robustness"}
+            "probe_stable@0.25-2", "probe_stable@0.5-2"}
+    # aggregate and claims read probe.pooling only
+    assert dvc_stale(root) == want - {"aggregate", "claims"}
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)
     first = subprocess.Popen(

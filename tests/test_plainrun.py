@@ -30,7 +30,7 @@ def test_plan_covers_the_stage_table_and_orders_by_inputs(tmp_path, monkeypatch)
 def test_plainrun_then_receipts_make_both_tools_agree(tmp_path):
     root = copy_repo(tmp_path / "repo")
     tiny_params(root)
-    edit_params(root, real__enabled=False, robustness__enabled=False, train__epochs=2, train__job="seed")
+    edit_params(root, real__enabled=False, stability__enabled=False, train__epochs=2, train__job="seed")
     sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)
     dry = sh(root, sys.executable, "-m", "mae_hlvm.workflow.plainrun", "-n").stdout

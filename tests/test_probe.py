@@ -277,11 +277,11 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     assert set(metrics["probe_acc"]) == {"mean", "cls"} and 0 <= metrics["probe_acc"]["mean"] <= 1
     assert metrics["recon_mse"] > 0
     assert all(len(repr(r).split(".")[-1]) <= 6 for r in metrics["r2_linear"]["mean"])
-    # the learning gate: a one-epoch cell cannot have plateaued
+    # the learning gate: a one-epoch cell has no last-quarter drop, and did not learn
     g = metrics["gate"]
     assert g["recon_mse"] == metrics["recon_mse"] and g["mean_pred_mse"] > 0
     assert g["recon_rel"] == pytest.approx(g["recon_mse"] / g["mean_pred_mse"], abs=1e-5)
-    assert g["plateau"] is False and g["gate_pass"] is False and "too few epochs to judge" in g["gate_reason"]
+    assert g["last_quarter_drop"] is None and g["gate_pass"] is False and g["gate_reason"].startswith("not learned")
     # the linear reference at the cell's own unit (4) and ratio (0.5), train split fitted, test split scored
     from mae_hlvm.core import gate
     from mae_hlvm.core.gate import linear_reference
@@ -343,22 +343,22 @@ def test_probe_step_rejects_a_dataset_the_checkpoint_was_not_trained_on(cell, ca
     assert not (cell / "out.json").exists()
 
 
-def test_an_unconverged_cell_makes_every_claim_not_testable(cell) -> None:
+def test_a_cell_that_did_not_learn_makes_every_claim_not_testable(cell) -> None:
     """The one-epoch cell end to end: probe -> metrics row -> claims, which refuse to judge it."""
     from mae_hlvm.core.results import read_cell
     from mae_hlvm.review.aggregate import metrics_frame
-    from mae_hlvm.review.claims import NOT_TESTABLE, synthetic_claims
+    from mae_hlvm.review.claims import NOT_LEARNED, Evidence, judge_all
 
     assert main(_probe_argv()) == 0
     raw = read_cell(json.loads((cell / "out.json").read_text()), (0.5, 4, 0), 3, "out.json")
     frame = metrics_frame([raw], 3, "mean")
-    assert frame.loc[0, "gate_pass"] == 0 and frame.loc[0, "plateau"] == 0
+    assert frame.loc[0, "gate_pass"] == 0 and np.isnan(frame.loc[0, "last_quarter_drop"])
     assert frame.loc[0, "linear_mse"] == raw.gate.linear_mse
     share = raw.gate.gain_share
     assert (np.isnan(frame.loc[0, "gain_share"]) and share is None) or frame.loc[0, "gain_share"] == share
-    claims = synthetic_claims(frame, 3)
-    assert claims and all(c["verdict"] == NOT_TESTABLE for c in claims)
-    assert all(c["note"].startswith("1 of 1 cells fail the learning gate") for c in claims)
+    claims = judge_all(Evidence(frame, None, None, 3), None, 2, 0)
+    assert claims and all(c["verdict"] == NOT_LEARNED for c in claims)
+    assert all(c["note"].startswith("1 of 1 cells did not learn") for c in claims)
 
 
 def test_innovations_remove_what_the_parent_predicts() -> None:

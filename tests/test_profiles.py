@@ -59,7 +59,10 @@ def test_every_profile_writes_a_valid_complete_params_file_with_its_values(name,
 def test_the_gpu_and_paper_profiles_hold_their_recipes():
     gpu, paper, default = rendered("gpu"), rendered("paper"), rendered("default")
     assert (gpu["data"]["n_train"], gpu["train"]["epochs"], gpu["train"]["job"]) == (100000, 30, "seed")
-    assert "robustness" not in gpu and "robustness" in default
+    # the stability set: the whole grid on the GPU, a subset on the CPU default; both with the real cells
+    assert gpu["stability"]["mask_ratios"] == gpu["grid"]["mask_ratios"] and gpu["stability"]["mask_units"] == [2, 4]
+    assert default["stability"]["mask_ratios"] == [0.1, 0.5, 0.9] and gpu["stability"]["real"] and default["stability"]["real"]
+    assert paper["stability"]["mask_units"] == paper["grid"]["mask_units"]
     assert gpu["model"] == default["model"]  # untouched sections are the default's
     vit_b = {k: paper["model"][k] for k in MODEL_PRESETS["mae_vit_base"]}
     assert vit_b == MODEL_PRESETS["mae_vit_base"]

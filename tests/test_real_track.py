@@ -27,7 +27,7 @@ from mae_hlvm.real.train_real import real_train_params
 from mae_hlvm.workflow import cli, glue, pipeline
 
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
-DEFAULT.pop("robustness", None)  # its subset names cells of the shipped grid
+DEFAULT.pop("stability", None)  # its set names cells of the shipped grid
 
 
 def with_real(**changes: object):
@@ -152,7 +152,7 @@ def test_real_train_params_are_the_trainer_reads_minus_the_overrides():
 
 def test_real_stage_names_commands_and_outputs():
     params = load_params(REPO / "params.yaml")
-    jobs = [(s, f) for s, f in pipeline.instances(params) if s not in pipeline.STAGES + pipeline.ROBUST_STAGES]
+    jobs = [(s, f) for s, f in pipeline.instances(params) if s not in pipeline.STAGES + pipeline.STABLE_STAGES]
     names = [pipeline.dvc_stage_name(s, f) for s, f in jobs]
     assert names[0] == "prepare_real" and names[-1] == "report_real"
     assert "train_real_A@0.75-0" in names and "train_real_B@8-0" in names and "evaluate_real_B@16-1" in names
@@ -186,7 +186,7 @@ def test_user_data_path_is_a_dep_of_prepare_real(tmp_path):
 
 
 def test_dvc_yaml_follows_the_stage_set_and_stale_ones_are_refused(tmp_path, monkeypatch):
-    on = with_real()  # the shipped real section, without the robustness subset (tested in test_robustness)
+    on = with_real()  # the shipped real section, without the stability set (tested in test_pipeline)
     off = with_real(enabled=False)
     text_off = pipeline.dvc_yaml(off)
     assert set(yaml.safe_load(text_off)["stages"]) == set(pipeline.STAGES) - {"train_seed"}
@@ -276,7 +276,7 @@ def test_train_real_seed_writes_every_cell_of_the_sweep_and_seed_as_train_real_w
     checkpoint is byte-identical to the one-cell job's (on a GPU they share it, docs/gpu.md)."""
     monkeypatch.chdir(tmp_path)
     raw = copy.deepcopy(DEFAULT)
-    raw.pop("robustness", None)
+    raw.pop("stability", None)
     raw["train"].update(job="seed", device="cpu")
     raw["real"].update(dataset="digits", image_size=8, fit="resize", n_train=64, n_test=40, vit_patch=2,
                        mask_ratios=[0.25, 0.5], mask_units=[2, 4], sweep_a_unit=4, sweep_b_ratio=0.5,

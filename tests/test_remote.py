@@ -278,7 +278,7 @@ def test_s3_bucket_credentials_and_contents(tmp_path, aws_env, monkeypatch, s3_e
 def test_s3_remote_replays_a_run_in_fresh_clones(tmp_path, aws_env, s3_endpoint):
     root = copy_repo(tmp_path / "repo")
     tiny_params(root)
-    edit_params(root, robustness__enabled=False)  # both tracks, without the longest jobs (CI time)
+    edit_params(root, stability__enabled=False)  # both tracks, without the longest jobs (CI time)
     sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)
     bucket = new_bucket(s3_endpoint, f"{BUCKET}-run")

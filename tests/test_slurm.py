@@ -87,7 +87,7 @@ def test_workflow_profile_caps_gpu_jobs_in_flight_unless_the_command_line_lifts_
 
 
 # the params keys that decide which rules exist (the rest changes jobs, not rules)
-RULE_KEYS = (("train", "job"), ("real", "enabled"), ("real", "sweep"), ("robustness", "enabled"))
+RULE_KEYS = (("train", "job"), ("real", "enabled"), ("real", "sweep"), ("stability", "enabled"), ("stability", "real"))
 
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "profiles/gpu/params.yaml"])

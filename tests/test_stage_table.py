@@ -20,10 +20,10 @@ def test_records_are_complete_and_consistent():
     assert len(set(names)) == len(names), "two records with one name"
     by_step: dict[str, stages.Step] = {}
     for record in stages.TABLE:
-        # stages that share a step (probe and probe_long, the real sweeps) share one Step record
+        # stages that share a step (probe and probe_stable, the real sweeps) share one Step record
         assert by_step.setdefault(record.step.name, record.step) is record.step, record.name
         assert_runner_exists(record.step.runner)
-        assert record.track in ("synthetic", "robustness", "real"), record.name
+        assert record.track in ("synthetic", "stability", "real", "real_stability"), record.name
         assert record.mem_mb > 0 and (record.threads is None or record.threads >= 1)
     params = load_params(REPO / "params.yaml")
     for stage in pipeline.active_stages(params):

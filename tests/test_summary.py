@@ -21,7 +21,7 @@ from mae_hlvm.workflow import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
-RAW.pop("robustness", None)  # its subset names cells of the shipped grid
+RAW.pop("stability", None)  # its set names cells of the shipped grid
 RAW["data"].update(depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 1.0, 1.0])  # the fake tables' 3 levels
 
 
@@ -32,7 +32,7 @@ def params_with(real_enabled: bool):
 
 
 def metrics(failing=()) -> pd.DataFrame:
-    """8 cells; those (ratio, patch, seed) in ``failing`` fail the learning gate (not learned, not plateaued)."""
+    """8 cells; those (ratio, patch, seed) in ``failing`` fail the learning gate (not learned)."""
     rows = []
     for r, p, s in itertools.product([0.25, 0.75], [2, 4], [0, 1]):
         passes = (r, p, s) not in failing
@@ -40,7 +40,7 @@ def metrics(failing=()) -> pd.DataFrame:
                      "r2_level1": 0.4, "r2_level2": 0.3, "probe_acc": 0.6, "recon_mse": 0.1,
                      "mean_pred_mse": 0.125 if passes else 0.1, "linear_mse": 0.1 if passes else 0.09,
                      "recon_rel": 0.8 if passes else 1.0, "gain_share": 1.0 if passes else 0.0,
-                     "plateau": int(passes), "gate_pass": int(passes),
+                     "last_quarter_drop": 0.02, "gate_pass": int(passes),
                      "r2sp_level0": 0.6, "r2sp_level1": 0.5, "r2sp_level2": 0.4, "r2in_level1": 0.2, "r2in_level2": 0.1 + 0.1 * s})
     return pd.DataFrame(rows)
 
@@ -98,7 +98,7 @@ def test_the_gate_section_counts_each_track_and_names_failing_cells():
     text, _ = render_summary(params, metrics(failing={(0.75, 4, 1)}), "# Claims check\n", [], None, real_md)
     section = text.split("## Learning gate")[1].split("## Claims check")[0]
     assert ("- Learning gate, synthetic grid: 7 of 8 cells pass; failing: r0.75_p4_s1 (not learned (gain share 0.00 "
-            "< 0.5 of the linear predictor's); not plateaued).") in section
+            "< 0.5 of the linear predictor's)).") in section
     assert "a share of at least 0.5 of a linear predictor's gain over the per-position-mean predictor" in text
     assert "- Learning gate, real track: 9 of 10 cells pass; failing: B/r0.75_p16_s1 (too few epochs to judge)." in section
     text, _ = render_summary(params_with(False), metrics(), "# Claims check\n", [])

@@ -62,7 +62,7 @@ def synthetic_only(tmp_path: Path) -> Path:
     root = copy_repo(tmp_path / "repo")
     tiny_params(root)
     # the robustness subset adds the longest jobs and nothing these tests look at (CI time)
-    edit_params(root, real__enabled=False, robustness__enabled=False, train__epochs=3)
+    edit_params(root, real__enabled=False, stability__enabled=False, train__epochs=3)
     sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)
     return root

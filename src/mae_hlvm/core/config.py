@@ -491,21 +491,27 @@ class GridParams(_Section):
         return _distinct_nonempty(v, "repeated grid value")
 
 
-class RobustnessParams(_Section):
-    """The ``robustness:`` section: a fixed subset of grid cells retrained at
-    ``budget_factor`` x ``train.epochs``, to see whether verdicts and the ordering of root
-    R^2 over ratios survive a longer budget (:mod:`mae_hlvm.review.robustness`)."""
+class StabilityParams(_Section):
+    """The ``stability:`` section: the stability set, cells trained a second time at
+    ``budget_factor`` x the image passes (epochs x factor; the same batch, peak lr and
+    warmup; the cosine over the whole longer run), at seed ``seed``. A claim counts only
+    when its effect keeps its sign at both budgets (:mod:`mae_hlvm.review.claims`).
+
+    ``mask_ratios`` x ``mask_units``: the synthetic grid's cells in the set (the GPU and
+    paper profiles: the whole grid); ``real``: every cell of the real track's sweeps too.
+    """
 
     enabled: bool
     budget_factor: int = Field(ge=2, le=100)
+    seed: int = Field(ge=0)
     mask_ratios: list[float]
     mask_units: list[int]
-    seeds: list[int]
+    real: bool
 
-    @field_validator("mask_ratios", "mask_units", "seeds")
+    @field_validator("mask_ratios", "mask_units")
     @classmethod
     def _distinct(cls, v: list[Any]) -> list[Any]:
-        return _distinct_nonempty(v, "repeated robustness value")
+        return _distinct_nonempty(v, "repeated stability value")
 
 
 class RealParams(_Section):
@@ -738,8 +744,8 @@ class Params(_Section):
     grid: GridParams
     # optional so that params files written before the real track stay valid (track off)
     real: RealParams | None = None
-    # optional likewise: absent means no budget-robustness stage
-    robustness: RobustnessParams | None = None
+    # optional likewise: absent means no stability set (every claim then reads "no stability run")
+    stability: StabilityParams | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -795,21 +801,24 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _subset_of_grid(self) -> Params:
-        # last, so that the grid's own problems are named first
-        if self.robustness is None:
+        # last, so that the grid's own problems are named first; nothing to check when the set is off
+        st = self.stability
+        if st is None or not st.enabled:
             return self
-        for key in ("mask_ratios", "mask_units", "seeds"):
+        for key in ("mask_ratios", "mask_units"):
             grid = getattr(self.grid, key)
-            for i, v in enumerate(getattr(self.robustness, key)):
+            for i, v in enumerate(getattr(st, key)):
                 if v not in grid:
-                    raise ValueError(
-                        f"robustness.{key}[{i}]={v}: the subset must be cells of the grid; grid.{key} is {grid}"
-                    )
-        passes = self.train.epochs * self.robustness.budget_factor * self.data.n_train
+                    raise ValueError(f"stability.{key}[{i}]={v}: the stability set must be cells of the grid; grid.{key} is {grid}")
+        if st.seed not in self.grid.seeds:
+            raise ValueError(f"stability.seed={st.seed}: must be one of grid.seeds {self.grid.seeds}")
+        if st.real and self.real is not None and self.real.enabled and st.seed not in self.real.seeds:
+            raise ValueError(f"stability.seed={st.seed}: must be one of real.seeds {self.real.seeds} (stability.real is on)")
+        passes = self.train.epochs * st.budget_factor * self.data.n_train
         # (a grid budget already over the limit is train.epochs' error, named by its own check)
         if passes > MAX_IMAGE_PASSES and self.train.epochs * self.data.n_train <= MAX_IMAGE_PASSES:
             raise ValueError(
-                f"robustness.budget_factor={self.robustness.budget_factor}: {passes:.3g} image passes per cell, "
+                f"stability.budget_factor={st.budget_factor}: {passes:.3g} image passes per cell, "
                 f"over {MAX_IMAGE_PASSES:.0e}: lower it or train.epochs"
             )
         return self
@@ -858,9 +867,20 @@ def _check_weights(model: ModelParams, channels: int, vit_patch: int, channels_k
     )
 
 
-def robustness_enabled(params: Params) -> bool:
-    """Whether the budget-robustness stage runs: a ``robustness:`` section with ``enabled: true``."""
-    return params.robustness is not None and params.robustness.enabled
+def stability_enabled(params: Params) -> bool:
+    """Whether the stability set trains: a ``stability:`` section with ``enabled: true``."""
+    return params.stability is not None and params.stability.enabled
+
+
+def stability_real(params: Params) -> bool:
+    """Whether the stability set holds the real track's cells (the track on and ``stability.real``)."""
+    return stability_enabled(params) and params.stability.real and real_enabled(params)
+
+
+def stability_cells(params: Params) -> list[tuple[float, int, int]]:
+    """The synthetic stability set's (mask_ratio, mask_unit, seed) cells, in the grid's matrix order."""
+    st = params.stability
+    return [(r, u, st.seed) for r, u in itertools.product(st.mask_ratios, st.mask_units)]
 
 
 def real_enabled(params: Params) -> bool:
@@ -908,8 +928,9 @@ def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
 # just "unknown key". The masking unit had two names, patch_size and mask_unit (issue 14).
 RENAMED_KEYS = {
     "grid.patch_sizes": "grid.mask_units",
-    "robustness.patch_sizes": "robustness.mask_units",
 }
+# Sections renamed since a release: the budget-robustness subset became the stability set (issue 25).
+RENAMED_SECTIONS = {"robustness": "stability (budget_factor, seed, mask_ratios, mask_units, real)"}
 
 
 def _one_line(err: ValidationError, raw: Any, source: str) -> str:
@@ -968,6 +989,9 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
             f"{source}: extends: is for profiles (profiles/<name>/params.yaml); DVC reads params.yaml as it stands, so it "
             "must be complete: write it with `python -m mae_hlvm profile <name>`"
         )
+    for old, new in RENAMED_SECTIONS.items():
+        if old in raw:
+            raise ParamsError(f"{source}: the '{old}:' section is now '{new}': rename it (README, Changelog)")
     for old, new in RENAMED_KEYS.items():
         section, _, leaf = old.partition(".")
         if isinstance(raw.get(section), dict) and leaf in raw[section]:

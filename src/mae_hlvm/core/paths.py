@@ -27,29 +27,32 @@ CELLS_DIR = "results/cells"
 MODELS_DIR = "models"
 LOGS_DIR = "logs"
 STATE_DIR = ".pipeline"
-# The budget-robustness subset, retrained longer: its own folders, so that the grid's
-# folder deps (results/cells, models) never see these cells
-LONG_MODELS_DIR = "models_long"
-LONG_CELLS_DIR = "results/cells_long"
-ROBUSTNESS_JSON = "results/robustness.json"
-ROBUSTNESS_MD = "results/robustness.md"
+# The stability set, trained again at budget_factor x the passes: its own folders, so that
+# the grid's folder deps (results/cells, models, results/real/cells) never see these cells
+STABLE_MODELS_DIR = "models_stable"
+STABLE_CELLS_DIR = "results/cells_stable"
+REAL_STABLE_MODELS_DIR = "models_real_stable"
+REAL_STABLE_CELLS_DIR = "results/real/cells_stable"
+# Every stability cell of both tracks at both budgets (claims step)
+STABILITY_CSV = "results/stability.csv"
 
 
-def model_dir(cell: str) -> str:
-    return f"{MODELS_DIR}/{cell}"
+def model_dir(cell: str, stable: bool = False) -> str:
+    """``stable``: the stability set's run of the cell (budget_factor x the passes)."""
+    return f"{STABLE_MODELS_DIR if stable else MODELS_DIR}/{cell}"
 
 
-def checkpoint(cell: str) -> str:
-    return f"{MODELS_DIR}/{cell}/checkpoint.pt"
+def checkpoint(cell: str, stable: bool = False) -> str:
+    return f"{model_dir(cell, stable)}/checkpoint.pt"
 
 
-def train_log(cell: str) -> str:
+def train_log(cell: str, stable: bool = False) -> str:
     """Per-epoch loss and learning rate: deterministic, so a DVC output."""
-    return f"{MODELS_DIR}/{cell}/train_log.csv"
+    return f"{model_dir(cell, stable)}/train_log.csv"
 
 
-def probe_json(cell: str) -> str:
-    return f"{CELLS_DIR}/{cell}.json"
+def probe_json(cell: str, stable: bool = False) -> str:
+    return f"{STABLE_CELLS_DIR if stable else CELLS_DIR}/{cell}.json"
 
 
 def baseline_json(seed: int | str) -> str:
@@ -57,8 +60,8 @@ def baseline_json(seed: int | str) -> str:
     return f"{BASELINES_DIR}/s{seed}.json"
 
 
-def recon_npz(cell: str) -> str:
-    return f"{CELLS_DIR}/{cell}.recon.npz"
+def recon_npz(cell: str, stable: bool = False) -> str:
+    return f"{STABLE_CELLS_DIR if stable else CELLS_DIR}/{cell}.recon.npz"
 
 
 def timing(step: str, cell: str) -> str:
@@ -83,22 +86,23 @@ REAL_RANK_JSON = "results/real/table1_rank.json"
 REAL_FIGURES_JSON = "results/real/figures_summary.json"
 
 
-def real_model_dir(sweep: str, cell: str) -> str:
-    """``sweep``: A, B or G (grid); the same cell trained for two sweeps has two folders."""
-    return f"{REAL_MODELS_DIR}/{sweep}/{cell}"
+def real_model_dir(sweep: str, cell: str, stable: bool = False) -> str:
+    """``sweep``: A, B or G (grid); the same cell trained for two sweeps has two folders.
+    ``stable``: the stability set's run of the cell (budget_factor x the passes)."""
+    return f"{REAL_STABLE_MODELS_DIR if stable else REAL_MODELS_DIR}/{sweep}/{cell}"
 
 
-def real_checkpoint(sweep: str, cell: str) -> str:
-    return f"{REAL_MODELS_DIR}/{sweep}/{cell}/checkpoint.pt"
+def real_checkpoint(sweep: str, cell: str, stable: bool = False) -> str:
+    return f"{real_model_dir(sweep, cell, stable)}/checkpoint.pt"
 
 
-def real_train_log(sweep: str, cell: str) -> str:
-    return f"{REAL_MODELS_DIR}/{sweep}/{cell}/train_log.csv"
+def real_train_log(sweep: str, cell: str, stable: bool = False) -> str:
+    return f"{real_model_dir(sweep, cell, stable)}/train_log.csv"
 
 
-def real_cell_json(sweep: str, cell: str) -> str:
+def real_cell_json(sweep: str, cell: str, stable: bool = False) -> str:
     """One cell's Table 1 and Fig. 5 numbers."""
-    return f"{REAL_CELLS_DIR}/{sweep}/{cell}.json"
+    return f"{REAL_STABLE_CELLS_DIR if stable else REAL_CELLS_DIR}/{sweep}/{cell}.json"
 
 
 # ---------------------------------------------------------------- Snakemake and DVC together

@@ -569,6 +569,26 @@ def train_cell(params: Params, data_path: str, mask_ratio: float, mask_unit: int
     return train_cells_together(params, data_path, [(mask_ratio, mask_unit, seed, out_dir)])[0]
 
 
+def with_budget(params: Params, factor: int) -> Params:
+    """``params`` with ``factor`` x ``train.epochs``: the same batch, peak lr and warmup (in epochs),
+    the cosine over the whole longer run. ``model_copy``: no revalidation needed."""
+    if factor == 1:
+        return params
+    return params.model_copy(update={"train": params.train.model_copy(update={"epochs": params.train.epochs * factor})})
+
+
+def stability_budget(params: Params, stability: bool) -> int:
+    """The budget factor of a training step: ``stability.budget_factor`` for the stability set's run, else 1."""
+    if not stability:
+        return 1
+    if params.stability is None or not params.stability.enabled:
+        raise ParamsError("--stability: params.yaml has no enabled 'stability:' section (the stability set is off)")
+    return params.stability.budget_factor
+
+
 def run(params: Params, args: argparse.Namespace) -> None:
-    timing = train_cell(params, args.data, args.mask_ratio, args.mask_unit, args.seed, args.out_dir)
-    write_json(paths.timing("train", cell_id(args.mask_ratio, args.mask_unit, args.seed)), timing)
+    stable = getattr(args, "stability", False)
+    budget = with_budget(params, stability_budget(params, stable))
+    timing = train_cell(budget, args.data, args.mask_ratio, args.mask_unit, args.seed, args.out_dir)
+    step = "train_stable" if stable else "train"
+    write_json(paths.timing(step, cell_id(args.mask_ratio, args.mask_unit, args.seed)), timing)

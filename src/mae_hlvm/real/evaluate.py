@@ -187,7 +187,7 @@ def gate_cell(model: MaskedAutoencoder, ds: Dataset, history: Any, *, cell_seed:
     stream (:func:`mae_hlvm.synthetic.probe.recon_seed` of the cell seed), in model-input space;
     the linear reference (:func:`mae_hlvm.core.gate.linear_reference`) at the model's
     ``mask_unit`` and ``mask_ratio`` on the same splits, with as many BLAS threads as
-    torch uses (``train.threads`` in the step); plus the plateau rule on ``history``
+    torch uses (``train.threads`` in the step); plus the last quarter's loss drop (a diagnostic) on ``history``
     (the checkpoint's per-epoch losses).
     """
     from mae_hlvm.synthetic.probe import recon_seed, reconstruct
@@ -223,7 +223,7 @@ def run_evaluate(params: Params, args: Any) -> None:
         )
     with progress.part(log, f"{cell}: reconstruction quality (Fig. 5)"):
         recon = recon_quality_cell(model, ds, cell_seed=seed)
-    with progress.part(log, f"{cell}: learning gate (hidden-patch error, linear reference, plateau)"):
+    with progress.part(log, f"{cell}: learning gate (hidden-patch error, linear reference)"):
         try:
             gate = gate_cell(model, ds, meta.get("history"), cell_seed=seed)
         except ValueError as err:

@@ -171,7 +171,7 @@ TABLE1_NOTE = (
     "with ViT-B; paper Sweep A uses ViT patch 16, Sweep B ViT patch 8, matched to ours by "
     "masking unit / ViT patch. 'gate': seeds whose MAE passes the learning gate "
     "(src/mae_hlvm/core/gate.py: on hidden pixels it achieves at least half of a linear predictor's gain over "
-    "the per-position-mean predictor, and its loss has plateaued) of the seeds shown."
+    "the per-position-mean predictor) of the seeds shown."
 )
 
 

@@ -15,7 +15,7 @@ import argparse
 from mae_hlvm.core import paths
 from mae_hlvm.core.config import Params, ParamsError, cell_id, real_sweep_cells, require_real
 from mae_hlvm.core.io import write_json
-from mae_hlvm.core.train import train_cell, train_cells_together
+from mae_hlvm.core.train import stability_budget, train_cell, train_cells_together, with_budget
 
 
 def real_train_params(params: Params) -> Params:
@@ -31,9 +31,11 @@ def real_train_params(params: Params) -> Params:
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    timing = train_cell(real_train_params(params), args.data, args.mask_ratio, args.mask_unit, args.seed, args.out_dir)
+    """One cell; with ``--stability`` the stability set's run of it (budget_factor x real.epochs)."""
+    train_params = with_budget(real_train_params(params), stability_budget(params, args.stability))
+    timing = train_cell(train_params, args.data, args.mask_ratio, args.mask_unit, args.seed, args.out_dir)
     cell = cell_id(args.mask_ratio, args.mask_unit, args.seed)
-    write_json(paths.timing("train_real", f"{args.sweep}_{cell}"), timing)
+    write_json(paths.timing("train_real_stable" if args.stability else "train_real", f"{args.sweep}_{cell}"), timing)
 
 
 def sweep_seed_cells(params: Params, sweep: str, seed: int, models_dir: str) -> list[tuple[float, int, int, str]]:
@@ -47,6 +49,14 @@ def sweep_seed_cells(params: Params, sweep: str, seed: int, models_dir: str) -> 
 
 
 def run_seed(params: Params, args: argparse.Namespace) -> None:
-    cells = sweep_seed_cells(params, args.sweep, args.seed, args.models_dir)
-    for (r, u, s, _), timing in zip(cells, train_cells_together(real_train_params(params), args.data, cells)):
-        write_json(paths.timing("train_real", f"{args.sweep}_{cell_id(r, u, s)}"), timing)
+    """Every cell of one sweep and seed; with ``--stability`` the sweep's cells at the stability seed
+    at budget_factor x real.epochs (``--seed`` may then be left out)."""
+    factor = stability_budget(params, args.stability)
+    seed = params.stability.seed if args.stability else args.seed
+    if seed is None or (args.stability and args.seed not in (None, seed)):
+        raise ParamsError(f"train-real-seed: --seed {args.seed}: give a seed of real.seeds, or --stability "
+                          f"(which trains stability.seed={params.stability.seed if params.stability else 'n/a'})")
+    cells = sweep_seed_cells(params, args.sweep, seed, args.models_dir)
+    step = "train_real_stable" if args.stability else "train_real"
+    for (r, u, s, _), timing in zip(cells, train_cells_together(with_budget(real_train_params(params), factor), args.data, cells)):
+        write_json(paths.timing(step, f"{args.sweep}_{cell_id(r, u, s)}"), timing)

@@ -11,8 +11,8 @@ seed), and their means over seeds to ``metrics.json["baselines"]``.
 
 Every cell's learning gate (:mod:`mae_hlvm.core.gate`, the probe JSON's ``gate`` object) goes
 into the table as ``mean_pred_mse``, ``linear_mse``, ``recon_rel``, ``gain_share`` (NaN
-where the fallback rule judged the cell), ``plateau`` and ``gate_pass`` (the flags as
-0/1), and into ``metrics.json`` per cell, with the count of passing cells under ``gate``.
+where the fallback rule judged the cell), ``last_quarter_drop`` (a diagnostic) and
+``gate_pass`` (learned, as 0/1), and into ``metrics.json`` per cell, with the count of passing cells under ``gate``.
 
 Wall-clock timings (``logs/timings/...``) vary run to run, so they go to an untracked
 ``results/timings.csv`` and are skipped when absent.
@@ -39,7 +39,7 @@ log = logging.getLogger("mae_hlvm.review.aggregate")
 FLOAT_FORMAT = "%.6f"
 JSON_DIGITS = 6  # the CSV's precision, so the two files agree
 ID_COLUMNS, INT_COLUMNS, BASELINE_KINDS = results.ID_COLUMNS, results.INT_COLUMNS, results.BASELINE_KINDS
-GATE_COLUMNS = ("mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "plateau", "gate_pass")
+GATE_COLUMNS = ("mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "last_quarter_drop", "gate_pass")
 
 
 # --------------------------------------------------------------------------- grid
@@ -165,16 +165,16 @@ def patch_summary(frame: pd.DataFrame) -> dict[str, Any]:
 
 def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
     """``{cell_id: {r2_level*, r2nl_level*, probe_acc, recon_mse, mean_pred_mse, linear_mse, recon_rel,
-    gain_share, shape_bias, plateau, gate_pass}, "gate": {"n_cells", "n_pass"}, "summary": {"p<size>": ...}}``;
+    gain_share, shape_bias, last_quarter_drop, gate_pass}, "gate": {"n_cells", "n_pass"}, "summary": {"p<size>": ...}}``;
     flags as 0/1, gain_share null under the gate's fallback rule."""
     keys = [*results.level_names("r2", levels), *results.level_names("r2nl", levels), "probe_acc", "recon_mse",
-            "mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "shape_bias"]
+            "mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "shape_bias", "last_quarter_drop"]
     out: dict[str, Any] = {}
     for row in frame.itertuples(index=False):
         values = row._asdict()
         name = cell_id(values["mask_ratio"], values["mask_unit"], values["seed"])
         out[name] = {k: _json_number(values[k]) for k in keys}
-        out[name].update({k: int(values[k]) for k in ("plateau", "gate_pass")})
+        out[name]["gate_pass"] = int(values["gate_pass"])
     out["gate"] = {"n_cells": len(frame), "n_pass": int(frame["gate_pass"].sum())}
     out["summary"] = {
         f"p{int(p)}": patch_summary(part) for p, part in frame.groupby("mask_unit", sort=True)

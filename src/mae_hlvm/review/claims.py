@@ -1,21 +1,27 @@
 """Test the paper's claims on our own results, with statistics over seeds (step ``claims``).
 
-Each claim gets a verdict, *supported*, *contradicted* or *inconclusive*, by rules fixed
-here before any result was looked at (the constants below). The statistic is a
-bootstrap over seeds: for every (masking ratio, masking unit) cell the seeds are resampled
-with replacement, the seed means recomputed, and the claim's quantity evaluated on each
-resample. Two checks come before any verdict, in this order (:func:`judge`):
+Each claim gets a verdict by rules fixed here before any result was looked at (the
+constants below; the convergence rule of issue 25). In this order (:func:`judge`):
 
-- the learning gate (:mod:`mae_hlvm.core.gate`): when any cell the claim reads (its cells,
-  not the untrained baselines) fails it, the verdict is "not testable: cells not
-  converged", with a note counting the failing cells;
-- seeds: with fewer than MIN_SEEDS (3) seeds in any cell the claim reads (for C0, also
-  in the baselines) the verdict is "not judged: N seeds", and the bootstrap's
-  probabilities, interval and peak shares are withheld (null in claims.json, "n/a" in
-  claims.md): a bootstrap over one or two seeds gives spurious 0.000 / 1.000.
+1. any cell it reads (at either budget) did not learn (:mod:`mae_hlvm.core.gate`) ->
+   "not testable: cells did not learn";
+2. its effect, the point estimate below computed on the stability seed alone, does not
+   keep one sign at 1x and at ``stability.budget_factor`` x the training (or is exactly 0)
+   -> "not testable: budget-sensitive (effect +a at 1x, -b at 2x)";
+3. the stability set lacks a cell it reads -> "not testable: no stability run";
+4. fewer than MIN_SEEDS (3) seeds in a cell it reads -> "not judged: N seeds" (the
+   bootstrap's probabilities, interval and peak shares are then withheld: a bootstrap over
+   one or two seeds gives spurious 0.000 / 1.000);
+5. otherwise a bootstrap over seeds: for every (masking ratio, masking unit) cell the seeds
+   are resampled with replacement, the seed means recomputed and the claim's quantity
+   evaluated on each resample; *supported*, *contradicted* or *inconclusive* by
+   :func:`verdict`.
 
-Every claim records ``n_seeds`` (the fewest seeds of any cell it reads), ``n_cells`` and
-``n_cells_failing_gate``.
+Beside the bootstrap probability every claim says how many seeds show its effect's sign
+on their own ("3 of 3 seeds"), and, per stability cell it reads, ``settle_rel``, how much
+the hidden-patch error still fell from 1x to 2x (no threshold: how far from settled the
+cells were). Every claim records ``n_seeds`` (the fewest seeds of any cell it reads),
+``n_cells`` and ``n_cells_not_learned``.
 
 Claims (Kong et al., CVPR 2023, as summarised in the project's paper notes):
   C0 baseline (ours, for interpretation): pretraining adds root-level information beyond
@@ -53,18 +59,29 @@ import argparse
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mae_hlvm.core.config import Params, cell_id, digest, real_enabled, real_sweep_cells
+from mae_hlvm.core import paths
+from mae_hlvm.core.config import (
+    Params,
+    cell_id,
+    digest,
+    real_enabled,
+    real_sweep_cells,
+    stability_cells,
+    stability_enabled,
+    stability_real,
+)
 from mae_hlvm.core.gate import RULES as GATE_RULES
 from mae_hlvm.core.io import ArtifactError, read_json, write_json, write_text
 from mae_hlvm.core.provenance import code_revision
-from mae_hlvm.core.results import read_real_cell
-from mae_hlvm.review.aggregate import has_shape_bias, load_baselines, load_metrics
+from mae_hlvm.core.results import cell_row, read_cell, read_real_cell
+from mae_hlvm.review.aggregate import frame_to_csv, has_shape_bias, load_baselines, load_metrics
 from mae_hlvm.workflow.pipeline import stage_params
 
 log = logging.getLogger("mae_hlvm.review.claims")
@@ -77,7 +94,9 @@ BOOTSTRAP_SEED = 20230604  # the paper's arXiv month, a number chosen in advance
 SUPPORT_PROB = 0.95
 MIN_EFFECT = 0.01  # in R^2 (or accuracy) units
 MIN_SEEDS = 3  # fewer seeds per cell: the bootstrap is too coarse to judge (1 or 2 seeds give p = 0 or 1)
-NOT_TESTABLE = "not testable: cells not converged"
+NOT_LEARNED = "not testable: cells did not learn"
+NO_STABILITY = "not testable: no stability run"
+BUDGET_SENSITIVE = "not testable: budget-sensitive"
 BOOTSTRAP_KEYS = ("p_interior", "p_endpoint", "p_increase", "interval95", "peak_ratio_bootstrap_share")
 MIN_RHO = 0.3  # C5: a rank correlation this small is no agreement worth the name
 
@@ -95,29 +114,18 @@ def not_judged(n_seeds: int) -> str:
     return f"not judged: {n_seeds} seed{'' if n_seeds == 1 else 's'}"
 
 
-def judge(claim: dict[str, Any], cells: pd.DataFrame, n_seeds: int) -> dict[str, Any]:
-    """Apply the gate and seed checks (module docstring) to ``claim`` in place; return it.
+def budget_sensitive(effect_1x: float, effect_2x: float, factor: int) -> str:
+    return f"{BUDGET_SENSITIVE} (effect {effect_1x:+.4f} at 1x, {effect_2x:+.4f} at {factor}x)"
 
-    cells: the rows (one per cell and seed) the claim reads, with a ``gate_pass`` column
-    (1/True = passes; anything else, NaN included, fails); n_seeds: the fewest seeds of
-    any cell it reads.
-    """
-    if "gate_pass" not in cells:
-        raise ArtifactError("the claims' cells lack a gate_pass column; rerun the aggregate (or evaluate-real) step")
-    failing = int((cells["gate_pass"] != 1).sum())
-    claim.update(n_seeds=int(n_seeds), n_cells=len(cells), n_cells_failing_gate=failing)
-    notes = []
-    if failing:
-        claim["verdict"] = NOT_TESTABLE
-        notes.append(f"{failing} of {len(cells)} cells fail the learning gate")
-    if n_seeds < MIN_SEEDS:
-        if not failing:
-            claim["verdict"] = not_judged(n_seeds)
-        notes.append(f"{n_seeds} seed{'' if n_seeds == 1 else 's'} per cell, fewer than {MIN_SEEDS}: bootstrap withheld")
-        claim.update({k: None for k in BOOTSTRAP_KEYS if k in claim})
-    if notes:
-        claim["note"] = "; ".join(notes)
-    return claim
+
+def budget_stable(effect_1x: float, effect_2x: float) -> bool:
+    """Rule 3 of issue 25: the same sign at both budgets, and neither exactly 0 (nor undefined)."""
+    if not (math.isfinite(effect_1x) and math.isfinite(effect_2x)):
+        return False
+    return effect_1x != 0 and effect_2x != 0 and (effect_1x > 0) == (effect_2x > 0)
+
+
+# --------------------------------------------------------------------------- primitives
 
 
 def _min_seeds(cells: pd.DataFrame, by: list[str]) -> int:
@@ -177,56 +185,6 @@ def _per_seed(frame: pd.DataFrame, value: Callable[[pd.DataFrame], pd.Series], b
     return {k: g.sort_values("seed")["_v"].to_numpy() for k, g in frame.groupby(by)}
 
 
-def baseline_claims(metrics: pd.DataFrame, baselines: pd.DataFrame, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """C0 per masking unit: trained root R^2 (per seed, mean over ratios) vs the random-init encoder's (per seed)."""
-    untrained = baselines[baselines["baseline"] == "random_init"].sort_values("seed")["r2_level0"].to_numpy()
-    per_seed = metrics.groupby(["mask_unit", "seed"])["r2_level0"].mean().reset_index()
-    claims = []
-    for patch, g in per_seed.groupby("mask_unit"):
-        trained = g.sort_values("seed")["r2_level0"].to_numpy()
-        cells = metrics[metrics["mask_unit"] == patch]
-        claims.append(judge({
-            "id": "C0", "mask_unit": int(patch),
-            "claim": "pretraining adds root-level information beyond a random encoder (root R^2, mean over ratios)",
-            **increases(untrained, trained, rng),
-        }, cells, min(_min_seeds(cells, ["mask_ratio", "mask_unit"]), len(untrained))))
-    return claims
-
-
-def synthetic_claims(metrics: pd.DataFrame, n_levels: int, baselines: pd.DataFrame | None = None) -> list[dict[str, Any]]:
-    """C1-C3 on results/metrics.csv (one row per cell); C0 first when ``baselines`` (baselines.csv) is given."""
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    root, leaf = "r2_level0", f"r2_level{n_levels - 1}"
-    claims = [] if baselines is None else baseline_claims(metrics, baselines, rng)
-    by = ["mask_ratio", "mask_unit"]
-    for patch, g in metrics.groupby("mask_unit"):
-        ratios = sorted(g["mask_ratio"].unique())
-        c1 = interior_peak(ratios, _per_seed(g, lambda f: f[root], "mask_ratio"), rng)
-        c2 = interior_peak(ratios, _per_seed(g, lambda f: f[root] - f[leaf], "mask_ratio"), rng)
-        n_seeds = _min_seeds(g, by)
-        c1 = {"id": "C1", "mask_unit": int(patch), "claim": "root-level R^2 peaks at an interior masking ratio", **c1}
-        c2 = {"id": "C2", "mask_unit": int(patch), "claim": "root-minus-leaf R^2 gap peaks at an interior masking ratio", **c2}
-        claims += [judge(c1, g, n_seeds), judge(c2, g, n_seeds)]
-    patches = sorted(metrics["mask_unit"].unique())
-    if len(patches) > 1:
-        mean_over_ratios = metrics.groupby(["mask_unit", "seed"])[root].mean().reset_index()
-        low = mean_over_ratios[mean_over_ratios.mask_unit == patches[0]].sort_values("seed")[root].to_numpy()
-        high = mean_over_ratios[mean_over_ratios.mask_unit == patches[-1]].sort_values("seed")[root].to_numpy()
-        cells = metrics[metrics["mask_unit"].isin([patches[0], patches[-1]])]
-        claims.append(judge({
-            "id": "C3", "mask_unit": f"{patches[0]} -> {patches[-1]}",
-            "claim": "larger masking units give higher root-level R^2 (mean over ratios)", **increases(low, high, rng),
-        }, cells, _min_seeds(cells, by)))
-    # last, so that the bootstrap draws of C0-C3 are those of data without a texture cue
-    if has_shape_bias(metrics):
-        for patch, g in metrics.groupby("mask_unit"):
-            ratios = sorted(g["mask_ratio"].unique())
-            c6 = interior_peak(ratios, _per_seed(g, lambda f: f["shape_bias"], "mask_ratio"), rng)
-            c6 = {"id": "C6", "mask_unit": int(patch), "claim": "shape bias peaks at an interior masking ratio", **c6}
-            claims.append(judge(c6, g, _min_seeds(g, by)))
-    return claims
-
-
 def spearman_rows(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Spearman rank correlation of x (K,) with every row of ys (B, K); ties get mean ranks."""
     from scipy.stats import rankdata
@@ -236,6 +194,69 @@ def spearman_rows(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
     rx, ry = rx - rx.mean(), ry - ry.mean(axis=1, keepdims=True)
     denom = np.sqrt((rx**2).sum() * (ry**2).sum(axis=1))
     return np.where(denom > 0, (ry @ rx) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+# --------------------------------------------------------------------------- the claims
+# Each builder returns claims with their effect and bootstrap, and under "_rows" the rows
+# (cells x seeds) each one reads; judge() then applies the rule's checks.
+
+
+def _claim(fields: dict[str, Any], rows: pd.DataFrame, n_seeds: int) -> dict[str, Any]:
+    return {**fields, "_rows": rows, "n_seeds": int(n_seeds)}
+
+
+def baseline_claims(metrics: pd.DataFrame, baselines: pd.DataFrame, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """C0 per masking unit: trained root R^2 (per seed, mean over ratios) vs the random-init encoder's (per seed)."""
+    untrained_rows = baselines[(baselines["baseline"] == "random_init") & baselines["seed"].isin(metrics["seed"])]
+    untrained = untrained_rows.sort_values("seed")["r2_level0"].to_numpy()
+    per_seed = metrics.groupby(["mask_unit", "seed"])["r2_level0"].mean().reset_index()
+    claims = []
+    for patch, g in per_seed.groupby("mask_unit"):
+        trained = g.sort_values("seed")["r2_level0"].to_numpy()
+        cells = metrics[metrics["mask_unit"] == patch]
+        claims.append(_claim({
+            "id": "C0", "mask_unit": int(patch),
+            "claim": "pretraining adds root-level information beyond a random encoder (root R^2, mean over ratios)",
+            **increases(untrained, trained, rng),
+        }, cells, min(_min_seeds(cells, ["mask_ratio", "mask_unit"]), len(untrained))))
+    return claims
+
+
+def synthetic_claims(metrics: pd.DataFrame, n_levels: int, baselines: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """C1-C3 (and C6) on results/metrics.csv (one row per cell); C0 first when ``baselines`` is given."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    root, leaf = "r2_level0", f"r2_level{n_levels - 1}"
+    claims = [] if baselines is None else baseline_claims(metrics, baselines, rng)
+    by = ["mask_ratio", "mask_unit"]
+    for patch, g in metrics.groupby("mask_unit"):
+        ratios = sorted(g["mask_ratio"].unique())
+        c1 = interior_peak(ratios, _per_seed(g, lambda f: f[root], "mask_ratio"), rng)
+        c2 = interior_peak(ratios, _per_seed(g, lambda f: f[root] - f[leaf], "mask_ratio"), rng)
+        n_seeds = _min_seeds(g, by)
+        claims += [
+            _claim({"id": "C1", "mask_unit": int(patch), "claim": "root-level R^2 peaks at an interior masking ratio", **c1},
+                   g, n_seeds),
+            _claim({"id": "C2", "mask_unit": int(patch),
+                    "claim": "root-minus-leaf R^2 gap peaks at an interior masking ratio", **c2}, g, n_seeds),
+        ]
+    patches = sorted(metrics["mask_unit"].unique())
+    if len(patches) > 1:
+        mean_over_ratios = metrics.groupby(["mask_unit", "seed"])[root].mean().reset_index()
+        low = mean_over_ratios[mean_over_ratios.mask_unit == patches[0]].sort_values("seed")[root].to_numpy()
+        high = mean_over_ratios[mean_over_ratios.mask_unit == patches[-1]].sort_values("seed")[root].to_numpy()
+        cells = metrics[metrics["mask_unit"].isin([patches[0], patches[-1]])]
+        claims.append(_claim({
+            "id": "C3", "mask_unit": f"{patches[0]} -> {patches[-1]}",
+            "claim": "larger masking units give higher root-level R^2 (mean over ratios)", **increases(low, high, rng),
+        }, cells, _min_seeds(cells, by)))
+    # last, so that the bootstrap draws of C0-C3 are those of data without a texture cue
+    if has_shape_bias(metrics):
+        for patch, g in metrics.groupby("mask_unit"):
+            ratios = sorted(g["mask_ratio"].unique())
+            c6 = interior_peak(ratios, _per_seed(g, lambda f: f["shape_bias"], "mask_ratio"), rng)
+            claims.append(_claim({"id": "C6", "mask_unit": int(patch), "claim": "shape bias peaks at an interior masking ratio",
+                                  **c6}, g, _min_seeds(g, by)))
+    return claims
 
 
 def theorem_claim(metrics: pd.DataFrame, prediction: dict[str, Any], n_levels: int) -> dict[str, Any]:
@@ -253,14 +274,13 @@ def theorem_claim(metrics: pd.DataFrame, prediction: dict[str, Any], n_levels: i
     boot = spearman_rows(predicted, bootstrap_means(per_cell, rng))
     lo, hi = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (math.nan, math.nan)
     p_pos, p_neg = float(np.mean(boot > 0)), float(np.mean(boot < 0))
-    claim = {
+    return _claim({
         "id": "C5", "mask_unit": "all",
         "claim": "the encoder's level follows the theorem's predicted separator level across cells (Spearman rho)",
         "effect": rho, "p_increase": p_pos, "interval95": [float(lo), float(hi)],
         "verdict": verdict(p_pos, p_neg, rho, MIN_RHO),
         "per_cell": {cell_key(r, p): {"predicted": float(x), "measured": float(m)} for (r, p), x, m in zip(per_cell, predicted, means)},
-    }
-    return judge(claim, metrics, _min_seeds(metrics, ["mask_ratio", "mask_unit"]))
+    }, metrics, _min_seeds(metrics, ["mask_ratio", "mask_unit"]))
 
 
 def real_claims(cells: pd.DataFrame, sweep_a_unit: int, sweep_b_ratio: float) -> list[dict[str, Any]]:
@@ -276,31 +296,19 @@ def real_claims(cells: pd.DataFrame, sweep_a_unit: int, sweep_b_ratio: float) ->
     if len(part_a):
         ratios = sorted(part_a["mask_ratio"].unique())
         res = interior_peak(ratios, _per_seed(part_a, lambda f: f["acc"], "mask_ratio"), rng)
-        claims.append(judge({"id": "C4", "scope": f"Sweep A (unit {sweep_a_unit})",
-                             "claim": "real track: clean linear-probe accuracy peaks at an interior masking ratio", **res},
-                            part_a, _min_seeds(part_a, ["mask_ratio"])))
+        claims.append(_claim({"id": "C4", "scope": f"Sweep A (unit {sweep_a_unit})",
+                              "claim": "real track: clean linear-probe accuracy peaks at an interior masking ratio", **res},
+                             part_a, _min_seeds(part_a, ["mask_ratio"])))
     part_b = cells[cells["sweep"].isin(["B", "G"]) & np.isclose(cells["mask_ratio"], sweep_b_ratio)]
     units = sorted(part_b["mask_unit"].unique())
     if len(units) > 1:
         low = part_b[part_b["mask_unit"] == units[0]].sort_values("seed")["acc"].to_numpy()
         high = part_b[part_b["mask_unit"] == units[-1]].sort_values("seed")["acc"].to_numpy()
         cells = part_b[part_b["mask_unit"].isin([units[0], units[-1]])]
-        claims.append(judge({"id": "C4", "scope": f"Sweep B (ratio {sweep_b_ratio:g}), unit {units[0]} -> {units[-1]}",
-                             "claim": "real track: clean linear-probe accuracy rises with the masking unit",
-                             **increases(low, high, rng)}, cells, min(len(low), len(high))))
+        claims.append(_claim({"id": "C4", "scope": f"Sweep B (ratio {sweep_b_ratio:g}), unit {units[0]} -> {units[-1]}",
+                              "claim": "real track: clean linear-probe accuracy rises with the masking unit",
+                              **increases(low, high, rng)}, cells, min(len(low), len(high))))
     return claims
-
-
-def read_real_cells(params: Params, cells_dir: str | Path) -> pd.DataFrame:
-    """One row per current real cell (per sweep it was trained for) from its evaluate-real JSON."""
-    rows = []
-    for sweep, cells in real_sweep_cells(params.real).items():
-        for ratio, unit, seed in cells:
-            path = Path(cells_dir) / sweep / f"{cell_id(ratio, unit, seed)}.json"
-            res = read_real_cell(read_json(path), str(path))
-            rows.append({"sweep": sweep, "mask_ratio": float(ratio), "mask_unit": int(unit), "seed": int(seed),
-                         "acc": res.table1.linear_cls["clean"] / 100.0, "gate_pass": res.gate.gate_pass})
-    return pd.DataFrame(rows)
 
 
 def claim_key(c: dict[str, Any]) -> str:
@@ -308,6 +316,197 @@ def claim_key(c: dict[str, Any]) -> str:
     if "scope" in c:
         return f"{c['id']}_sweep{c['scope'].split()[1]}"
     return c["id"] if c["id"] in ("C3", "C5") else f"{c['id']}_p{c['mask_unit']}"
+
+
+# --------------------------------------------------------------------------- what the claims read
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the claims read at one budget: the synthetic grid's rows (metrics.csv's
+    columns), the seeds' baselines (None: no C0), the theorem's prediction (None: no C5), the
+    real cells (None when the track is off) and the real sweeps' geometry."""
+
+    metrics: pd.DataFrame
+    baselines: pd.DataFrame | None
+    prediction: dict[str, Any] | None
+    n_levels: int
+    real: pd.DataFrame | None = None
+    sweep_a_unit: int = 0
+    sweep_b_ratio: float = 0.0
+
+    def seed(self, seed: int) -> Evidence:
+        """The same evidence restricted to one seed."""
+        real = None if self.real is None else self.real[self.real["seed"] == seed]
+        baselines = None if self.baselines is None else self.baselines[self.baselines["seed"] == seed]
+        return replace(self, metrics=self.metrics[self.metrics["seed"] == seed], baselines=baselines, real=real)
+
+
+def all_claims(ev: Evidence) -> dict[str, dict[str, Any]]:
+    """Every claim the evidence holds, keyed by :func:`claim_key`, not yet judged."""
+    claims = synthetic_claims(ev.metrics, ev.n_levels, ev.baselines) if len(ev.metrics) else []
+    if len(ev.metrics) and ev.prediction is not None:
+        claims.append(theorem_claim(ev.metrics, ev.prediction, ev.n_levels))
+    if ev.real is not None and len(ev.real):
+        claims += real_claims(ev.real, ev.sweep_a_unit, ev.sweep_b_ratio)
+    return {claim_key(c): c for c in claims}
+
+
+def _read_cells(rows: pd.DataFrame) -> set[tuple]:
+    """The cells (sweep where there is one, ratio, unit) a claim's rows read, seeds aside."""
+    cols = [c for c in ("sweep", "mask_ratio", "mask_unit") if c in rows]
+    return {tuple(r) for r in rows[cols].itertuples(index=False)}
+
+
+def _learned(rows: pd.DataFrame) -> pd.Series:
+    if "gate_pass" not in rows:
+        raise ArtifactError("the claims' cells lack a gate_pass column; rerun the aggregate (or evaluate-real) step")
+    return rows["gate_pass"] == 1
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The stability set's evidence: the claims at 1x and at ``factor`` x on the stability seed."""
+
+    factor: int
+    seed: int
+    at_1x: dict[str, dict[str, Any]]
+    at_2x: dict[str, dict[str, Any]]
+
+
+def judge(claim: dict[str, Any], seed_effects: dict[int, float], budget: Budget | None, key: str) -> dict[str, Any]:
+    """Apply the rule (module docstring) to ``claim`` in place; return it.
+
+    seed_effects: the claim's effect computed on each seed alone; budget: the stability
+    set's claims, or None when there is no stability set.
+    """
+    rows, n_seeds = claim["_rows"], claim["n_seeds"]
+    effect = claim["effect"]
+    claim["seeds_with_sign"] = int(sum(
+        1 for e in seed_effects.values() if math.isfinite(e) and math.isfinite(effect) and e != 0 and (e > 0) == (effect > 0)
+    ))
+    claim["seeds"] = len(seed_effects)
+    not_learned = int((~_learned(rows)).sum())
+    notes: list[str] = []
+    stable_claim = budget.at_2x.get(key) if budget is not None else None
+    covered = stable_claim is not None and _read_cells(stable_claim["_rows"]) == _read_cells(
+        rows[rows["seed"] == budget.seed])
+    not_learned_2x = int((~_learned(stable_claim["_rows"])).sum()) if covered else 0
+    claim.update(n_cells=len(rows), n_cells_not_learned=not_learned + not_learned_2x)
+    if covered:
+        e1, e2 = budget.at_1x[key]["effect"], stable_claim["effect"]
+        claim.update(effect_1x=e1, effect_2x=e2, budget_factor=budget.factor, stability_seed=budget.seed,
+                     budget_stable=budget_stable(e1, e2))
+    else:
+        claim.update(effect_1x=None, effect_2x=None, budget_stable=None)
+    if not_learned or not_learned_2x:
+        claim["verdict"] = NOT_LEARNED
+        notes.append(f"{not_learned} of {len(rows)} cells did not learn"
+                     + (f", {not_learned_2x} at {budget.factor}x" if not_learned_2x else ""))
+    elif covered and not claim["budget_stable"]:
+        claim["verdict"] = budget_sensitive(claim["effect_1x"], claim["effect_2x"], budget.factor)
+    elif not covered:
+        claim["verdict"] = NO_STABILITY
+        if budget is not None:
+            notes.append("the stability set lacks cells it reads")
+    elif n_seeds < MIN_SEEDS:
+        claim["verdict"] = not_judged(n_seeds)
+    if n_seeds < MIN_SEEDS:
+        notes.append(f"{n_seeds} seed{'' if n_seeds == 1 else 's'} per cell, fewer than {MIN_SEEDS}: bootstrap withheld")
+        claim.update({k: None for k in BOOTSTRAP_KEYS if k in claim})
+    if notes:
+        claim["note"] = "; ".join(notes)
+    return claim
+
+
+def judge_all(ev: Evidence, stable: Evidence | None, factor: int, stability_seed: int) -> list[dict[str, Any]]:
+    """Every claim of ``ev`` judged; ``stable``: the stability set's cells at ``factor`` x (None: no set).
+    Each claim's ``settle_rel`` is the [min, max] over the stability cells it reads (None: none)."""
+    claims = all_claims(ev)
+    table = stability_table(ev, stable) if stable is not None else None
+    seeds = sorted(set(ev.metrics["seed"]) | (set(ev.real["seed"]) if ev.real is not None else set()))
+    per_seed = {s: all_claims(ev.seed(s)) for s in seeds}
+    budget = None
+    if stable is not None:
+        budget = Budget(factor, stability_seed, per_seed.get(stability_seed, {}), all_claims(stable))
+    out = []
+    for key, claim in claims.items():
+        effects = {s: float(per_seed[s][key]["effect"]) for s in seeds if key in per_seed[s]}
+        judge(claim, effects, budget, key)
+        rows = claim.pop("_rows")
+        claim["settle_rel"] = None if table is None else settle_range(table, rows[rows["seed"] == stability_seed])
+        out.append(claim)
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_real_cells(params: Params, cells_dir: str | Path, seeds: set[int] | None = None) -> pd.DataFrame:
+    """One row per current real cell (per sweep it was trained for) from its evaluate-real JSON;
+    ``seeds``: only these seeds (the stability set's). Columns: sweep, ratios, unit, seed, acc,
+    gate_pass, recon_rel."""
+    rows = []
+    for sweep, cells in real_sweep_cells(params.real).items():
+        for ratio, unit, seed in cells:
+            if seeds is not None and seed not in seeds:
+                continue
+            path = Path(cells_dir) / sweep / f"{cell_id(ratio, unit, seed)}.json"
+            res = read_real_cell(read_json(path), str(path))
+            rows.append({"sweep": sweep, "mask_ratio": float(ratio), "mask_unit": int(unit), "seed": int(seed),
+                         "acc": res.table1.linear_cls["clean"] / 100.0, "gate_pass": int(res.gate.gate_pass),
+                         "gain_share": res.gate.gain_share, "recon_rel": res.gate.recon_rel})
+    return pd.DataFrame(rows, columns=["sweep", "mask_ratio", "mask_unit", "seed", "acc", "gate_pass", "gain_share",
+                                       "recon_rel"])
+
+
+def read_stable_cells(params: Params, cells_dir: str | Path) -> pd.DataFrame:
+    """The synthetic stability set's rows (metrics.csv's columns) from its probe JSONs."""
+    levels = params.data.depth + 1
+    rows = []
+    for ratio, unit, seed in stability_cells(params):
+        path = str(Path(cells_dir) / f"{cell_id(ratio, unit, seed)}.json")
+        rows.append(cell_row(read_cell(read_json(path), (ratio, unit, seed), levels, path), params.probe.pooling))
+    return pd.DataFrame(rows).sort_values(["mask_unit", "mask_ratio", "seed"], kind="stable").reset_index(drop=True)
+
+
+STABILITY_COLUMNS = ("track", "sweep", "mask_ratio", "mask_unit", "seed", "gain_share_1x", "gain_share_2x",
+                     "recon_rel_1x", "recon_rel_2x", "settle_rel")
+
+
+def stability_table(ev: Evidence, stable: Evidence) -> pd.DataFrame:
+    """Every stability cell at both budgets: gain share, hidden rel (recon_mse / mean_pred_mse) and
+    ``settle_rel`` = (rel at 1x - rel at 2x) / rel at 1x (how much hidden-patch error still fell)."""
+    parts = []
+    for track, one, two in (("synthetic", ev.metrics, stable.metrics), ("real", ev.real, stable.real)):
+        if one is None or two is None or not len(two):
+            continue
+        keys = [k for k in ("sweep", "mask_ratio", "mask_unit", "seed") if k in two]
+        both = two[[*keys, "gain_share", "recon_rel"]].merge(
+            one[[*keys, "gain_share", "recon_rel"]], on=keys, how="left", suffixes=("_2x", "_1x"))
+        both.insert(0, "track", track)
+        if "sweep" not in both:
+            both.insert(1, "sweep", "")
+        parts.append(both)
+    if not parts:
+        return pd.DataFrame(columns=list(STABILITY_COLUMNS))
+    table = pd.concat(parts, ignore_index=True)
+    table["settle_rel"] = (table["recon_rel_1x"] - table["recon_rel_2x"]) / table["recon_rel_1x"]
+    return table[list(STABILITY_COLUMNS)].sort_values(["track", "sweep", "mask_unit", "mask_ratio"], kind="stable")
+
+
+def settle_range(table: pd.DataFrame, rows: pd.DataFrame) -> list[float] | None:
+    """[min, max] settle_rel over the stability cells among ``rows`` (a claim's rows at the stability
+    seed); None when none of them is in the set."""
+    track = "real" if "sweep" in rows else "synthetic"
+    sub = table[table["track"] == track]
+    keys = ["sweep", "mask_ratio", "mask_unit"] if track == "real" else ["mask_ratio", "mask_unit"]
+    picked = sub.merge(rows[keys].drop_duplicates(), on=keys)["settle_rel"].astype(float)
+    picked = picked[np.isfinite(picked)]
+    return [float(picked.min()), float(picked.max())] if len(picked) else None
+
+
+# --------------------------------------------------------------------------- writing
 
 
 def _finite(obj: Any) -> Any:
@@ -327,21 +526,39 @@ def _p_text(c: dict[str, Any]) -> str:
     return "n/a" if p is None or c.get("n_seeds", 0) < MIN_SEEDS else f"{p:.3f}"
 
 
-def render_markdown(claims: list[dict[str, Any]]) -> str:
+def _num(x: Any, fmt: str = "{:+.4f}") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
+
+
+def rules_text(factor: int | None) -> str:
+    """The rule, as claims.md and the summary state it."""
+    two = f"{factor}x" if factor else "2x"
+    return (
+        f"Verdict order, per claim (rules fixed in `src/mae_hlvm/review/claims.py` before any result was seen): "
+        f"*{NOT_LEARNED}* when any cell it reads (at either budget) did not learn (`src/mae_hlvm/core/gate.py`: "
+        f"on hidden pixels the MAE achieves >= {GATE_RULES['gate_min_share']:.0%} of a linear predictor's gain over "
+        f"the per-position-mean predictor); *{BUDGET_SENSITIVE}* when its effect, computed on the stability seed "
+        f"alone, does not keep one nonzero sign at 1x and at {two} the training (the stability set); "
+        f"*{NO_STABILITY}* when the stability set lacks a cell it reads; *not judged: N seeds* with fewer than "
+        f"{MIN_SEEDS} seeds (the bootstrap is then withheld: n/a); otherwise a bootstrap over seeds ({N_BOOTSTRAP} "
+        f"resamples, seed {BOOTSTRAP_SEED}): *supported* when its probability is >= {SUPPORT_PROB} and its effect on "
+        f"the seed means exceeds {MIN_EFFECT} (C5: a rank correlation above {MIN_RHO}), *contradicted* when the "
+        "opposite holds likewise, *inconclusive* otherwise. 'seeds' counts the seeds whose own effect has the "
+        "claim's sign; settle_rel = (hidden rel at 1x - at 2x) / at 1x over the claim's stability cells "
+        "(how far from settled they were; no threshold)."
+    )
+
+
+def render_markdown(claims: list[dict[str, Any]], factor: int | None = None) -> str:
+    two = f"{factor}x" if factor else "2x"
     lines = [
         "# Claims check",
         "",
-        f"Bootstrap over seeds ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). A claim is *supported* when "
-        f"its bootstrap probability is >= {SUPPORT_PROB} and its effect on the seed means exceeds {MIN_EFFECT}; "
-        "*contradicted* when the opposite holds likewise; *inconclusive* otherwise. Before that, a claim is "
-        f"*{NOT_TESTABLE}* when any cell it reads fails the learning gate (`src/mae_hlvm/core/gate.py`: the MAE "
-        f"achieves on hidden pixels >= {GATE_RULES['gate_min_share']:.0%} of a linear predictor's gain over the "
-        "per-position-mean predictor, and its training loss has plateaued), and *not judged: N seeds* when a cell "
-        f"has fewer than {MIN_SEEDS} seeds "
-        "(the bootstrap is then withheld: n/a). Rules fixed in `src/mae_hlvm/review/claims.py` before any result was seen.",
+        rules_text(factor),
         "",
-        "| claim | masking unit / sweep | verdict | n_seeds | effect | P(claim) | detail |",
-        "|---|---|---|---|---|---|---|",
+        f"| claim | masking unit / sweep | verdict | n_seeds | effect | P(claim) | seeds with its sign | effect 1x / {two} "
+        "(stability seed) | settle_rel | detail |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in claims:
         if "peak_ratio" in c:
@@ -353,15 +570,20 @@ def render_markdown(claims: list[dict[str, Any]]) -> str:
         if "note" in c:
             detail += f"; {c['note']}"
         scope = c.get("scope", c.get("mask_unit"))
+        seeds = f"{c['seeds_with_sign']} of {c['seeds']}" if c.get("seeds") else "n/a"
+        budgets = "n/a" if c.get("effect_1x") is None else f"{_num(c['effect_1x'])} / {_num(c['effect_2x'])}"
+        settle = c.get("settle_rel")
+        settle_text = "n/a" if not settle else (
+            f"{settle[0]:+.3f}" if settle[0] == settle[1] else f"{settle[0]:+.3f} .. {settle[1]:+.3f}")
         lines.append(
-            f"| {c['id']}: {c['claim']} | {scope} | **{c['verdict']}** | {c.get('n_seeds', 'n/a')} | {c['effect']:.4f} "
-            f"| {_p_text(c)} | {detail} |"
+            f"| {c['id']}: {c['claim']} | {scope} | **{c['verdict']}** | {c.get('n_seeds', 'n/a')} | {_num(c['effect'], '{:.4f}')} "
+            f"| {_p_text(c)} | {seeds} | {budgets} | {settle_text} | {detail} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def run(params: Params, args: argparse.Namespace) -> None:
-    """Write ``args.out_json`` (claims keyed by :func:`claim_key`) and ``args.out_md``."""
+def evidence(params: Params, args: argparse.Namespace) -> tuple[Evidence, Evidence | None]:
+    """The 1x evidence and the stability set's (None when the set is off)."""
     metrics = load_metrics(args.metrics)
     baselines = load_baselines(args.baselines)
     seeds = set(metrics["seed"])
@@ -370,18 +592,38 @@ def run(params: Params, args: argparse.Namespace) -> None:
             f"{args.baselines}: seeds {sorted(set(baselines['seed']))} differ from {args.metrics}'s {sorted(seeds)}; "
             "rerun the aggregate step"
         )
-    claims = synthetic_claims(metrics, params.data.depth + 1, baselines)
-    claims.append(theorem_claim(metrics, read_json(args.prediction), params.data.depth + 1))
+    real, a_unit, b_ratio = None, 0, 0.0
     if real_enabled(params):
-        real = params.real
-        claims += real_claims(read_real_cells(params, args.real_cells_dir), real.sweep_a_unit, real.sweep_b_ratio)
+        real = read_real_cells(params, args.real_cells_dir)
+        a_unit, b_ratio = params.real.sweep_a_unit, params.real.sweep_b_ratio
+    ev = Evidence(metrics, baselines, read_json(args.prediction), params.data.depth + 1, real, a_unit, b_ratio)
+    if not stability_enabled(params):
+        return ev, None
+    st = params.stability
+    stable_real = None
+    if stability_real(params):
+        stable_real = read_real_cells(params, getattr(args, "real_stable_cells_dir", paths.REAL_STABLE_CELLS_DIR),
+                                      seeds={st.seed})
+    stable_metrics = read_stable_cells(params, getattr(args, "stable_cells_dir", paths.STABLE_CELLS_DIR))
+    stable = replace(ev, metrics=stable_metrics, baselines=baselines[baselines["seed"] == st.seed], real=stable_real)
+    return ev, stable
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    """Write ``args.out_json`` (claims keyed by :func:`claim_key`), ``args.out_md`` and the stability table."""
+    ev, stable = evidence(params, args)
+    factor = params.stability.budget_factor if stable is not None else None
+    seed = params.stability.seed if stable is not None else 0
+    claims = judge_all(ev, stable, factor or 0, seed)
+    table = stability_table(ev, stable) if stable is not None else pd.DataFrame(columns=list(STABILITY_COLUMNS))
     rules = {"n_bootstrap": N_BOOTSTRAP, "seed": BOOTSTRAP_SEED, "support_prob": SUPPORT_PROB,
-             "min_effect": MIN_EFFECT, "min_rho": MIN_RHO, "min_seeds": MIN_SEEDS, "gate": GATE_RULES}
+             "min_effect": MIN_EFFECT, "min_rho": MIN_RHO, "min_seeds": MIN_SEEDS, "gate": GATE_RULES,
+             "budget_factor": factor, "stability_seed": seed if stable is not None else None}
     write_json(args.out_json, _finite({"rules": rules, "claims": {claim_key(c): c for c in claims}}))
+    write_text(getattr(args, "out_stability", paths.STABILITY_CSV), frame_to_csv(table))
     # the digest covers the keys this step reads (pipeline.STAGE_PARAMS), so it changes
     # exactly when the claims could
     stamp = f"params {digest(stage_params(params, 'claims'))} (keys read here), code {code_revision()}"
-    write_text(args.out_md, render_markdown(claims) + f"\nStamp: {stamp}.\n")
+    write_text(args.out_md, render_markdown(claims, factor) + f"\nStamp: {stamp}.\n")
     for c in claims:
         log.info("%s (%s): %s", c["id"], c.get("scope", c.get("mask_unit")), c["verdict"])
-

@@ -78,7 +78,13 @@ def run(params, args) -> None:  # noqa: ANN001 - the ``check`` step
 def job_label(args: argparse.Namespace) -> str:
     """The job a log line comes from: ``train r0.5_p2_s0``, ``train-real B/r0.75_p8_s0``,
     ``baseline s1``, ``train-real-seed A/s0``, ``aggregate``: two jobs' interleaved lines stay
-    apart (two sweeps' seed jobs too: both sweeps can hold a cell of the same name)."""
+    apart (two sweeps' seed jobs too: both sweeps can hold a cell of the same name). The
+    stability set's run of a cell says so: ``train r0.5_p2_s0 (stability)``."""
+    stable = getattr(args, "stability", False) or "_stable" in str(getattr(args, "checkpoint", "") or "")
+    return _label(args) + (" (stability)" if stable else "")
+
+
+def _label(args: argparse.Namespace) -> str:
     unit = getattr(args, "mask_unit", None)
     sweep = f"{args.sweep}/" if getattr(args, "sweep", None) else ""
     if getattr(args, "mask_ratio", None) is not None and unit is not None:
@@ -87,6 +93,8 @@ def job_label(args: argparse.Namespace) -> str:
         return f"{args.step} {sweep}s{args.seed}"
     if getattr(args, "checkpoint", None):  # evaluate-real names its cell by the checkpoint's folder
         return f"{args.step} {Path(args.checkpoint).parent.parent.name}/{Path(args.checkpoint).parent.name}"
+    if sweep:  # a stability seed job of one real sweep
+        return f"{args.step} {sweep.rstrip('/')}"
     return args.step
 
 

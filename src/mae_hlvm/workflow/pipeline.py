@@ -13,8 +13,10 @@ track on, also read its results (their params then grow by the real keys:
 :func:`stage_param_keys`). The real-image track (docs/real_track.md) adds
 ``prepare_real``, one ``train_real_<S>`` and ``evaluate_real_<S>`` per sweep S and
 ``report_real``; the cell sweeps A and B share is trained once per sweep, into its own
-folder (the runs are byte-identical). Which stages exist depends on ``train.job``,
-``robustness.enabled``, ``real.enabled``, ``real.sweep`` and a user's data paths:
+folder (the runs are byte-identical). The stability set (``stability:``) trains its cells
+again at ``budget_factor`` x the passes (``train_stable``, ``probe_stable``, and per real
+sweep ``train_real_stable_<S>``, ``evaluate_real_stable_<S>``), for ``claims``. Which
+stages exist depends on ``train.job``, ``stability.enabled``, ``stability.real``, ``real.enabled``, ``real.sweep`` and a user's data paths:
 dvc.yaml is generated for the current params, and :func:`check_dvc_yaml` stops the
 Snakefile and every DVC-run step with one line when it is stale.
 
@@ -59,7 +61,7 @@ from mae_hlvm.workflow.stages import (  # noqa: F401 - the names the tools and t
 STAGE: dict[str, stages.Stage] = {s.name: s for s in stages.TABLE}
 # The stages of each track, in the table's order (the synthetic one with both train and train_seed).
 STAGES = tuple(s.name for s in stages.TABLE if s.track == "synthetic")
-ROBUST_STAGES = tuple(s.name for s in stages.TABLE if s.track == "robustness")
+STABLE_STAGES = tuple(s.name for s in stages.TABLE if s.track in ("stability", "real_stability"))
 REAL_STAGES = tuple(s.name for s in stages.TABLE if s.track == "real")
 # The params keys each stage always reads: a section name takes the whole section, "a.b"
 # one key. Editing a key reruns exactly the stages listing it (in both tools).
@@ -388,7 +390,7 @@ def check_dvc_yaml(params: Params, path: str | Path = "dvc.yaml") -> None:
         return
     if text != dvc_yaml(params):
         raise ParamsError(
-            f"{path} is stale for params.yaml (real.enabled, real.sweep, the real data or cue-conflict path or robustness.enabled "
+            f"{path} is stale for params.yaml (real.enabled, real.sweep, the real data or cue-conflict path, stability.enabled or stability.real "
             "changed, "
             "or the pipeline code did): regenerate it with `make dvc-yaml`"
         )

@@ -120,13 +120,13 @@ COLUMN_RULES: list[tuple[str, object, str]] = [
     (r"^(seed|seeds|mask_unit|vit_patch|n_seeds|n_visible|n_hidden|n_train|n_test|sweep|"
      r"baseline|cell|cell_id|mask_ratio|actual_ratio|pooling|n_levels)$", EXACT, "key or geometry"),
     (r"(^|_)n_(train|test)$", EXACT, "split size"),
-    (r"^(gate_pass|plateau|learned)$", EXACT, "gate flag: a flip changes a verdict"),
+    (r"^(gate_pass|learned)$", EXACT, "gate flag: a flip changes a verdict"),
     (r"^r2", R2_TOL, R2_TOL.why),
     (r"acc", ACC_TOL, ACC_TOL.why),
     (r"^(shape_bias|cue_shape|cue_texture)", CUE_TOL, CUE_TOL.why),
     (r"mse", MSE_TOL, MSE_TOL.why),
     (r"^(recon_rel|linear_rel)$", RATIO_TOL, RATIO_TOL.why),
-    (r"^(gain_share|loss_rel_drop)$", GAIN_TOL, GAIN_TOL.why),
+    (r"^(gain_share|last_quarter_drop)$", GAIN_TOL, GAIN_TOL.why),
     (r"^ours .* sd$", TABLE1_SD_TOL, TABLE1_SD_TOL.why),
     (r"^ours ", TABLE1_TOL, TABLE1_TOL.why),
 ]

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, real_enabled, real_sweep_cells, real_sweeps, robustness_enabled
+from mae_hlvm.core.config import (
+    Params,
+    real_enabled,
+    real_sweep_cells,
+    real_sweeps,
+    stability_cells,
+    stability_enabled,
+    stability_real,
+)
 
 PACKAGE = "mae_hlvm"
 Fields = dict[str, str]  # mask_ratio, mask_unit (the masking unit), seed as spelled in paths
@@ -99,7 +107,7 @@ class Stage:
     outputs: Callable[[Fields | None, Params | None], list[Out]]
     inputs: Callable[[Fields | None, Params | None], list[str]]
     matrix: Matrix | None = None
-    track: str = "synthetic"  # synthetic, robustness or real
+    track: str = "synthetic"  # synthetic, real, stability (synthetic cells at budget_factor x) or real_stability
     runs_when: Callable[[Params], bool] = _always
     # params keys read only under some params (the real track's, when it is on)
     reads_when: Callable[[Params], tuple[str, ...]] = _reads_nothing_more
@@ -146,13 +154,16 @@ def seed_cells(f: Fields, params: Params) -> list[Fields]:
             for r, u in itertools.product(g.mask_ratios, g.mask_units)]
 
 
-def _robust_cells(params: Params) -> list[Fields]:
-    r = params.robustness
-    return [cell_fields(*c) for c in itertools.product(r.mask_ratios, r.mask_units, r.seeds)]
+def _stable_cells(params: Params) -> list[Fields]:
+    return [cell_fields(*c) for c in stability_cells(params)]
 
 
-def _real_cells(sweep: str) -> Callable[[Params], list[Fields]]:
-    return lambda params: [cell_fields(r, u, s) for r, u, s in real_sweep_cells(params.real)[sweep]]
+def _real_cells(sweep: str, stable: bool = False) -> Callable[[Params], list[Fields]]:
+    """A real sweep's cells; ``stable``: those of the stability seed (the stability set's)."""
+    def cells(params: Params) -> list[Fields]:
+        keep = (lambda s: s == params.stability.seed) if stable else (lambda s: True)
+        return [cell_fields(r, u, s) for r, u, s in real_sweep_cells(params.real)[sweep] if keep(s)]
+    return cells
 
 
 CELL_ITEM = {"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${item.seed}"}
@@ -162,9 +173,11 @@ GRID = Matrix(
 )
 PER_SEED = Matrix(dvc={"seed": "${grid.seeds}"}, item={"seed": "${item.seed}"},
                   cells=lambda params: [seed_fields(s) for s in params.grid.seeds])
-ROBUST = Matrix(
-    dvc={"mask_ratio": "${robustness.mask_ratios}", "mask_unit": "${robustness.mask_units}", "seed": "${robustness.seeds}"},
-    item=CELL_ITEM, cells=_robust_cells,
+# the stability set: its (ratio, unit) cells of the grid at the stability seed
+STABLE = Matrix(
+    dvc={"mask_ratio": "${stability.mask_ratios}", "mask_unit": "${stability.mask_units}"},
+    item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${stability.seed}"},
+    cells=_stable_cells,
 )
 # DVC's matrix is a plain product of params lists, so each real sweep is its own product:
 # A = ratios x seeds at real.sweep_a_unit, B = units x seeds at real.sweep_b_ratio, G = all three
@@ -182,6 +195,18 @@ REAL = {
 }
 REAL_PER_SEED = Matrix(dvc={"seed": "${real.seeds}"}, item={"seed": "${item.seed}"},
                        cells=lambda params: [seed_fields(s) for s in params.real.seeds])
+# each real sweep's cells at the stability seed (the stability set's real part)
+REAL_STABLE = {
+    "A": Matrix(dvc={"mask_ratio": "${real.mask_ratios}"},
+                item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${real.sweep_a_unit}", "seed": "${stability.seed}"},
+                cells=_real_cells("A", stable=True)),
+    "B": Matrix(dvc={"mask_unit": "${real.mask_units}"},
+                item={"mask_ratio": "${real.sweep_b_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${stability.seed}"},
+                cells=_real_cells("B", stable=True)),
+    "G": Matrix(dvc={"mask_ratio": "${real.mask_ratios}", "mask_unit": "${real.mask_units}"},
+                item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${stability.seed}"},
+                cells=_real_cells("G", stable=True)),
+}
 
 
 # ----------------------------------------------------------------------------- params read
@@ -216,8 +241,13 @@ def _real_reads(keys: tuple[str, ...]) -> Callable[[Params], tuple[str, ...]]:
 
 
 def _summary_reads(params: Params) -> tuple[str, ...]:
-    """The summary prints the real section and the robustness section when they are on."""
-    return (("real",) if real_enabled(params) else ()) + (("robustness",) if robustness_enabled(params) else ())
+    """The summary prints the real section and the stability section when they are on."""
+    return (("real",) if real_enabled(params) else ()) + (("stability",) if stability_enabled(params) else ())
+
+
+def _claims_reads(params: Params) -> tuple[str, ...]:
+    """Claims find the real track's cells, and the stability set's at both budgets, where they are on."""
+    return (REAL_SWEEP_PARAMS if real_enabled(params) else ()) + (("stability",) if stability_enabled(params) else ())
 
 
 # ----------------------------------------------------------------------------- steps: arguments
@@ -238,16 +268,23 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=paths.PREDICTION_JSON)
 
 
+def _stability_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stability", action="store_true",
+                   help="the stability set's run: stability.budget_factor x the epochs (the cosine over the longer run)")
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=paths.SYNTHETIC_DATA)
     _cell_args(p)
     p.add_argument("--out-dir", required=True, help="folder for checkpoint.pt and train_log.csv")
+    _stability_arg(p)
 
 
 def _train_seed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=paths.SYNTHETIC_DATA)
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, default=None, help="required, except with --stability (the stability seed)")
     p.add_argument("--models-dir", default=paths.MODELS_DIR, help="each cell goes to <models-dir>/<cell>/")
+    _stability_arg(p)  # with it: every cell of the stability set
 
 
 def _probe_args(p: argparse.ArgumentParser) -> None:
@@ -282,8 +319,12 @@ def _claims_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", default=paths.BASELINES_CSV)
     p.add_argument("--real-cells-dir", default=paths.REAL_CELLS_DIR, help="read when real.enabled")
     p.add_argument("--prediction", default=paths.PREDICTION_JSON, help="the theorem's prediction (predict step)")
+    p.add_argument("--stable-cells-dir", default=paths.STABLE_CELLS_DIR, help="the stability set's cells, read when on")
+    p.add_argument("--real-stable-cells-dir", default=paths.REAL_STABLE_CELLS_DIR,
+                   help="the stability set's real cells, read when on")
     p.add_argument("--out-json", default=paths.CLAIMS_JSON)
     p.add_argument("--out-md", default=paths.CLAIMS_MD)
+    p.add_argument("--out-stability", default=paths.STABILITY_CSV, help="every stability cell at both budgets (.csv)")
 
 
 def _summary_args(p: argparse.ArgumentParser) -> None:
@@ -296,14 +337,7 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-md", default=paths.SUMMARY_MD)
     p.add_argument("--out-tex", default=paths.METRICS_TEX)
     p.add_argument("--out-headline", default=paths.HEADLINE_JSON, help="the numbers dvc metrics compares (.json)")
-    p.add_argument("--robustness-md", default=paths.ROBUSTNESS_MD, help="read when robustness.enabled")
-
-
-def _robustness_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics", default=paths.METRICS_CSV)
-    p.add_argument("--cells-dir", default=paths.LONG_CELLS_DIR, help="the subset's probe JSONs at the longer budget")
-    p.add_argument("--out-json", default=paths.ROBUSTNESS_JSON)
-    p.add_argument("--out-md", default=paths.ROBUSTNESS_MD)
+    p.add_argument("--stability-csv", default=paths.STABILITY_CSV, help="the stability set (claims step), read when on")
 
 
 def _prepare_real_args(p: argparse.ArgumentParser) -> None:
@@ -321,13 +355,15 @@ def _train_real_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-unit", type=int, required=True, help="masking unit in pixels")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out-dir", required=True, help="folder for checkpoint.pt and train_log.csv")
+    _stability_arg(p)
 
 
 def _train_real_seed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=paths.REAL_DATA)
     _sweep_arg(p)
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=int, default=None, help="required, except with --stability (the stability seed)")
     p.add_argument("--models-dir", default=paths.REAL_MODELS_DIR, help="each cell goes to <models-dir>/<sweep>/<cell>/")
+    _stability_arg(p)
 
 
 def _evaluate_real_args(p: argparse.ArgumentParser) -> None:
@@ -360,10 +396,6 @@ AGGREGATE = _step("aggregate", "review.aggregate", "collect every cell into resu
 FIGURES = _step("figures", "review.figures", "render the figures under results/figures", _figures_args)
 CLAIMS = _step("claims", "review.claims", "test the paper's claims on our results (bootstrap over seeds)", _claims_args)
 SUMMARY = _step("summary", "review.summary", "results/summary.md and results/metrics.tex for review", _summary_args)
-TRAIN_LONG = _step("train-long", "synthetic.train_long", "retrain one robustness-subset cell at budget_factor x the epochs",
-                   _train_args, "synthetic")
-ROBUSTNESS = _step("robustness", "review.robustness", "do verdicts and the ratio ordering survive the longer budget?",
-                   _robustness_args)
 # the real-image track (docs/real_track.md); "module:function" names a runner other than run
 PREPARE_REAL = _step("prepare-real", "real.realdata:run_prepare", "convert the real images into data/real.npz",
                      _prepare_real_args, "real")
@@ -401,9 +433,9 @@ def _caption(target: str, category: str, caption: str) -> Callable[[str], tuple[
     return lambda path: (category, caption) if path == target else None
 
 
-def _train_outputs(f: Fields | None, params: Params | None = None) -> list[Out]:
+def _train_outputs(f: Fields | None, params: Params | None = None, stable: bool = False) -> list[Out]:
     cell = cell_name(f)
-    return [Out(paths.checkpoint(cell)), Out(paths.train_log(cell))]
+    return [Out(paths.checkpoint(cell, stable)), Out(paths.train_log(cell, stable))]
 
 
 def _train_seed_outputs(f: Fields | None, params: Params | None) -> list[Out]:
@@ -412,15 +444,30 @@ def _train_seed_outputs(f: Fields | None, params: Params | None) -> list[Out]:
     return [o for c in seed_cells(f, params) for o in _train_outputs(c)]
 
 
+def _stable_seed_outputs(f: Fields | None, params: Params | None) -> list[Out]:
+    if params is None:
+        raise ValueError("outputs('train_stable_seed') needs the params: its cells are the stability set's")
+    return [o for c in _stable_cells(params) for o in _train_outputs(c, stable=True)]
+
+
 def _grid_of(params: Params | None) -> list[Fields]:
     return grid_cells(params) if params is not None else []
 
 
-def real_cell_jsons(params: Params | None) -> list[str]:
-    """Every current real cell's JSON (evaluate_real outputs), per sweep; [] when the track is off."""
-    if params is None or not real_enabled(params):
+def real_cell_jsons(params: Params | None, stable: bool = False) -> list[str]:
+    """Every current real cell's JSON (evaluate_real outputs), per sweep; [] when the track is off.
+    ``stable``: the stability set's real cells (evaluate_real_stable outputs); [] when not in the set."""
+    if params is None or not (stability_real(params) if stable else real_enabled(params)):
         return []
-    return [paths.real_cell_json(s, cell_name(c)) for s in real_sweeps(params.real) for c in REAL[s].cells(params)]
+    matrices = REAL_STABLE if stable else REAL
+    return [paths.real_cell_json(s, cell_name(c), stable) for s in real_sweeps(params.real) for c in matrices[s].cells(params)]
+
+
+def stable_cell_jsons(params: Params | None) -> list[str]:
+    """The synthetic stability set's probe JSONs (probe_stable outputs); [] when the set is off."""
+    if params is None or not stability_enabled(params):
+        return []
+    return [paths.probe_json(cell_name(c), stable=True) for c in _stable_cells(params)]
 
 
 def _real_summary_inputs(params: Params | None) -> list[str]:
@@ -434,7 +481,7 @@ def _summary_inputs(f: Fields | None, params: Params | None) -> list[str]:
     return (
         [paths.METRICS_CSV, paths.BASELINES_CSV, paths.CLAIMS_JSON, paths.CLAIMS_MD]
         + [f"{paths.FIGURES_DIR}/{name}.png" for name in FIGURE_NAMES]
-        + ([paths.ROBUSTNESS_MD] if params is not None and robustness_enabled(params) else [])
+        + ([paths.STABILITY_CSV] if params is not None and stability_enabled(params) else [])
         + _real_summary_inputs(params)
     )
 
@@ -451,82 +498,105 @@ def user_data_inputs(params: Params | None) -> dict[str, str]:
     return {key: os.path.normpath(getattr(real, key)) for key in keys}
 
 
-def _long_model(f: Fields | None) -> str:
-    """A robustness-subset cell's model folder (outside the grid's models/)."""
-    return f"{paths.LONG_MODELS_DIR}/{cell_name(f)}"
-
-
-def _long_result(f: Fields | None) -> str:
-    """A robustness-subset cell's result stem (+ .json, .recon.npz), outside results/cells."""
-    return f"{paths.LONG_CELLS_DIR}/{cell_name(f)}"
-
-
 def _is_cell_job(params: Params) -> bool:
     return params.train.job == "cell"
 
 
-def _real_sweep_on(sweep: str) -> Callable[[Params], bool]:
+def _stable_cell_jobs(params: Params) -> bool:
+    return stability_enabled(params) and _is_cell_job(params)
+
+
+def _stable_seed_jobs(params: Params) -> bool:
+    return stability_enabled(params) and not _is_cell_job(params)
+
+
+def _real_sweep_on(sweep: str, stable: bool = False) -> Callable[[Params], bool]:
+    if stable:
+        return lambda params: stability_real(params) and sweep in real_sweeps(params.real)
     return lambda params: real_enabled(params) and sweep in real_sweeps(params.real)
 
 
-def _real_sweep_cell_jobs(sweep: str) -> Callable[[Params], bool]:
-    return lambda params: _real_sweep_on(sweep)(params) and _is_cell_job(params)
+def _real_sweep_cell_jobs(sweep: str, stable: bool = False) -> Callable[[Params], bool]:
+    return lambda params: _real_sweep_on(sweep, stable)(params) and _is_cell_job(params)
 
 
-def _real_sweep_seed_jobs(sweep: str) -> Callable[[Params], bool]:
-    return lambda params: _real_sweep_on(sweep)(params) and not _is_cell_job(params)
+def _real_sweep_seed_jobs(sweep: str, stable: bool = False) -> Callable[[Params], bool]:
+    return lambda params: _real_sweep_on(sweep, stable)(params) and not _is_cell_job(params)
 
 
-def _real_train_outputs(sweep: str, f: Fields | None) -> list[Out]:
-    return [Out(paths.real_checkpoint(sweep, cell_name(f))), Out(paths.real_train_log(sweep, cell_name(f)))]
+def _real_train_outputs(sweep: str, f: Fields | None, stable: bool = False) -> list[Out]:
+    cell = cell_name(f)
+    return [Out(paths.real_checkpoint(sweep, cell, stable)), Out(paths.real_train_log(sweep, cell, stable))]
 
 
-def _real_seed_outputs(sweep: str) -> Callable[[Fields | None, Params | None], list[Out]]:
+def _real_seed_outputs(sweep: str, stable: bool = False) -> Callable[[Fields | None, Params | None], list[Out]]:
     def outputs(f: Fields | None, params: Params | None) -> list[Out]:
-        if params is None or f is None:
-            raise ValueError(f"outputs('train_real_seed_{sweep}') needs the params: its cells are the sweep's")
-        # the sweep's (ratio, unit) pairs at this seed, which may be a placeholder ({seed})
+        name = f"train_real{_stable(stable)}_seed_{sweep}"
+        if params is None or (f is None and not stable):
+            raise ValueError(f"outputs('{name}') needs the params: its cells are the sweep's")
+        # the sweep's (ratio, unit) pairs at this seed, which may be a placeholder ({seed});
+        # the stability set's one job trains the stability seed's
+        seed = str(params.stability.seed) if stable else f["seed"]
         pairs = dict.fromkeys((c["mask_ratio"], c["mask_unit"]) for c in REAL[sweep].cells(params))
-        return [o for r, u in pairs for o in _real_train_outputs(sweep, {"mask_ratio": r, "mask_unit": u, "seed": f["seed"]})]
+        return [o for r, u in pairs
+                for o in _real_train_outputs(sweep, {"mask_ratio": r, "mask_unit": u, "seed": seed}, stable)]
     return outputs
 
 
-def _real_train(sweep: str) -> Stage:
+def _stable(stable: bool) -> str:
+    """The stage-name infix of the stability set's stages."""
+    return "_stable" if stable else ""
+
+
+def _stability_flag(stable: bool) -> str:
+    return " --stability" if stable else ""
+
+
+def _real_train(sweep: str, stable: bool = False) -> Stage:
+    """One real cell (of the stability set: at stability.budget_factor x real.epochs)."""
     return Stage(
-        name=f"train_real_{sweep}", step=TRAIN_REAL, track="real", matrix=REAL[sweep], runs_when=_real_sweep_cell_jobs(sweep),
-        reads=REAL_TRAIN_PARAMS,
+        name=f"train_real{_stable(stable)}_{sweep}", step=TRAIN_REAL, track="real_stability" if stable else "real",
+        matrix=(REAL_STABLE if stable else REAL)[sweep], runs_when=_real_sweep_cell_jobs(sweep, stable),
+        reads=REAL_TRAIN_PARAMS + (("stability.budget_factor",) if stable else ()),
         args=lambda f: (
             f"--data {paths.REAL_DATA} --sweep {sweep} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
-            f"--seed {f['seed']} --out-dir {paths.real_model_dir(sweep, cell_name(f))}"
+            f"--seed {f['seed']} --out-dir {paths.real_model_dir(sweep, cell_name(f), stable)}{_stability_flag(stable)}"
         ),
         inputs=lambda f, params: [paths.REAL_DATA],
-        outputs=lambda f, params: _real_train_outputs(sweep, f),
+        outputs=lambda f, params: _real_train_outputs(sweep, f, stable),
         threads=None, mem_mb=4000, gpu=True,
     )
 
 
-def _real_train_seed(sweep: str) -> Stage:
-    """train.job: seed: every cell of one sweep and seed in one job (on a GPU they train together)."""
+def _real_train_seed(sweep: str, stable: bool = False) -> Stage:
+    """train.job: seed: every cell of one sweep and seed in one job (on a GPU they train together);
+    the stability set's: one job of the sweep's cells at the stability seed."""
+    models = paths.REAL_STABLE_MODELS_DIR if stable else paths.REAL_MODELS_DIR
     return Stage(
-        name=f"train_real_seed_{sweep}", step=TRAIN_REAL_SEED, track="real", matrix=REAL_PER_SEED,
-        runs_when=_real_sweep_seed_jobs(sweep), reads=REAL_TRAIN_PARAMS + REAL_SWEEP_PARAMS,
-        args=lambda f: f"--data {paths.REAL_DATA} --sweep {sweep} --seed {f['seed']} --models-dir {paths.REAL_MODELS_DIR}",
+        name=f"train_real{_stable(stable)}_seed_{sweep}", step=TRAIN_REAL_SEED,
+        track="real_stability" if stable else "real", matrix=None if stable else REAL_PER_SEED,
+        runs_when=_real_sweep_seed_jobs(sweep, stable),
+        reads=REAL_TRAIN_PARAMS + REAL_SWEEP_PARAMS + (("stability.budget_factor", "stability.seed") if stable else ()),
+        args=lambda f: (
+            f"--data {paths.REAL_DATA} --sweep {sweep}{'' if stable else ' --seed ' + f['seed']} --models-dir {models}"
+            f"{_stability_flag(stable)}"
+        ),
         inputs=lambda f, params: [paths.REAL_DATA],
-        outputs=_real_seed_outputs(sweep),
+        outputs=_real_seed_outputs(sweep, stable),
         threads=None, mem_mb=8000, gpu=True,
     )
 
 
-def _real_evaluate(sweep: str) -> Stage:
+def _real_evaluate(sweep: str, stable: bool = False) -> Stage:
     return Stage(
-        name=f"evaluate_real_{sweep}", step=EVALUATE_REAL, track="real", matrix=REAL[sweep],
-        runs_when=_real_sweep_on(sweep), reads=REAL_EVALUATE_PARAMS,
+        name=f"evaluate_real{_stable(stable)}_{sweep}", step=EVALUATE_REAL, track="real_stability" if stable else "real",
+        matrix=(REAL_STABLE if stable else REAL)[sweep], runs_when=_real_sweep_on(sweep, stable), reads=REAL_EVALUATE_PARAMS,
         args=lambda f: (
-            f"--data {paths.REAL_DATA} --sweep {sweep} --checkpoint {paths.real_checkpoint(sweep, cell_name(f))} "
-            f"--out {paths.real_cell_json(sweep, cell_name(f))}"
+            f"--data {paths.REAL_DATA} --sweep {sweep} --checkpoint {paths.real_checkpoint(sweep, cell_name(f), stable)} "
+            f"--out {paths.real_cell_json(sweep, cell_name(f), stable)}"
         ),
-        inputs=lambda f, params: [paths.REAL_DATA, paths.real_checkpoint(sweep, cell_name(f))],
-        outputs=lambda f, params: [Out(paths.real_cell_json(sweep, cell_name(f)), cache=False)],
+        inputs=lambda f, params: [paths.REAL_DATA, paths.real_checkpoint(sweep, cell_name(f), stable)],
+        outputs=lambda f, params: [Out(paths.real_cell_json(sweep, cell_name(f), stable), cache=False)],
         threads=None, mem_mb=4000,
     )
 
@@ -624,20 +694,27 @@ TABLE: tuple[Stage, ...] = (
     Stage(
         # claims and summary find the real track's files at their default paths (cli), so
         # their commands do not change, nor name the track, when it is switched off
-        name="claims", step=CLAIMS, reads=("data.depth",), reads_when=_real_reads(REAL_SWEEP_PARAMS),
+        # probe.pooling: the stability set's probe JSONs are read into metrics.csv's columns
+        name="claims", step=CLAIMS, reads=("data.depth", "probe.pooling"), reads_when=_claims_reads,
         args=lambda f: (
             f"--metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --prediction {paths.PREDICTION_JSON} "
-            f"--out-json {paths.CLAIMS_JSON} --out-md {paths.CLAIMS_MD}"
+            f"--out-json {paths.CLAIMS_JSON} --out-md {paths.CLAIMS_MD} --out-stability {paths.STABILITY_CSV}"
         ),
-        inputs=lambda f, params: [paths.METRICS_CSV, paths.BASELINES_CSV, paths.PREDICTION_JSON] + real_cell_jsons(params),
+        inputs=lambda f, params: (
+            [paths.METRICS_CSV, paths.BASELINES_CSV, paths.PREDICTION_JSON] + real_cell_jsons(params)
+            + stable_cell_jsons(params) + real_cell_jsons(params, stable=True)
+        ),
         dvc_inputs=lambda params: [paths.METRICS_CSV, paths.BASELINES_CSV, paths.PREDICTION_JSON] + (
             [paths.REAL_CELLS_DIR] if real_enabled(params) else []
+        ) + ([paths.STABLE_CELLS_DIR] if stability_enabled(params) else []) + (
+            [paths.REAL_STABLE_CELLS_DIR] if stability_real(params) else []
         ),
-        outputs=lambda f, params: [Out(paths.CLAIMS_JSON, cache=False), Out(paths.CLAIMS_MD, cache=False)],
+        outputs=lambda f, params: [Out(paths.CLAIMS_JSON, cache=False), Out(paths.CLAIMS_MD, cache=False),
+                                   Out(paths.STABILITY_CSV, cache=False)],
         report=_caption(paths.CLAIMS_MD, "Summary", "report/claims.rst"),
     ),
     Stage(
-        # the summary prints and stamps the params (+ the real and robustness sections when on)
+        # the summary prints and stamps the params (+ the real and stability sections when on)
         name="summary", step=SUMMARY, reads=("data", "model", "train", "probe", "grid"), reads_when=_summary_reads,
         args=lambda f: (
             f"--metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --claims-md {paths.CLAIMS_MD} "
@@ -650,43 +727,40 @@ TABLE: tuple[Stage, ...] = (
                                    Out(paths.HEADLINE_JSON, "metrics", cache=False)],
         report=_caption(paths.SUMMARY_MD, "Summary", "report/summary.rst"),
     ),
-    # The budget-robustness subset (robustness: in params.yaml), retrained longer, then compared
+    # The stability set (stability: in params.yaml): cells trained again at budget_factor x the
+    # passes, read by claims (a claim counts when its effect keeps its sign at both budgets)
     Stage(
-        name="train_long", step=TRAIN_LONG, track="robustness", matrix=ROBUST, runs_when=robustness_enabled,
-        reads=("model", "train", "robustness.budget_factor"),
+        name="train_stable", step=TRAIN, track="stability", matrix=STABLE, runs_when=_stable_cell_jobs,
+        reads=("model", "train", "stability.budget_factor"),
         args=lambda f: (
             f"--data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
-            f"--seed {f['seed']} --out-dir {_long_model(f)}"
+            f"--seed {f['seed']} --out-dir {paths.model_dir(cell_name(f), stable=True)} --stability"
         ),
         inputs=lambda f, params: [paths.SYNTHETIC_DATA],
-        outputs=lambda f, params: [Out(f"{_long_model(f)}/checkpoint.pt"), Out(f"{_long_model(f)}/train_log.csv")],
+        outputs=lambda f, params: _train_outputs(f, params, stable=True),
         threads=None, mem_mb=4000, gpu=True,
     ),
     Stage(
-        name="probe_long", step=PROBE, track="robustness", matrix=ROBUST, runs_when=robustness_enabled,
-        reads=("probe", "train.threads"),
-        args=lambda f: (
-            f"--data {paths.SYNTHETIC_DATA} --checkpoint {_long_model(f)}/checkpoint.pt "
-            f"--out {_long_result(f)}.json --recon {_long_result(f)}.recon.npz"
-        ),
-        inputs=lambda f, params: [paths.SYNTHETIC_DATA, f"{_long_model(f)}/checkpoint.pt"],
-        outputs=lambda f, params: [Out(f"{_long_result(f)}.json", cache=False),
-                                   Out(f"{_long_result(f)}.recon.npz", cache=False)],
-        threads=None, mem_mb=4000,
+        # train.job: seed: the whole synthetic stability set in one job (on a GPU together)
+        name="train_stable_seed", step=TRAIN_SEED, track="stability", runs_when=_stable_seed_jobs,
+        reads=("model", "train", "stability.budget_factor", "stability.seed", "stability.mask_ratios",
+               "stability.mask_units"),
+        args=lambda f: f"--data {paths.SYNTHETIC_DATA} --models-dir {paths.STABLE_MODELS_DIR} --stability",
+        inputs=lambda f, params: [paths.SYNTHETIC_DATA],
+        outputs=_stable_seed_outputs,
+        threads=None, mem_mb=8000, gpu=True,
     ),
     Stage(
-        # the subset's cells at both budgets, judged with the claims' rules
-        name="robustness", step=ROBUSTNESS, track="robustness", runs_when=robustness_enabled,
-        reads=("data.depth", "probe.pooling", "robustness"),
+        name="probe_stable", step=PROBE, track="stability", matrix=STABLE, runs_when=stability_enabled,
+        reads=("probe", "train.threads"),
         args=lambda f: (
-            f"--metrics {paths.METRICS_CSV} --cells-dir {paths.LONG_CELLS_DIR} "
-            f"--out-json {paths.ROBUSTNESS_JSON} --out-md {paths.ROBUSTNESS_MD}"
+            f"--data {paths.SYNTHETIC_DATA} --checkpoint {paths.checkpoint(cell_name(f), stable=True)} "
+            f"--out {paths.probe_json(cell_name(f), stable=True)} --recon {paths.recon_npz(cell_name(f), stable=True)}"
         ),
-        inputs=lambda f, params: [paths.METRICS_CSV] + (
-            [f"{_long_result(c)}.json" for c in ROBUST.cells(params)] if params is not None else []
-        ),
-        dvc_inputs=lambda params: [paths.METRICS_CSV, paths.LONG_CELLS_DIR],
-        outputs=lambda f, params: [Out(paths.ROBUSTNESS_JSON, cache=False), Out(paths.ROBUSTNESS_MD, cache=False)],
+        inputs=lambda f, params: [paths.SYNTHETIC_DATA, paths.checkpoint(cell_name(f), stable=True)],
+        outputs=lambda f, params: [Out(paths.probe_json(cell_name(f), stable=True), cache=False),
+                                   Out(paths.recon_npz(cell_name(f), stable=True), cache=False)],
+        threads=None, mem_mb=4000,
     ),
     # The real-image track (docs/real_track.md): on with real.enabled; one train and
     # evaluate stage per sweep that real.sweep trains
@@ -700,6 +774,10 @@ TABLE: tuple[Stage, ...] = (
     *(_real_train(s) for s in REAL_SWEEP_LETTERS),
     *(_real_train_seed(s) for s in REAL_SWEEP_LETTERS),
     *(_real_evaluate(s) for s in REAL_SWEEP_LETTERS),
+    # the stability set's real part: each sweep's cells at the stability seed, budget_factor x
+    *(_real_train(s, stable=True) for s in REAL_SWEEP_LETTERS),
+    *(_real_train_seed(s, stable=True) for s in REAL_SWEEP_LETTERS),
+    *(_real_evaluate(s, stable=True) for s in REAL_SWEEP_LETTERS),
     Stage(
         # The report also loads the first seed's checkpoints, but each cell JSON records the
         # weights hash it evaluated and the report refuses any other weights: the JSONs pin
