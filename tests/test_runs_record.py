@@ -1,9 +1,10 @@
 """The records of runs made elsewhere (runs/<device>-<date>/, e.g. the GPU headline run).
 
-Each record is a copy of one run's review outputs with the params that made them; the run
-itself (params, dvc.lock, results) lives on its branch, named in the record's README. These
-checks catch a record copied in part: a README without its device or branch, a metrics
-table that misses cells of its own grid, a claims table from another run.
+Each record holds one run's params, review outputs and (since issue 25) its dvc.lock and
+per-cell JSONs, kept by ``python -m mae_hlvm.review.records keep``; its claims are judged
+again under today's rules by ``... rejudge``. These checks catch a record copied in part: a
+README without its device, a metrics table that misses cells of its own grid, claims that
+are not what the record's own files give under today's rules.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import itertools
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,11 +28,11 @@ def test_there_is_a_record() -> None:
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda p: p.name)
-def test_record_names_its_device_and_branch(record: Path) -> None:
+def test_record_names_its_device_and_holds_its_run_or_says_what_it_lacks(record: Path) -> None:
     readme = (record / "README.md").read_text()
     assert re.search(r"NVIDIA \w+", readme), "the README names the GPU that trained the run"
-    branch = re.search(r"`(runs/[\w.-]+)`", readme)
-    assert branch, "the README names the branch holding the run's params, dvc.lock and results"
+    complete = (record / "dvc.lock").is_file() and (record / "cells").is_dir()
+    assert complete or "What this record lacks" in readme, "a record without dvc.lock and per-cell JSONs says so"
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda p: p.name)
@@ -46,10 +48,54 @@ def test_record_metrics_cover_its_grid_with_gate_columns(record: Path) -> None:
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda p: p.name)
-def test_record_claims_and_summary_are_the_runs(record: Path) -> None:
+def test_record_claims_are_todays_rules_on_its_own_files(record: Path, tmp_path: Path) -> None:
+    from mae_hlvm.review.records import rejudge
+
     claims = json.loads((record / "claims.json").read_text())["claims"]
     summary = (record / "summary.md").read_text()
     n_cells = sum(1 for _ in open(record / "metrics.csv")) - 1
-    # the summary reports the gate over exactly the record's cells, and every claim's verdict
+    # the summary reports the gate over exactly the record's cells
     assert re.search(rf"Learning gate, synthetic grid: \d+ of {n_cells} cells pass", summary)
-    assert claims and all(c["verdict"] in summary for c in claims.values())
+    # the committed claims are what re-judging the record's files gives today (no stale verdict)
+    copy = tmp_path / record.name
+    shutil.copytree(record, copy)
+    again = {c["id"] + str(c.get("scope", c.get("mask_unit"))): c["verdict"] for c in rejudge(copy)}
+    assert again == {c["id"] + str(c.get("scope", c.get("mask_unit"))): c["verdict"] for c in claims.values()}
+    md = (record / "claims.md").read_text()
+    assert claims and all(f"**{c['verdict']}**" in md for c in claims.values())
+
+
+def test_keep_copies_what_a_record_needs_and_refuses_an_unfinished_run(tmp_path: Path) -> None:
+    from mae_hlvm.core.io import ArtifactError
+    from mae_hlvm.review.records import KEPT, KEPT_REAL, keep
+
+    root, record = tmp_path / "wc", tmp_path / "runs" / "gpu-x"
+    (root).mkdir()
+    shutil.copy2(REPO / "params.yaml", root / "params.yaml")
+    for rel in KEPT + KEPT_REAL:
+        if rel != "params.yaml":
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(rel)
+    (root / "dvc.lock").unlink()
+    with pytest.raises(ArtifactError, match="lacks dvc.lock"):
+        keep(root, record)
+    assert not record.exists(), "nothing is copied from an unfinished run"
+    (root / "dvc.lock").write_text("schema: '2.0'\n")
+    for rel in ("results/cells/r0.1_p2_s0.json", "results/cells_stable/r0.1_p2_s0.json",
+                "results/real/cells/A/r0.1_p8_s0.json", "results/cells/r0.1_p2_s0.recon.npz"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("{}")
+    copied = keep(root, record)
+    for rel in ("params.yaml", "dvc.lock", "data/prediction.json", "metrics.csv", "claims.md", "stability.csv",
+                "cells/r0.1_p2_s0.json", "cells_stable/r0.1_p2_s0.json", "real/cells/A/r0.1_p8_s0.json", "real/table1.csv"):
+        assert (record / rel).is_file(), rel
+    assert not (record / "cells/r0.1_p2_s0.recon.npz").exists(), "reconstructions stay out (large, not read by claims)"
+    assert "results/cells/r0.1_p2_s0.json" in copied
+
+
+def test_the_real_gate_of_a_record_without_real_cells_is_read_from_its_summary() -> None:
+    from mae_hlvm.review.records import _learned_real_from_summary
+
+    line = ("- Learning gate, real track: 1 of 3 cells pass; failing: A/r0.1_p8_s0 (not plateaued (loss fell 10.7% over "
+            "the last quarter of epochs)), B/r0.75_p16_s2 (not learned (gain share 0.31 < 0.5 of the linear predictor's)).")
+    assert _learned_real_from_summary(f"# x\n{line}\n") == {"A/r0.1_p8_s0": True, "B/r0.75_p16_s2": False}

@@ -620,7 +620,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
              "min_effect": MIN_EFFECT, "min_rho": MIN_RHO, "min_seeds": MIN_SEEDS, "gate": GATE_RULES,
              "budget_factor": factor, "stability_seed": seed if stable is not None else None}
     write_json(args.out_json, _finite({"rules": rules, "claims": {claim_key(c): c for c in claims}}))
-    write_text(getattr(args, "out_stability", paths.STABILITY_CSV), frame_to_csv(table))
+    write_text(args.out_stability, frame_to_csv(table))
     # the digest covers the keys this step reads (pipeline.STAGE_PARAMS), so it changes
     # exactly when the claims could
     stamp = f"params {digest(stage_params(params, 'claims'))} (keys read here), code {code_revision()}"
