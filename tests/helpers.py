@@ -97,7 +97,7 @@ def tiny_params(root: Path) -> None:
     """A grid small enough to run end to end in seconds per job on 2 cores."""
     edit_params(
         root,
-        data__image_size=8, data__depth=1, data__latent_dims=[4, 4], data__noise_scales=[1.0, 0.5],
+        data__image_size=8, data__depth=2, data__latent_dims=[4, 2, 2], data__noise_scales=[1.0, 0.5, 0.5],
         data__n_classes=2, data__n_train=64, data__n_test=32,
         model__vit_patch=2, model__embed_dim=16, model__depth=1, model__num_heads=2,
         model__decoder_embed_dim=8, model__decoder_depth=1, model__decoder_num_heads=2,

@@ -41,7 +41,8 @@ def raw_params() -> dict:
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw.pop("stability", None)  # its set names cells of the shipped grid
-    raw["data"].update(depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 1.0, 1.0])
+    # the quadtree, whose masking units need not be whole leaves; C5 follows the prediction JSON written below
+    raw["data"].update(generator="quadtree", depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 1.0, 1.0])
     return raw
 
 
@@ -57,7 +58,7 @@ def frame(root_curve, leaf_curve, patches=(2, 4), seeds=(0, 1, 2), noise=0.002, 
             "r2_level1": 0.5, "r2_level2": leaf_curve[i] + rng.normal(0, noise),
             "probe_acc": 0.5, "recon_mse": 0.1 if passes else 0.119, "mean_pred_mse": 0.12, "linear_mse": 0.11,
             "recon_rel": 0.833333 if passes else 0.991667, "gain_share": 2.0 if passes else 0.4,
-            "last_quarter_drop": 0.02, "gate_pass": int(passes),
+            "last_quarter_drop": 0.02, "gate_pass": int(passes), "c_excess": 0.1,
             "r2sp_level0": root_curve[i], "r2in_level1": 0.3, "r2in_level2": leaf_curve[i],
         })
     return pd.DataFrame(rows)
@@ -85,38 +86,45 @@ def by_id(claims):
     return {(c["id"], c.get("mask_unit", c.get("scope"))): c for c in claims}
 
 
-def prediction(level_of) -> dict:
-    """A prediction JSON (predict step) whose mean level per (ratio, unit) is ``level_of(ratio, unit)``."""
+def prediction(generator: str = "copytree") -> dict:
+    """A prediction JSON (predict step) of ``generator``, one c share list per (ratio, unit)."""
     from mae_hlvm.synthetic.predict import cell_key
 
-    return {"cells": {cell_key(r, p): {"mean_level": level_of(r, p)} for r in RATIOS for p in (2, 4)}}
+    return {"generator": generator,
+            "cells": {cell_key(r, p): {"c_share_per_level": [1 - abs(r - 0.5), 0.5, 0.0]} for r in RATIOS for p in (2, 4)}}
 
 
-def theorem_frame(level_of, seeds=(0, 1, 2), failing=()) -> pd.DataFrame:
-    """Cells whose measured level (root weight 1 - L/2, level-2 innovation weight L/2) is level_of + noise."""
+def theorem_frame(excess_of, seeds=(0, 1, 2), failing=()) -> pd.DataFrame:
+    """Cells whose c_excess (the masked probe's, claim C5) is ``excess_of(ratio, unit)`` + noise."""
     f = frame([0.5] * 5, [0.5] * 5, seeds=seeds, failing=failing)
     rng = np.random.default_rng(1)
-    level = np.array([level_of(r, p) for r, p in zip(f.mask_ratio, f.mask_unit)]) + rng.normal(0, 0.01, len(f))
-    return f.assign(r2sp_level0=1 - level / 2, r2in_level1=0.0, r2in_level2=level / 2)
+    return f.assign(c_excess=[excess_of(r, p) for r, p in zip(f.mask_ratio, f.mask_unit)] + rng.normal(0, 0.01, len(f)))
 
 
-def test_theorem_claim_follows_the_rank_correlation_of_predicted_and_measured_level():
-    from mae_hlvm.review.claims import MIN_RHO, theorem_claim
+def test_theorem_claim_reads_c_excess_on_a_generator_that_meets_the_premises():
+    from mae_hlvm.review.claims import C5_MIN_EXCESS, theorem_claim
 
-    hump = lambda r, p: 1.5 - abs(r - 0.5) - p / 10  # noqa: E731
-    pred = prediction(hump)
+    pred = prediction()
     c5 = lambda f: next(c for c in judged(f, pred=pred) if c["id"] == "C5")  # noqa: E731
-    agree = c5(theorem_frame(hump))
-    assert agree["verdict"] == "supported" and agree["effect"] > 0.95 and agree["n_seeds"] == 3
-    assert agree["per_cell"]["r0.5_p2"]["predicted"] == pytest.approx(1.3)
-    assert agree["per_cell"]["r0.5_p2"]["measured"] == pytest.approx(1.3, abs=0.02)
-    opposite = c5(theorem_frame(lambda r, p: -hump(r, p) + 3))
-    assert opposite["verdict"] == "contradicted" and opposite["effect"] < -MIN_RHO
-    assert theorem_claim(theorem_frame(lambda r, p: 1.0 + 0.0 * r), pred, 3)["verdict"] == "inconclusive"
-    assert c5(theorem_frame(hump, seeds=(0, 1)))["verdict"] == "not judged: 2 seeds"
-    assert c5(theorem_frame(hump, failing=[(0.5, 2, 1)]))["verdict"] == NOT_LEARNED
-    with pytest.raises(ArtifactError, match="the prediction has no cell"):
-        theorem_claim(theorem_frame(hump), {"cells": {}}, 3)
+    holds = c5(theorem_frame(lambda r, p: 0.2 + r / 10))
+    assert holds["verdict"] == "supported" and holds["effect"] == pytest.approx(0.25, abs=0.01) and holds["n_seeds"] == 3
+    assert holds["per_cell"]["r0.5_p2"]["c_share_per_level"] == [1.0, 0.5, 0.0]
+    assert holds["per_cell"]["r0.5_p2"]["c_excess"] == pytest.approx(0.25, abs=0.02)
+    assert c5(theorem_frame(lambda r, p: -0.2))["verdict"] == "contradicted"
+    # what a lossy or untrained encoder gets (within 0.03 of 0 on average) is no verdict
+    assert C5_MIN_EXCESS == 0.05
+    assert c5(theorem_frame(lambda r, p: 0.03))["verdict"] == "inconclusive"
+    assert c5(theorem_frame(lambda r, p: 0.2, seeds=(0, 1)))["verdict"] == "not judged: 2 seeds"
+    assert c5(theorem_frame(lambda r, p: 0.2, failing=[(0.5, 2, 1)]))["verdict"] == NOT_LEARNED
+    # a cell with no c_excess (no level holds both shared and visible-only latents) is left out
+    partial = theorem_frame(lambda r, p: 0.2)
+    partial.loc[(partial.mask_ratio == 0.9) & (partial.mask_unit == 4), "c_excess"] = np.nan
+    assert "r0.9_p4" not in c5(partial)["per_cell"] and c5(partial)["verdict"] == "supported"
+    # no theorem behind it on the quadtree: no C5 at all
+    assert theorem_claim(theorem_frame(lambda r, p: 0.2), prediction("quadtree"), 3) is None
+    assert not [c for c in judged(theorem_frame(lambda r, p: 0.2), pred=prediction("quadtree")) if c["id"] == "C5"]
+    with pytest.raises(ArtifactError, match="c_excess"):
+        theorem_claim(frame([0.5] * 5, [0.5] * 5).drop(columns="c_excess"), pred, 3)
 
 
 def test_rule_needs_both_probability_and_effect():
@@ -397,7 +405,7 @@ def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
     b = baselines([0.2, 0.2])
     b.to_csv(tmp_path / "baselines.csv", index=False, na_rep="nan")
     write_real_cells(tmp_path, params, lambda r, u: 0.5 - abs(r - 0.5) + u / 100)
-    write_json(tmp_path / "prediction.json", prediction(lambda r, p: 2.0 - abs(r - 0.5)))
+    write_json(tmp_path / "prediction.json", prediction())
     args = argparse.Namespace(metrics=tmp_path / "metrics.csv", baselines=tmp_path / "baselines.csv",
                               real_cells_dir=tmp_path / "real_cells", out_json=tmp_path / "claims.json",
                               out_md=tmp_path / "claims.md", prediction=tmp_path / "prediction.json",
@@ -428,7 +436,7 @@ def test_step_refuses_baselines_of_other_seeds_and_names_a_missing_real_cell(tmp
     params = parse_params(raw_params())
     frame([0.3, 0.5, 0.7, 0.5, 0.3], [0.6] * 5, seeds=(0, 1)).to_csv(tmp_path / "metrics.csv", index=False)
     baselines([0.2, 0.2, 0.2]).to_csv(tmp_path / "baselines.csv", index=False, na_rep="nan")
-    write_json(tmp_path / "prediction.json", prediction(lambda r, p: 2.0 - abs(r - 0.5)))
+    write_json(tmp_path / "prediction.json", prediction())
     args = argparse.Namespace(metrics=tmp_path / "metrics.csv", baselines=tmp_path / "baselines.csv",
                               real_cells_dir=tmp_path / "real_cells", out_json=tmp_path / "claims.json",
                               out_md=tmp_path / "claims.md", prediction=tmp_path / "prediction.json")

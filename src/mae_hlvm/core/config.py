@@ -198,6 +198,9 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
+    # quadtree: hlvm-quadtree-4 (docs/generator.md); copytree: hlvm-copytree-1, the generator that
+    # meets the theorems' premises (docs/theorem.md). Absent: quadtree, as params files written before it.
+    generator: Literal["quadtree", "copytree"] = "quadtree"
     image_size: int = Field(gt=0)
     channels: int = Field(gt=0)
     depth: int = Field(ge=1, le=5)
@@ -212,6 +215,10 @@ class DataParams(_Section):
     n_train: int = Field(gt=0)
     n_test: int = Field(gt=0)
     seed: int = Field(ge=0)
+    # copytree only: each item of a node is copied into this many of its 4 children, and the
+    # strength of the renderer's coupling layers (0 = a linear renderer)
+    replication: int = Field(default=2, ge=1, le=4)
+    nonlinearity: float = Field(default=0.0, ge=0, le=4)
 
     @field_validator("latent_dims")
     @classmethod
@@ -219,13 +226,26 @@ class DataParams(_Section):
         for i, d in enumerate(v):
             if d <= 0:
                 raise ValueError(f"[{i}]={d}: every latent dimension must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _tree_invertible(self) -> DataParams:
+        if self.generator == "copytree":
+            from mae_hlvm.synthetic.copytree import check_copytree
+
+            try:
+                check_copytree(self)
+            except ParamsError as err:
+                raise ValueError(str(err).removeprefix("data.")) from None
+            return self
+        v = self.latent_dims
         for i in range(1, len(v)):
             if 4 * v[i] < v[i - 1]:
                 raise ValueError(
-                    f"[{i}]={v[i]}: a parent's four children together need at least its dimension "
+                    f"latent_dims[{i}]={v[i]}: a parent's four children together need at least its dimension "
                     f"({v[i - 1]}), so each child at least {-(-v[i - 1] // 4)}, for the map to be invertible"
                 )
-        return v
+        return self
 
     @field_validator("noise_scales")
     @classmethod
@@ -424,6 +444,10 @@ class ProbeParams(_Section):
     # the probes fit on the first max_train training images: their memory and time grow with it
     # (a probe on 100,000 images held 13.7 GB), and a linear probe needs far fewer than an MAE
     max_train: int = Field(gt=0)
+    # the masked probe (synthetic/masked.py): fixed masks per cell, and each visible token's
+    # features kept on this many principal components. Absent: 4 and 16.
+    masked_masks: int = Field(default=4, ge=1, le=64)
+    masked_token_dims: int = Field(default=16, ge=1, le=1024)
 
     @field_validator("ridge_alphas")
     @classmethod
@@ -765,6 +789,21 @@ class Params(_Section):
         check_cells(("data.image_size", self.data.image_size), ("model.vit_patch", self.model.vit_patch),
                     [(f"grid.mask_units[{i}]", u) for i, u in enumerate(grid.mask_units)],
                     [(r, u) for u in grid.mask_units for r in grid.mask_ratios], "grid cell")
+        return self
+
+    @model_validator(mode="after")
+    def _whole_leaves(self) -> Params:
+        # the copy tree's shared set c is defined for masks of whole leaves (docs/theorem.md): a leaf
+        # half hidden is determined by neither part
+        leaf = self.data.image_size // 2**self.data.depth
+        if self.data.generator == "copytree":
+            for i, u in enumerate(self.grid.mask_units):
+                if u % leaf:
+                    raise ValueError(
+                        f"grid.mask_units[{i}]={u}: the copytree generator's leaves are {leaf}x{leaf}-pixel blocks and "
+                        "the theorem's shared set is defined for masking units of whole leaves: use multiples of "
+                        f"{leaf} (or data.generator: quadtree)"
+                    )
         return self
 
     @model_validator(mode="after")

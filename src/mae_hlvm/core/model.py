@@ -262,6 +262,16 @@ class MaskedAutoencoder(nn.Module):
         return self.norm(x)
 
     @torch.no_grad()
+    def encode_visible(self, imgs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Token features of the visible part only, as training feeds the encoder: imgs (N, C, H, W),
+        keep (n_visible,) token indices in raster order -> (N, n_visible, D), CLS left out."""
+        x = self.embed(imgs)[:, keep]
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)[:, 1:]
+
+    @torch.no_grad()
     def last_attention(self, imgs: torch.Tensor) -> torch.Tensor:
         """Last encoder layer's attention on UNmasked images, (N, heads, 1 + L, 1 + L)."""
         x = self.embed(imgs)

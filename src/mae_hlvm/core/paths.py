@@ -33,6 +33,10 @@ STABLE_MODELS_DIR = "models_stable"
 STABLE_CELLS_DIR = "results/cells_stable"
 REAL_STABLE_MODELS_DIR = "models_real_stable"
 REAL_STABLE_CELLS_DIR = "results/real/cells_stable"
+# The masked probe on encoders with known answers, per (ratio, unit) cell (oracles step), and
+# their table (aggregate step)
+ORACLES_DIR = "results/oracles"
+ORACLES_MD = "results/oracles.md"
 # Every stability cell of both tracks at both budgets (claims step)
 STABILITY_CSV = "results/stability.csv"
 
@@ -53,6 +57,11 @@ def train_log(cell: str, stable: bool = False) -> str:
 
 def probe_json(cell: str, stable: bool = False) -> str:
     return f"{STABLE_CELLS_DIR if stable else CELLS_DIR}/{cell}.json"
+
+
+def oracle_json(pair: str) -> str:
+    """The oracle table of one (ratio, unit) cell, ``r0.5_p2`` (every seed shares it)."""
+    return f"{ORACLES_DIR}/{pair}.json"
 
 
 def baseline_json(seed: int | str) -> str:

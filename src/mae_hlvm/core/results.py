@@ -94,6 +94,22 @@ class Gate(_Schema):
         return self
 
 
+class MaskedScores(_Schema):
+    """:func:`mae_hlvm.synthetic.masked.masked_scores` of the encoder of the visible part, per latent
+    level: R^2 of the shared (``c``), visible-only (``v``) and hidden-only (``h``) latents; and
+    ``c_excess`` against the cell's frontier of even loss (the oracle table's)."""
+
+    c: list[Score]
+    v: list[Score]
+    h: list[Score]
+    recovery: Score
+    selectivity: Score
+    excess: list[Score]
+    c_excess: Score
+    masks: StrictInt
+    token_dims: StrictInt
+
+
 class CellId(_Schema):
     cell_id: StrictStr
     mask_ratio: Number
@@ -138,11 +154,13 @@ class CellResult(EncoderScores):
     n_levels: StrictInt
     recon_mse: Score
     gate: Gate
+    masked: MaskedScores
     config_digest: StrictStr
 
     @model_validator(mode="after")
     def _one_value_per_level(self) -> CellResult:
-        _check_levels(self.n_levels, self.level_lists())
+        _check_levels(self.n_levels, {**self.level_lists(), **{f"masked.{k}": getattr(self.masked, k)
+                                                                for k in ("c", "v", "h", "excess")}})
         return self
 
 
@@ -383,6 +401,13 @@ CELL_COLUMNS: tuple[Column, ...] = (
     Column("cue_shape", lambda c, p: _shape(getattr(c.shape_bias, p), "shape")),
     Column("cue_texture", lambda c, p: _shape(getattr(c.shape_bias, p), "texture")),
     Column("shape_bias_{alt}", lambda c, p: _shape(_alt(c.shape_bias, p), "shape_bias")),
+    # under the cell's own masks (synthetic/masked.py): shared, visible-only and hidden-only latents
+    Column("mr2c", lambda c, p: c.masked.c, levels=True),
+    Column("mr2v", lambda c, p: c.masked.v, levels=True),
+    Column("mr2h", lambda c, p: c.masked.h, levels=True),
+    Column("c_recovery", lambda c, p: _nan(c.masked.recovery)),
+    Column("c_selectivity", lambda c, p: _nan(c.masked.selectivity)),
+    Column("c_excess", lambda c, p: _nan(c.masked.c_excess)),
 )
 ID_COLUMNS = ("mask_ratio", "mask_unit", "seed")
 INT_COLUMNS = tuple(c.name for c in CELL_COLUMNS if c.integer)

@@ -270,8 +270,24 @@ def read_timings(params: Params) -> pd.DataFrame:
 # --------------------------------------------------------------------------- step
 
 
+def read_oracles(params: Params) -> dict[str, dict[str, Any]]:
+    """The oracle table of every (ratio, unit) cell of the grid (oracles step), by path, keyed ``r0.5_p2``."""
+    out = {}
+    for unit in params.grid.mask_units:
+        for ratio in params.grid.mask_ratios:
+            key = cell_id(ratio, unit, 0).rsplit("_s", 1)[0]
+            obj = read_json(paths.oracle_json(key))
+            if not isinstance(obj, dict) or "encoders" not in obj or "frontier" not in obj:
+                raise ArtifactError(f"{paths.oracle_json(key)}: not an oracle table; rerun the oracles step")
+            out[key] = obj
+    return out
+
+
 def run(params: Params, args: Any) -> None:
-    """Write ``args.out_csv``, ``args.out_json``, ``args.out_baselines`` (and the untracked timings table)."""
+    """Write ``args.out_csv``, ``args.out_json``, ``args.out_baselines``, the oracle table (Markdown)
+    and the untracked timings table."""
+    from mae_hlvm.synthetic.oracles import render_markdown as oracle_markdown
+
     levels = n_levels(params)
     frame = metrics_frame(read_cells(params), levels, params.probe.pooling)
     baselines = baselines_frame(read_baselines(params), levels, params.probe.pooling)
@@ -280,6 +296,7 @@ def run(params: Params, args: Any) -> None:
     write_text(args.out_baselines, frame_to_csv(baselines))
     write_text(args.out_csv, frame_to_csv(frame))
     write_json(args.out_json, summary)
+    write_text(getattr(args, "out_oracles", paths.ORACLES_MD), oracle_markdown(read_oracles(params)))
     log.info("aggregated %d cells and %d seeds' baselines into %s, %s and %s",
              len(frame), len(baselines) // len(BASELINE_KINDS), args.out_csv, args.out_json, args.out_baselines)
     timings = read_timings(params)

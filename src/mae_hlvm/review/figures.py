@@ -526,51 +526,47 @@ def level_axis_ticks(n_levels: int) -> tuple[list[int], list[str]]:
 
 
 def plot_theorem_levels(frame: pd.DataFrame, prediction: dict[str, Any], n_levels: int, label: str) -> plt.Figure:
-    """The theorem's test, per (ratio, unit) cell: predicted separator level vs the level the encoder holds.
+    """The theorem's test per (ratio, unit) cell (docs/theorem.md).
 
-    Left: x = the predicted mean level of the separating set (data/prediction.json), y =
-    the measured level (:func:`mae_hlvm.synthetic.predict.measured_level`), mean over seeds with a
-    min-max bar, one marker per masking unit, each point labelled with its ratio; the
-    dotted diagonal is measured = predicted. Right: both against the masking ratio
-    (predicted solid, measured dashed with its min-max band). Every level axis is the
-    fixed 0 (root) .. D (leaves) scale, so a shift of 0.01 level looks as small as it is.
+    Left: the prediction, the expected share of each level's latents in the shared set ``c``
+    (data/prediction.json; on the quadtree, where the theorem's premises fail, the share of
+    each level's nodes that reach both parts), one line per level and unit, against the
+    masking ratio. Right: what the encoder of the visible part holds of ``c`` beyond even loss
+    (``c_excess``, metrics.csv; claim C5), mean over seeds with its min-max band, and 0.
     """
-    from mae_hlvm.synthetic.predict import measured_level, predicted_mean_levels
+    from mae_hlvm.synthetic.predict import cell_key
 
-    cells = frame.assign(measured=measured_level(frame, n_levels))
-    agg = cells.groupby(["mask_unit", "mask_ratio"])["measured"].agg(["mean", "min", "max"]).reset_index()
-    agg["predicted"] = predicted_mean_levels(prediction, zip(agg.mask_ratio, agg.mask_unit))
     fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(9.6, 4.0))
-    palette = sns.color_palette("colorblind", n_colors=agg["mask_unit"].nunique())
-    markers = "osD^v<>"
-    limits = (-0.15, n_levels - 1 + 0.15)
-    ax.plot(limits, limits, ":", color="0.5", linewidth=1.0, label="measured = predicted")
-    for (patch, part), colour, marker in zip(agg.groupby("mask_unit"), palette, markers):
-        err = np.vstack([part["mean"] - part["min"], part["max"] - part["mean"]])
-        ax.errorbar(part["predicted"], part["mean"], yerr=err, fmt=marker, color=colour, capsize=2, label=f"unit {patch} px")
-        for _, r in part.iterrows():
-            ax.annotate(f"{r.mask_ratio:g}", (r.predicted, r["mean"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
-        ax_r.fill_between(part["mask_ratio"], part["min"], part["max"], color=colour, alpha=0.2, linewidth=0)
-        ax_r.plot(part["mask_ratio"], part["mean"], "--", marker=marker, color=colour, label=f"measured, unit {patch}")
-        ax_r.plot(part["mask_ratio"], part["predicted"], "-", marker=marker, color=colour, alpha=0.5, label=f"predicted, unit {patch}")
-    ticks, names = level_axis_ticks(n_levels)
-    for a in (ax, ax_r):
-        a.set_ylim(*limits)
-        a.set_yticks(ticks, names)
-        a.grid(alpha=0.3)
-    ax.set_xlim(*limits)
-    ax.set_xticks(ticks, names)
-    ax.set_xlabel("predicted level of the separating set")
-    ax.set_ylabel("measured level held by the encoder")
-    ax.legend(frameon=False, fontsize=7)
+    units = sorted(frame["mask_unit"].unique())
+    palette = sns.color_palette("colorblind", n_colors=max(n_levels, len(units)))
+    styles = ["-", "--", ":", "-."]
+    cells = prediction.get("cells", {})
+    for (i, unit), style in zip(enumerate(units), styles):
+        ratios = sorted(frame.loc[frame.mask_unit == unit, "mask_ratio"].unique())
+        for lv in range(n_levels):
+            shares = [cells.get(cell_key(r, unit), {}).get("c_share_per_level", [np.nan] * n_levels)[lv] for r in ratios]
+            ax.plot(ratios, shares, style, marker="o", color=palette[lv], label=f"{level_label(f'level {lv}', n_levels - 1)}"
+                    + f", unit {unit}")
+        part = frame[frame.mask_unit == unit].groupby("mask_ratio")["c_excess"].agg(["mean", "min", "max"])
+        ax_r.fill_between(part.index, part["min"], part["max"], color=palette[i], alpha=0.2, linewidth=0)
+        ax_r.plot(part.index, part["mean"], style, marker="o", color=palette[i], label=f"unit {unit} px")
+    ax_r.axhline(0.0, color="0.5", linewidth=0.8)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("masking ratio")
+    ax.set_ylabel("predicted share of the level's latents in c")
+    ax.legend(frameon=False, fontsize=6, ncol=2)
     ax_r.set_xlabel("masking ratio")
-    ax_r.set_ylabel("level (solid: predicted, dashed: measured)")
-    ax_r.legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle("Theorem 1 in our generator: does the encoder hold the predicted level?\n"
-                 "marker/line: mean over seeds, bars and band: min-max over seeds; level axes fixed 0 (root) to "
-                 f"{n_levels - 1} (leaves)\n"
-                 "measured level = R$^2$-weighted mean level of the root and each level's innovation, spatial probe",
-                 fontsize=8)
+    ax_r.set_ylabel("c_excess (R$^2$ of c beyond even loss)")
+    low = min(-0.1, float(np.nanmin(frame["c_excess"])) - 0.05) if frame["c_excess"].notna().any() else -0.1
+    high = max(0.1, float(np.nanmax(frame["c_excess"])) + 0.05) if frame["c_excess"].notna().any() else 0.1
+    ax_r.set_ylim(low, high)
+    ax_r.legend(frameon=False, fontsize=7)
+    for a in (ax, ax_r):
+        a.grid(alpha=0.3)
+    premises = "premises met" if prediction.get("generator") == "copytree" else "premises NOT met: no theorem behind it"
+    fig.suptitle("The theorem on our generator (" + premises + "): which latents are shared, and does the encoder "
+                 "of the visible part hold them?\nleft: prediction; right: measured, mean over seeds, band: min-max over "
+                 "seeds", fontsize=8)
     stamp(fig, label)
     return fig
 

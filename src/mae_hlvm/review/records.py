@@ -176,7 +176,8 @@ def rejudge(record: Path) -> list[dict[str, Any]]:
     table = claims_mod.stability_table(ev, stable) if stable is not None else pd.DataFrame(
         columns=list(claims_mod.STABILITY_COLUMNS))
     rules = {"n_bootstrap": claims_mod.N_BOOTSTRAP, "seed": claims_mod.BOOTSTRAP_SEED,
-             "support_prob": claims_mod.SUPPORT_PROB, "min_effect": claims_mod.MIN_EFFECT, "min_rho": claims_mod.MIN_RHO,
+             "support_prob": claims_mod.SUPPORT_PROB, "min_effect": claims_mod.MIN_EFFECT,
+             "c5_min_excess": claims_mod.C5_MIN_EXCESS,
              "min_seeds": claims_mod.MIN_SEEDS, "budget_factor": factor, "rejudged_from": "the record (no training)"}
     write_json(record / "claims.json", claims_mod._finite({"rules": rules, "claims": {claims_mod.claim_key(c): c for c in judged}}))
     write_text(record / "stability.csv", frame_to_csv(table))

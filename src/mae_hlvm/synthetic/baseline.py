@@ -91,9 +91,22 @@ def pixel_scores(train: Dataset, test: Dataset, params: Params) -> dict[str, Any
     }
 
 
+def leaf_states(ds: Dataset, params: Params) -> np.ndarray:
+    """Every leaf's whole state, flattened (N, 4**D * w): the quadtree's leaf latents, or the copy
+    tree's leaf contents (every part a leaf holds, its ancestors' copies included)."""
+    if params.data.generator != "copytree":
+        return flatten_latent(ds.latents[-1])
+    from mae_hlvm.synthetic.latents import latent_variables
+    from mae_hlvm.synthetic.masked import slot_table
+
+    variables = latent_variables(params.data)
+    table = slot_table(variables)  # (L, W): the copy tree fills every slot
+    return variables.values(ds.latents)[:, table].reshape(len(ds.images), -1)
+
+
 def latent_ceiling(train: Dataset, test: Dataset, params: Params) -> dict[str, Any]:
-    """The level / innovation probes on the true leaf latents (N, 4**D * d_D): the linear ceiling."""
-    leaves_tr, leaves_te = flatten_latent(train.latents[-1]), flatten_latent(test.latents[-1])
+    """The level / innovation probes on the true leaf states (:func:`leaf_states`): the linear ceiling."""
+    leaves_tr, leaves_te = leaf_states(train, params), leaf_states(test, params)
     return {"r2_spatial": level_scores(leaves_tr, leaves_te, train, test, params.probe.ridge_alphas)}
 
 

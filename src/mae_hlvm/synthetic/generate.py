@@ -476,7 +476,12 @@ def sample(
 
 
 def generate_dataset(data: DataParams) -> Dataset:
-    """The synthetic dataset of ``data``: n_train train rows, then n_test test rows."""
+    """The synthetic dataset of ``data``: n_train train rows, then n_test test rows (the copy tree's
+    when ``data.generator`` says so: :mod:`mae_hlvm.synthetic.copytree`)."""
+    if data.generator == "copytree":
+        from mae_hlvm.synthetic.copytree import generate_dataset as copytree_dataset
+
+        return copytree_dataset(data)
     fns = draw_functions(data)
     streams = np.random.SeedSequence(data.seed).spawn(_N_STREAMS)
     parts = [

@@ -1,5 +1,13 @@
 """The theorem's prediction per grid cell: which latents an MAE should recover (step ``predict``).
 
+On the copy-tree generator, which meets the theorems' premises (docs/theorem.md), the
+prediction is exact: for every mask, ``c`` is the set of parts that reach a visible leaf and
+a hidden one (:mod:`mae_hlvm.synthetic.latents`); per cell we report the expected share of
+each level's parts in ``c`` (and visible-only, hidden-only), ``c``'s expected size and its
+mean level (:func:`predict_copytree_cell`). On the quadtree generator no latent above the
+leaves is a function of the image, so the theorem's ``c`` is empty there; what follows is the
+separator reading this project used before, kept for that generator and labelled as such.
+
 Kong et al. (Theorem 1) show that for a mask ``m`` the MAE encoder recovers the
 smallest set ``c`` of latents shared by the visible pixels ``x_{m^c}`` and the hidden
 ones ``x_m``. In a tree-shaped model (our quadtree, docs/generator.md) that set is a
@@ -211,6 +219,36 @@ def predict_cell(
     }
 
 
+PREMISES_MET = ("met: each variable is an invertible function of its parents and its own noise, every latent a "
+                "function of the image (docs/theorem.md); c = the parts reaching a visible and a hidden leaf")
+PREMISES_NOT_MET = ("not met: noise enters every node and no latent above the leaves is a function of the image "
+                    "(docs/theorem.md); the separator below is a reading, not the theorem's c")
+
+
+def predict_copytree_cell(data: Any, mask_unit: int, mask_ratio: float, n_masks: int = N_MASKS,
+                          seed: int = MASK_SEED) -> dict[str, Any]:
+    """The exact c of the copy tree for one (ratio, unit) cell, over ``n_masks`` masks drawn as
+    training draws them: shares per level of the parts in c, visible only and hidden only; c's
+    expected size (parts) and mean level (0 = root)."""
+    from mae_hlvm.synthetic.latents import categories, category_shares, latent_variables
+
+    n_visible, n_hidden = unit_counts(data.image_size, mask_unit, mask_ratio)
+    variables = latent_variables(data)
+    cats = categories(variables, draw_masks(data.image_size, mask_unit, mask_ratio, n_masks, seed), data.depth)
+    shares = category_shares(variables, cats)
+    in_c = cats == 0
+    size = in_c.sum(axis=1)
+    levels = (in_c * variables.level[None]).sum(axis=1) / np.maximum(size, 1)
+    return {
+        "mask_ratio": mask_ratio, "mask_unit": mask_unit, "n_visible_units": n_visible, "n_hidden_units": n_hidden,
+        "actual_ratio": round(n_hidden / (n_visible + n_hidden), 6),
+        "c_share_per_level": shares["c"], "v_share_per_level": shares["v"], "h_share_per_level": shares["h"],
+        "c_size": round(float(size.mean()), 4),
+        "mean_level": round(float(levels[size > 0].mean()) if (size > 0).any() else float("nan"), 4),
+        "predicted_level": int(np.argmax(shares["c"])),
+    }
+
+
 def cell_key(mask_ratio: float, mask_unit: int) -> str:
     """A (ratio, unit) cell's key, the cell id without its seed: ``r0.75_p4``."""
     return cell_id(mask_ratio, mask_unit, 0).rsplit("_s", 1)[0]
@@ -219,6 +257,16 @@ def cell_key(mask_ratio: float, mask_unit: int) -> str:
 def predict_grid(params: Params) -> dict[str, Any]:
     """The prediction for every (ratio, unit) of the grid (seeds share it)."""
     data = params.data
+    if data.generator == "copytree":
+        cells = [predict_copytree_cell(data, unit, ratio) for unit in params.grid.mask_units for ratio in params.grid.mask_ratios]
+        return {
+            "generator": "copytree", "premises": PREMISES_MET,
+            "rule": "c = the parts that reach a visible leaf and a hidden one (exact, unique; docs/theorem.md)",
+            "n_masks": N_MASKS, "mask_seed": MASK_SEED, "latent_dims": list(data.latent_dims),
+            "replication": data.replication,
+            "cells": {cell_key(c["mask_ratio"], c["mask_unit"]): c for c in cells},
+            "params_digest": digest(stage_params(params, "predict")),
+        }
     class_node = data.texture_separation > 0
     cells = [
         predict_cell(data.image_size, data.latent_dims, unit, ratio, class_node=class_node)
@@ -226,6 +274,7 @@ def predict_grid(params: Params) -> dict[str, Any]:
         for ratio in params.grid.mask_ratios
     ]
     return {
+        "generator": "quadtree", "premises": PREMISES_NOT_MET,
         "rule": "minimum-dimension vertex separator between visible and hidden pixels in the generator's tree",
         "class_node": CLASS_RULE if class_node else "none: no texture cue, the class is the root's parent only",
         "tie_break": TIE_BREAK,
@@ -237,45 +286,24 @@ def predict_grid(params: Params) -> dict[str, Any]:
     }
 
 
-def predicted_mean_levels(prediction: dict[str, Any], cells: Any) -> list[float]:
-    """The predicted ``mean_level`` of each (ratio, unit) in ``cells``; a missing cell is one ArtifactError."""
-    from mae_hlvm.core.io import ArtifactError
-
-    try:
-        return [prediction["cells"][cell_key(r, p)]["mean_level"] for r, p in cells]
-    except KeyError as err:
-        raise ArtifactError(f"the prediction has no cell {err}; rerun the predict step") from None
-
-
-def measured_level(frame: Any, n_levels: int) -> Any:
-    """The level profile an encoder holds, as one number per row of metrics.csv (0 = root).
-
-    The weights are what the spatial probe reads of each level's *own* information: the
-    root's R^2 (``r2sp_level0``) and, below it, the R^2 of each level's innovation
-    (``r2in_level<l>``, the latent minus its parent's prediction), each clipped at 0.
-    measured level = sum_l l * w_l / sum_l w_l, on the same 0..D scale as the predicted
-    ``mean_level``. Rule fixed before any result; the random-init floor is not
-    subtracted (it is the same for every cell of a seed). NaN when every weight is 0.
-    """
-    import pandas as pd
-
-    weights = [frame["r2sp_level0"].clip(lower=0)] + [
-        frame[f"r2in_level{lv}"].clip(lower=0) for lv in range(1, n_levels)
-    ]
-    total = sum(weights)
-    level = sum(lv * w for lv, w in enumerate(weights)) / total.where(total > 0)
-    return pd.Series(level, index=frame.index, name="measured_level")
-
-
 def render_markdown(pred: dict[str, Any]) -> str:
-    """The prediction table as Markdown (docs/generator.md quotes it)."""
+    """The prediction table as Markdown (docs/theorem.md and docs/generator.md quote it)."""
     levels = len(pred["latent_dims"])
+    cells = sorted(pred["cells"].values(), key=lambda c: (c["mask_unit"], c["mask_ratio"]))
+    if pred.get("generator") == "copytree":
+        head = " | ".join(f"L{lv} in c" for lv in range(levels))
+        lines = [f"| unit | ratio | actual ratio | {head} | parts in c | mean level of c |", "|" + "---|" * (levels + 5)]
+        for c in cells:
+            shares = " | ".join(f"{x:.2f}" for x in c["c_share_per_level"])
+            lines.append(f"| {c['mask_unit']} | {c['mask_ratio']:g} | {c['actual_ratio']:.3f} | {shares} | "
+                         f"{c['c_size']:.1f} | {c['mean_level']:.2f} |")
+        return "\n".join(lines) + "\n"
     head = " | ".join(f"nodes L{lv}" for lv in range(levels))
     lines = [
         f"| unit | ratio | actual ratio | {head} | class y in c | separator dim | mean level | predicted level |",
         "|" + "---|" * (levels + 7),
     ]
-    for c in sorted(pred["cells"].values(), key=lambda c: (c["mask_unit"], c["mask_ratio"])):
+    for c in cells:
         nodes = " | ".join(f"{x:.2f}" for x in c["nodes_per_level"])
         lines.append(
             f"| {c['mask_unit']} | {c['mask_ratio']:g} | {c['actual_ratio']:.3f} | {nodes} | "

@@ -67,8 +67,10 @@ from mae_hlvm.core import paths, results
 from mae_hlvm.core.config import Params, digest, section_dict
 from mae_hlvm.core.data import CueConflict, Dataset, load_dataset
 from mae_hlvm.core.gate import evaluate_gate, history_losses, linear_on_mae_masks, linear_reference, train_mean_image
-from mae_hlvm.core.io import ArtifactError, file_sha256, save_npz, write_json
+from mae_hlvm.core.io import ArtifactError, file_sha256, read_json, save_npz, write_json
 from mae_hlvm.core.model import MaskedAutoencoder
+from mae_hlvm.synthetic.latents import latent_variables
+from mae_hlvm.synthetic.masked import excess, masked_scores, mean_excess, model_tokens, probe_masks
 
 log = logging.getLogger("mae_hlvm.synthetic.probe")
 
@@ -541,7 +543,25 @@ def cell_gate(
     return evaluate_gate(recon_mse, mean_pred_mse, linear_mse, losses)
 
 
-def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+def masked_cell(params: Params, model: MaskedAutoencoder, train: Dataset, test: Dataset, cell: dict[str, Any],
+                oracle_path: str | None) -> dict[str, Any]:
+    """The cell's probes under its own masks (:mod:`mae_hlvm.synthetic.masked`), and its ``c_excess``
+    against the frontier of even loss in its (ratio, unit) cell's oracle table (``oracle_path``)."""
+    masks = probe_masks(train.image_size, int(cell["mask_unit"]), float(cell["mask_ratio"]), params.probe.masked_masks)
+    scores = masked_scores(model_tokens(model, params.probe.batch_size), train, test, latent_variables(params.data),
+                           masks, params.probe.masked_token_dims)
+    front = None
+    if oracle_path is not None:
+        table = read_json(oracle_path)
+        if (table.get("mask_ratio"), table.get("mask_unit")) != (float(cell["mask_ratio"]), int(cell["mask_unit"])):
+            raise ArtifactError(f"{oracle_path}: is the oracle table of another cell; rerun the oracles step")
+        front = table["frontier"]
+    per_level = excess(scores, front) if front is not None else [None] * len(scores["c"])
+    return {**scores, "excess": per_level, "c_excess": mean_excess(per_level)}
+
+
+def probe_cell(params: Params, data_path: str, checkpoint_path: str, oracle_path: str | None = None
+               ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
     """Probe one cell: (metrics JSON object, reconstruction arrays, timings)."""
     from mae_hlvm.core.train import load_checkpoint  # the train step owns the checkpoint format
 
@@ -573,6 +593,9 @@ def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[di
     linear_mse = linear_on_mae_masks(linear, mean_mse)
     gate = cell_gate(mse, mean_mse, linear_mse, meta, checkpoint_path)
     clock.lap("gate")
+    with threadpool_limits(limits=threads):
+        masked = masked_cell(params, model, train, test, cell, oracle_path)
+    clock.lap("masked")
 
     metrics = {
         "cell": {k: cell[k] for k in ("cell_id", "mask_ratio", "mask_unit", "seed")},
@@ -583,6 +606,7 @@ def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[di
         **scores,
         "recon_mse": _r(mse),
         "gate": gate,
+        "masked": masked,
         "config_digest": digest({"probe": section_dict(params, ["probe"])["probe"], "checkpoint": meta["config"]}),
     }
     timings = {
@@ -595,7 +619,7 @@ def probe_cell(params: Params, data_path: str, checkpoint_path: str) -> tuple[di
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    metrics, figures, timings = probe_cell(params, args.data, args.checkpoint)
+    metrics, figures, timings = probe_cell(params, args.data, args.checkpoint, getattr(args, "oracle", None))
     results.check(results.CellResult, metrics, args.out)  # the layout aggregate reads, before anything is written
     cell = metrics["cell"]["cell_id"]
     # Write the small, untracked timing first and the JSON output last: a crash in between

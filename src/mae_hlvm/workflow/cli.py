@@ -88,6 +88,8 @@ def _label(args: argparse.Namespace) -> str:
     unit = getattr(args, "mask_unit", None)
     sweep = f"{args.sweep}/" if getattr(args, "sweep", None) else ""
     if getattr(args, "mask_ratio", None) is not None and unit is not None:
+        if getattr(args, "seed", None) is None:  # a (ratio, unit) cell every seed shares (oracles)
+            return f"{args.step} {sweep}{cell_id(args.mask_ratio, unit, 0).rsplit('_s', 1)[0]}"
         return f"{args.step} {sweep}{cell_id(args.mask_ratio, unit, args.seed)}"
     if getattr(args, "seed", None) is not None:
         return f"{args.step} {sweep}s{args.seed}"

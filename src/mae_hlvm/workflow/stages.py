@@ -137,8 +137,14 @@ def seed_fields(seed: int) -> Fields:
 
 
 def cell_name(f: Fields) -> str:
-    """``r0.75_p4_s0``; equals :func:`mae_hlvm.core.config.cell_id` for concrete fields."""
-    return f"r{f['mask_ratio']}_p{f['mask_unit']}_s{f['seed']}"
+    """``r0.75_p4_s0``; equals :func:`mae_hlvm.core.config.cell_id` for concrete fields. Fields
+    without a seed (a (ratio, unit) cell every seed shares) give ``r0.75_p4``."""
+    return f"r{f['mask_ratio']}_p{f['mask_unit']}" + (f"_s{f['seed']}" if "seed" in f else "")
+
+
+def pair_name(f: Fields) -> str:
+    """The (ratio, unit) cell of a cell's fields, ``r0.75_p4``: the oracle table it is read against."""
+    return f"r{f['mask_ratio']}_p{f['mask_unit']}"
 
 
 def grid_cells(params: Params) -> list[Fields]:
@@ -170,6 +176,13 @@ CELL_ITEM = {"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}
 GRID = Matrix(
     dvc={"mask_ratio": "${grid.mask_ratios}", "mask_unit": "${grid.mask_units}", "seed": "${grid.seeds}"},
     item=CELL_ITEM, cells=grid_cells,
+)
+# every (ratio, unit) of the grid, seeds aside: the oracle tables
+PAIRS = Matrix(
+    dvc={"mask_ratio": "${grid.mask_ratios}", "mask_unit": "${grid.mask_units}"},
+    item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}"},
+    cells=lambda params: [{"mask_ratio": repr(float(r)), "mask_unit": str(int(u))}
+                          for r, u in itertools.product(params.grid.mask_ratios, params.grid.mask_units)],
 )
 PER_SEED = Matrix(dvc={"seed": "${grid.seeds}"}, item={"seed": "${item.seed}"},
                   cells=lambda params: [seed_fields(s) for s in params.grid.seeds])
@@ -292,6 +305,14 @@ def _probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="the cell's metrics (.json)")
     p.add_argument("--recon", required=True, help="reconstructions of fixed test images (.npz)")
+    p.add_argument("--oracle", default=None, help="its (ratio, unit) cell's oracle table (.json): the frontier of even loss")
+
+
+def _oracles_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
+    p.add_argument("--mask-ratio", type=float, required=True)
+    p.add_argument("--mask-unit", type=int, required=True, help="masking unit in pixels")
+    p.add_argument("--out", required=True, help="the cell's oracle table (.json)")
 
 
 def _baseline_args(p: argparse.ArgumentParser) -> None:
@@ -304,6 +325,7 @@ def _aggregate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-csv", default=paths.METRICS_CSV)
     p.add_argument("--out-json", default=paths.METRICS_JSON)
     p.add_argument("--out-baselines", default=paths.BASELINES_CSV, help="random-init and raw-pixel rows (.csv)")
+    p.add_argument("--out-oracles", default=paths.ORACLES_MD, help="the oracle table (.md)")
 
 
 def _figures_args(p: argparse.ArgumentParser) -> None:
@@ -338,6 +360,8 @@ def _summary_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-tex", default=paths.METRICS_TEX)
     p.add_argument("--out-headline", default=paths.HEADLINE_JSON, help="the numbers dvc metrics compares (.json)")
     p.add_argument("--stability-csv", default=paths.STABILITY_CSV, help="the stability set (claims step), read when on")
+    p.add_argument("--prediction", default=paths.PREDICTION_JSON, help="the theorem's prediction (predict step)")
+    p.add_argument("--oracles-md", default=paths.ORACLES_MD, help="the oracle table (aggregate step)")
 
 
 def _prepare_real_args(p: argparse.ArgumentParser) -> None:
@@ -390,6 +414,8 @@ TRAIN = _step("train", "core.train", "pretrain the MAE of one grid cell", _train
 TRAIN_SEED = _step("train-seed", "synthetic.train_seed", "pretrain every grid cell of one seed in one process (train.job: seed)",
                    _train_seed_args, "synthetic")
 PROBE = _step("probe", "synthetic.probe", "probe one cell's features against the true latents", _probe_args, "synthetic")
+ORACLES = _step("oracles", "synthetic.oracles", "the masked probe on encoders with known answers, one (ratio, unit) cell",
+                _oracles_args, "synthetic")
 BASELINE = _step("baseline", "synthetic.baseline", "probe a random-init encoder and raw pixels (one seed)", _baseline_args,
                  "synthetic")
 AGGREGATE = _step("aggregate", "review.aggregate", "collect every cell into results/metrics.*", _aggregate_args)
@@ -479,7 +505,7 @@ def _real_summary_inputs(params: Params | None) -> list[str]:
 
 def _summary_inputs(f: Fields | None, params: Params | None) -> list[str]:
     return (
-        [paths.METRICS_CSV, paths.BASELINES_CSV, paths.CLAIMS_JSON, paths.CLAIMS_MD]
+        [paths.METRICS_CSV, paths.BASELINES_CSV, paths.CLAIMS_JSON, paths.CLAIMS_MD, paths.PREDICTION_JSON, paths.ORACLES_MD]
         + [f"{paths.FIGURES_DIR}/{name}.png" for name in FIGURE_NAMES]
         + ([paths.STABILITY_CSV] if params is not None and stability_enabled(params) else [])
         + _real_summary_inputs(params)
@@ -639,13 +665,27 @@ TABLE: tuple[Stage, ...] = (
         threads=None, mem_mb=8000, gpu=True,
     ),
     Stage(
-        # the model config comes from the checkpoint, which is an input file
-        name="probe", step=PROBE, matrix=GRID, reads=("probe", "train.threads"),
+        # the masked probe on oracles, per (ratio, unit): the measures checked on known answers
+        # and each cell's frontier of even loss; the random-init encoder is built from the model section
+        name="oracles", step=ORACLES, matrix=PAIRS, reads=("data", "model", "probe", "train.threads"),
+        args=lambda f: (
+            f"--data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
+            f"--out {paths.oracle_json(pair_name(f))}"
+        ),
+        inputs=lambda f, params: [paths.SYNTHETIC_DATA],
+        outputs=lambda f, params: [Out(paths.oracle_json(pair_name(f)), cache=False)],
+        threads=None, mem_mb=4000,
+    ),
+    Stage(
+        # the model config comes from the checkpoint, which is an input file; the data section
+        # gives the generator's latent variables (the masked probe's targets)
+        name="probe", step=PROBE, matrix=GRID, reads=("data", "probe", "train.threads"),
         args=lambda f: (
             f"--data {paths.SYNTHETIC_DATA} --checkpoint {paths.checkpoint(cell_name(f))} "
-            f"--out {paths.probe_json(cell_name(f))} --recon {paths.recon_npz(cell_name(f))}"
+            f"--out {paths.probe_json(cell_name(f))} --recon {paths.recon_npz(cell_name(f))} "
+            f"--oracle {paths.oracle_json(pair_name(f))}"
         ),
-        inputs=lambda f, params: [paths.SYNTHETIC_DATA, paths.checkpoint(cell_name(f))],
+        inputs=lambda f, params: [paths.SYNTHETIC_DATA, paths.checkpoint(cell_name(f)), paths.oracle_json(pair_name(f))],
         # per-cell metrics live in git (`git diff`, replay-check); DVC's metrics are the headline
         outputs=lambda f, params: [Out(paths.probe_json(cell_name(f)), cache=False),
                                    Out(paths.recon_npz(cell_name(f)), cache=False)],
@@ -654,7 +694,7 @@ TABLE: tuple[Stage, ...] = (
     Stage(
         # the untrained encoder and raw pixels under the same probes, once per seed; the
         # random-init model is built from the model section (seeded by the job's seed)
-        name="baseline", step=BASELINE, matrix=PER_SEED, reads=("model", "probe", "train.threads"),
+        name="baseline", step=BASELINE, matrix=PER_SEED, reads=("data", "model", "probe", "train.threads"),
         args=lambda f: f"--data {paths.SYNTHETIC_DATA} --seed {f['seed']} --out {paths.baseline_json(f['seed'])}",
         inputs=lambda f, params: [paths.SYNTHETIC_DATA],
         outputs=lambda f, params: [Out(paths.baseline_json(f["seed"]), cache=False)],
@@ -662,16 +702,19 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         name="aggregate", step=AGGREGATE, reads=("data.depth", "probe.pooling", "grid"),
-        args=lambda f: f"--out-csv {paths.METRICS_CSV} --out-json {paths.METRICS_JSON} --out-baselines {paths.BASELINES_CSV}",
+        args=lambda f: (f"--out-csv {paths.METRICS_CSV} --out-json {paths.METRICS_JSON} --out-baselines {paths.BASELINES_CSV} "
+                        f"--out-oracles {paths.ORACLES_MD}"),
         inputs=lambda f, params: (
             [paths.probe_json(cell_name(c)) for c in _grid_of(params)]
             + [paths.baseline_json(s) for s in (params.grid.seeds if params is not None else [])]
+            + ([paths.oracle_json(pair_name(c)) for c in PAIRS.cells(params)] if params is not None else [])
         ),
-        dvc_inputs=lambda params: [paths.CELLS_DIR, paths.BASELINES_DIR],
+        dvc_inputs=lambda params: [paths.CELLS_DIR, paths.BASELINES_DIR, paths.ORACLES_DIR],
         outputs=lambda f, params: [
             Out(paths.METRICS_CSV, cache=False),  # drawn by dvc.yaml's top-level plots (pipeline.DVC_PLOTS)
             Out(paths.METRICS_JSON, cache=False),
             Out(paths.BASELINES_CSV, cache=False),
+            Out(paths.ORACLES_MD, cache=False),
         ],
     ),
     Stage(
@@ -752,12 +795,14 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         name="probe_stable", step=PROBE, track="stability", matrix=STABLE, runs_when=stability_enabled,
-        reads=("probe", "train.threads"),
+        reads=("data", "probe", "train.threads"),
         args=lambda f: (
             f"--data {paths.SYNTHETIC_DATA} --checkpoint {paths.checkpoint(cell_name(f), stable=True)} "
-            f"--out {paths.probe_json(cell_name(f), stable=True)} --recon {paths.recon_npz(cell_name(f), stable=True)}"
+            f"--out {paths.probe_json(cell_name(f), stable=True)} --recon {paths.recon_npz(cell_name(f), stable=True)} "
+            f"--oracle {paths.oracle_json(pair_name(f))}"
         ),
-        inputs=lambda f, params: [paths.SYNTHETIC_DATA, paths.checkpoint(cell_name(f), stable=True)],
+        inputs=lambda f, params: [paths.SYNTHETIC_DATA, paths.checkpoint(cell_name(f), stable=True),
+                                  paths.oracle_json(pair_name(f))],
         outputs=lambda f, params: [Out(paths.probe_json(cell_name(f), stable=True), cache=False),
                                    Out(paths.recon_npz(cell_name(f), stable=True), cache=False)],
         threads=None, mem_mb=4000,
