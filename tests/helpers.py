@@ -336,7 +336,7 @@ def assert_runner_exists(runner: str) -> None:
 def real_cell_result(sweep: str, ratio: float, unit: int, seed: int, clean_acc: float = 50.0,
                      gate_pass: bool = True) -> dict:
     """A complete evaluate-real JSON (mae_hlvm.core.results.RealCellResult) with made-up numbers."""
-    from mae_hlvm.core.config import cell_id
+    from mae_hlvm.core.cells import cell_id
 
     accs = {"clean": clean_acc, "noise": clean_acc / 2}
     ids = {"mask_ratio": ratio, "mask_unit": unit, "seed": seed, "sweep": sweep}

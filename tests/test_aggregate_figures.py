@@ -14,7 +14,8 @@ import yaml
 from figure_checks import stamp_collisions
 
 from mae_hlvm.core import gate, paths, results
-from mae_hlvm.core.config import cell_id, parse_params
+from mae_hlvm.core.cells import cell_id
+from mae_hlvm.core.config import parse_params
 from mae_hlvm.core.io import ArtifactError, save_npz, write_json
 from mae_hlvm.review import aggregate, figures
 from mae_hlvm.workflow.cli import main as cli_main

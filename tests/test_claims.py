@@ -287,7 +287,7 @@ def test_c4_grid_sweep_counts_for_both_and_single_sweeps_give_one_claim():
 
 
 def write_real_cells(root, params, acc):
-    from mae_hlvm.core.config import cell_id, real_sweep_cells
+    from mae_hlvm.core.cells import cell_id, real_sweep_cells
 
     for sweep, cells in real_sweep_cells(params.real).items():
         for r, u, s in cells:

@@ -12,10 +12,11 @@ import torch
 from figure_checks import stamp_collisions
 from helpers import DEFAULT_REAL, real_cell_result
 
+from mae_hlvm.core.config import parse_real
 from mae_hlvm.core.model import MaskedAutoencoder
 from mae_hlvm.real import attention, evaluate, probes, recon_figure, report, shifts, tables, tsne
 from mae_hlvm.real.floors import floors_markdown, table1_floors
-from mae_hlvm.real.realdata import parse_real, prepare_real, to_unit_range
+from mae_hlvm.real.realdata import prepare_real, to_unit_range
 from mae_hlvm.real.stamp import stamp_figure
 
 TINY_MODEL = dict(
@@ -320,7 +321,8 @@ def test_real_gate_line_names_failing_cells_by_sweep() -> None:
 def test_report_refuses_a_cell_json_without_the_gate(tmp_path, monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from mae_hlvm.core.config import cell_id, load_params, real_sweep_cells
+    from mae_hlvm.core.cells import cell_id, real_sweep_cells
+    from mae_hlvm.core.config import load_params
     from mae_hlvm.core.io import ArtifactError, write_json
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")

@@ -39,7 +39,8 @@ from helpers import (
 )
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import cell_id, load_params, real_sweep_cells
+from mae_hlvm.core.cells import cell_id, real_sweep_cells
+from mae_hlvm.core.config import load_params
 from mae_hlvm.workflow import glue, pipeline
 
 # ----------------------------------------------------------------------------- fast

@@ -17,12 +17,12 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import ParamsError, load_params
+from mae_hlvm.core.config import ParamsError, load_params, parse_real
 from mae_hlvm.core.data import CueConflict, Dataset, load_dataset
 from mae_hlvm.core.model import MaskedAutoencoder
 from mae_hlvm.real import evaluate, shifts, tables
 from mae_hlvm.real.floors import table1_floors
-from mae_hlvm.real.realdata import _decode_image, _fit_square, normalise, parse_real, prepare_real
+from mae_hlvm.real.realdata import _decode_image, _fit_square, normalise, prepare_real
 from mae_hlvm.workflow import glue, pipeline
 
 # digits at 16x16 (ViT patch 2): the smallest real params the schema accepts for digits

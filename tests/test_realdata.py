@@ -7,13 +7,12 @@ import pytest
 from helpers import DEFAULT_REAL
 from PIL import Image
 
-from mae_hlvm.core.config import ParamsError
+from mae_hlvm.core.cells import real_cells
+from mae_hlvm.core.config import ParamsError, parse_real
 from mae_hlvm.core.data import load_dataset, save_dataset
 from mae_hlvm.core.io import ArtifactError, file_sha256
 from mae_hlvm.real.realdata import (
-    parse_real,
     prepare_real,
-    real_cells,
     real_model_params,
     to_unit_range,
 )

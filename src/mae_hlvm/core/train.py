@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, ParamsError, cell_id, digest, section_dict
+from mae_hlvm.core.cells import cell_id
+from mae_hlvm.core.config import Params, ParamsError
 from mae_hlvm.core.data import load_dataset
 from mae_hlvm.core.io import ArtifactError, atomic_path, check_recorded, dumps_json, file_sha256, write_json, write_text
 from mae_hlvm.core.model import MaskedAutoencoder, build_model
-from mae_hlvm.core.provenance import code_digest, provenance
+from mae_hlvm.core.provenance import code_digest, digest, provenance, section_dict
 
 log = logging.getLogger("mae_hlvm.core.train")
 

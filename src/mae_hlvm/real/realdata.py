@@ -39,10 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
-# RealParams and the sweeps live in config.py (the ``real`` section of Params); re-exported here.
-from mae_hlvm.core.config import ParamsError, RealParams, _one_line, _Section, cell_pairs, real_cells  # noqa: F401
+from mae_hlvm.core.config import ParamsError, RealParams
 from mae_hlvm.core.data import CueConflict, Dataset
 from mae_hlvm.core.io import ArtifactError, file_sha256
 
@@ -53,20 +51,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 # The fields that change the converted dataset; the rest (sweeps, epochs) do not, so they
 # are kept out of the data stage's recorded settings and its hash.
 DATA_KEYS = ("dataset", "path", "image_size", "channels", "fit", "n_train", "n_test", "split_seed", "cue_conflict")
-
-
-class _RealOnly(_Section):
-    # Wrapping the section gives error messages the ``real.`` prefix config.py users see.
-    real: RealParams
-
-
-def parse_real(raw: Any, source: str = "params.yaml") -> RealParams:
-    """Validate a ``real:`` mapping; every failure is one :class:`ParamsError` line."""
-    wrapped = {"real": raw}
-    try:
-        return _RealOnly.model_validate(wrapped).real
-    except ValidationError as err:
-        raise ParamsError(_one_line(err, wrapped, source)) from None
 
 
 # ---------------------------------------------------------------- raw sources

@@ -59,10 +59,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mae_hlvm.core.config import Params, cell_id, digest, real_enabled, real_sweep_cells
+from mae_hlvm.core.cells import cell_id, real_enabled, real_sweep_cells
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.gate import RULES as GATE_RULES
 from mae_hlvm.core.io import ArtifactError, read_json, write_json, write_text
-from mae_hlvm.core.provenance import code_revision
+from mae_hlvm.core.provenance import code_revision, digest
 from mae_hlvm.core.results import read_real_cell
 from mae_hlvm.review.aggregate import has_shape_bias, load_baselines, load_metrics
 from mae_hlvm.workflow.pipeline import stage_params

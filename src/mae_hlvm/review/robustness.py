@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, cell_id
+from mae_hlvm.core.cells import cell_id
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.io import ArtifactError, read_json, write_json, write_text
 from mae_hlvm.core.results import cell_row, read_cell
 from mae_hlvm.review.aggregate import load_metrics, n_levels

@@ -23,11 +23,12 @@ import pandas as pd
 import yaml
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, cell_id, digest, real_enabled, robustness_enabled, section_dict
+from mae_hlvm.core.cells import cell_id, real_enabled, robustness_enabled
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.gate import GATE_MIN_SHARE, flag_reason, gate_line
 from mae_hlvm.core.io import ArtifactError, check_recorded, read_json, write_json, write_text
 from mae_hlvm.core.paper import table2_rows
-from mae_hlvm.core.provenance import code_revision, library_versions
+from mae_hlvm.core.provenance import code_revision, digest, library_versions, section_dict
 from mae_hlvm.review.aggregate import has_shape_bias, load_baselines, load_metrics
 from mae_hlvm.workflow.pipeline import FIGURE_NAMES, REAL_FIGURE_NAMES
 

@@ -43,8 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from mae_hlvm.core.config import Params, cell_id, digest, unit_counts
+from mae_hlvm.core.cells import cell_id, unit_counts
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.io import write_json
+from mae_hlvm.core.provenance import digest
 from mae_hlvm.workflow.pipeline import stage_params
 
 log = logging.getLogger("mae_hlvm.synthetic.predict")

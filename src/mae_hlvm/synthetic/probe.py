@@ -64,11 +64,12 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from mae_hlvm.core import paths, results
-from mae_hlvm.core.config import Params, digest, section_dict
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.data import CueConflict, Dataset, load_dataset
 from mae_hlvm.core.gate import evaluate_gate, history_losses, linear_on_mae_masks, linear_reference, train_mean_image
 from mae_hlvm.core.io import ArtifactError, file_sha256, save_npz, write_json
 from mae_hlvm.core.model import MaskedAutoencoder
+from mae_hlvm.core.provenance import digest, section_dict
 
 log = logging.getLogger("mae_hlvm.synthetic.probe")
 

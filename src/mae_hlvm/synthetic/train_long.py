@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, ParamsError, cell_id
+from mae_hlvm.core.cells import cell_id
+from mae_hlvm.core.config import Params, ParamsError
 from mae_hlvm.core.io import write_json
 from mae_hlvm.core.train import train_cell
 

@@ -14,7 +14,8 @@ import argparse
 import itertools
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, cell_id
+from mae_hlvm.core.cells import cell_id
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.io import write_json
 from mae_hlvm.core.train import train_cells_together
 

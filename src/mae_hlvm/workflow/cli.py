@@ -15,8 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-from mae_hlvm.core.config import GIB, ParamsError, cell_id, dataset_bytes, load_params, real_enabled
+from mae_hlvm.core.cells import cell_id, real_enabled
+from mae_hlvm.core.config import ParamsError, dataset_bytes, load_params
 from mae_hlvm.core.io import ArtifactError
+from mae_hlvm.core.limits import GIB
 from mae_hlvm.workflow.stages import TABLE, Step
 
 log = logging.getLogger("mae_hlvm")

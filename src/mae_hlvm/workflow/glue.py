@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, ParamsError, digest, load_params, real_enabled
+from mae_hlvm.core.cells import real_enabled
+from mae_hlvm.core.config import Params, ParamsError, load_params
 from mae_hlvm.core.io import ArtifactError, dumps_json, read_json, write_json, write_text
+from mae_hlvm.core.provenance import digest
 from mae_hlvm.workflow import ledger, runlock
 from mae_hlvm.workflow.pipeline import (
     STAGE,

@@ -34,7 +34,8 @@ from typing import Any
 import yaml
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, ParamsError, load_params, real_enabled
+from mae_hlvm.core.cells import real_enabled
+from mae_hlvm.core.config import Params, ParamsError, load_params
 from mae_hlvm.core.io import ArtifactError, dumps_json, write_text
 from mae_hlvm.workflow import stages
 from mae_hlvm.workflow.stages import (  # noqa: F401 - the names the tools and tests use, defined once in stages

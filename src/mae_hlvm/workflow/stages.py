@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, real_enabled, real_sweep_cells, real_sweeps, robustness_enabled
+from mae_hlvm.core.cells import real_enabled, real_sweep_cells, real_sweeps, robustness_enabled
+from mae_hlvm.core.config import Params
 
 PACKAGE = "mae_hlvm"
 Fields = dict[str, str]  # mask_ratio, mask_unit (the masking unit), seed as spelled in paths
