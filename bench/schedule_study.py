@@ -15,7 +15,7 @@ run). All runs share the GPU in one process; a run's steps are interleaved in pr
 to its length so that they finish together. At the end of each run it records the
 per-epoch losses, the plateau verdict (:func:`mae_hlvm.core.gate.plateau`), and the hidden-patch
 MSE of the MAE and of the per-position-mean predictor on every test image under the probe
-step's own masks (:func:`mae_hlvm.synthetic.probe.reconstruct`, as both tracks' gates measure it):
+step's own masks (:func:`mae_hlvm.core.measures.reconstruct`, as both tracks' gates measure it):
 the quality beside the cost. The gate's linear reference does not depend on the training,
 so a run's gain share is computed afterwards from the headline run's ``linear_mse``.
 
@@ -40,10 +40,10 @@ import torch
 from mae_hlvm.core.config import load_params
 from mae_hlvm.core.data import load_dataset
 from mae_hlvm.core.gate import loss_rel_drop, plateau, train_mean_image
+from mae_hlvm.core.measures import recon_seed, reconstruct
 from mae_hlvm.core.model import build_model
 from mae_hlvm.core.train import DeviceLoop, cosine_schedule
 from mae_hlvm.real.train_real import real_train_params
-from mae_hlvm.synthetic.probe import recon_seed, reconstruct
 
 # (track, mask_ratio, mask_unit): the headline run's worst and middle cells per track
 CELLS = {

@@ -25,6 +25,7 @@ from mae_hlvm.review.claims import (
     synthetic_claims,
     verdict,
 )
+from mae_hlvm.workflow.pipeline import stage_param_keys
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -308,7 +309,8 @@ def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
     write_json(tmp_path / "prediction.json", prediction(lambda r, p: 2.0 - abs(r - 0.5)))
     args = argparse.Namespace(metrics=tmp_path / "metrics.csv", baselines=tmp_path / "baselines.csv",
                               real_cells_dir=tmp_path / "real_cells", out_json=tmp_path / "claims.json",
-                              out_md=tmp_path / "claims.md", prediction=tmp_path / "prediction.json")
+                              out_md=tmp_path / "claims.md", prediction=tmp_path / "prediction.json",
+                              reads=stage_param_keys("claims", params))
     run(params, args)
     text = (tmp_path / "claims.json").read_text()
     assert "NaN" not in text
@@ -325,7 +327,8 @@ def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
     assert "| 0.000 |" not in md and "| 1.000 |" not in md
     # the track off: no C4, and no real file is read
     raw["real"]["enabled"] = False
-    run(parse_params(raw), argparse.Namespace(**{**vars(args), "real_cells_dir": tmp_path / "nowhere"}))
+    off = parse_params(raw)
+    run(off, argparse.Namespace(**{**vars(args), "real_cells_dir": tmp_path / "nowhere", "reads": stage_param_keys("claims", off)}))
     assert not any(k.startswith("C4") for k in json.loads((tmp_path / "claims.json").read_text())["claims"])
 
 

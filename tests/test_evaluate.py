@@ -239,15 +239,15 @@ def test_tsne_figure_is_deterministic(digits, models, tmp_path) -> None:
 
 
 def test_gate_cell_compares_the_mae_with_the_mean_and_linear_predictors_on_its_own_masking(digits, models) -> None:
+    from mae_hlvm.core import measures
     from mae_hlvm.core.gate import linear_reference, train_mean_image
-    from mae_hlvm.synthetic import probe
 
     model = models[1][1]  # ratio 0.75, unit 4, untrained
     history = [{"epoch": e, "loss": 1.0, "lr": 0.0} for e in range(4)]
     g = evaluate.gate_cell(model, digits, history, cell_seed=3)
     # the probe step's computation, same masks (the probe's stream for seed 3)
-    mse, mean_mse, _ = probe.reconstruct(
-        model, digits.split(test=True).images, 256, probe.recon_seed(3), 0, train_mean_image(digits.split(test=False).images)
+    mse, mean_mse, _ = measures.reconstruct(
+        model, digits.split(test=True).images, 256, measures.recon_seed(3), 0, train_mean_image(digits.split(test=False).images)
     )
     assert (g["recon_mse"], g["mean_pred_mse"]) == (round(mse, 6), round(mean_mse, 6))
     # the linear reference at the model's own unit (4) and ratio (0.75), train fitted, test scored

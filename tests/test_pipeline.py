@@ -310,7 +310,7 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     # Snakemake runs everything; DVC then sees it all as up to date
     run = sh(root, "snakemake", "--cores", "2")
     assert_agree_up_to_date(root)
-    # one overall line per finished job (mae_hlvm.core.progress), the last with every job done
+    # one overall line per finished job (mae_hlvm.workflow.progress), the last with every job done
     n = len(pipeline.instances(load_params(root / "params.yaml")))
     assert f"run: {n} jobs planned" in run.stderr and f"run: {n} of {n} jobs done, ETA 0m00s" in run.stderr
     # the review stages saw both tracks and the baselines

@@ -22,17 +22,17 @@ learned
 
     ``recon_mse`` and ``mean_pred_mse`` are pixel MSEs over the same hidden patches of
     the same test images under the same masks (the cell's own masking ratio and unit,
-    one fixed mask stream, :func:`mae_hlvm.synthetic.probe.recon_seed`); the mean predictor fills
+    one fixed mask stream, :func:`mae_hlvm.core.measures.recon_seed`); the mean predictor fills
     every hidden pixel with that pixel's mean over the TRAIN images, the best guess that
     ignores the visible patches. With ``norm_pix_loss`` the MAE's output is mapped back
     to pixels with each hidden patch's own mean and variance
-    (:func:`mae_hlvm.synthetic.probe.pixel_prediction`), which neither reference gets: there the
+    (:func:`mae_hlvm.core.measures.pixel_prediction`), which neither reference gets: there the
     test is easier to pass.
 
     ``linear_mse`` (:func:`linear_reference`) is the hidden-pixel test MSE of a ridge
     regression from all visible pixel values to all hidden ones, one fit per mask on the
     TRAIN images, over LINEAR_REF_MASKS (4) masks drawn as the MAE draws them at the
-    cell's ratio and unit (:func:`mae_hlvm.synthetic.predict.draw_masks`, seed LINEAR_REF_SEED,
+    cell's ratio and unit (:func:`mae_hlvm.core.masks.draw_masks`, seed LINEAR_REF_SEED,
     20230606), scored on the same test images, and expressed on the MAE's masks: its own
     ratio to the mean predictor's error on the reference masks, times ``mean_pred_mse``
     (:func:`linear_on_mae_masks`), since the mean predictor's error differs between mask
@@ -67,8 +67,8 @@ from typing import Any
 
 import numpy as np
 
-from mae_hlvm.synthetic.generate import ridge_fit_predict
-from mae_hlvm.synthetic.predict import draw_masks
+from mae_hlvm.core.linear import ridge_fit_predict
+from mae_hlvm.core.masks import draw_masks
 
 GATE_MIN_SHARE = 0.5  # learned: the MAE achieves at least this share of the linear predictor's gain
 LINEAR_MIN_GAIN_REL = 1e-6  # a linear gain at most this share of mean_pred_mse is none: the fallback rule
@@ -117,8 +117,8 @@ def linear_reference(
     """Hidden-pixel test MSE of the best linear predictor from the visible pixels (module docstring).
 
     train_images (N, C, S, S), test_images (N', C, S, S). Draws ``n_masks`` masks (S, S)
-    as the MAE draws them (:func:`mae_hlvm.synthetic.predict.draw_masks`; a mask hides a pixel in
-    every channel); per mask, a ridge regression (:func:`mae_hlvm.synthetic.generate.ridge_fit_predict`:
+    as the MAE draws them (:func:`mae_hlvm.core.masks.draw_masks`; a mask hides a pixel in
+    every channel); per mask, a ridge regression (:func:`mae_hlvm.core.linear.ridge_fit_predict`:
     intercept, alpha picked on the last quarter of train) from all visible pixel values
     (N, C*V) to all hidden ones (N, C*H) is fitted on the train images and applied to
     the test images. Returns the squared error summed over every mask's hidden test

@@ -184,13 +184,13 @@ def gate_cell(model: MaskedAutoencoder, ds: Dataset, history: Any, *, cell_seed:
 
     Hidden-patch MSE of the MAE vs the per-position mean of the train images, on every
     test image, masked at the cell's own ratio and unit with the probe step's fixed mask
-    stream (:func:`mae_hlvm.synthetic.probe.recon_seed` of the cell seed), in model-input space;
+    stream (:func:`mae_hlvm.core.measures.recon_seed` of the cell seed), in model-input space;
     the linear reference (:func:`mae_hlvm.core.gate.linear_reference`) at the model's
     ``mask_unit`` and ``mask_ratio`` on the same splits, with as many BLAS threads as
     torch uses (``train.threads`` in the step); plus the plateau rule on ``history``
     (the checkpoint's per-epoch losses).
     """
-    from mae_hlvm.synthetic.probe import recon_seed, reconstruct
+    from mae_hlvm.core.measures import recon_seed, reconstruct
 
     losses = history_losses(history)
     train, test = ds.split(test=False).images, ds.split(test=True).images

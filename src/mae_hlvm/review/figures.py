@@ -41,13 +41,9 @@ from mae_hlvm.core import paths  # noqa: E402
 from mae_hlvm.core.cells import cell_id  # noqa: E402
 from mae_hlvm.core.config import Params  # noqa: E402
 from mae_hlvm.core.io import ArtifactError, check_recorded, load_npz, read_json, write_bytes  # noqa: E402
-from mae_hlvm.core.provenance import (  # noqa: E402
-    code_revision,  # noqa: E402
-    digest,
-    section_dict,
-)
+from mae_hlvm.core.paths import FIGURE_NAMES  # noqa: E402  (the files the figures stage declares, one list)
+from mae_hlvm.core.provenance import code_revision, digest, section_dict  # noqa: E402
 from mae_hlvm.review.aggregate import grid_cells, load_baselines, load_metrics  # noqa: E402
-from mae_hlvm.workflow.stages import FIGURE_NAMES  # noqa: E402  (the files the figures stage declares, one list)
 
 log = logging.getLogger("mae_hlvm.review.figures")
 

@@ -215,7 +215,7 @@ def step_hooks(step: str, params: Params, argv: Sequence[str]) -> Iterator[None]
         return
     rec = _receipt(job[0], params, job[1])
     write_json(paths.receipt(rec["stage"]), rec)
-    from mae_hlvm.core import progress
+    from mae_hlvm.workflow import progress
 
     progress.job_done(rec["stage"])
 
@@ -292,7 +292,7 @@ def start_run() -> None:
             runlock.claim()
     except runlock.BusyError as err:
         raise SystemExit(f"error: {err}") from None
-    from mae_hlvm.core import progress  # one overall progress line per finished job (mae_hlvm.core.progress)
+    from mae_hlvm.workflow import progress  # one overall progress line per finished job (mae_hlvm.workflow.progress)
 
     with contextlib.suppress(ParamsError, OSError):
         n = progress.start(load_params("params.yaml"), sys.argv)
@@ -302,7 +302,7 @@ def start_run() -> None:
 
 def finish_run() -> None:
     """The Snakefile's ``onsuccess``/``onerror``: give DVC's lock back, record the finished jobs."""
-    from mae_hlvm.core import progress
+    from mae_hlvm.workflow import progress
 
     progress.stop()
     runlock.release()

@@ -37,14 +37,12 @@ from mae_hlvm.core import paths
 from mae_hlvm.core.cells import real_enabled
 from mae_hlvm.core.config import Params, ParamsError, load_params
 from mae_hlvm.core.io import ArtifactError, dumps_json, write_text
+from mae_hlvm.core.paths import EXAMPLES_PNG, FIGURE_NAMES, REAL_FIGURE_NAMES  # noqa: F401 - for the tools and tests
 from mae_hlvm.workflow import stages
 from mae_hlvm.workflow.stages import (  # noqa: F401 - the names the tools and tests use, defined once in stages
-    EXAMPLES_PNG,
-    FIGURE_NAMES,
     PACKAGE,
     REAL_DATA_PARAMS,
     REAL_EVALUATE_PARAMS,
-    REAL_FIGURE_NAMES,
     REAL_REPORT_PARAMS,
     REAL_SWEEP_LETTERS,
     REAL_SWEEP_PARAMS,
