@@ -140,7 +140,7 @@ def test_review_stages_read_the_real_keys_only_when_the_track_is_on():
     assert "grid" not in {k.split(".")[0] for k in pipeline.stage_param_keys("baseline", on)}
 
 
-def test_code_deps_follow_imports_and_skip_descriptive_modules():
+def test_code_deps_follow_imports_and_skip_the_schema():
     deps = pipeline.code_deps("probe")
     assert "src/mae_hlvm/synthetic/probe.py" in deps and "src/mae_hlvm/core/model.py" in deps
     assert not {"src/mae_hlvm/core/config.py", "src/mae_hlvm/workflow/cli.py", "src/mae_hlvm/review/figures.py"} & set(deps)
