@@ -1,60 +1,10 @@
 """The learning gate: a cell counts for a claim only if its MAE learned and its training settled.
 
-Both tracks apply it to every trained cell (the synthetic ``probe`` step, the real
-``evaluate-real`` step); the claims step refuses to judge a claim that reads a failing
-cell (:mod:`mae_hlvm.review.claims`). The rules and thresholds below are fixed in code. The
-first version judged ``learned`` by one fixed bound, ``recon_rel < 0.97``; measuring the
-linear predictor on generator v2 (the numbers below) showed that bound to be unattainable
-in some cells and far too lenient in others, so it was replaced by the share rule.
-
-learned
-    The MAE achieves at least half of what a linear predictor achieves on the hidden
-    pixels, each measured as the improvement over the per-position-mean predictor::
-
-        gain_share = (mean_pred_mse - recon_mse) / (mean_pred_mse - linear_mse)
-        learned    = gain_share >= GATE_MIN_SHARE        (0.5)
-
-    A fixed bound on ``recon_rel = recon_mse / mean_pred_mse`` cannot serve every cell:
-    how far below the mean predictor any model can get depends on the cell's masking
-    (the best linear predictor reaches rel 0.99 at unit 4 / ratio 0.9 of the synthetic
-    generator, 0.94 at unit 4 / ratio 0.5, 0.78-0.84 at unit 2), so the gate judges the
-    MAE against what is achievable in its cell.
-
-    ``recon_mse`` and ``mean_pred_mse`` are pixel MSEs over the same hidden patches of
-    the same test images under the same masks (the cell's own masking ratio and unit,
-    one fixed mask stream, :func:`mae_hlvm.core.measures.recon_seed`); the mean predictor fills
-    every hidden pixel with that pixel's mean over the TRAIN images, the best guess that
-    ignores the visible patches. With ``norm_pix_loss`` the MAE's output is mapped back
-    to pixels with each hidden patch's own mean and variance
-    (:func:`mae_hlvm.core.measures.pixel_prediction`), which neither reference gets: there the
-    test is easier to pass.
-
-    ``linear_mse`` (:func:`linear_reference`) is the hidden-pixel test MSE of a ridge
-    regression from all visible pixel values to all hidden ones, one fit per mask on the
-    TRAIN images, over LINEAR_REF_MASKS (4) masks drawn as the MAE draws them at the
-    cell's ratio and unit (:func:`mae_hlvm.core.masks.draw_masks`, seed LINEAR_REF_SEED,
-    20230606), scored on the same test images, and expressed on the MAE's masks: its own
-    ratio to the mean predictor's error on the reference masks, times ``mean_pred_mse``
-    (:func:`linear_on_mae_masks`), since the mean predictor's error differs between mask
-    sets by about 1 %, a large share of a small linear gain. ``linear_rel = linear_mse /
-    mean_pred_mse`` is then the ratio on the reference's own masks.
-
-    Fallback: when the linear predictor does not beat the mean predictor,
-    ``mean_pred_mse - linear_mse <= LINEAR_MIN_GAIN_REL * mean_pred_mse`` (1e-6, i.e.
-    linear_rel >= 1 - 1e-6), there is no reference gain to take a share of;
-    ``gain_share`` is null and learned is ``recon_mse < mean_pred_mse`` (``recon_rel <
-    1``), and ``gate_reason`` says so (``learned_rule`` names the rule applied).
-plateau
-    The logged per-epoch training loss (the checkpoint's ``meta["history"]``) has stopped
-    falling. With n epochs and ``q = n // 4`` (at least 1), the relative drop
-    ``(prev - last) / prev`` of the mean loss over the last q epochs (``last``) against the
-    q epochs before them (``prev``) is below PLATEAU_REL_DROP (1 %). A loss that rises
-    counts as settled (``learned`` catches a model that got worse). Fewer than
-    MIN_EPOCHS (4) epochs: not plateaued, "too few epochs to judge"; a non-finite or
-    non-positive loss: not plateaued.
-gate_pass
-    ``learned and plateau``; ``gate_reason`` is "ok" or what failed, "; "-joined (a
-    cell judged by the fallback says so, also when it passes).
+learned: the MAE achieves at least GATE_MIN_SHARE of a linear predictor's gain over the
+per-position-mean predictor on the hidden pixels (a fixed bound cannot serve every cell:
+what is achievable depends on the cell's masking). plateau: the mean loss of the last
+quarter of epochs fell less than PLATEAU_REL_DROP below the quarter before. Both tracks
+apply it to every cell; the rules, fixed before any result, are in docs/gate.md.
 
 Shapes: N images, C channels, S image side, L tokens, P pixels per token.
 """
@@ -114,7 +64,7 @@ def linear_reference(
     n_masks: int = LINEAR_REF_MASKS,
     seed: int = LINEAR_REF_SEED,
 ) -> tuple[float, float]:
-    """Hidden-pixel test MSE of the best linear predictor from the visible pixels (module docstring).
+    """Hidden-pixel test MSE of the best linear predictor from the visible pixels (docs/gate.md).
 
     train_images (N, C, S, S), test_images (N', C, S, S). Draws ``n_masks`` masks (S, S)
     as the MAE draws them (:func:`mae_hlvm.core.masks.draw_masks`; a mask hides a pixel in
@@ -187,7 +137,7 @@ def history_losses(history: Any) -> list[float]:
 
 
 def loss_rel_drop(losses: Sequence[float]) -> float | None:
-    """(prev - last) / prev over the last two quarters of the curve (see module docstring); None if too short."""
+    """(prev - last) / prev over the last two quarters of the curve (docs/gate.md); None if too short."""
     n = len(losses)
     if n < MIN_EPOCHS:
         return None
