@@ -16,7 +16,8 @@ from mae_hlvm.core.config import parse_real
 from mae_hlvm.core.model import MaskedAutoencoder
 from mae_hlvm.real import attention, evaluate, probes, recon_figure, report, shifts, tables, tsne
 from mae_hlvm.real.floors import floors_markdown, table1_floors
-from mae_hlvm.real.realdata import prepare_real, to_unit_range
+from mae_hlvm.real.pixels import to_unit_range
+from mae_hlvm.real.realdata import prepare_real
 from mae_hlvm.real.stamp import stamp_figure
 
 TINY_MODEL = dict(

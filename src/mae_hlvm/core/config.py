@@ -23,9 +23,9 @@ from typing import Any
 from pydantic import ValidationError, model_validator
 
 from mae_hlvm.core.cells import check_cells
-from mae_hlvm.core.errors import ParamsError
+from mae_hlvm.core.errors import ParamsError, shown
 from mae_hlvm.core.limits import MAX_IMAGE_PASSES, MAX_MODEL_WEIGHTS, check_passes, check_tokens, format_gib
-from mae_hlvm.core.params_yaml import read_params_text, read_params_yaml, shown
+from mae_hlvm.core.params_yaml import read_params_text, read_params_yaml
 from mae_hlvm.core.sections import (
     DataParams,
     GridParams,

@@ -21,12 +21,6 @@ from yaml.reader import ReaderError
 from mae_hlvm.core.errors import ParamsError
 
 
-def shown(path: Any) -> str:
-    """A path for a one-line message: control characters (a newline in a name) escaped."""
-    text = str(path)
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-
-
 def read_params_text(path: Path, source: str) -> str:
     """The file as text: it must exist, be a file and be UTF-8 (YAML's encoding, and DVC's)."""
     try:

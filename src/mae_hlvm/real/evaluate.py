@@ -36,8 +36,8 @@ from mae_hlvm.core.io import ArtifactError, write_json
 from mae_hlvm.core.model import MaskedAutoencoder
 from mae_hlvm.core.results import RealCellResult, check
 from mae_hlvm.real.device import step_device
+from mae_hlvm.real.pixels import to_unit_range
 from mae_hlvm.real.probes import cue_shape_bias, extract_features, fit_linear_probe, knn_accuracy, probe_accuracy
-from mae_hlvm.real.realdata import to_unit_range
 from mae_hlvm.real.shifts import SHIFT_DESCRIPTIONS, shifted_test_sets
 
 log = logging.getLogger("mae_hlvm.real.evaluate")
