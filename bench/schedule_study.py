@@ -10,7 +10,7 @@ what cost, so that the GPU profile's recipe is chosen from the training loss alo
 
 Every run is one cell trained from scratch for its own recipe (linear warmup, half-cosine
 to zero over exactly its epochs, the pipeline's schedule), with the pipeline's CUDA loop
-(:class:`mae_hlvm.core.train.DeviceLoop`: data on the device, one CUDA graph and stream per
+(:class:`mae_hlvm.core.device_loop.DeviceLoop`: data on the device, one CUDA graph and stream per
 run). All runs share the GPU in one process; a run's steps are interleaved in proportion
 to its length so that they finish together. At the end of each run it records the
 per-epoch losses, the plateau verdict (:func:`mae_hlvm.core.gate.plateau`), and the hidden-patch
@@ -39,10 +39,11 @@ import torch
 
 from mae_hlvm.core.config import load_params
 from mae_hlvm.core.data import load_dataset
+from mae_hlvm.core.device_loop import DeviceLoop
 from mae_hlvm.core.gate import loss_rel_drop, plateau, train_mean_image
 from mae_hlvm.core.measures import recon_seed, reconstruct
 from mae_hlvm.core.model import build_model
-from mae_hlvm.core.train import DeviceLoop, cosine_schedule
+from mae_hlvm.core.schedule import cosine_schedule
 from mae_hlvm.real.train_real import real_train_params
 
 # (track, mask_ratio, mask_unit): the headline run's worst and middle cells per track
