@@ -39,8 +39,10 @@ import torch
 
 from mae_hlvm.core.config import load_params, parse_params
 from mae_hlvm.core.data import save_dataset
+from mae_hlvm.core.device_loop import Bf16Weights, DeviceLoop
 from mae_hlvm.core.model import MaskedAutoencoder, build_model
-from mae_hlvm.core.train import Bf16Weights, DeviceLoop, _Progress, param_groups, train_cell, train_epoch
+from mae_hlvm.core.schedule import param_groups
+from mae_hlvm.core.train import _Progress, train_cell, train_epoch
 from mae_hlvm.synthetic.generate import generate_dataset
 
 # Dense bf16 tensor-core peaks (vendor datasheets, SXM parts, no sparsity).

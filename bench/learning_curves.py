@@ -16,7 +16,7 @@ anything, pessimistic. Pass 0 is the random-init encoder (the floor).
         [--n-train 20000] [--max-passes 320000] [--out bench/results/learning_curves_cpu]
 
 With ``--device cuda`` the cells train together in one process through the pipeline's
-CUDA loop (:class:`mae_hlvm.core.train.DeviceLoop`: one CUDA graph per cell, one stream each,
+CUDA loop (:class:`mae_hlvm.core.device_loop.DeviceLoop`: one CUDA graph per cell, one stream each,
 bf16 autocast), the way ``train_cells_together`` trains them; the probes then fit on the
 first ``--probe-train`` train images and the gate's linear reference on the first
 ``--linear-train`` (both all of them by default).
@@ -37,9 +37,10 @@ from threadpoolctl import threadpool_limits
 
 from mae_hlvm.core.config import load_params
 from mae_hlvm.core.data import Dataset
+from mae_hlvm.core.device_loop import DeviceLoop
 from mae_hlvm.core.gate import GATE_MIN_SHARE, linear_on_mae_masks, linear_reference, train_mean_image
 from mae_hlvm.core.model import build_model
-from mae_hlvm.core.train import DeviceLoop, cosine_schedule, epoch_seed, lr_at, param_groups
+from mae_hlvm.core.schedule import cosine_schedule, epoch_seed, lr_at, param_groups
 from mae_hlvm.synthetic.generate import generate_dataset
 from mae_hlvm.synthetic.probe import (
     class_accuracy,

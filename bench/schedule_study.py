@@ -12,12 +12,12 @@ cosine schedule's anneal. :func:`plateau` keeps the rule here, as the study appl
 
 Every run is one cell trained from scratch for its own recipe (linear warmup, half-cosine
 to zero over exactly its epochs, the pipeline's schedule), with the pipeline's CUDA loop
-(:class:`mae_hlvm.core.train.DeviceLoop`: data on the device, one CUDA graph and stream per
+(:class:`mae_hlvm.core.device_loop.DeviceLoop`: data on the device, one CUDA graph and stream per
 run). All runs share the GPU in one process; a run's steps are interleaved in proportion
 to its length so that they finish together. At the end of each run it records the
 per-epoch losses, the plateau verdict (:func:`plateau`: the gate's rule then), and the hidden-patch
 MSE of the MAE and of the per-position-mean predictor on every test image under the probe
-step's own masks (:func:`mae_hlvm.synthetic.probe.reconstruct`, as both tracks' gates measure it):
+step's own masks (:func:`mae_hlvm.core.measures.reconstruct`, as both tracks' gates measure it):
 the quality beside the cost. The gate's linear reference does not depend on the training,
 so a run's gain share is computed afterwards from the headline run's ``linear_mse``.
 
@@ -41,11 +41,12 @@ import torch
 
 from mae_hlvm.core.config import load_params
 from mae_hlvm.core.data import load_dataset
+from mae_hlvm.core.device_loop import DeviceLoop
 from mae_hlvm.core.gate import loss_rel_drop, train_mean_image
+from mae_hlvm.core.measures import recon_seed, reconstruct
 from mae_hlvm.core.model import build_model
-from mae_hlvm.core.train import DeviceLoop, cosine_schedule
+from mae_hlvm.core.schedule import cosine_schedule
 from mae_hlvm.real.train_real import real_train_params
-from mae_hlvm.synthetic.probe import recon_seed, reconstruct
 
 PLATEAU_REL_DROP = 0.01  # the gate's former plateau rule, as this study applied it
 

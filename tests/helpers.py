@@ -123,9 +123,9 @@ def commit(root: Path, msg: str) -> None:
     sh(root, *GIT, "commit", "-q", "--allow-empty", "-m", msg)
 
 
-def snakemake_plan(root: Path) -> dict[str, int]:
-    """Jobs ``snakemake -n`` would run, per rule (``all`` left out); {} when up to date."""
-    out = sh(root, "snakemake", "-n", "--quiet", "rules").stdout
+def snakemake_plan(root: Path, *targets: str) -> dict[str, int]:
+    """Jobs ``snakemake -n`` would run (for ``targets``, or all), per rule (``all`` left out); {} when up to date."""
+    out = sh(root, "snakemake", *targets, "-n", "--quiet", "rules").stdout
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:")[1].split("total")[0]
@@ -133,9 +133,9 @@ def snakemake_plan(root: Path) -> dict[str, int]:
     return {rule: int(n) for rule, n in counts.items() if rule != "all"}
 
 
-def dvc_stale(root: Path) -> set[str]:
-    """Stages ``dvc status`` reports changed themselves (their inputs or params changed)."""
-    return set(json.loads(sh(root, "dvc", "status", "--json").stdout or "{}"))
+def dvc_stale(root: Path, *targets: str) -> set[str]:
+    """Stages (of ``targets``, or all) ``dvc status`` reports changed themselves (their inputs or params changed)."""
+    return set(json.loads(sh(root, "dvc", "status", "--json", *targets).stdout or "{}"))
 
 
 def dvc_would_run(root: Path) -> set[str]:
@@ -338,7 +338,7 @@ def assert_runner_exists(runner: str) -> None:
 def real_cell_result(sweep: str, ratio: float, unit: int, seed: int, clean_acc: float = 50.0,
                      gate_pass: bool = True) -> dict:
     """A complete evaluate-real JSON (mae_hlvm.core.results.RealCellResult) with made-up numbers."""
-    from mae_hlvm.core.config import cell_id
+    from mae_hlvm.core.cells import cell_id
 
     accs = {"clean": clean_acc, "noise": clean_acc / 2}
     ids = {"mask_ratio": ratio, "mask_unit": unit, "seed": seed, "sweep": sweep}

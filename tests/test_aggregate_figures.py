@@ -14,9 +14,10 @@ import yaml
 from figure_checks import stamp_collisions
 
 from mae_hlvm.core import gate, paths, results
-from mae_hlvm.core.config import cell_id, parse_params
+from mae_hlvm.core.cells import cell_id
+from mae_hlvm.core.config import parse_params
 from mae_hlvm.core.io import ArtifactError, save_npz, write_json
-from mae_hlvm.review import aggregate, figures
+from mae_hlvm.review import aggregate, figure_files, figures
 from mae_hlvm.workflow.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -417,11 +418,11 @@ def test_figures_are_png_and_pdf_and_byte_identical_across_runs(grid):
 
 def test_the_stamp_names_the_params_digest_and_code_revision(grid, monkeypatch):
     params, _ = grid
-    monkeypatch.setattr(figures, "code_revision", lambda: "abc123")
-    label = figures.provenance_label(params)
+    monkeypatch.setattr(figure_files, "code_revision", lambda: "abc123")
+    label = figure_files.provenance_label(params)
     assert label.endswith("code abc123")
     other, _ = make_params(seeds=[0])
-    assert label != figures.provenance_label(other)  # a params change changes the stamp
+    assert label != figure_files.provenance_label(other)  # a params change changes the stamp
 
 
 def test_figures_refuse_a_metrics_table_of_another_grid(grid):

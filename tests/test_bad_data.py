@@ -596,7 +596,7 @@ def test_folder_mixed_sizes_and_modes_are_fitted(tmp_path, monkeypatch, capsys):
         ds, _ = _accepted(tmp_path, monkeypatch, capsys, {"dataset": "folder", "path": str(root), "channels": channels})
         assert ds.images.shape == (18, channels, 16, 16)
     # the 16-bit image, a uniform 32768/65535, comes back as a uniform 0.5 (clipping would give 1.0)
-    from mae_hlvm.real.realdata import to_unit_range
+    from mae_hlvm.real.pixels import to_unit_range
 
     pixels = to_unit_range(ds.images, ds.settings)
     uniform = [i for i in range(18) if np.ptp(pixels[i]) < 1e-6]

@@ -24,8 +24,9 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mae_hlvm.core import config
-from mae_hlvm.core.config import ParamsError, load_params, parse_params, read_params_yaml
+from mae_hlvm.core import config, limits, params_yaml
+from mae_hlvm.core.config import ParamsError, load_params, parse_params
+from mae_hlvm.core.params_yaml import read_params_yaml
 from mae_hlvm.workflow.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -356,13 +357,13 @@ def test_memory_limit_is_read_through_one_function(monkeypatch):
     # At a 256 MiB limit the default run (21 MB synthetic, 14 MB real) fits; the GPU
     # profile's synthetic data (110,000 images with the cue-conflict set, counted with latents: 0.55 GiB) does not. At 600 MiB
     # that fits, and so does its real track (70,000 MNIST images at 32 px: 0.27 GiB).
-    monkeypatch.setattr(config, "MEMORY_LIMIT_BYTES", 256 * 2**20)
+    monkeypatch.setattr(limits, "MEMORY_LIMIT_BYTES", 256 * 2**20)
     load_params(REPO / "params.yaml")
     with pytest.raises(ParamsError, match=r"data\.n_train=100000: the dataset needs 110000 images .* 0\.55 GiB .*0\.25 GiB allowed"):
         load_params(REPO / "profiles" / "gpu" / "params.yaml")
-    monkeypatch.setattr(config, "MEMORY_LIMIT_BYTES", 600 * 2**20)
+    monkeypatch.setattr(limits, "MEMORY_LIMIT_BYTES", 600 * 2**20)
     load_params(REPO / "profiles" / "gpu" / "params.yaml")
-    monkeypatch.setattr(config, "MEMORY_LIMIT_BYTES", 270 * 2**20)
+    monkeypatch.setattr(limits, "MEMORY_LIMIT_BYTES", 270 * 2**20)
     with pytest.raises(ParamsError, match=r"data\.n_train=100000"):
         load_params(REPO / "profiles" / "gpu" / "params.yaml")
 
@@ -431,7 +432,7 @@ CORE_REFUSED = ["010", "08", "0o17", "0b101", "1_000", "1:30", "yes", "off", "1e
 
 @pytest.mark.parametrize("text", CORE_REFUSED)
 def test_refused_without_ruamel_too(text, monkeypatch):
-    monkeypatch.setattr(config, "_dvc_yaml", lambda: None)
+    monkeypatch.setattr(params_yaml, "_dvc_yaml", lambda: None)
     with pytest.raises(ParamsError, match=r"k \(line 1\): `.*` is read as"):
         read_params_yaml(f"k: {text}\n")
 

@@ -13,9 +13,10 @@ import yaml
 from helpers import TINY_PROBE_PARAMS, tiny_probe_dataset
 
 from mae_hlvm.core import train
-from mae_hlvm.core.config import parse_params, section_dict
+from mae_hlvm.core.config import parse_params
 from mae_hlvm.core.data import save_dataset
 from mae_hlvm.core.model import build_model
+from mae_hlvm.core.provenance import section_dict
 from mae_hlvm.synthetic import baseline
 from mae_hlvm.workflow.cli import main
 

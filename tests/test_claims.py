@@ -29,6 +29,7 @@ from mae_hlvm.review.claims import (
     synthetic_claims,
     verdict,
 )
+from mae_hlvm.workflow.pipeline import stage_param_keys
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -387,7 +388,7 @@ def test_c4_grid_sweep_counts_for_both_and_single_sweeps_give_one_claim():
 
 
 def write_real_cells(root, params, acc):
-    from mae_hlvm.core.config import cell_id, real_sweep_cells
+    from mae_hlvm.core.cells import cell_id, real_sweep_cells
 
     for sweep, cells in real_sweep_cells(params.real).items():
         for r, u, s in cells:
@@ -409,7 +410,7 @@ def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
     args = argparse.Namespace(metrics=tmp_path / "metrics.csv", baselines=tmp_path / "baselines.csv",
                               real_cells_dir=tmp_path / "real_cells", out_json=tmp_path / "claims.json",
                               out_md=tmp_path / "claims.md", prediction=tmp_path / "prediction.json",
-                              out_stability=tmp_path / "stability.csv")
+                              out_stability=tmp_path / "stability.csv", reads=stage_param_keys("claims", params))
     run(params, args)
     text = (tmp_path / "claims.json").read_text()
     assert "NaN" not in text
@@ -428,7 +429,8 @@ def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
     assert "| 0.000 |" not in md and "| 1.000 |" not in md
     # the track off: no C4, and no real file is read
     raw["real"]["enabled"] = False
-    run(parse_params(raw), argparse.Namespace(**{**vars(args), "real_cells_dir": tmp_path / "nowhere"}))
+    off = parse_params(raw)
+    run(off, argparse.Namespace(**{**vars(args), "real_cells_dir": tmp_path / "nowhere", "reads": stage_param_keys("claims", off)}))
     assert not any(k.startswith("C4") for k in json.loads((tmp_path / "claims.json").read_text())["claims"])
 
 

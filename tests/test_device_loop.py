@@ -14,17 +14,10 @@ import pytest
 import torch
 
 from mae_hlvm.core.config import ParamsError, load_params
+from mae_hlvm.core.device_loop import Bf16Weights, DeviceLoop
 from mae_hlvm.core.model import MaskedAutoencoder
-from mae_hlvm.core.train import (
-    Bf16Weights,
-    DeviceLoop,
-    _Progress,
-    param_groups,
-    resolve_device,
-    train_cell,
-    train_cells_together,
-    train_epoch,
-)
+from mae_hlvm.core.schedule import param_groups
+from mae_hlvm.core.train import _Progress, resolve_device, train_cell, train_cells_together, train_epoch
 
 KW = dict(image_size=16, channels=3, vit_patch=2, mask_unit=4, mask_ratio=0.5, embed_dim=32, depth=2, num_heads=4,
           decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=4, mlp_ratio=2.0, norm_pix_loss=False)

@@ -12,10 +12,12 @@ import torch
 from figure_checks import stamp_collisions
 from helpers import DEFAULT_REAL, real_cell_result
 
+from mae_hlvm.core.config import parse_real
 from mae_hlvm.core.model import MaskedAutoencoder
 from mae_hlvm.real import attention, evaluate, probes, recon_figure, report, shifts, tables, tsne
 from mae_hlvm.real.floors import floors_markdown, table1_floors
-from mae_hlvm.real.realdata import parse_real, prepare_real, to_unit_range
+from mae_hlvm.real.pixels import to_unit_range
+from mae_hlvm.real.realdata import prepare_real
 from mae_hlvm.real.stamp import stamp_figure
 
 TINY_MODEL = dict(
@@ -238,15 +240,15 @@ def test_tsne_figure_is_deterministic(digits, models, tmp_path) -> None:
 
 
 def test_gate_cell_compares_the_mae_with_the_mean_and_linear_predictors_on_its_own_masking(digits, models) -> None:
+    from mae_hlvm.core import measures
     from mae_hlvm.core.gate import linear_reference, train_mean_image
-    from mae_hlvm.synthetic import probe
 
     model = models[1][1]  # ratio 0.75, unit 4, untrained
     history = [{"epoch": e, "loss": 1.0, "lr": 0.0} for e in range(4)]
     g = evaluate.gate_cell(model, digits, history, cell_seed=3)
     # the probe step's computation, same masks (the probe's stream for seed 3)
-    mse, mean_mse, _ = probe.reconstruct(
-        model, digits.split(test=True).images, 256, probe.recon_seed(3), 0, train_mean_image(digits.split(test=False).images)
+    mse, mean_mse, _ = measures.reconstruct(
+        model, digits.split(test=True).images, 256, measures.recon_seed(3), 0, train_mean_image(digits.split(test=False).images)
     )
     assert (g["recon_mse"], g["mean_pred_mse"]) == (round(mse, 6), round(mean_mse, 6))
     # the linear reference at the model's own unit (4) and ratio (0.75), train fitted, test scored
@@ -322,7 +324,8 @@ def test_real_gate_line_names_failing_cells_by_sweep() -> None:
 def test_report_refuses_a_cell_json_without_the_gate(tmp_path, monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from mae_hlvm.core.config import cell_id, load_params, real_sweep_cells
+    from mae_hlvm.core.cells import cell_id, real_sweep_cells
+    from mae_hlvm.core.config import load_params
     from mae_hlvm.core.io import ArtifactError, write_json
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mae_hlvm.core import gate
-from mae_hlvm.synthetic.probe import hidden_sq_errors
+from mae_hlvm.core.measures import hidden_sq_errors
 
 # ------------------------------------------------------------------ the last quarter's loss drop (a diagnostic)
 
@@ -159,7 +159,7 @@ def test_flag_reason_reads_the_share_and_the_fallback_from_table_columns():
 
 def _mean_pred_on_reference_masks(train, test, unit, ratio, n_masks=gate.LINEAR_REF_MASKS, seed=gate.LINEAR_REF_SEED):
     """The mean predictor's hidden-pixel MSE on the linear reference's own masks."""
-    from mae_hlvm.synthetic.predict import draw_masks
+    from mae_hlvm.core.masks import draw_masks
 
     sq = (test.astype(np.float64) - gate.train_mean_image(train)) ** 2
     masks = draw_masks(train.shape[-1], unit, ratio, n_masks, seed)
@@ -190,8 +190,8 @@ def test_independent_noise_pixels_leave_the_linear_predictor_at_the_mean_predict
 
 
 def test_the_linear_reference_is_one_ridge_per_mae_mask_over_every_channel():
-    from mae_hlvm.synthetic.generate import ridge_fit_predict
-    from mae_hlvm.synthetic.predict import draw_masks
+    from mae_hlvm.core.linear import ridge_fit_predict
+    from mae_hlvm.core.masks import draw_masks
 
     rng = np.random.default_rng(2)
     images = np.cumsum(rng.standard_normal((600, 2, 8, 8)), axis=3).astype(np.float32)  # smooth along rows

@@ -14,16 +14,8 @@ from helpers import tiny_data, tiny_raw
 
 from mae_hlvm.core.config import ParamsError, load_params, parse_params
 from mae_hlvm.core.data import Dataset, load_dataset
-from mae_hlvm.synthetic.generate import (
-    GENERATOR_VERSION,
-    cue_accuracies,
-    draw_functions,
-    generate_dataset,
-    leaf_innovations,
-    level_diagnostics,
-    run,
-    sample,
-)
+from mae_hlvm.synthetic.diagnostics import cue_accuracies, leaf_innovations, level_diagnostics
+from mae_hlvm.synthetic.generate import GENERATOR_VERSION, draw_functions, generate_dataset, run, sample
 
 REPO = Path(__file__).resolve().parents[1]
 

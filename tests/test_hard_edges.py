@@ -180,7 +180,13 @@ def test_resume_file_of_other_code_is_not_used(tiny_cell, caplog, monkeypatch):
 # ----------------------------------------------------------------------------- ledger
 
 
-def test_consumers_refuse_an_artifact_that_differs_from_dvc_lock(tmp_path, monkeypatch):
+@pytest.fixture
+def ledger_checked(monkeypatch):
+    """Every read checked against the ledger, as the command line installs it before a step runs."""
+    monkeypatch.setattr(io, "_recorded_check", ledger.check)
+
+
+def test_consumers_refuse_an_artifact_that_differs_from_dvc_lock(tmp_path, monkeypatch, ledger_checked):
     monkeypatch.chdir(tmp_path)
     write_json("results/cells/a.json", {"r2": 0.712})
     np.savez("plain.npz", x=np.arange(3))
@@ -200,7 +206,19 @@ def test_consumers_refuse_an_artifact_that_differs_from_dvc_lock(tmp_path, monke
     assert read_json("results/cells/a.json") == {"r2": 0.752}
 
 
-def test_a_pending_receipt_overrides_dvc_lock_and_an_older_one_is_ignored(tmp_path, monkeypatch):
+def test_a_step_run_by_the_command_line_checks_what_it_reads(tmp_path, monkeypatch, capsys):
+    # core.io knows no ledger: the command line installs the workflow's check before any step
+    monkeypatch.setattr(io, "_recorded_check", None)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    io.write_text(paths.METRICS_CSV, "mask_ratio,mask_unit,seed\n0.5,2,0\n")
+    fake_lock(tmp_path, {paths.METRICS_CSV: "0" * 32})
+    io.check_recorded(paths.METRICS_CSV)  # no check installed: nothing refused
+    assert cli.main(["figures"]) == 2
+    assert "metrics.csv: its bytes do not match the hash recorded in dvc.lock" in capsys.readouterr().err
+
+
+def test_a_pending_receipt_overrides_dvc_lock_and_an_older_one_is_ignored(tmp_path, monkeypatch, ledger_checked):
     monkeypatch.chdir(tmp_path)
     write_json("out.json", {"v": 2})
     fake_lock(tmp_path, {"out.json": "0" * 32})  # an old run's hash

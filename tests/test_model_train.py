@@ -13,7 +13,8 @@ import torch
 from mae_hlvm.core.config import load_params
 from mae_hlvm.core.io import ArtifactError
 from mae_hlvm.core.model import MaskedAutoencoder
-from mae_hlvm.core.train import load_checkpoint, lr_at, resume_state_path, train_cell
+from mae_hlvm.core.schedule import lr_at
+from mae_hlvm.core.train import load_checkpoint, resume_state_path, train_cell
 
 
 def tiny_model(mask_unit: int = 4, mask_ratio: float = 0.75, norm_pix_loss: bool = False) -> MaskedAutoencoder:

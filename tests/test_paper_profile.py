@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 from helpers import GIT, REPO, copy_repo, dvc_jobs, make_image_folder, sh, snakemake_jobs, snakemake_plan
 
-from mae_hlvm.core.config import load_params, real_enabled, real_sweep_cells
+from mae_hlvm.core.cells import real_enabled, real_sweep_cells
+from mae_hlvm.core.config import load_params
 from mae_hlvm.core.profiles import load_profile
 from mae_hlvm.workflow import pipeline
 

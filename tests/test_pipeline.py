@@ -40,7 +40,8 @@ from helpers import (
 )
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import cell_id, load_params, real_sweep_cells
+from mae_hlvm.core.cells import cell_id, real_sweep_cells
+from mae_hlvm.core.config import load_params
 from mae_hlvm.workflow import glue, pipeline
 
 # ----------------------------------------------------------------------------- fast
@@ -144,7 +145,7 @@ def test_review_stages_read_the_real_keys_only_when_the_track_is_on():
     assert "grid" not in {k.split(".")[0] for k in pipeline.stage_param_keys("baseline", on)}
 
 
-def test_code_deps_follow_imports_and_skip_descriptive_modules():
+def test_code_deps_follow_imports_and_skip_the_schema():
     deps = pipeline.code_deps("probe")
     assert "src/mae_hlvm/synthetic/probe.py" in deps and "src/mae_hlvm/core/model.py" in deps
     assert not {"src/mae_hlvm/core/config.py", "src/mae_hlvm/workflow/cli.py", "src/mae_hlvm/review/figures.py"} & set(deps)
@@ -330,7 +331,7 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     # Snakemake runs everything; DVC then sees it all as up to date
     run = sh(root, "snakemake", "--cores", "2")
     assert_agree_up_to_date(root)
-    # one overall line per finished job (mae_hlvm.core.progress), the last with every job done
+    # one overall line per finished job (mae_hlvm.workflow.progress), the last with every job done
     n = len(pipeline.instances(load_params(root / "params.yaml")))
     assert f"run: {n} jobs planned" in run.stderr and f"run: {n} of {n} jobs done, ETA 0m00s" in run.stderr
     # the review stages saw both tracks and the baselines

@@ -49,7 +49,7 @@ def test_plainrun_then_receipts_make_both_tools_agree(tmp_path):
 
 
 def test_overall_progress_line_per_finished_job(tmp_path, monkeypatch):
-    from mae_hlvm.core import progress
+    from mae_hlvm.workflow import progress
 
     monkeypatch.chdir(tmp_path)
     params = load_params(REPO / "params.yaml")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mae_hlvm.synthetic.predict import draw_masks, predict_cell, separators, summarise, with_class_node
+from mae_hlvm.core.masks import draw_masks
+from mae_hlvm.synthetic.predict import predict_cell, separators, summarise, with_class_node
 
 
 def _hidden(rows: list[str]) -> np.ndarray:

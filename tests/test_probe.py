@@ -11,6 +11,7 @@ import torch
 import yaml
 from helpers import TINY_PROBE_PARAMS, tiny_probe_dataset
 
+from mae_hlvm.core import measures
 from mae_hlvm.core.config import parse_params
 from mae_hlvm.core.data import Dataset, save_dataset
 from mae_hlvm.core.model import MaskedAutoencoder
@@ -189,7 +190,7 @@ def test_reconstruct_masks_at_the_cell_ratio_and_pastes_visible_pixels() -> None
     model = _tiny_model()
     images = np.random.default_rng(11).standard_normal((10, 2, 8, 8)).astype(np.float32)
     mean_image = np.random.default_rng(12).standard_normal((2, 8, 8)).astype(np.float32)
-    mse, mean_mse, fig = probe.reconstruct(model, images, batch_size=4, seed=3, n_keep=6, mean_image=mean_image)
+    mse, mean_mse, fig = measures.reconstruct(model, images, batch_size=4, seed=3, n_keep=6, mean_image=mean_image)
     assert fig["original"].shape == fig["masked"].shape == fig["reconstruction"].shape == (6, 2, 8, 8)
     assert fig["mask"].shape == (6, 8, 8) and fig["mask"].dtype == bool
     assert np.array_equal(fig["original"], images[:6])
@@ -200,7 +201,7 @@ def test_reconstruct_masks_at_the_cell_ratio_and_pastes_visible_pixels() -> None
     assert np.array_equal(fig["masked"][~hidden], images[:6][~hidden])
     assert np.array_equal(fig["reconstruction"][~hidden], images[:6][~hidden])
     # the MSE is over hidden pixels only: recompute it from the figure arrays of all images
-    _, _, every = probe.reconstruct(model, images, batch_size=4, seed=3, n_keep=10, mean_image=mean_image)
+    _, _, every = measures.reconstruct(model, images, batch_size=4, seed=3, n_keep=10, mean_image=mean_image)
     hid = np.broadcast_to(every["mask"][:, None], images.shape)
     manual = ((every["reconstruction"] - images)[hid] ** 2).mean()
     assert mse == pytest.approx(float(manual), rel=1e-5)
@@ -208,10 +209,10 @@ def test_reconstruct_masks_at_the_cell_ratio_and_pastes_visible_pixels() -> None
     manual_mean = ((np.broadcast_to(mean_image, images.shape) - images)[hid] ** 2).mean()
     assert mean_mse == pytest.approx(float(manual_mean), rel=1e-5)
     # same seed, same masks; another seed, other masks
-    assert np.array_equal(probe.reconstruct(model, images, 4, 3, 6, mean_image)[2]["mask"], fig["mask"])
-    assert not np.array_equal(probe.reconstruct(model, images, 4, 4, 6, mean_image)[2]["mask"], fig["mask"])
+    assert np.array_equal(measures.reconstruct(model, images, 4, 3, 6, mean_image)[2]["mask"], fig["mask"])
+    assert not np.array_equal(measures.reconstruct(model, images, 4, 4, 6, mean_image)[2]["mask"], fig["mask"])
     # no figure arrays asked for, none made; the errors do not depend on n_keep
-    assert probe.reconstruct(model, images, 4, 3, 0, mean_image) == (mse, mean_mse, {})
+    assert measures.reconstruct(model, images, 4, 3, 0, mean_image) == (mse, mean_mse, {})
 
 
 def test_the_mean_predictor_error_is_the_hidden_pixels_variance_when_given_their_mean() -> None:
@@ -221,17 +222,17 @@ def test_the_mean_predictor_error_is_the_hidden_pixels_variance_when_given_their
     rng = np.random.default_rng(13)
     centre = rng.standard_normal((2, 8, 8)).astype(np.float32)
     images = (centre + rng.standard_normal((400, 2, 8, 8))).astype(np.float32)
-    _, mean_mse, _ = probe.reconstruct(model, images, 64, 5, 0, centre)
+    _, mean_mse, _ = measures.reconstruct(model, images, 64, 5, 0, centre)
     assert mean_mse == pytest.approx(1.0, abs=0.02)
 
 
 def test_pixel_prediction_undoes_the_normalised_pixel_target() -> None:
     model = _tiny_model(norm_pix_loss=True)
     imgs = torch.randn(3, 2, 8, 8) * 2 + 1
-    assert torch.allclose(probe.pixel_prediction(model, imgs, model.target(imgs)), model.patchify(imgs), atol=1e-4)
+    assert torch.allclose(measures.pixel_prediction(model, imgs, model.target(imgs)), model.patchify(imgs), atol=1e-4)
     plain = _tiny_model(norm_pix_loss=False)
     pred = torch.randn(3, 16, 8)
-    assert probe.pixel_prediction(plain, imgs, pred) is pred
+    assert measures.pixel_prediction(plain, imgs, pred) is pred
 
 
 # ------------------------------------------------------------------ the step, end to end
@@ -384,9 +385,9 @@ def test_shape_bias_by_hand() -> None:
 
     cue = CueConflict(np.zeros((4, 1, 2, 2), np.float32), np.array([0, 1, 1, 0]), np.array([1, 0, 2, 1]))
     # decisions: shape, shape, texture, neither
-    got = probe.shape_bias(np.array([0, 1, 2, 2]), cue)
+    got = measures.shape_bias(np.array([0, 1, 2, 2]), cue)
     assert got == {"shape_bias": pytest.approx(2 / 3), "shape": 0.5, "texture": 0.25}
-    assert probe.shape_bias(np.array([2, 2, 0, 2]), cue)["shape_bias"] is None
+    assert measures.shape_bias(np.array([2, 2, 0, 2]), cue)["shape_bias"] is None
 
 
 @pytest.mark.parametrize(("cue_feature", "expected"), [("shape", 1.0), ("texture", 0.0)])

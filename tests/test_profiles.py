@@ -15,7 +15,9 @@ import yaml
 from helpers import REPO
 
 from mae_hlvm.core import profiles
-from mae_hlvm.core.config import MODEL_PRESETS, ModelParams, ParamsError, load_params, read_params_yaml
+from mae_hlvm.core.config import ModelParams, ParamsError, load_params
+from mae_hlvm.core.params_yaml import read_params_yaml
+from mae_hlvm.core.profiles import MODEL_PRESETS
 
 NAMES = sorted(p.parent.name for p in (REPO / "profiles").glob("*/params.yaml"))
 

@@ -17,12 +17,14 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import ParamsError, load_params
+from mae_hlvm.core.config import ParamsError, load_params, parse_real
 from mae_hlvm.core.data import CueConflict, Dataset, load_dataset
 from mae_hlvm.core.model import MaskedAutoencoder
 from mae_hlvm.real import evaluate, shifts, tables
 from mae_hlvm.real.floors import table1_floors
-from mae_hlvm.real.realdata import _decode_image, _fit_square, normalise, parse_real, prepare_real
+from mae_hlvm.real.folders import decode_image
+from mae_hlvm.real.pixels import fit_square, normalise
+from mae_hlvm.real.realdata import prepare_real
 from mae_hlvm.workflow import glue, pipeline
 
 # digits at 16x16 (ViT patch 2): the smallest real params the schema accepts for digits
@@ -66,7 +68,7 @@ def test_prepare_real_stores_the_cue_conflict_set(tmp_path, monkeypatch, capsys)
     # the training images' loading, fit and normalisation (train-split statistics)
     real = load_params(tmp_path / "params.yaml").real
     path = folder / "2" / "23-91.png"
-    fitted = _fit_square(_decode_image(path, path.read_bytes(), 1), real, path)
+    fitted = fit_square(decode_image(path, path.read_bytes(), 1), real, path)
     expected = normalise(np.clip(fitted, 0, 1).transpose(2, 0, 1)[None], ds.settings)[0]
     np.testing.assert_allclose(ds.cue.images[3], expected, atol=1e-6)
     assert ds.settings["cue_conflict"]["n_images"] == 4 and ds.settings["params"]["cue_conflict"] == str(folder)

@@ -21,7 +21,8 @@ import yaml
 from helpers import GIT, REPO, assert_runner_exists, copy_repo, dvc_jobs, edit_params, sh, snakemake_jobs
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import ParamsError, load_params, parse_params, real_enabled, real_sweep_cells
+from mae_hlvm.core.cells import cell_pairs, real_enabled, real_sweep_cells
+from mae_hlvm.core.config import ParamsError, load_params, parse_params, parse_real
 from mae_hlvm.real import realdata, report, shifts, tables
 from mae_hlvm.real.train_real import real_train_params
 from mae_hlvm.workflow import cli, glue, pipeline
@@ -43,7 +44,7 @@ def test_default_real_section_is_mnist_at_the_papers_unit_ratios():
     """MNIST padded to 32 x 32, 4 x 4 ViT patches (64 tokens), masking units of 1, 2 and 4
     tokens per side: the paper's 8 / 16 / 32 pixels on an 8-pixel ViT patch (Sweep B)."""
     real = load_params(REPO / "params.yaml").real
-    assert real == realdata.parse_real(DEFAULT["real"])
+    assert real == parse_real(DEFAULT["real"])
     assert (real.dataset, real.fit, real.image_size, real.channels, real.vit_patch) == ("mnist", "pad", 32, 1, 4)
     assert [u // real.vit_patch for u in real.mask_units] == [1, 2, 4] and real.sweep == "AB"
     assert real.cue_conflict == ""
@@ -81,7 +82,7 @@ def test_sweeps_are_products_and_the_shared_cell_is_trained_per_sweep(sweep, sta
     assert {k: len(v) for k, v in cells.items()} == {k: sizes[k] for k in stages}
     # every (ratio, unit) the library's sweep lists is trained, no other
     trained = {(r, u) for v in cells.values() for r, u, _ in v}
-    assert trained == set(realdata.cell_pairs(real))
+    assert trained == set(cell_pairs(real))
 
 
 def test_pipeline_data_keys_are_realdata_ones():

@@ -7,16 +7,12 @@ import pytest
 from helpers import DEFAULT_REAL
 from PIL import Image
 
-from mae_hlvm.core.config import ParamsError
+from mae_hlvm.core.cells import real_cells
+from mae_hlvm.core.config import ParamsError, parse_real
 from mae_hlvm.core.data import load_dataset, save_dataset
 from mae_hlvm.core.io import ArtifactError, file_sha256
-from mae_hlvm.real.realdata import (
-    parse_real,
-    prepare_real,
-    real_cells,
-    real_model_params,
-    to_unit_range,
-)
+from mae_hlvm.real.pixels import to_unit_range
+from mae_hlvm.real.realdata import prepare_real, real_model_params
 
 TINY = {"n_train": 60, "n_test": 30, "image_size": 16, "fit": "resize", "vit_patch": 2, "mask_units": [2, 4, 8], "sweep_a_unit": 4}
 

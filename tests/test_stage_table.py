@@ -12,6 +12,7 @@ import yaml
 from helpers import REPO, assert_runner_exists, copy_repo, init_repo, sh
 
 from mae_hlvm.core.config import load_params
+from mae_hlvm.core.provenance import digest
 from mae_hlvm.workflow import cli, pipeline, stages
 
 
@@ -44,6 +45,22 @@ def test_the_cli_the_snakefile_and_dvc_yaml_are_derived_from_the_table():
         assert dvc[stage]["params"] == list(pipeline.stage_param_keys(stage, params))
         assert pipeline.module_file(record.module) in dvc[stage]["deps"]
         assert ("matrix" in dvc[stage]) == (record.matrix is not None)
+
+
+def test_a_step_is_given_the_keys_its_stage_reads(tmp_path, monkeypatch):
+    # The digests the steps stamp (the prediction's params_digest, the claims' stamp) cover the
+    # keys the table says their stage reads, handed over by the command line (``args.reads``):
+    # no step reads the table, which stands above them.
+    for profile in ("params.yaml", "profiles/gpu/params.yaml"):
+        params = load_params(REPO / profile)
+        for step in {s.step.name for s in stages.TABLE}:
+            keys = {pipeline.stage_param_keys(s.name, params) for s in stages.TABLE if s.step.name == step}
+            assert len(keys) == 1 and cli.stage_reads(step, params) == keys.pop(), step
+        assert cli.stage_reads("check", params) is None
+    monkeypatch.chdir(tmp_path)
+    params = load_params(REPO / "params.yaml")
+    assert cli.main(["predict", "--params", str(REPO / "params.yaml"), "--out", "prediction.json"]) == 0
+    assert json.loads(Path("prediction.json").read_text())["params_digest"] == digest(pipeline.stage_params(params, "predict"))
 
 
 def test_resources_follow_the_record():

@@ -1,60 +1,13 @@
 """The learning gate: a cell counts for a claim only if its MAE learned.
 
-Both tracks apply it to every trained cell (the synthetic ``probe`` step, the real
-``evaluate-real`` step); the claims step refuses to judge a claim that reads a failing
-cell (:mod:`mae_hlvm.review.claims`). The rules and thresholds below are fixed in code. The
-first version judged ``learned`` by one fixed bound, ``recon_rel < 0.97``; measuring the
-linear predictor on generator v2 (the numbers below) showed that bound to be unattainable
-in some cells and far too lenient in others, so it was replaced by the share rule.
-
-learned
-    The MAE achieves at least half of what a linear predictor achieves on the hidden
-    pixels, each measured as the improvement over the per-position-mean predictor::
-
-        gain_share = (mean_pred_mse - recon_mse) / (mean_pred_mse - linear_mse)
-        learned    = gain_share >= GATE_MIN_SHARE        (0.5)
-
-    A fixed bound on ``recon_rel = recon_mse / mean_pred_mse`` cannot serve every cell:
-    how far below the mean predictor any model can get depends on the cell's masking
-    (the best linear predictor reaches rel 0.99 at unit 4 / ratio 0.9 of the synthetic
-    generator, 0.94 at unit 4 / ratio 0.5, 0.78-0.84 at unit 2), so the gate judges the
-    MAE against what is achievable in its cell.
-
-    ``recon_mse`` and ``mean_pred_mse`` are pixel MSEs over the same hidden patches of
-    the same test images under the same masks (the cell's own masking ratio and unit,
-    one fixed mask stream, :func:`mae_hlvm.synthetic.probe.recon_seed`); the mean predictor fills
-    every hidden pixel with that pixel's mean over the TRAIN images, the best guess that
-    ignores the visible patches. With ``norm_pix_loss`` the MAE's output is mapped back
-    to pixels with each hidden patch's own mean and variance
-    (:func:`mae_hlvm.synthetic.probe.pixel_prediction`), which neither reference gets: there the
-    test is easier to pass.
-
-    ``linear_mse`` (:func:`linear_reference`) is the hidden-pixel test MSE of a ridge
-    regression from all visible pixel values to all hidden ones, one fit per mask on the
-    TRAIN images, over LINEAR_REF_MASKS (4) masks drawn as the MAE draws them at the
-    cell's ratio and unit (:func:`mae_hlvm.synthetic.predict.draw_masks`, seed LINEAR_REF_SEED,
-    20230606), scored on the same test images, and expressed on the MAE's masks: its own
-    ratio to the mean predictor's error on the reference masks, times ``mean_pred_mse``
-    (:func:`linear_on_mae_masks`), since the mean predictor's error differs between mask
-    sets by about 1 %, a large share of a small linear gain. ``linear_rel = linear_mse /
-    mean_pred_mse`` is then the ratio on the reference's own masks.
-
-    Fallback: when the linear predictor does not beat the mean predictor,
-    ``mean_pred_mse - linear_mse <= LINEAR_MIN_GAIN_REL * mean_pred_mse`` (1e-6, i.e.
-    linear_rel >= 1 - 1e-6), there is no reference gain to take a share of;
-    ``gain_share`` is null and learned is ``recon_mse < mean_pred_mse`` (``recon_rel <
-    1``), and ``gate_reason`` says so (``learned_rule`` names the rule applied).
-gate_pass
-    ``learned``: the gate reads learning only (issue 25's convergence rule). Whether a
-    cell's result depends on its budget is judged per claim, on the stability set
-    (:mod:`mae_hlvm.review.claims`), not per cell.
-last_quarter_drop
-    A diagnostic, not a rule: ``(prev - last) / prev`` of the mean per-epoch training loss
-    over the last quarter of epochs (``q = n // 4``, at least 1) against the quarter before;
-    null with fewer than MIN_EPOCHS (4) epochs or a non-finite loss. Under a cosine
-    schedule it reads the learning-rate anneal as much as convergence (the loss keeps
-    falling 1.7-3.5 % while hidden-patch error has stopped moving), which is why it left
-    the gate.
+learned: the MAE achieves at least GATE_MIN_SHARE of a linear predictor's gain over the
+per-position-mean predictor on the hidden pixels (a fixed bound cannot serve every cell:
+what is achievable depends on the cell's masking); ``gate_pass`` is ``learned`` (issue 25:
+whether a claim depends on the training budget is judged on the stability set, per claim).
+``last_quarter_drop``, the relative drop of the mean loss of the last quarter of epochs
+against the quarter before, is a diagnostic: under a cosine schedule it reads the
+learning-rate anneal. Both tracks apply the gate to every cell; the rules, fixed before any
+result, are in docs/gate.md.
 
 Shapes: N images, C channels, S image side, L tokens, P pixels per token.
 """
@@ -67,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from mae_hlvm.synthetic.generate import ridge_fit_predict
-from mae_hlvm.synthetic.predict import draw_masks
+from mae_hlvm.core.linear import ridge_fit_predict
+from mae_hlvm.core.masks import draw_masks
 
 GATE_MIN_SHARE = 0.5  # learned: the MAE achieves at least this share of the linear predictor's gain
 LINEAR_MIN_GAIN_REL = 1e-6  # a linear gain at most this share of mean_pred_mse is none: the fallback rule
@@ -113,11 +66,11 @@ def linear_reference(
     n_masks: int = LINEAR_REF_MASKS,
     seed: int = LINEAR_REF_SEED,
 ) -> tuple[float, float]:
-    """Hidden-pixel test MSE of the best linear predictor from the visible pixels (module docstring).
+    """Hidden-pixel test MSE of the best linear predictor from the visible pixels (docs/gate.md).
 
     train_images (N, C, S, S), test_images (N', C, S, S). Draws ``n_masks`` masks (S, S)
-    as the MAE draws them (:func:`mae_hlvm.synthetic.predict.draw_masks`; a mask hides a pixel in
-    every channel); per mask, a ridge regression (:func:`mae_hlvm.synthetic.generate.ridge_fit_predict`:
+    as the MAE draws them (:func:`mae_hlvm.core.masks.draw_masks`; a mask hides a pixel in
+    every channel); per mask, a ridge regression (:func:`mae_hlvm.core.linear.ridge_fit_predict`:
     intercept, alpha picked on the last quarter of train) from all visible pixel values
     (N, C*V) to all hidden ones (N, C*H) is fitted on the train images and applied to
     the test images. Returns the squared error summed over every mask's hidden test
@@ -186,7 +139,7 @@ def history_losses(history: Any) -> list[float]:
 
 
 def loss_rel_drop(losses: Sequence[float]) -> float | None:
-    """(prev - last) / prev over the last two quarters of the curve (see module docstring); None if too short."""
+    """(prev - last) / prev over the last two quarters of the curve (docs/gate.md); None if too short."""
     n = len(losses)
     if n < MIN_EPOCHS:
         return None

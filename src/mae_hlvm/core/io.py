@@ -4,7 +4,8 @@ Every file a step produces goes through :func:`atomic_path`: it is written under
 temporary name in the same folder and renamed into place only when complete, so an
 interrupted job leaves nothing that either Snakemake or DVC could take for finished.
 The file is fsynced before the rename and its folder after it, so this holds after a
-power cut too, not only after a killed process.
+power cut too, not only after a killed process. Every read is checked against the hash
+recorded for the file, by the check the workflow installs (:func:`set_recorded_check`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,23 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, dumps_json(obj))
 
 
-def check_recorded(path: str | Path) -> None:
-    """Refuse an artifact whose bytes differ from the hash recorded for it (:mod:`mae_hlvm.workflow.ledger`)."""
-    from mae_hlvm.workflow import ledger
+# The hashes recorded for the artifacts are the workflow's (dvc.lock and Snakemake's
+# receipts), so the workflow installs their check: the command line does, before any step
+# runs (mae_hlvm.workflow.ledger.check). Without it (the steps' code used on its own,
+# outside a pipeline working copy) nothing is checked.
+_recorded_check: Callable[[str | Path], None] | None = None
 
-    ledger.check(path)
+
+def set_recorded_check(check: Callable[[str | Path], None] | None) -> None:
+    """Check every artifact read from now on with ``check(path)`` (raising ArtifactError); None: no check."""
+    global _recorded_check
+    _recorded_check = check
+
+
+def check_recorded(path: str | Path) -> None:
+    """Refuse an artifact whose bytes differ from the hash recorded for it (the installed check)."""
+    if _recorded_check is not None:
+        _recorded_check(path)
 
 
 def read_json(path: str | Path) -> Any:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mae_hlvm.core.config import unit_counts
+from mae_hlvm.core.cells import unit_counts
 
 
 def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:

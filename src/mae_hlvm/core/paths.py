@@ -21,6 +21,9 @@ SUMMARY_MD = "results/summary.md"
 HEADLINE_JSON = "results/headline.json"
 METRICS_TEX = "results/metrics.tex"
 FIGURES_DIR = "results/figures"
+# Files written by the figures step (each as .png and .pdf); examples.png comes from generate.
+FIGURE_NAMES = ("r2_vs_ratio", "root_r2_heatmap", "reconstructions", "loss_curves", "region_r2", "spatial_r2", "theorem_levels")
+EXAMPLES_PNG = f"{FIGURES_DIR}/examples.png"
 # Every cell's training loss per epoch in one table, for `dvc plots` (figures step)
 LOSS_CURVES_CSV = "results/loss_curves.csv"
 CELLS_DIR = "results/cells"
@@ -90,6 +93,8 @@ REAL_MODELS_DIR = "models_real"
 REAL_RESULTS_DIR = "results/real"
 REAL_CELLS_DIR = "results/real/cells"
 REAL_FIGURES_DIR = "results/real/figures"
+# Written by report_real under REAL_FIGURES_DIR (each as .png and .pdf).
+REAL_FIGURE_NAMES = ("fig5_recon_quality", "fig6_cls_attention", "fig7_token_attention", "fig8_tsne")
 REAL_TABLE_STEM = "results/real/table1"  # .csv, .md, .tex
 REAL_RANK_JSON = "results/real/table1_rank.json"
 REAL_FIGURES_JSON = "results/real/figures_summary.json"

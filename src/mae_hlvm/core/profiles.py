@@ -4,7 +4,7 @@
 ``profiles/<name>/params.yaml`` starts with ``extends: default`` and lists only the keys it
 changes, each with its own comment; a section set to ``null`` is dropped (``robustness:
 null``). A model section may name a preset (``preset: mae_vit_base``,
-:data:`mae_hlvm.core.config.MODEL_PRESETS`): its widths are written out, and keys the
+:data:`MODEL_PRESETS`): its widths are written out, and keys the
 profile gives explicitly win.
 
 ``python -m mae_hlvm profile <name>`` (``make profile P=<name>``) writes ``params.yaml``
@@ -15,7 +15,7 @@ either tool's back). It always starts again from the default, never from the cur
 ``params.yaml`` holding edits of the user's (``--force`` drops them).
 
 Editing this module reruns nothing: it only writes params.yaml, whose values both tools
-then read (``pipeline.NOT_CODE_DEPS``).
+then read; no step imports it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mae_hlvm.core.config import MODEL_PRESETS, ParamsError, in_profiles_dir, parse_params, read_params_yaml
+from mae_hlvm.core.config import ParamsError, in_profiles_dir, parse_params
+from mae_hlvm.core.params_yaml import read_params_yaml
 
 DEFAULT = "default"
 PROFILES_DIR = "profiles"
@@ -35,6 +36,23 @@ COMMENT_COLUMN = 25  # the params files align their comments after this column
 _TOP = re.compile(r"(?P<key>[A-Za-z_]\w*):(?P<rest>.*)\Z")
 _KEY = re.compile(r"  (?P<key>[A-Za-z_]\w*):(?P<rest>.*)\Z")
 _WRITTEN = re.compile(r"# Written by `python -m mae_hlvm profile (?P<name>\S+)`")
+
+# Named MAE sizes (as facebookresearch/mae's ``mae_vit_base_patch16``; the ViT patch is
+# not part of the name here, because each track sets its own: model.vit_patch and
+# real.vit_patch). A profile names one (``model: preset: mae_vit_base``) and
+# ``python -m mae_hlvm profile`` writes its widths into params.yaml.
+MODEL_PRESETS: dict[str, dict[str, int | float]] = {
+    # this project's CPU-sized MAE: the default of both tracks
+    "mae_vit_mini": {"embed_dim": 64, "depth": 3, "num_heads": 4, "decoder_embed_dim": 32, "decoder_depth": 1,
+                     "decoder_num_heads": 4, "mlp_ratio": 2.0},
+    # MAE's ViT-B, -L and -H encoders with its 8-block, 512-wide decoder (the paper's ViT-B)
+    "mae_vit_base": {"embed_dim": 768, "depth": 12, "num_heads": 12, "decoder_embed_dim": 512, "decoder_depth": 8,
+                     "decoder_num_heads": 16, "mlp_ratio": 4.0},
+    "mae_vit_large": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "decoder_embed_dim": 512, "decoder_depth": 8,
+                      "decoder_num_heads": 16, "mlp_ratio": 4.0},
+    "mae_vit_huge": {"embed_dim": 1280, "depth": 32, "num_heads": 16, "decoder_embed_dim": 512, "decoder_depth": 8,
+                     "decoder_num_heads": 16, "mlp_ratio": 4.0},
+}
 
 
 @dataclass
@@ -130,7 +148,7 @@ def _preset_keys(name: str, source: str) -> list[_Key]:
     if name not in MODEL_PRESETS:
         raise ParamsError(
             f"{source}: model.preset {name!r} is not a preset: use one of {', '.join(sorted(MODEL_PRESETS))} "
-            "(mae_hlvm.core.config.MODEL_PRESETS) or give the widths"
+            "(mae_hlvm.core.profiles.MODEL_PRESETS) or give the widths"
         )
     out = []
     for key, value in MODEL_PRESETS[name].items():

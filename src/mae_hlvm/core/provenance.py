@@ -1,4 +1,5 @@
-"""What produced an artifact: library versions and the code's git revision.
+"""What produced an artifact: the digest of the params it read, library versions and the
+code's git revision.
 
 Nothing here depends on the time or the machine, so artifacts stay byte-identical
 across reruns of the same revision (Determinism in README).
@@ -8,9 +9,40 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mae_hlvm.core.config import Params
+
+def section_dict(params: Params, sections: list[str]) -> dict[str, Any]:
+    """The named sections as plain JSON-ready data (the part of the config a step reads)."""
+    return {name: getattr(params, name).model_dump(mode="json") for name in sections}
+
+
+def params_of(params: Params, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Exactly these params keys, keyed as given: a section name takes the whole section, "a.b" one key."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        section, _, leaf = key.partition(".")
+        value = getattr(params, section).model_dump(mode="json")
+        out[key] = value[leaf] if leaf else value
+    return out
+
+
+def digest(obj: Any) -> str:
+    """A stable short hash of JSON-ready data: identifies a resolved config."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def params_digest(params: Params, keys: tuple[str, ...]) -> str:
+    """The :func:`digest` of the keys a stage reads (the command line gives a step its stage's keys, ``args.reads``)."""
+    return digest(params_of(params, keys))
+
 
 _PACKAGES = ("torch", "numpy", "scikit-learn", "pandas", "scipy", "pydantic", "pyyaml")
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # src/mae_hlvm, every subpackage

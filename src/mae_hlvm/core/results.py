@@ -2,7 +2,7 @@
 step that writes it and the steps that read it.
 
 * :class:`CellResult`: ``results/cells/<cell>.json``, written by ``probe`` (checked
-  before the file is written), read by ``aggregate`` and ``robustness``.
+  before the file is written), read by ``aggregate`` and ``claims`` (the stability set).
 * :class:`BaselineResult`: ``results/baselines/s<seed>.json``, written by ``baseline``,
   read by ``aggregate``.
 * :class:`RealCellResult`: ``results/real/cells/<sweep>/<cell>.json`` (the real track),

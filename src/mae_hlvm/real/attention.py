@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from mae_hlvm.core.data import Dataset
 from mae_hlvm.core.model import MaskedAutoencoder
-from mae_hlvm.real.realdata import to_unit_range
+from mae_hlvm.real.pixels import to_unit_range
 from mae_hlvm.real.stamp import save_figure
 
 

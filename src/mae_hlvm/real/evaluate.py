@@ -36,8 +36,8 @@ from mae_hlvm.core.io import ArtifactError, write_json
 from mae_hlvm.core.model import MaskedAutoencoder
 from mae_hlvm.core.results import RealCellResult, check
 from mae_hlvm.real.device import step_device
+from mae_hlvm.real.pixels import to_unit_range
 from mae_hlvm.real.probes import cue_shape_bias, extract_features, fit_linear_probe, knn_accuracy, probe_accuracy
-from mae_hlvm.real.realdata import to_unit_range
 from mae_hlvm.real.shifts import SHIFT_DESCRIPTIONS, shifted_test_sets
 
 log = logging.getLogger("mae_hlvm.real.evaluate")
@@ -184,13 +184,13 @@ def gate_cell(model: MaskedAutoencoder, ds: Dataset, history: Any, *, cell_seed:
 
     Hidden-patch MSE of the MAE vs the per-position mean of the train images, on every
     test image, masked at the cell's own ratio and unit with the probe step's fixed mask
-    stream (:func:`mae_hlvm.synthetic.probe.recon_seed` of the cell seed), in model-input space;
+    stream (:func:`mae_hlvm.core.measures.recon_seed` of the cell seed), in model-input space;
     the linear reference (:func:`mae_hlvm.core.gate.linear_reference`) at the model's
     ``mask_unit`` and ``mask_ratio`` on the same splits, with as many BLAS threads as
     torch uses (``train.threads`` in the step); plus the last quarter's loss drop (a diagnostic) on ``history``
     (the checkpoint's per-epoch losses).
     """
-    from mae_hlvm.synthetic.probe import recon_seed, reconstruct
+    from mae_hlvm.core.measures import recon_seed, reconstruct
 
     losses = history_losses(history)
     train, test = ds.split(test=False).images, ds.split(test=True).images

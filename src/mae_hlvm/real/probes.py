@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from mae_hlvm.core.data import CueConflict
+from mae_hlvm.core.measures import shape_bias
 from mae_hlvm.core.model import MaskedAutoencoder
-from mae_hlvm.synthetic.probe import shape_bias
 
 
 @torch.no_grad()
@@ -86,7 +86,7 @@ def probe_decisions(probe: nn.Module, features: np.ndarray) -> np.ndarray:
 
 
 def cue_shape_bias(probe: nn.Module, features: np.ndarray, cue: CueConflict) -> dict[str, float | None]:
-    """The paper's Table 2 measure (:func:`mae_hlvm.synthetic.probe.shape_bias`) of ``probe`` on the
+    """The paper's Table 2 measure (:func:`mae_hlvm.core.measures.shape_bias`) of ``probe`` on the
     cue-conflict images' features (M, D): {"shape_bias", "shape", "texture"}, rounded to 1e-4."""
     return {k: None if v is None else round(v, 4) for k, v in shape_bias(probe_decisions(probe, features), cue).items()}
 

@@ -53,7 +53,7 @@ def figure_cells(sweep_cells: dict[str, list[tuple[float, int, int]]], seed: int
 
 def run_report(params: Params, args: Any) -> None:
     """Table 1 and Figs. 5 to 8 over every current cell of the real track."""
-    from mae_hlvm.core.config import cell_id, real_sweep_cells
+    from mae_hlvm.core.cells import cell_id, real_sweep_cells
     from mae_hlvm.core.io import read_json
 
     real = params.real
@@ -84,7 +84,7 @@ def _render_report(params: Params, args: Any, results: list, sweep_cells: dict, 
                    out_dir: Path, fig_dir: Path, device: Any, stamp: str) -> None:
     """Table 1 (+ its floors and Table 2) and Figs. 5 to 8, each stamped with ``stamp``."""
     from mae_hlvm.core import paths
-    from mae_hlvm.core.config import cell_id
+    from mae_hlvm.core.cells import cell_id
     from mae_hlvm.core.data import load_dataset
     from mae_hlvm.core.io import ArtifactError, write_text
     from mae_hlvm.core.train import load_checkpoint

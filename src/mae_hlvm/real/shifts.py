@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mae_hlvm.core.data import Dataset
-from mae_hlvm.real.realdata import normalise, to_unit_range
+from mae_hlvm.real.pixels import normalise, to_unit_range
 
 PAPER_COLUMNS = ("IN1K", "IN-v2", "ObjectNet", "IN-R", "IN-A", "IN-Sketch")
 

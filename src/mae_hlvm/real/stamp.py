@@ -69,8 +69,7 @@ def save_figure(fig: Figure, out_stem: str | Path, stamp: str | None = None) -> 
 
 def real_stamp(params: Params) -> str:
     """``params <digest> | code <revision>`` over every section the real track reads."""
-    from mae_hlvm.core.config import digest, section_dict
-    from mae_hlvm.core.provenance import code_revision
+    from mae_hlvm.core.provenance import code_revision, digest, section_dict
 
     sections = section_dict(params, ["model", "train", "real"])
     return f"params {digest(sections)} | code {code_revision()}"

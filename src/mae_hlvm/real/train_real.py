@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, ParamsError, cell_id, real_sweep_cells, require_real
+from mae_hlvm.core.cells import cell_id, real_sweep_cells, require_real
+from mae_hlvm.core.config import Params, ParamsError
 from mae_hlvm.core.io import write_json
 from mae_hlvm.core.train import stability_budget, train_cell, train_cells_together, with_budget
 

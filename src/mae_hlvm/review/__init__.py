@@ -1,1 +1,1 @@
-"""What a reviewer reads: the metrics table, the figures, the claims, the robustness check and the summary."""
+"""What a reviewer reads: the metrics table, the figures, the claims (with the stability set) and the summary."""

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from mae_hlvm.core import paths, results
-from mae_hlvm.core.config import Params, cell_id
+from mae_hlvm.core.cells import cell_id
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.io import ArtifactError, check_recorded, read_json, write_json, write_text
 
 log = logging.getLogger("mae_hlvm.review.aggregate")

@@ -69,22 +69,13 @@ import numpy as np
 import pandas as pd
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import (
-    Params,
-    cell_id,
-    digest,
-    real_enabled,
-    real_sweep_cells,
-    stability_cells,
-    stability_enabled,
-    stability_real,
-)
+from mae_hlvm.core.cells import cell_id, real_enabled, real_sweep_cells, stability_cells, stability_enabled, stability_real
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.gate import RULES as GATE_RULES
 from mae_hlvm.core.io import ArtifactError, read_json, write_json, write_text
-from mae_hlvm.core.provenance import code_revision
+from mae_hlvm.core.provenance import code_revision, params_digest
 from mae_hlvm.core.results import cell_row, read_cell, read_real_cell
 from mae_hlvm.review.aggregate import frame_to_csv, has_shape_bias, load_baselines, load_metrics
-from mae_hlvm.workflow.pipeline import stage_params
 
 log = logging.getLogger("mae_hlvm.review.claims")
 
@@ -623,9 +614,9 @@ def run(params: Params, args: argparse.Namespace) -> None:
              "budget_factor": factor, "stability_seed": seed if stable is not None else None}
     write_json(args.out_json, _finite({"rules": rules, "claims": {claim_key(c): c for c in claims}}))
     write_text(args.out_stability, frame_to_csv(table))
-    # the digest covers the keys this step reads (pipeline.STAGE_PARAMS), so it changes
-    # exactly when the claims could
-    stamp = f"params {digest(stage_params(params, 'claims'))} (keys read here), code {code_revision()}"
+    # the digest covers the keys this step reads (args.reads, the stage table's), so it
+    # changes exactly when the claims could
+    stamp = f"params {params_digest(params, args.reads)} (keys read here), code {code_revision()}"
     write_text(args.out_md, render_markdown(claims, factor) + f"\nStamp: {stamp}.\n")
     for c in claims:
         log.info("%s (%s): %s", c["id"], c.get("scope", c.get("mask_unit")), c["verdict"])

@@ -11,19 +11,16 @@ Axes show the scale of an effect, not only its shape: R^2 is drawn on a fixed 0-
 (:func:`r2_axis`), losses from 0, latent levels on the fixed 0..D scale.
 
 Every figure carries the params digest and the code revision in a footer strip reserved
-below everything else (:func:`stamp`), so the stamp never covers a panel, title or label.
+below everything else (:func:`mae_hlvm.review.figure_files.stamp`), so the stamp never covers a panel, title or label.
 Level 0 is the root, level D the leaves; legends and titles say so (:func:`level_label`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io as _stdio
 import logging
 import math
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +35,16 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from mae_hlvm.core import paths  # noqa: E402
-from mae_hlvm.core.config import Params, cell_id, digest, section_dict  # noqa: E402
-from mae_hlvm.core.io import ArtifactError, check_recorded, load_npz, read_json, write_bytes  # noqa: E402
-from mae_hlvm.core.provenance import code_revision  # noqa: E402
+from mae_hlvm.core.cells import cell_id  # noqa: E402
+from mae_hlvm.core.config import Params  # noqa: E402
+from mae_hlvm.core.io import ArtifactError, check_recorded, read_json, write_bytes  # noqa: E402
+from mae_hlvm.core.paths import FIGURE_NAMES  # noqa: E402  (the files the figures stage declares, one list)
 from mae_hlvm.review.aggregate import grid_cells, load_baselines, load_metrics  # noqa: E402
-from mae_hlvm.workflow.stages import FIGURE_NAMES  # noqa: E402  (the files the figures stage declares, one list)
+from mae_hlvm.review.figure_files import provenance_label, save_figure, stamp  # noqa: E402
+from mae_hlvm.review.reconstructions import plot_reconstructions  # noqa: E402
 
 log = logging.getLogger("mae_hlvm.review.figures")
 
-FORMATS = ("png", "pdf")
-METADATA = {
-    "png": {"Software": None},
-    "pdf": {"Creator": None, "Producer": None, "CreationDate": None},
-}
 RC = {
     "svg.hashsalt": "mae-hlvm",
     "figure.dpi": 100,
@@ -65,82 +59,6 @@ BASELINE_STYLES = {
     "pixels": (":", "raw pixels"),
     "latents": ("-.", "true leaf latents (ceiling)"),
 }
-MAX_RECON_IMAGES = 4
-
-
-# --------------------------------------------------------------------------- saving
-
-
-@contextlib.contextmanager
-def _fixed_source_date() -> Iterator[None]:
-    """Pin SOURCE_DATE_EPOCH while saving so no backend reads the clock."""
-    old = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["SOURCE_DATE_EPOCH"]
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = old
-
-
-def figure_bytes(fig: plt.Figure, fmt: str) -> bytes:
-    """The figure rendered to ``fmt`` ('png' or 'pdf') with no time or software stamps."""
-    buf = _stdio.BytesIO()
-    with _fixed_source_date():
-        fig.savefig(buf, format=fmt, metadata=METADATA[fmt])
-    return buf.getvalue()
-
-
-def save_figure(fig: plt.Figure, out_dir: str | Path, name: str) -> list[Path]:
-    """Write ``<out_dir>/<name>.png`` and ``.pdf`` atomically, close the figure, return the paths."""
-    written = []
-    try:
-        for fmt in FORMATS:
-            path = Path(out_dir) / f"{name}.{fmt}"
-            write_bytes(path, figure_bytes(fig, fmt))
-            written.append(path)
-    finally:
-        plt.close(fig)
-    return written
-
-
-STAMP_FONTSIZE = 6  # points
-STAMP_LINE_IN = 0.12  # height of one stamp line, inches
-STAMP_PAD_IN = 0.08  # free space around the stamp inside the footer, inches
-
-
-def stamp_lines(label: str, width_in: float) -> str:
-    """``label`` on one line, or split after its ``|`` when wider than the figure allows."""
-    from matplotlib.textpath import TextPath
-
-    wide = TextPath((0, 0), label, size=STAMP_FONTSIZE).get_extents().width / 72
-    if wide <= width_in - 2 * STAMP_PAD_IN or " | " not in label:
-        return label
-    return label.replace(" | ", "\n")
-
-
-def stamp(fig: plt.Figure, label: str) -> None:
-    """Lay the figure out above a footer strip added below it, and write ``label`` in the strip.
-
-    The figure grows by the strip's height (panels keep their size); tight_layout keeps
-    every axes, label, legend and the suptitle above the strip, so the stamp overlaps none.
-    Call it instead of ``fig.tight_layout`` as the figure's last step.
-    """
-    width, height = fig.get_size_inches()
-    text = stamp_lines(label, width)
-    footer = STAMP_LINE_IN * (text.count("\n") + 1) + 2 * STAMP_PAD_IN
-    fig.set_figheight(height + footer)
-    bottom = footer / (height + footer)
-    fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.text(1 - STAMP_PAD_IN / width, bottom / 2, text, ha="right", va="center", ma="right",
-             fontsize=STAMP_FONTSIZE, color="0.4", gid="provenance-stamp")
-
-
-def provenance_label(params: Params) -> str:
-    sections = section_dict(params, ["data", "model", "train", "probe", "grid"])
-    return f"params {digest(sections)} | code {code_revision()}"
 
 
 # --------------------------------------------------------------------------- tables
@@ -426,94 +344,6 @@ def plot_loss_curves(curves: pd.DataFrame, label: str) -> plt.Figure:
         ax.set_ylim(0.0, top * 1.05 if np.isfinite(top) and top > 0 else 1.0)
     sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="mask ratio")
     fig.suptitle("Training loss\nline: mean over seeds, band: min-max over seeds; y axis from 0", fontsize=8)
-    stamp(fig, label)
-    return fig
-
-
-# --------------------------------------------------------------------------- reconstructions
-
-
-def to_display(images: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """(n, C, S, S) -> (n, S, S, 3) in [0, 1], scaled per image by the original's range."""
-    span = np.where(high > low, high - low, 1.0)
-    scaled = np.clip((images - low) / span, 0.0, 1.0)
-    scaled = scaled.transpose(0, 2, 3, 1)
-    if scaled.shape[-1] == 1:
-        scaled = np.repeat(scaled, 3, axis=-1)
-    return scaled[..., :3]
-
-
-def _tile_row(tiles: np.ndarray, gap: int) -> np.ndarray:
-    """(n, S, S, 3) -> (S, n*S + (n-1)*gap, 3) with white gaps."""
-    n, size = tiles.shape[0], tiles.shape[1]
-    row = np.ones((size, n * size + (n - 1) * gap, 3))
-    for i, tile in enumerate(tiles):
-        row[:, i * (size + gap) : i * (size + gap) + size] = tile
-    return row
-
-
-def read_recon(path: str, n_show: int) -> dict[str, np.ndarray]:
-    """The first ``n_show`` images of one cell's reconstruction file, shapes checked."""
-    arrays = load_npz(path, required=("original", "masked", "reconstruction", "mask"))
-    original = arrays["original"]
-    if original.ndim != 4 or arrays["reconstruction"].shape != original.shape or arrays["masked"].shape != original.shape:
-        raise ArtifactError(f"{path}: original, masked and reconstruction must share one (n, C, S, S) shape")
-    if arrays["mask"].shape != (original.shape[0], *original.shape[2:]):
-        raise ArtifactError(f"{path}: mask must be (n, S, S), got {arrays['mask'].shape}")
-    return {k: np.asarray(v[:n_show], dtype=np.float64) for k, v in arrays.items()}
-
-
-def recon_mosaic(per_ratio: list[dict[str, np.ndarray]], gap: int = 1) -> np.ndarray:
-    """One masking unit's panel: row 0 originals, then one row per ratio.
-
-    Each row is ``[masked inputs | reconstructions]``; row 0 repeats the originals on
-    both sides. Hidden pixels (mask == 1, MAE's convention) are drawn mid-grey.
-    """
-    original = per_ratio[0]["original"]
-    axes = tuple(range(1, original.ndim))
-    low = original.min(axis=axes, keepdims=True)
-    high = original.max(axis=axes, keepdims=True)
-    shown = to_display(original, low, high)
-    half_gap = np.ones((shown.shape[1], 3 * gap, 3))
-    rows = [np.concatenate([_tile_row(shown, gap), half_gap, _tile_row(shown, gap)], axis=1)]
-    for arrays in per_ratio:
-        masked = to_display(arrays["masked"], low, high)
-        masked[arrays["mask"] > 0.5] = 0.5
-        recon = to_display(arrays["reconstruction"], low, high)
-        rows.append(np.concatenate([_tile_row(masked, gap), half_gap, _tile_row(recon, gap)], axis=1))
-    spacer = np.ones((gap, rows[0].shape[1], 3))
-    stacked = [part for row in rows for part in (row, spacer)][:-1]
-    return np.concatenate(stacked, axis=0)
-
-
-def plot_reconstructions(params: Params, label: str) -> plt.Figure:
-    """Same test images at every ratio, one panel per masking unit, first seed only."""
-    seed = params.grid.seeds[0]
-    ratios = sorted(params.grid.mask_ratios)
-    mask_units = sorted(params.grid.mask_units)
-    n_show = min(params.probe.n_recon_images, MAX_RECON_IMAGES)
-    mosaics, sizes = [], []
-    for patch in mask_units:
-        per_ratio = [read_recon(paths.recon_npz(cell_id(r, patch, seed)), n_show) for r in ratios]
-        mosaics.append(recon_mosaic(per_ratio))
-        sizes.append(per_ratio[0]["original"].shape[-1])
-    panel_width = 3.6
-    panel_height = panel_width * mosaics[0].shape[0] / mosaics[0].shape[1]
-    fig, axes = plt.subplots(
-        1, len(mask_units), figsize=(panel_width * len(mask_units) + 0.8, panel_height + 1.0), squeeze=False
-    )
-    for ax, patch, mosaic, size in zip(axes[0], mask_units, mosaics, sizes):
-        ax.imshow(mosaic, interpolation="nearest")
-        step = size + 1
-        ax.set_yticks([size / 2 + i * step for i in range(len(ratios) + 1)])
-        ax.set_yticklabels(["original", *[f"r={r:g}" for r in ratios]])
-        width = mosaic.shape[1]
-        ax.set_xticks([width * 0.25, width * 0.75])
-        ax.set_xticklabels(["masked input", "reconstruction"])
-        ax.tick_params(length=0)
-        ax.set_title(f"masking unit {patch} px (seed {seed})")
-        for spine in ax.spines.values():
-            spine.set_visible(False)
     stamp(fig, label)
     return fig
 

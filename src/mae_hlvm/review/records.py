@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, ParamsError, load_params, stability_enabled, stability_real
+from mae_hlvm.core.cells import stability_enabled, stability_real
+from mae_hlvm.core.config import Params, ParamsError, load_params
 from mae_hlvm.core.gate import learned_from
 from mae_hlvm.core.io import ArtifactError, read_json, write_json, write_text
 from mae_hlvm.review import claims as claims_mod
@@ -142,7 +143,7 @@ def rejudge(record: Path) -> list[dict[str, Any]]:
     else:  # deterministic from the params (data/prediction.json is not a cached output)
         from mae_hlvm.synthetic.predict import predict_grid
 
-        prediction = predict_grid(params)
+        prediction = predict_grid(params, ())  # (its params digest is of no keys: the record's own params)
     real, legacy = None, False
     if params.real is not None and params.real.enabled:
         cells_dir = record_path(record, paths.REAL_CELLS_DIR)

@@ -5,7 +5,7 @@ running anything: the params (and their digest), the code revision, library vers
 the per-cell table averaged over seeds, the baselines (random-init encoder, raw pixels),
 the learning gate (:mod:`mae_hlvm.core.gate`: how many cells of each track pass, and which
 fail: the synthetic grid's from metrics.csv, the real track's line from its Table 1),
-the claims check, links to every figure (:data:`mae_hlvm.workflow.pipeline.FIGURE_NAMES`, never a
+the claims check, links to every figure (:data:`mae_hlvm.core.paths.FIGURE_NAMES`, never a
 glob of the folder, so a stale file cannot appear) and, when the real track is on, its
 Table 1 (results/real/table1.md) and figures.
 ``results/metrics.tex`` is the same table ready for the paper. Both are stamped with the
@@ -23,13 +23,14 @@ import pandas as pd
 import yaml
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, cell_id, digest, real_enabled, section_dict, stability_enabled
+from mae_hlvm.core.cells import cell_id, real_enabled, stability_enabled
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.gate import GATE_MIN_SHARE, flag_reason, gate_line
 from mae_hlvm.core.io import ArtifactError, check_recorded, read_json, write_json, write_text
 from mae_hlvm.core.paper import table2_rows
-from mae_hlvm.core.provenance import code_revision, library_versions
+from mae_hlvm.core.paths import FIGURE_NAMES, REAL_FIGURE_NAMES
+from mae_hlvm.core.provenance import code_revision, digest, library_versions, section_dict
 from mae_hlvm.review.aggregate import has_shape_bias, load_baselines, load_metrics
-from mae_hlvm.workflow.pipeline import FIGURE_NAMES, REAL_FIGURE_NAMES
 
 
 def shown_params(params: Params) -> dict:

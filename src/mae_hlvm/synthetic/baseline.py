@@ -31,10 +31,11 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from mae_hlvm.core import paths, results
-from mae_hlvm.core.config import Params, ParamsError, digest, section_dict
+from mae_hlvm.core.config import Params, ParamsError
 from mae_hlvm.core.data import Dataset, load_dataset
 from mae_hlvm.core.io import ArtifactError, file_sha256, write_json
 from mae_hlvm.core.model import MaskedAutoencoder, build_model
+from mae_hlvm.core.provenance import digest, section_dict
 from mae_hlvm.synthetic.probe import (
     _check_inputs,
     _Clock,

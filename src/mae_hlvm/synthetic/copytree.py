@@ -36,8 +36,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mae_hlvm.core.config import DataParams, ParamsError
 from mae_hlvm.core.data import Dataset
+from mae_hlvm.core.errors import ParamsError
+from mae_hlvm.core.sections import DataParams, content_sizes, copytree_problem
 
 GENERATOR_VERSION = "hlvm-copytree-1"
 _COUPLING_LAYERS = 4  # design constant: changing it changes the data (bump GENERATOR_VERSION)
@@ -45,34 +46,11 @@ _CALIBRATION_SAMPLES = 2000
 _PIXEL_STD = 0.4
 
 
-def content_sizes(depth: int, parts: list[int], replication: int) -> list[int]:
-    """Items in a node's content per level: n_0 = P_0, n_l = n_{l-1} r / 4 + P_l."""
-    sizes = [parts[0]]
-    for level in range(1, depth + 1):
-        sizes.append(sizes[-1] * replication // 4 + parts[level])
-    return sizes
-
-
 def check_copytree(data: DataParams) -> None:
-    """One ParamsError line when the copy tree cannot be built as asked (config calls it too)."""
-    parts, r = list(data.latent_dims), data.replication
-    if data.texture_separation:
-        raise ParamsError("data.texture_separation: the copytree generator has no texture cue; set it to 0 "
-                          "(the quadtree generator has one)")
-    sizes = content_sizes(data.depth, parts, r)
-    for level in range(data.depth):
-        if sizes[level] * r % 4:
-            raise ParamsError(
-                f"data.latent_dims[{level}]={parts[level]}: a level-{level} node holds {sizes[level]} items, each copied "
-                f"into {r} of 4 children; {sizes[level]} x {r} must divide by 4 so every child gets as many"
-            )
-    block = data.image_size // 2**data.depth
-    capacity = block * block * data.channels
-    if sizes[-1] > capacity:
-        raise ParamsError(
-            f"data.latent_dims={parts}: a leaf holds {sizes[-1]} parts but renders only {block}x{block}x{data.channels}="
-            f"{capacity} pixel values, too few for an invertible map; lower latent_dims or data.replication"
-        )
+    """One ParamsError line when the copy tree cannot be built as asked (the schema refuses it too)."""
+    problem = copytree_problem(data)
+    if problem:
+        raise ParamsError(problem)
 
 
 # --------------------------------------------------------------------------- the copy structure

@@ -7,7 +7,7 @@ draws them at the cell's ratio and unit (seed :data:`MASKED_SEED`, the same mask
 encoder of a cell, oracles included). The readout is everything the encoder outputs for the
 visible part: each visible token's features, reduced to their top ``probe.masked_token_dims``
 principal components (fitted on the train images' tokens), concatenated in raster order.
-A ridge (:func:`mae_hlvm.synthetic.generate.ridge_fit_predict`, one alpha per level) maps
+A ridge (:func:`mae_hlvm.core.linear.ridge_fit_predict`, one alpha per level) maps
 the readout to every latent variable (:mod:`mae_hlvm.synthetic.latents`); each variable's
 test R^2 goes to its category under that mask (``c`` shared, ``v`` visible only, ``h``
 hidden only) and level, averaged over the variables, then over the masks.
@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 from mae_hlvm.core.data import Dataset
+from mae_hlvm.core.linear import ridge_fit_predict
+from mae_hlvm.core.masks import draw_masks
 from mae_hlvm.synthetic.latents import CATEGORIES, LatentVariables, categories
-from mae_hlvm.synthetic.predict import draw_masks
 
 MASKED_SEED = 20231207  # fixed before any masked result: the probe's masks, apart from training's
 DECIMALS = 6
@@ -93,8 +94,6 @@ def readout(tokens_tr: np.ndarray, tokens_te: np.ndarray, k: int) -> tuple[np.nd
 
 def variable_r2(x_tr: np.ndarray, x_te: np.ndarray, y_tr: np.ndarray, y_te: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Test R^2 of every variable (V,) from the readout, one ridge (and alpha) per level."""
-    from mae_hlvm.synthetic.generate import ridge_fit_predict
-
     out = np.empty(y_tr.shape[1])
     groups = [np.flatnonzero(levels == lv) for lv in np.unique(levels)]
     preds = ridge_fit_predict(x_tr, [y_tr[:, g] for g in groups], x_te)

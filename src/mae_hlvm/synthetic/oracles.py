@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from mae_hlvm.core.config import Params, digest
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.data import Dataset, load_dataset
 from mae_hlvm.core.io import ArtifactError, write_json
+from mae_hlvm.core.provenance import digest
 from mae_hlvm.synthetic.latents import LatentVariables, categories, latent_variables
 from mae_hlvm.synthetic.masked import (
     TokenFn,

@@ -51,9 +51,11 @@ from typing import Any
 
 import numpy as np
 
-from mae_hlvm.core.config import Params, cell_id, digest, unit_counts
+from mae_hlvm.core.cells import cell_id, unit_counts
+from mae_hlvm.core.config import Params
 from mae_hlvm.core.io import write_json
-from mae_hlvm.workflow.pipeline import stage_params
+from mae_hlvm.core.masks import draw_masks
+from mae_hlvm.core.provenance import params_digest
 
 log = logging.getLogger("mae_hlvm.synthetic.predict")
 
@@ -67,20 +69,6 @@ CLASS_RULE = (
 )
 
 _INF = np.iinfo(np.int64).max // 4
-
-
-def draw_masks(image_size: int, mask_unit: int, mask_ratio: float, n_masks: int, seed: int) -> np.ndarray:
-    """Hidden-pixel masks (M, S, S) bool, True = hidden, drawn as the MAE draws them.
-
-    ``int(U * (1 - r))`` of the U masking units stay visible, chosen uniformly at random
-    per mask (the MAE's argsort of uniform noise gives the same distribution).
-    """
-    n_visible, _ = unit_counts(image_size, mask_unit, mask_ratio)
-    side = image_size // mask_unit
-    rng = np.random.default_rng(seed)
-    ranks = np.argsort(rng.random((n_masks, side * side)), axis=1).argsort(axis=1)
-    hidden_units = (ranks >= n_visible).reshape(n_masks, side, side)
-    return hidden_units.repeat(mask_unit, axis=1).repeat(mask_unit, axis=2)
 
 
 def leaf_states(hidden: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -254,8 +242,8 @@ def cell_key(mask_ratio: float, mask_unit: int) -> str:
     return cell_id(mask_ratio, mask_unit, 0).rsplit("_s", 1)[0]
 
 
-def predict_grid(params: Params) -> dict[str, Any]:
-    """The prediction for every (ratio, unit) of the grid (seeds share it)."""
+def predict_grid(params: Params, reads: tuple[str, ...]) -> dict[str, Any]:
+    """The prediction for every (ratio, unit) of the grid (seeds share it); ``reads``: the stage's params keys."""
     data = params.data
     if data.generator == "copytree":
         cells = [predict_copytree_cell(data, unit, ratio) for unit in params.grid.mask_units for ratio in params.grid.mask_ratios]
@@ -265,7 +253,7 @@ def predict_grid(params: Params) -> dict[str, Any]:
             "n_masks": N_MASKS, "mask_seed": MASK_SEED, "latent_dims": list(data.latent_dims),
             "replication": data.replication,
             "cells": {cell_key(c["mask_ratio"], c["mask_unit"]): c for c in cells},
-            "params_digest": digest(stage_params(params, "predict")),
+            "params_digest": params_digest(params, reads),
         }
     class_node = data.texture_separation > 0
     cells = [
@@ -282,7 +270,7 @@ def predict_grid(params: Params) -> dict[str, Any]:
         "mask_seed": MASK_SEED,
         "latent_dims": list(data.latent_dims),
         "cells": {cell_key(c["mask_ratio"], c["mask_unit"]): c for c in cells},
-        "params_digest": digest(stage_params(params, "predict")),
+        "params_digest": params_digest(params, reads),
     }
 
 
@@ -313,7 +301,7 @@ def render_markdown(pred: dict[str, Any]) -> str:
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    pred = predict_grid(params)
+    pred = predict_grid(params, args.reads)
     write_json(args.out, pred)
     levels = sorted({c["predicted_level"] for c in pred["cells"].values()})
     log.info("predicted levels over the grid: %s\n%s", levels, render_markdown(pred))

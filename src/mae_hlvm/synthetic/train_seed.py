@@ -15,7 +15,9 @@ import argparse
 import itertools
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, ParamsError, cell_id, stability_cells
+from mae_hlvm.core.cells import cell_id, stability_cells
+from mae_hlvm.core.config import Params
+from mae_hlvm.core.errors import ParamsError
 from mae_hlvm.core.io import write_json
 from mae_hlvm.core.train import stability_budget, train_cells_together, with_budget
 

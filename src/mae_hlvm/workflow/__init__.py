@@ -1,2 +1,3 @@
-"""Around the runs, never computing a result (editing these reruns nothing): the stage table and its
-views, the CLI, the Snakemake-DVC glue, the DVC lock checks, the plain runner, remotes and replay."""
+"""The top floor, around the runs: the stage table and its views, the CLI, the Snakemake-DVC glue,
+the DVC lock checks, the plain runner, remotes and replay. No step imports it, so editing it reruns
+nothing."""

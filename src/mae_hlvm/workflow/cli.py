@@ -15,8 +15,12 @@ import os
 import sys
 from pathlib import Path
 
-from mae_hlvm.core.config import GIB, ParamsError, cell_id, dataset_bytes, load_params, real_enabled
+from mae_hlvm.core import io
+from mae_hlvm.core.cells import cell_id, real_enabled
+from mae_hlvm.core.config import ParamsError, dataset_bytes, load_params
 from mae_hlvm.core.io import ArtifactError
+from mae_hlvm.core.limits import GIB
+from mae_hlvm.workflow import ledger, pipeline
 from mae_hlvm.workflow.stages import TABLE, Step
 
 log = logging.getLogger("mae_hlvm")
@@ -69,6 +73,15 @@ def check_ram(step: str, params) -> None:  # noqa: ANN001
             f"{have / GIB:.1f} GiB: lower {section}.n_train, {section}.n_test or {section}.image_size, "
             "or run this step on a machine with more memory"
         )
+
+
+def stage_reads(step: str, params) -> tuple[str, ...] | None:  # noqa: ANN001
+    """The params keys the stage running ``step`` reads (its record's ``reads`` and ``reads_when``),
+    given to the step as ``args.reads``: a step that stamps the digest of what it read needs no
+    stage table (the science stands below the workflow). None for a step of no stage; the
+    stages sharing a step read the same keys (tests/test_stage_table.py)."""
+    keys = {pipeline.stage_param_keys(s.name, params) for s in TABLE if s.step.name == step}
+    return keys.pop() if len(keys) == 1 else None
 
 
 def run(params, args) -> None:  # noqa: ANN001 - the ``check`` step
@@ -130,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         return replay_main(raw[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.log, job_label(args))
+    # every artifact a step reads is checked against the hash dvc.lock records for it
+    io.set_recorded_check(ledger.check)
     module, _, function = STEPS[args.step].runner.partition(":")
     try:
         if args.step in PARAMS_FREE:
@@ -137,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             return rc if isinstance(rc, int) else 0
         params = load_params(args.params)
         check_ram(args.step, params)
+        args.reads = stage_reads(args.step, params)
         from mae_hlvm.workflow.glue import step_hooks
 
         # Rewrites the stage's params file if stale, and records a receipt for dvc commit

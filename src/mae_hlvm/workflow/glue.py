@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, ParamsError, digest, load_params, real_enabled
+from mae_hlvm.core.cells import real_enabled
+from mae_hlvm.core.config import Params, ParamsError, load_params
 from mae_hlvm.core.io import ArtifactError, dumps_json, read_json, write_json, write_text
+from mae_hlvm.core.provenance import digest
 from mae_hlvm.workflow import ledger, runlock
 from mae_hlvm.workflow.pipeline import (
     STAGE,
@@ -213,7 +215,7 @@ def step_hooks(step: str, params: Params, argv: Sequence[str]) -> Iterator[None]
         return
     rec = _receipt(job[0], params, job[1])
     write_json(paths.receipt(rec["stage"]), rec)
-    from mae_hlvm.core import progress
+    from mae_hlvm.workflow import progress
 
     progress.job_done(rec["stage"])
 
@@ -290,7 +292,7 @@ def start_run() -> None:
             runlock.claim()
     except runlock.BusyError as err:
         raise SystemExit(f"error: {err}") from None
-    from mae_hlvm.core import progress  # one overall progress line per finished job (mae_hlvm.core.progress)
+    from mae_hlvm.workflow import progress  # one overall progress line per finished job (mae_hlvm.workflow.progress)
 
     with contextlib.suppress(ParamsError, OSError):
         n = progress.start(load_params("params.yaml"), sys.argv)
@@ -300,7 +302,7 @@ def start_run() -> None:
 
 def finish_run() -> None:
     """The Snakefile's ``onsuccess``/``onerror``: give DVC's lock back, record the finished jobs."""
-    from mae_hlvm.core import progress
+    from mae_hlvm.workflow import progress
 
     progress.stop()
     runlock.release()

@@ -36,16 +36,16 @@ from typing import Any
 import yaml
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import Params, ParamsError, load_params, real_enabled
+from mae_hlvm.core.cells import real_enabled
+from mae_hlvm.core.config import Params, ParamsError, load_params
 from mae_hlvm.core.io import ArtifactError, dumps_json, write_text
+from mae_hlvm.core.paths import EXAMPLES_PNG, FIGURE_NAMES, REAL_FIGURE_NAMES  # noqa: F401 - for the tools and tests
+from mae_hlvm.core.provenance import params_of
 from mae_hlvm.workflow import stages
 from mae_hlvm.workflow.stages import (  # noqa: F401 - the names the tools and tests use, defined once in stages
-    EXAMPLES_PNG,
-    FIGURE_NAMES,
     PACKAGE,
     REAL_DATA_PARAMS,
     REAL_EVALUATE_PARAMS,
-    REAL_FIGURE_NAMES,
     REAL_REPORT_PARAMS,
     REAL_SWEEP_LETTERS,
     REAL_SWEEP_PARAMS,
@@ -69,16 +69,24 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {s.name: s.reads for s in stages.TABL
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent  # the package root, src/mae_hlvm
 SOURCE_REL = "src/mae_hlvm"
-# Modules that validate, name or describe, but never compute a result: editing them must
-# not rerun the grid, so they are not code deps. The whole ``workflow`` subpackage is of
-# this kind; so are these five of ``core``.
-NOT_CODE_DEPS = frozenset({"core.config", "core.paths", "core.profiles", "core.progress", "core.provenance"})
+# A stage's code deps are what its process runs: its module and every module of the
+# package it imports, transitively (:func:`code_deps`), with one exception. The params
+# schema validates params.yaml before any job and computes nothing a result holds (its
+# values reach the stages as params deps), so editing it reruns nothing; the steps take
+# from it only these names, its typed containers and their error (tests/test_layers.py
+# fails on any other). Whatever computes, the cell's geometry included (core/cells.py),
+# lives in a module the scanner follows.
+SCHEMA = "core.config"
+SCHEMA_NAMES = frozenset({"Params", "DataParams", "RealParams", "ParamsError"})
 
 
 def is_code_dep(module: str) -> bool:
-    """Whether editing ``module`` (``core.train``, dotted within the package) reruns the stages using it."""
-    name = module.rsplit(".", 1)[-1]
-    return not (module.split(".")[0] == "workflow" or module in NOT_CODE_DEPS or name in ("__init__", "__main__"))
+    """Whether editing ``module`` (``core.train``, dotted within the package) reruns the stages that import it.
+
+    Every module is, but the schema, the subpackages' ``__init__`` (they hold no code:
+    tests/test_pipeline.py) and ``__main__`` (the entry point, which no step imports).
+    """
+    return not (module == SCHEMA or module.rsplit(".", 1)[-1] in ("__init__", "__main__"))
 
 
 def module_file(module: str) -> str:
@@ -101,12 +109,7 @@ def stage_param_keys(stage: str, params: Params) -> tuple[str, ...]:
 
 def stage_params(params: Params, stage: str) -> dict[str, Any]:
     """Exactly the params a stage reads, keyed as in :func:`stage_param_keys`."""
-    out: dict[str, Any] = {}
-    for key in stage_param_keys(stage, params):
-        section, _, leaf = key.partition(".")
-        value = getattr(params, section).model_dump(mode="json")
-        out[key] = value[leaf] if leaf else value
-    return out
+    return params_of(params, stage_param_keys(stage, params))
 
 
 def dvc_stage_name(stage: str, f: Fields | None = None) -> str:

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mae_hlvm.core import paths, progress
+from mae_hlvm.core import paths
 from mae_hlvm.core.config import Params, ParamsError, load_params
-from mae_hlvm.workflow import glue, pipeline
+from mae_hlvm.workflow import glue, pipeline, progress
 
 # the stages whose record claims a GPU (Stage.gpu: the training stages)
 GPU_STAGES = tuple(name for name, stage in pipeline.STAGE.items() if stage.gpu)

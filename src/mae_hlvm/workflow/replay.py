@@ -33,24 +33,10 @@ from pathlib import Path
 
 # --------------------------------------------------------------------------- tolerances
 #
-# Measured by bench/cpu_kinds.py (bench/results/cpu_kinds_2026-11-26.md) on this
-# project's AMD EPYC (Zen 4, AVX-512, 2 vCPUs): one cell trained and probed under
-# emulated CPU kinds (torch's AVX2 and baseline kernels, oneDNN capped at AVX2, MKL's
-# compatible path, OpenBLAS Haswell/Nehalem kernels, numpy without AVX-512, glibc without
-# FMA, 2 threads instead of 1) and compared with the native run: a tiny synthetic cell,
-# a synthetic cell at the default params and a real-track (MNIST) cell at the default
-# `real:` params. Each tolerance is the largest difference measured, times a margin of
-# 5 to 10 (more epochs amplify last-bit differences more; the bench ran the default
-# epochs only), and never below the rounding step of the stored numbers. A value passes
-# when |now - committed| <= abs + rel * |committed|. Not measured on a GPU: these do not
-# judge a GPU rerun against CPU results (docs/reproducibility.md).
-# Measured again on 2026-11-27 between two physical CPUs: the whole default pipeline
-# (snakemake --forceall) on a 2-core Intel Xeon (family 6 model 207) against the committed
-# run of a 2-core AMD EPYC (Zen 4), the same code and library versions. R^2 moved by at
-# most 1.1e-5, the MSEs and gain shares not at all, but class decisions moved more than the
-# emulation showed: probe accuracy 0.003 (3 of 1000 images), the cue-conflict shares
-# 0.009 (9 of 1000), shape bias 0.014, a Table 1 sd over seeds 0.42 points. The class-decision
-# tolerances below take the larger of the two measurements, x5.
+# Each tolerance is the largest difference measured between CPU kinds (bench/cpu_kinds.py,
+# emulated kinds and two physical CPUs; docs/reproducibility.md has the measurements), times
+# a margin of 5 to 10, and never below the rounding step of the stored numbers. A value
+# passes when |now - committed| <= abs + rel * |committed|. Not measured on a GPU.
 
 # metrics.csv / baselines.csv hold 6 decimals: two runs whose unrounded values differ by
 # 1e-9 can still print 1e-6 apart.

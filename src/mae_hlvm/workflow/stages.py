@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mae_hlvm.core import paths
-from mae_hlvm.core.config import (
-    Params,
+from mae_hlvm.core.cells import (
     real_enabled,
     real_sweep_cells,
     real_sweeps,
@@ -35,6 +34,8 @@ from mae_hlvm.core.config import (
     stability_enabled,
     stability_real,
 )
+from mae_hlvm.core.config import Params
+from mae_hlvm.core.paths import EXAMPLES_PNG, FIGURE_NAMES, REAL_FIGURE_NAMES
 
 PACKAGE = "mae_hlvm"
 Fields = dict[str, str]  # mask_ratio, mask_unit (the masking unit), seed as spelled in paths
@@ -436,13 +437,6 @@ REPORT_REAL = _step("report-real", "real.report:run_report", "Table 1 and Figs. 
 
 
 # ----------------------------------------------------------------------------- stages: files
-
-# Files written by the figures step (each as .png and .pdf); examples.png comes from generate.
-FIGURE_NAMES = ("r2_vs_ratio", "root_r2_heatmap", "reconstructions", "loss_curves", "region_r2", "spatial_r2", "theorem_levels")
-EXAMPLES_PNG = f"{paths.FIGURES_DIR}/examples.png"
-# Written by report_real under paths.REAL_FIGURES_DIR (each as .png and .pdf).
-REAL_FIGURE_NAMES = ("fig5_recon_quality", "fig6_cls_attention", "fig7_token_attention", "fig8_tsne")
-
 
 def _pictures(directory: str, names: tuple[str, ...]) -> list[Out]:
     """Each figure as a PNG (a DVC plot) and a PDF, both in git."""
