@@ -25,6 +25,8 @@ def tiny_workdir(tmp_path, monkeypatch):
         raw = yaml.safe_load((REPO / "params.yaml").read_text())
         if "stability" not in sections:
             raw.pop("stability", None)  # its set names cells of the shipped grid, which tests replace
+        # the toy data below are no copy tree: the quadtree's params describe them
+        raw["data"]["generator"] = "quadtree"
         for section, values in sections.items():
             raw[section].update(values)
         Path("params.yaml").write_text(yaml.safe_dump(raw))

@@ -32,7 +32,7 @@ def make_params(ratios=RATIOS, patches=PATCHES, seeds=SEEDS):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw.pop("stability", None)  # its set names cells of the shipped grid, which these tests replace
     # Pin what the fake cells assume (3 latent levels, 24-px images) whatever params.yaml says.
-    raw["data"].update(image_size=SIZE, depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 0.7, 0.7])
+    raw["data"].update(generator="quadtree", image_size=SIZE, depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 0.7, 0.7])
     raw["model"]["vit_patch"] = 2
     raw["probe"]["pooling"] = "mean"
     raw["grid"] = {"mask_ratios": list(ratios), "mask_units": list(patches), "seeds": list(seeds)}
@@ -62,6 +62,9 @@ def fake_cell(ratio: float, patch: int, seed: int) -> dict:
         "r2_spatial": {"pool_level": 2, "levels": [v + 0.1 for v in lin], "innovations": [None, 0.2 + ratio / 10, 0.1 * patch]},
         "recon_mse": 0.01 * patch + ratio,
         "gate": fake_gate(ratio, patch, seed),
+        "masked": {"c": [0.9, 0.6, None], "v": [0.8, 0.5, 0.3], "h": [0.0, 0.0, 0.0], "recovery": 0.75,
+                   "selectivity": 0.1, "excess": [0.05 + ratio / 10, 0.02, None], "c_excess": 0.035 + ratio / 20,
+                   "masks": 4, "token_dims": 16},
         "config_digest": "0123456789abcdef",
     }
 
@@ -142,7 +145,19 @@ def grid(tmp_path, monkeypatch):
                 write_fake_cell(ratio, patch, seed)
     for seed in SEEDS:
         write_json(paths.baseline_json(seed), fake_baseline(seed))
+    for ratio in RATIOS:
+        for patch in PATCHES:
+            write_json(paths.oracle_json(cell_id(ratio, patch, 0).rsplit("_s", 1)[0]), fake_oracles(ratio, patch))
     return params, raw
+
+
+def fake_oracles(ratio: float, patch: int) -> dict:
+    """An oracle table (oracles step) of one (ratio, unit) cell: two encoders, a flat frontier."""
+    enc = {"recovery": 0.9, "c_excess": 0.5, "level": 1.0, "c": [0.9, 0.8, None], "v": [0.1, 0.1, 0.1],
+           "h": [0.0, 0.0, 0.0]}
+    return {"generator": "quadtree", "mask_ratio": ratio, "mask_unit": patch,
+            "frontier": [[[0.0, 0.0], [1.0, 1.0]]] * 2 + [None],
+            "encoders": {"c": enc, "pixels": {**enc, "c_excess": 0.0}}}
 
 
 def agg_args(tmp: str = "") -> argparse.Namespace:
@@ -174,6 +189,8 @@ def test_csv_has_the_columns_in_order_and_the_known_values(grid):
         "r2region_level1", "r2region_level2", "probe_acc_cls",
         "r2sp_level0", "r2sp_level1", "r2sp_level2", "r2in_level1", "r2in_level2",
         "shape_bias", "cue_shape", "cue_texture", "shape_bias_cls",
+        "mr2c_level0", "mr2c_level1", "mr2c_level2", "mr2v_level0", "mr2v_level1", "mr2v_level2",
+        "mr2h_level0", "mr2h_level1", "mr2h_level2", "c_recovery", "c_selectivity", "c_excess",
     ]
     order = [(float(r["mask_ratio"]), int(r["mask_unit"]), int(r["seed"])) for r in rows]
     assert order == [(r, p, s) for p in PATCHES for r in RATIOS for s in SEEDS]
@@ -390,7 +407,9 @@ def fake_prediction() -> dict:
     """A prediction JSON (predict step) for the fake grid: mean level falls with the ratio."""
     from mae_hlvm.synthetic.predict import cell_key
 
-    return {"cells": {cell_key(r, p): {"mean_level": 2.0 - r - p / 10} for r in RATIOS for p in PATCHES}}
+    return {"generator": "copytree",
+            "cells": {cell_key(r, p): {"c_share_per_level": [1 - abs(r - 0.5), 0.5 * (p == 2), 0.0]}
+                      for r in RATIOS for p in PATCHES}}
 
 
 def fig_args(out_dir: str) -> argparse.Namespace:
@@ -556,8 +575,8 @@ def test_every_figure_names_the_root_and_the_leaves(grid):
         region = [t.get_text() for t in built["region_r2"].axes[len(PATCHES) - 1].get_legend().get_texts()]
         assert region == ["level 1", "level 2 (leaves)"]
         assert "level 0 (root)" in built["root_r2_heatmap"].axes[0].get_title()
-        ticks = [t.get_text() for t in built["theorem_levels"].axes[0].get_yticklabels()]
-        assert ticks == ["0 (root)", "1", "2 (leaves)"]
+        labels = [t.get_text() for t in built["theorem_levels"].axes[0].get_legend().get_texts()]
+        assert labels[:3] == ["level 0 (root), unit 2", "level 1, unit 2", "level 2 (leaves), unit 2"]
     finally:
         for fig in built.values():
             figures.plt.close(fig)
@@ -605,7 +624,7 @@ def test_axes_show_the_scale_of_the_effect(grid):
         heat = built["root_r2_heatmap"].axes[0].collections[0]
         assert (heat.norm.vmin, heat.norm.vmax) == (0.0, 1.0)
         left, right = built["theorem_levels"].axes[:2]
-        assert left.get_xlim() == left.get_ylim() == right.get_ylim() == (-0.15, 2.15)
+        assert left.get_ylim() == (-0.05, 1.05) and right.get_ylim()[0] <= -0.1 and right.get_ylim()[1] >= 0.1
     finally:
         for fig in built.values():
             figures.plt.close(fig)

@@ -175,9 +175,12 @@ CASES = [
     Case("n_test-1", edits(("data.n_test", "1")), r"data\.n_test=1: the class probe needs .*raise data\.n_test to 100"),
     Case("n_classes-1e6", edits(("data.n_classes", "1000000")), r"data\.n_train=3000: .*data\.n_classes=1000000.*lower data\.n_classes to at most 300"),
     Case("n_train-memory", edits(("data.n_train", "1000000000")), r"data\.n_train=1000000000: the dataset needs .* = [\d,.]+ GiB of RAM .*over the 1,024\.0 GiB allowed"),
-    Case("image_size-memory", edits(("data.image_size", "1200000")), r"data\.image_size=1200000: the dataset needs 5000 images .* GiB of RAM"),
+    Case("image_size-memory", edits(("data.image_size", "1200000")), r"data\.image_size=1200000: the dataset needs 4000 images .* GiB of RAM"),
     Case("real-image_size-memory", edits(("real.image_size", "1048576")), r"real\.image_size=1048576: the dataset needs 3500 images .* GiB of RAM"),
-    Case("leaf-too-wide", edits(("data.latent_dims", "[15, 11, 8, 13]")), r"data\.latent_dims\[3\]=13: a leaf block has only 2x2x3=12 pixel values"),
+    Case("leaf-too-wide", edits(("data.latent_dims", "[16, 8, 4, 7]")), r"data\.latent_dims=\[16, 8, 4, 7\]: a leaf holds 13 parts but renders only 2x2x3=12 pixel values"),
+    Case("copy-unbalanced", edits(("data.latent_dims", "[15, 8, 4, 3]")), r"data\.latent_dims\[0\]=15: a level-0 node holds 15 items, each copied into 2 of 4 children"),
+    Case("copy-texture", edits(("data.texture_separation", "0.4")), r"data\.texture_separation: the copytree generator has no texture cue"),
+    Case("copy-half-leaves", edits(("model.vit_patch", "1"), ("grid.mask_units", "[1, 2]")), r"grid\.mask_units\[0\]=1: the copytree generator's leaves are 2x2-pixel blocks"),
     Case("real-n_train-1", edits(("real.n_train", "1")), r"real\.n_train=1: the real track needs at least 10 train images"),
     Case("real-n_test-1", edits(("real.n_test", "1")), r"real\.n_test=1: the real track needs at least 20 test images \(10 classes"),
     Case("real-mnist-too-many", edits(("real.n_train", "70000")), r"real\.n_train=70000: MNIST's train split has only 60000 images"),
@@ -359,7 +362,7 @@ def test_memory_limit_is_read_through_one_function(monkeypatch):
     # that fits, and so does its real track (70,000 MNIST images at 32 px: 0.27 GiB).
     monkeypatch.setattr(limits, "MEMORY_LIMIT_BYTES", 256 * 2**20)
     load_params(REPO / "params.yaml")
-    with pytest.raises(ParamsError, match=r"data\.n_train=100000: the dataset needs 110000 images .* 0\.55 GiB .*0\.25 GiB allowed"):
+    with pytest.raises(ParamsError, match=r"data\.n_train=100000: the dataset needs 105000 images .* 0\.42 GiB .*0\.25 GiB allowed"):
         load_params(REPO / "profiles" / "gpu" / "params.yaml")
     monkeypatch.setattr(limits, "MEMORY_LIMIT_BYTES", 600 * 2**20)
     load_params(REPO / "profiles" / "gpu" / "params.yaml")

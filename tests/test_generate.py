@@ -209,9 +209,10 @@ def test_cue_conflict_images_follow_their_texture_in_the_leaves_and_their_shape_
 
 
 def test_the_default_texture_separation_balances_the_two_cues() -> None:
-    """params.yaml's texture_separation is the 0.05-grid value whose texture cue is as
+    """The quadtree profile's texture_separation is the 0.05-grid value whose texture cue is as
     informative as the root (docs/generator.md): its neighbours are further off."""
-    data = load_params(REPO / "params.yaml").data
+    data = load_params(REPO / "profiles" / "quadtree" / "params.yaml").data
+    assert data.generator == "quadtree"
     t = data.texture_separation
 
     def gap(value: float) -> float:

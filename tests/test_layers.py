@@ -113,7 +113,7 @@ def test_the_schema_allow_list_is_short_and_only_names_classes():
 
 
 def test_the_visible_unit_rounding_is_a_code_dep_of_every_stage_computing_with_a_cell():
-    for stage in ("predict", "train", "train_seed", "probe", "baseline", "train_long", "train_real_A", "evaluate_real_B"):
+    for stage in ("predict", "train", "train_seed", "probe", "baseline", "train_stable", "train_real_A", "evaluate_real_B"):
         assert "src/mae_hlvm/core/cells.py" in pipeline.code_deps(stage), stage
 
 

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
 DEFAULT.pop("stability", None)  # its set names cells of the shipped grid
 # Pin the values the expected messages quote, whatever the default file says.
-DEFAULT["data"].update(image_size=24, depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 0.7, 0.7])
+DEFAULT["data"].update(generator="quadtree", image_size=24, depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 0.7, 0.7])
 DEFAULT["model"].update(vit_patch=2, embed_dim=64, num_heads=4)
 DEFAULT["grid"].update(mask_ratios=[0.1, 0.25, 0.5, 0.75, 0.9], mask_units=[2, 4, 6], seeds=[0, 1])
 

@@ -245,8 +245,10 @@ def test_drift_default_grid_same_outputs_and_commands():
     assert real.enabled and real.sweep == "AB", "the default params run both real sweeps"
     # prepare + report, and train + evaluate per cell of each sweep (the shared cell twice)
     n_real = 2 + 2 * len(real.seeds) * (len(real.mask_ratios) + len(real.mask_units))
-    # generate, predict, aggregate, figures, claims, summary; train + probe per cell; one baseline per seed
-    n_synthetic = 6 + 2 * len(pipeline.grid_cells(params)) + len(params.grid.seeds)
+    # generate, predict, aggregate, figures, claims, summary; train + probe per cell; one baseline per seed;
+    # one oracle table per (ratio, unit)
+    n_synthetic = (6 + 2 * len(pipeline.grid_cells(params)) + len(params.grid.seeds)
+                   + len(params.grid.mask_ratios) * len(params.grid.mask_units))
     # the stability set: train_stable + probe_stable per synthetic cell, train + evaluate per real sweep's cell
     st = params.stability
     assert st.enabled and st.real

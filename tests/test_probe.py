@@ -259,8 +259,12 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     metrics = json.loads((cell / "out.json").read_text())
     assert set(metrics) == {
         "cell", "n_visible", "n_hidden", "pooling", "n_levels", "r2_linear", "r2_nonlinear", "r2_region",
-        "r2_spatial", "probe_acc", "shape_bias", "recon_mse", "gate", "config_digest",
+        "r2_spatial", "probe_acc", "shape_bias", "recon_mse", "gate", "masked", "config_digest",
     }
+    # the masked probe: one value per level and category; no oracle table given, so no c_excess
+    masked = metrics["masked"]
+    assert [len(masked[k]) for k in ("c", "v", "h", "excess")] == [3, 3, 3, 3] and masked["c_excess"] is None
+    assert masked["masks"] == 4 and masked["token_dims"] == 16
     assert metrics["shape_bias"] == {"mean": None, "cls": None}  # no cue-conflict set in this dataset
     spatial = metrics["r2_spatial"]
     assert spatial["pool_level"] == 2 and len(spatial["levels"]) == 3

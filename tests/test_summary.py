@@ -22,7 +22,7 @@ from mae_hlvm.workflow import pipeline
 REPO = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
 RAW.pop("stability", None)  # its set names cells of the shipped grid
-RAW["data"].update(depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 1.0, 1.0])  # the fake tables' 3 levels
+RAW["data"].update(generator="quadtree", depth=2, latent_dims=[8, 8, 8], noise_scales=[1.0, 1.0, 1.0])  # 3 levels
 
 
 def params_with(real_enabled: bool):
@@ -128,6 +128,8 @@ def write_inputs(real: bool) -> argparse.Namespace:
     for name in names:
         write_text(name, "png")
     Path(paths.FIGURES_DIR, "stale_old_figure.png").write_text("png")  # no glob: never linked
+    write_json(paths.PREDICTION_JSON, {"generator": "quadtree", "cells": {}})
+    write_text(paths.ORACLES_MD, "| cell | measure |\n")
     return argparse.Namespace(
         metrics=paths.METRICS_CSV, baselines=paths.BASELINES_CSV, claims_md=paths.CLAIMS_MD,
         claims_json=paths.CLAIMS_JSON, figures_dir=paths.FIGURES_DIR, real_dir=paths.REAL_RESULTS_DIR,
@@ -162,21 +164,25 @@ def test_step_names_a_missing_figure_and_writes_nothing(tmp_path, monkeypatch):
     assert not Path(paths.SUMMARY_MD).exists() and not Path(paths.METRICS_TEX).exists()
 
 
-def test_theorem_section_lists_predicted_and_measured_level_per_cell():
+def test_theorem_section_puts_the_prediction_beside_what_the_encoder_holds_and_the_oracles():
     from mae_hlvm.review.summary import theorem_section
 
-    claims = {"claims": {"C5": {"effect": 0.6, "verdict": "not judged: 2 seeds", "per_cell": {
-        "r0.5_p4": {"predicted": 1.16, "measured": 1.5}, "r0.1_p2": {"predicted": 2.79, "measured": None},
-        "r0.5_p2": {"predicted": 2.18, "measured": 1.9},
-    }}}}
-    lines = theorem_section(claims)
-    assert lines[0].startswith("## The theorem") and "Spearman rho over cells 0.600" in lines[2]
-    rows = [ln for ln in lines if ln.startswith("| r")]
-    assert rows == ["| r0.1_p2 | 2.790 | n/a |", "| r0.5_p2 | 2.180 | 1.900 |", "| r0.5_p4 | 1.160 | 1.500 |"]
-    assert theorem_section({"claims": {}}) == [] and theorem_section(None) == []
-    # no rank correlation (every measured level NaN, or one predicted level): rho is null, not a crash
-    claims["claims"]["C5"]["effect"] = None
-    assert "Spearman rho over cells n/a" in theorem_section(claims)[2]
+    frame = metrics().assign(**{f"mr2{k}_level{lv}": 0.5 for k in "cv" for lv in range(3)}, c_excess=0.1)
+    frame.loc[frame.mask_ratio == 0.75, "c_excess"] = 0.3
+    pred = {"generator": "copytree", "premises": "met: (the doc)",
+            "cells": {"r0.25_p2": {"c_share_per_level": [0.9, 0.6, 0.0]}}}
+    claims = {"claims": {"C5": {"effect": 0.2, "verdict": "not judged: 2 seeds"}}}
+    lines = theorem_section(frame, claims, pred, "| cell | measure |\n")
+    text = "\n".join(lines)
+    assert lines[0].startswith("## The theorem") and "Generator: copytree; its premises are met" in text
+    rows = [ln for ln in lines if ln.startswith("| 2 |") or ln.startswith("| 4 |")]
+    assert rows[0] == "| 2 | 0.25 | 0.900 | 0.600 | 0.000 | 0.500 / 0.500 | 0.500 / 0.500 | 0.500 / 0.500 | 0.100 |"
+    assert rows[1].startswith("| 2 | 0.75 | n/a | n/a | n/a |") and rows[1].endswith("| 0.300 |")
+    assert "C5: mean c_excess 0.200; verdict **not judged: 2 seeds**." in text and "### The measures on known answers" in text
+    # the quadtree: no theorem behind it, said so; no masked probe columns: no section
+    no_c5 = "\n".join(theorem_section(frame, {"claims": {}}, {"generator": "quadtree", "premises": "not met"}, None))
+    assert "No claim C5 on these data" in no_c5 and "### The measures" not in no_c5
+    assert theorem_section(metrics(), claims, pred, None) == []
 
 
 def test_spatial_table_puts_trained_cells_beside_floors_and_ceiling():
