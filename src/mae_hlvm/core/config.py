@@ -31,9 +31,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from yaml.reader import ReaderError
 
+from mae_hlvm.core import limits
+
 
 class ParamsError(ValueError):
-    """A params.yaml problem, phrased as one line that names the key and the value."""
+    """A params.yaml problem, phrased as one line that names the key and the value (a long value cut)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(limits.cut_long_values(message))
 
 
 # ---------------------------------------------------------------- limits
@@ -795,8 +800,8 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _subset_of_grid(self) -> Params:
-        # last, so that the grid's own problems are named first
-        if self.robustness is None:
+        # last, so that the grid's own problems are named first; a subset that is off names no cells
+        if self.robustness is None or not self.robustness.enabled:
             return self
         for key in ("mask_ratios", "mask_units", "seeds"):
             grid = getattr(self.grid, key)
@@ -972,6 +977,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         section, _, leaf = old.partition(".")
         if isinstance(raw.get(section), dict) and leaf in raw[section]:
             raise ParamsError(f"{source}: {old} is now called {new} (the masking unit has one name): rename the key")
+    limits.check_lists(raw, source)  # sizes first: validating 10,000 values takes seconds
+    limits.check_cells(raw, source)
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
@@ -1029,6 +1036,7 @@ def read_params_yaml(text: str, source: str = "params.yaml") -> Any:
 
     Returns the plain data (dicts, lists, scalars); every failure is one ParamsError line.
     """
+    limits.check_text(text, source)  # size, aliases and list lengths, before the slow checks below
     loader = None
     try:
         loader = _ParamsLoader(text, source)  # PyYAML refuses unprintable characters here
