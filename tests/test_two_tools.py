@@ -79,14 +79,14 @@ def test_the_two_tools_refuse_each_other_and_damage_is_rebuilt_exactly(tmp_path)
     assert_agree_up_to_date(root)
 
     # not in DVC's cache (an output made elsewhere and never pushed): the consumer refuses,
-    # verify removes, each tool rebuilds exactly that file
+    # verify moves it aside, each tool rebuilds exactly that file
     drop_from_dvc_cache(root, "results/cells/r0.5_p2_s0.json", "results/cells/r0.25_p2_s0.json")
     cell_json = root / "results/cells/r0.5_p2_s0.json"
     flip_byte_keep_mtime(cell_json, cell_json.read_text().index("0.") + 3)
     agg = sh(root, sys.executable, "-m", "mae_hlvm", "aggregate", check=False)
     assert agg.returncode == 2 and "r0.5_p2_s0.json: its bytes do not match the hash recorded in dvc.lock" in agg.stderr
     ver = sh(root, sys.executable, "-m", "mae_hlvm", "verify", check=False)
-    assert ver.returncode == 1 and "results/cells/r0.5_p2_s0.json: damaged" in ver.stdout and "; removed" in ver.stdout
+    assert ver.returncode == 1 and "results/cells/r0.5_p2_s0.json: damaged" in ver.stdout and "; moved to .pipeline/quarantine/" in ver.stdout
     assert not cell_json.exists()
     # Snakemake rebuilds exactly that job; afterwards both tools agree nothing is left to do
     run = sh(root, "snakemake", "--cores", "1", "results/cells/r0.5_p2_s0.json")
