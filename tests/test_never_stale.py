@@ -20,7 +20,7 @@ from helpers import VENV_BIN, copy_repo, make_read_only, make_writable, one_vali
 from mae_hlvm.core import io, paths
 from mae_hlvm.core.config import ParamsError, load_params
 from mae_hlvm.core.io import ArtifactError, read_json, write_json
-from mae_hlvm.workflow import cli, glue, ledger, pipeline, runlock, sync
+from mae_hlvm.workflow import cli, glue, ledger, pipeline, plainrun, runlock, sync
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = "probe@0.5-2-0"  # not a stage of the params below: judged on its own record
@@ -210,6 +210,21 @@ def test_a_run_refuses_while_verify_holds_the_lock(recorded_cell):
         holder.wait()
     assert runlock.claim() is False  # no DVC here; the run lock is free again
     runlock.release_run()
+
+
+def test_plainrun_refuses_beside_another_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text((REPO / "params.yaml").read_text())
+    holder = subprocess.Popen([sys.executable, "-c", HOLD], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert plainrun.main(["--stages", "predict"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"(pid {holder.pid}) is running in this working copy" in err[0]
+    assert not Path("data/prediction.json").exists()
 
 
 def test_an_empty_rwlock_a_killed_dvc_left_is_removed_when_the_lock_is_taken(tmp_path, monkeypatch, capsys):

@@ -39,6 +39,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,14 +209,14 @@ def file_digest(path: str | Path, algo: str) -> str:
     return h.hexdigest()
 
 
-def folder_md5(path: str | Path) -> str:
+def folder_md5(path: str | Path, md5: Callable[[str], str] = lambda p: file_digest(p, "md5")) -> str:
     """DVC's hash of a folder dep (dvc_data's Tree): md5 of the sorted JSON list of each file's
-    md5 and relative path, plus ``.dir``."""
+    md5 and relative path, plus ``.dir``. ``md5``: a file's md5 (memoised by :class:`Today`)."""
     entries = []
     for dirpath, _, filenames in os.walk(path):
         for name in filenames:
             full = os.path.join(dirpath, name)
-            entries.append({"md5": file_digest(full, "md5"), "relpath": os.path.relpath(full, path).replace(os.sep, "/")})
+            entries.append({"md5": md5(os.path.normpath(full)), "relpath": os.path.relpath(full, path).replace(os.sep, "/")})
     entries.sort(key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
 
@@ -253,10 +254,16 @@ class Today:
         key = (path, algo)
         if key not in self._digests:
             try:
-                self._digests[key] = folder_md5(path) if os.path.isdir(path) else file_digest(path, algo)
+                self._digests[key] = folder_md5(path, self._md5) if os.path.isdir(path) else file_digest(path, algo)
             except OSError:
                 self._digests[key] = None
         return self._digests[key]
+
+    def _md5(self, path: str) -> str:
+        md5 = self.digest(path)
+        if md5 is None:
+            raise OSError(f"{path}: gone while hashed")
+        return md5
 
     def raw_params(self) -> Any:
         if not self._raw_read:
