@@ -9,6 +9,8 @@ edited keys whichever tool made the outputs (mae_hlvm.workflow.glue; README, "Sn
 together").
 """
 
+import sys
+
 from mae_hlvm.workflow import glue, pipeline, sync
 from mae_hlvm.core.config import ParamsError, load_params
 
@@ -27,6 +29,9 @@ try:
 except ParamsError as err:
     # one line, before any job; the traceback would only bury it
     raise SystemExit(f"error: {err}") from None
+# receipts an earlier run could not record (its final `dvc commit` failed or was interrupted):
+# recorded now, also when this run has nothing to do (onstart only runs with jobs)
+glue.record_left_receipts(sys.argv)
 # params changed since Snakemake's last run: if DVC already made their outputs (exp apply,
 # checkout, pull), re-stamp them rather than retrain (mae_hlvm.workflow.sync.adopt_dvc_results)
 sync.adopt_dvc_results(glue.write_params_files(P))
@@ -41,8 +46,9 @@ wildcard_constraints:
 
 
 onstart:
-    # refuse while `dvc repro` runs here, record receipts an interrupted earlier run left,
-    # then hold DVC's lock until the end (mae_hlvm.workflow.runlock)
+    # refuse while `dvc repro`, another run or `verify` is busy here, record receipts an
+    # interrupted earlier run left, then hold the run lock and DVC's lock until the end
+    # (mae_hlvm.workflow.runlock); one line, before any job, if an output folder is read-only
     glue.start_run()
 
 
@@ -57,7 +63,8 @@ onerror:
 
 rule all:
     input:
-        pipeline.final_outputs(P),
+        # the final outputs, and any output that is missing: rebuilt with what depends on it
+        pipeline.targets(P),
     default_target: True
 
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -205,6 +206,45 @@ def flip_byte_keep_mtime(path: Path, offset: int = -3) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def start(root: Path, *cmd: str) -> subprocess.Popen:
+    """A tool started in the background, in its own process group (killable as a whole)."""
+    return subprocess.Popen(
+        list(cmd), cwd=root, env=env_for(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )
+
+
+def wait_for(cond, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def drop_from_dvc_cache(root: Path, *outs: str) -> None:
+    """Remove these outputs' objects (and the run cache) from ``root``'s DVC cache."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            if out["path"] in outs:
+                (root / ".dvc/cache/files/md5" / out["md5"][:2] / out["md5"][2:]).unlink(missing_ok=True)
+    shutil.rmtree(root / ".dvc/cache/runs", ignore_errors=True)
+
+
+def make_read_only(folder: Path) -> None:
+    """Unwritable for this process: its mode, and for root (whom modes do not stop) the immutable flag."""
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+
+
+def make_writable(folder: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o755)
+
+
 def make_image_folder(root: Path, classes: tuple[str, ...] = ("n01440764", "n01443537"), per_class: int = 3) -> None:
     """A tiny ImageNet-layout folder: ``root/<wnid>/<name>.JPEG``, RGB of mixed sizes."""
     rng = np.random.default_rng(0)
@@ -350,6 +390,20 @@ def real_cell_result(sweep: str, ratio: float, unit: int, seed: int, clean_acc: 
                    "n_train": 100, "n_test": 50, "shape_bias": None},
         "recon_quality": {"ssim": 0.5, "psnr": 20.0, "mse": 0.01, "neg_mse": -0.01, "n_images": 8, **ids},
     }
+
+
+def recording_dvc(args_file: Path | None = None) -> str:
+    """A stand-in ``dvc`` for :func:`one_valid_receipt` that records predict's outputs in dvc.lock
+    with their md5, as ``dvc commit`` does (and writes its arguments to ``args_file``)."""
+    outs = [o.path for o in pipeline.outputs("predict")]
+    return (
+        f"#!{sys.executable}\n"
+        "import hashlib, json, sys\n"
+        f"outs = {outs!r}\n"
+        "entry = {'cmd': 'x', 'outs': [{'path': p, 'md5': hashlib.md5(open(p, 'rb').read()).hexdigest()} for p in outs]}\n"
+        "open('dvc.lock', 'w').write(json.dumps({'schema': '2.0', 'stages': {'predict': entry}}))\n"
+        + (f"open({str(args_file)!r}, 'w').write(' '.join(sys.argv[1:]))\n" if args_file else "")
+    )
 
 
 def one_valid_receipt(tmp_path: Path, monkeypatch, dvc_script: str) -> str:

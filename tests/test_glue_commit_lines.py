@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import one_valid_receipt
+from helpers import one_valid_receipt, recording_dvc
 
 from mae_hlvm.core import paths
 from mae_hlvm.workflow import glue
 
 
 def test_the_commit_says_what_it_does_before_and_how_long_after(tmp_path, monkeypatch, capsys):
-    name = one_valid_receipt(tmp_path, monkeypatch, f"#!/bin/sh\necho \"$@\" > {tmp_path}/dvc.args\n")
+    name = one_valid_receipt(tmp_path, monkeypatch, recording_dvc(tmp_path / "dvc.args"))
     assert glue.commit_receipts() == [name]
     err = capsys.readouterr().err.splitlines()
     assert err[0] == ("mae_hlvm.workflow.glue: recording 1 Snakemake job(s) in dvc.lock "
@@ -25,7 +25,7 @@ def test_the_commit_says_what_it_does_before_and_how_long_after(tmp_path, monkey
 
 
 def test_quiet_prints_neither_line(tmp_path, monkeypatch, capsys):
-    name = one_valid_receipt(tmp_path, monkeypatch, "#!/bin/sh\nexit 0\n")
+    name = one_valid_receipt(tmp_path, monkeypatch, recording_dvc())
     assert glue.commit_receipts(quiet=True) == [name]
     assert capsys.readouterr().err == ""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -218,7 +219,7 @@ def test_a_step_run_by_the_command_line_checks_what_it_reads(tmp_path, monkeypat
     assert "metrics.csv: its bytes do not match the hash recorded in dvc.lock" in capsys.readouterr().err
 
 
-def test_a_pending_receipt_overrides_dvc_lock_and_an_older_one_is_ignored(tmp_path, monkeypatch, ledger_checked):
+def test_a_pending_receipt_is_a_record_even_when_dvc_lock_is_newer(tmp_path, monkeypatch, ledger_checked):
     monkeypatch.chdir(tmp_path)
     write_json("out.json", {"v": 2})
     fake_lock(tmp_path, {"out.json": "0" * 32})  # an old run's hash
@@ -227,12 +228,14 @@ def test_a_pending_receipt_overrides_dvc_lock_and_an_older_one_is_ignored(tmp_pa
     write_json(receipt, {"stage": "probe@0.5-2-0", "outs": {"out.json": sha}})
     assert read_json("out.json") == {"v": 2}  # Snakemake made it after the last dvc commit
     old = time.time() - 100
-    os.utime(receipt, (old, old))  # DVC rebuilt the stage after the receipt was written
-    with pytest.raises(ArtifactError, match="dvc.lock"):
+    os.utime(receipt, (old, old))  # dvc.lock rewritten since (another stage's commit): still its record
+    assert read_json("out.json") == {"v": 2}
+    flip_byte_keep_mtime(Path("out.json"), 6)  # now it matches neither, and its stage's record is current
+    with pytest.raises(ArtifactError, match=r"out\.json: its bytes do not match the hash recorded in \.pipeline/receipts"):
         read_json("out.json")
 
 
-def test_verify_removes_damaged_artifacts_and_a_byte_identical_rebuild_keeps_its_mtime(tmp_path, monkeypatch, capsys):
+def test_verify_moves_damaged_artifacts_aside_and_a_byte_identical_rebuild_keeps_its_mtime(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_json("good.json", {"v": 1})
     write_json("bad.json", {"v": 2})
@@ -240,13 +243,20 @@ def test_verify_removes_damaged_artifacts_and_a_byte_identical_rebuild_keeps_its
     original = Path("bad.json").read_bytes()
     os.utime("bad.json", ns=(1_000_000_000, 1_000_000_000))
     flip_byte_keep_mtime(Path("bad.json"), 7)
+    damaged = Path("bad.json").read_bytes()
     rc = cli.main(["verify", "--keep"])
     out = capsys.readouterr().out
     assert rc == 1 and "bad.json: damaged" in out and Path("bad.json").exists()
     rc = cli.main(["verify"])
     out = capsys.readouterr().out
-    assert rc == 1 and "bad.json: damaged (its bytes differ from dvc.lock (probe@0.5-2-0)); removed" in out
-    assert "snakemake --cores 2 bad.json" in out and "good.json" not in out.split("verify:")[0]
+    moved = re.search(r"^bad\.json: damaged \(its bytes match no record, and its stage's inputs and params are as recorded "
+                      r"in dvc\.lock \(probe@0\.5-2-0\)\); moved to (\S+)$", out, re.MULTILINE)
+    assert rc == 1 and moved, out
+    # nothing is deleted: the damaged bytes wait in the quarantine, named in one line
+    assert Path(moved.group(1)).read_bytes() == damaged and moved.group(1).startswith(ledger.QUARANTINE_DIR + "/")
+    assert f"1 damaged file(s) moved to {Path(moved.group(1)).parent}/ (nothing is deleted)" in out
+    assert "missing: bad.json; rebuild them and what depends on them: `make run` (or `dvc repro`)" in out
+    assert "good.json" not in out
     assert not Path("bad.json").exists() and Path("good.json").exists()
     Path("bad.json").write_bytes(original)  # the step rebuilt it, byte for byte
     assert ledger.restore_mtimes(["bad.json"]) == ["bad.json"]
@@ -268,13 +278,14 @@ def test_verify_restores_a_cached_output_from_dvcs_cache_with_its_mtime(tmp_path
     flip_byte_keep_mtime(Path("models/c/log.json"), 5)
     assert cli.main(["verify"]) == 1
     out = capsys.readouterr().out
-    assert "models/c/log.json: damaged (its bytes differ from dvc.lock (probe@0.5-2-0)); restored from DVC's cache" in out
-    assert "rebuild" not in out
+    assert "models/c/log.json: damaged (its bytes match no record, and its stage's inputs and params are as recorded in " \
+           "dvc.lock (probe@0.5-2-0)); restored from DVC's cache" in out
+    assert "rebuild" not in out and "moved" not in out
     assert md5(Path("models/c/log.json")) == digest and Path("models/c/log.json").stat().st_mtime_ns == 2_000_000_000
     cache.write_bytes(b"a damaged cache is not used")
     flip_byte_keep_mtime(Path("models/c/log.json"), 5)
     assert cli.main(["verify"]) == 1
-    assert "; removed" in capsys.readouterr().out and not Path("models/c/log.json").exists()
+    assert "; moved to .pipeline/quarantine/" in capsys.readouterr().out and not Path("models/c/log.json").exists()
 
 
 def test_verify_outside_a_working_copy_is_one_line(tmp_path, monkeypatch, capsys):
@@ -284,10 +295,17 @@ def test_verify_outside_a_working_copy_is_one_line(tmp_path, monkeypatch, capsys
     assert len(err) == 1 and "error: dvc.lock: missing here" in err[0]
 
 
-def test_the_committed_working_copy_verifies_clean():
+def test_the_committed_working_copy_has_nothing_damaged_and_misses_only_what_git_does_not_hold():
     proc = subprocess.run([sys.executable, "-m", "mae_hlvm", "verify", "--keep"], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert " 0 damaged" in proc.stdout
+    assert " 0 damaged" in proc.stdout and " 0 out of date, 0 not in dvc.lock" in proc.stdout, proc.stdout + proc.stderr
+    params = load_params(REPO / "params.yaml")
+    absent = [p for p in pipeline.all_outputs(params) if not (REPO / p).exists()]
+    if absent:  # a clone holds what git tracks; the data and models come from `make pull` or a run
+        ignored = subprocess.run(["git", "check-ignore", *absent], cwd=REPO, capture_output=True, text=True).stdout.split()
+        assert sorted(ignored) == sorted(absent)
+        assert proc.returncode == 1 and f" {len(absent)} missing" in proc.stdout and "`make run`" in proc.stdout
+    else:
+        assert proc.returncode == 0, proc.stdout
 
 
 # ----------------------------------------------------------------------------- two-tool lock

@@ -5,11 +5,8 @@ folder under Snakemake (hashed for the receipt, judged by its content, not its m
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,45 +14,21 @@ import yaml
 from helpers import (
     assert_agree_up_to_date,
     copy_repo,
+    drop_from_dvc_cache,
     dvc_stale,
     edit_params,
-    env_for,
     flip_byte_keep_mtime,
     init_repo,
     make_image_folder,
     sh,
     snakemake_plan,
+    start,
     tiny_params,
     tracked_outputs,
+    wait_for,
 )
 
 pytestmark = pytest.mark.slow
-
-
-def start(root: Path, *cmd: str) -> subprocess.Popen:
-    """A tool started in the background, in its own process group (killable as a whole)."""
-    return subprocess.Popen(
-        list(cmd), cwd=root, env=env_for(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )
-
-
-def wait_for(cond, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def drop_from_dvc_cache(root: Path, *outs: str) -> None:
-    """Remove these outputs' objects (and the run cache) from ``root``'s DVC cache."""
-    lock = yaml.safe_load((root / "dvc.lock").read_text())
-    for stage in lock["stages"].values():
-        for out in stage.get("outs", []):
-            if out["path"] in outs:
-                (root / ".dvc/cache/files/md5" / out["md5"][:2] / out["md5"][2:]).unlink(missing_ok=True)
-    shutil.rmtree(root / ".dvc/cache/runs", ignore_errors=True)
 
 
 def synthetic_only(tmp_path: Path) -> Path:
@@ -106,14 +79,14 @@ def test_the_two_tools_refuse_each_other_and_damage_is_rebuilt_exactly(tmp_path)
     assert_agree_up_to_date(root)
 
     # not in DVC's cache (an output made elsewhere and never pushed): the consumer refuses,
-    # verify removes, each tool rebuilds exactly that file
+    # verify moves it aside, each tool rebuilds exactly that file
     drop_from_dvc_cache(root, "results/cells/r0.5_p2_s0.json", "results/cells/r0.25_p2_s0.json")
     cell_json = root / "results/cells/r0.5_p2_s0.json"
     flip_byte_keep_mtime(cell_json, cell_json.read_text().index("0.") + 3)
     agg = sh(root, sys.executable, "-m", "mae_hlvm", "aggregate", check=False)
     assert agg.returncode == 2 and "r0.5_p2_s0.json: its bytes do not match the hash recorded in dvc.lock" in agg.stderr
     ver = sh(root, sys.executable, "-m", "mae_hlvm", "verify", check=False)
-    assert ver.returncode == 1 and "results/cells/r0.5_p2_s0.json: damaged" in ver.stdout and "; removed" in ver.stdout
+    assert ver.returncode == 1 and "results/cells/r0.5_p2_s0.json: damaged" in ver.stdout and "; moved to .pipeline/quarantine/" in ver.stdout
     assert not cell_json.exists()
     # Snakemake rebuilds exactly that job; afterwards both tools agree nothing is left to do
     run = sh(root, "snakemake", "--cores", "1", "results/cells/r0.5_p2_s0.json")

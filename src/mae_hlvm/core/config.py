@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError, model_validator
 
+from mae_hlvm.core import limits
 from mae_hlvm.core.cells import check_cells
 from mae_hlvm.core.errors import ParamsError, shown
 from mae_hlvm.core.limits import MAX_IMAGE_PASSES, MAX_MODEL_WEIGHTS, check_passes, check_tokens, format_gib
@@ -288,6 +289,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         section, _, leaf = old.partition(".")
         if isinstance(raw.get(section), dict) and leaf in raw[section]:
             raise ParamsError(f"{source}: {old} is now called {new} (the masking unit has one name): rename the key")
+    limits.check_lists(raw, source)  # sizes first: validating 10,000 values takes seconds
+    limits.check_grid_size(raw, source)
     try:
         return Params.model_validate(raw)
     except ValidationError as err:

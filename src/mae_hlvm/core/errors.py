@@ -7,7 +7,12 @@ from typing import Any
 
 
 class ParamsError(ValueError):
-    """A params.yaml problem, phrased as one line that names the key and the value."""
+    """A params.yaml problem, phrased as one line that names the key and the value (a long value cut)."""
+
+    def __init__(self, message: str) -> None:
+        from mae_hlvm.core.limits import cut_long_values  # limits raises this error
+
+        super().__init__(cut_long_values(message))
 
 
 def shown(path: Any) -> str:

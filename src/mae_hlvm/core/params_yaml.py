@@ -46,6 +46,9 @@ def read_params_yaml(text: str, source: str = "params.yaml") -> Any:
 
     Returns the plain data (dicts, lists, scalars); every failure is one ParamsError line.
     """
+    from mae_hlvm.core import limits
+
+    limits.check_text(text, source)  # size, aliases and list lengths, before the slow checks below
     loader = None
     try:
         loader = _ParamsLoader(text, source)  # PyYAML refuses unprintable characters here

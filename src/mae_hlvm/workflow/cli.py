@@ -27,7 +27,7 @@ log = logging.getLogger("mae_hlvm")
 
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keep", action="store_true", help="only report damaged artifacts, do not remove them")
+    p.add_argument("--keep", action="store_true", help="only report damaged artifacts, do not restore or move them aside")
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def _check_args(p: argparse.ArgumentParser) -> None:
 STEPS: dict[str, Step] = {
     "check": Step("check", "mae_hlvm.workflow.cli", "validate params.yaml and exit", _check_args),
     **{s.step.name: s.step for s in TABLE},
-    "verify": Step("verify", "mae_hlvm.workflow.ledger:run_verify", "check every artifact against dvc.lock; remove damaged ones",
+    "verify": Step("verify", "mae_hlvm.workflow.ledger:run_verify", "check every artifact against dvc.lock; restore or move aside damaged ones",
                    _verify_args),
     "profile": Step("profile", "mae_hlvm.core.profiles:run_profile",
                     "write params.yaml from a profile (profiles/<name>/params.yaml over the default)", _profile_args),

@@ -179,6 +179,18 @@ def final_outputs(params: Params) -> list[str]:
     return [p for p in all_outputs(params) if p not in read]
 
 
+def targets(params: Params) -> list[str]:
+    """``rule all``'s inputs: :func:`final_outputs`, plus every output that is missing.
+
+    Snakemake rebuilds a missing file only when a job that needs it runs anyway: a cell's
+    JSON deleted after ``aggregate`` read it left "Nothing to be done" (issue 27). Named as a
+    target, it is rebuilt, and so is what depends on it; DVC and plainrun rebuild it too.
+    """
+    final = final_outputs(params)
+    named = set(final)
+    return final + [p for p in all_outputs(params) if p not in named and not os.path.exists(p)]
+
+
 def real_outputs(params: Params) -> list[str]:
     """Every output of the real track (``snakemake <these>`` runs it alone); [] when off."""
     return [o.path for stage, f in instances(params) if stage in REAL_STAGES for o in outputs(stage, f, params)]
@@ -340,6 +352,12 @@ def dvc_input_deps(stage: str, params: Params) -> list[str]:
     return record.dvc_inputs(params) if record.dvc_inputs else input_files(stage, dvc_item(stage), params)
 
 
+def dvc_deps(stage: str, f: Fields | None, params: Params) -> list[str]:
+    """One stage instance's deps as dvc.lock records them (``f``: the instance's fields)."""
+    record = STAGE[stage]
+    return code_deps(stage) + (record.dvc_inputs(params) if record.dvc_inputs else input_files(stage, f, params))
+
+
 def dvc_stage(stage: str, params: Params) -> dict[str, Any]:
     f = dvc_item(stage)
     spec: dict[str, Any] = {}
@@ -444,9 +462,17 @@ def main(argv: list[str] | None = None) -> int:
 
             write_params_files(load_params(args.params))
         elif args.action == "commit-receipts":
-            from mae_hlvm.workflow.glue import commit_receipts
+            from mae_hlvm.workflow import runlock
+            from mae_hlvm.workflow.glue import PENDING, commit_receipts
 
-            commit_receipts(args.params)
+            try:
+                with runlock.exclusive("commit-receipts", dvc=False):  # not while a run or verify is busy here
+                    commit_receipts(args.params)
+            except runlock.BusyError as err:
+                raise ArtifactError(f"commit-receipts refused: {err}") from None
+            except KeyboardInterrupt:
+                print(f"error: interrupted before recording: dvc.lock is as it was; {PENDING}", file=sys.stderr)
+                return 130
         else:
             p = load_params(args.params)
             sys.stdout.write(dumps_json({s: stage_params(p, s) for s in active_stages(p)}))

@@ -32,7 +32,7 @@ from typing import Any
 
 from mae_hlvm.core import paths
 from mae_hlvm.core.config import Params, ParamsError, load_params
-from mae_hlvm.workflow import glue, pipeline, progress
+from mae_hlvm.workflow import glue, pipeline, progress, runlock
 
 # the stages whose record claims a GPU (Stage.gpu: the training stages)
 GPU_STAGES = tuple(name for name, stage in pipeline.STAGE.items() if stage.gpu)
@@ -215,7 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         for j in jobs:
             print(f"{j.name}{' (GPU)' if j.gpu else ''}: {shlex.join(j.argv[1:])}")
         return 0
-    return run(jobs, max(1, args.cores), max(1, args.gpu_jobs))
+    try:  # the runs' lock: not beside a Snakemake run, DVC or `verify` in this working copy
+        with runlock.exclusive("plainrun"):
+            return run(jobs, max(1, args.cores), max(1, args.gpu_jobs))
+    except runlock.BusyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,14 +31,26 @@ def dvc_stale_stages() -> list[str]:
 
 
 SYNCING = "MAE_HLVM_SYNCING"  # set for the inner Snakemake of a touch: it must not sync again
+INTERRUPTED = ("interrupted while re-stamping outputs for Snakemake (nothing was rebuilt, recorded or deleted): "
+               "run again, or `make sync`, to finish it")
 
 
 def touch_in_dag_order(cores: int = 1) -> None:
-    """Re-stamp every output Snakemake would rerun, upstream first."""
-    subprocess.run(
+    """Re-stamp every output Snakemake would rerun, upstream first; RuntimeError (one line) when it fails.
+
+    The inner Snakemake runs in its own session with its output captured: on Ctrl-C this
+    process alone is interrupted, stops it (SIGINT, so it unlocks its folder) and says so in
+    one line, where both used to print a traceback (issue 27).
+    """
+    proc = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--touch", "--cores", str(cores), "--quiet", "all"],
-        check=True, env=dict(os.environ, **{SYNCING: "1"}),
+        env=dict(os.environ, **{SYNCING: "1"}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
     )
+    out, _ = glue.communicate(proc, grace_s=30)
+    if proc.returncode != 0:
+        last = [ln for ln in out.splitlines() if ln.strip()][-1:] or [f"exit {proc.returncode}"]
+        raise RuntimeError(f"re-stamping outputs for Snakemake (`snakemake --touch`) failed: {last[0].strip()}")
 
 
 def adopt_dvc_results(changed: list[str]) -> bool:
@@ -56,12 +68,17 @@ def adopt_dvc_results(changed: list[str]) -> bool:
         return False
     started = time.perf_counter()
     try:
-        stale = dvc_stale_stages()
-    except (RuntimeError, ValueError, OSError):
-        return False
-    if stale:
-        return False
-    touch_in_dag_order()
+        try:
+            stale = dvc_stale_stages()
+        except (RuntimeError, ValueError, OSError):
+            return False
+        if stale:
+            return False
+        touch_in_dag_order()
+    except KeyboardInterrupt:
+        raise SystemExit(f"error: {INTERRUPTED}") from None
+    except RuntimeError as err:
+        raise SystemExit(f"error: {err}") from None
     print(
         f"mae_hlvm.workflow.sync: params changed since Snakemake's last run and dvc.lock already holds their results "
         f"(dvc exp apply, checkout or pull): outputs re-stamped for Snakemake ({time.perf_counter() - started:.1f} s)",
@@ -103,7 +120,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    touch_in_dag_order()
+    try:
+        touch_in_dag_order()
+    except KeyboardInterrupt:
+        print(f"error: {INTERRUPTED}", file=sys.stderr)
+        return 130
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print("mae_hlvm.workflow.sync: DVC is clean; Snakemake now sees the same outputs as up to date", file=sys.stderr)
     return 0
 
