@@ -24,16 +24,17 @@ def test_headline_counts_cells_claims_and_root_r2_per_unit():
         "r2_level0": [0.5, 0.7, 0.9, 0.7, 0.2, 0.1],
         "gate_pass": [True, True, False, True, False, False],
         "gain_share": [0.8, 0.6, 0.2, 0.7, 0.1, 0.0],
+        "c_excess": [0.1, 0.3, 0.2, 0.0, float("nan"), -0.2],
     })
     claims = {"claims": {
-        "C1_p2": {"verdict": "supported"}, "C1_p4": {"verdict": "not testable: cells not converged"},
+        "C1_p2": {"verdict": "supported"}, "C1_p4": {"verdict": "not testable: cells did not learn"},
         "C2_p2": {"verdict": "not judged: 2 seeds"}, "C5": {"verdict": "contradicted", "effect": -0.41234},
     }}
     h = headline(metrics, claims)
     assert h["cells"] == 6 and h["learned"] == 3 and h["gain_share"] == 0.4
     assert h["root_u2"] == 0.7 and h["root_at_u2"] == 0.75
     assert h["root_u4"] == 0.15 and h["root_at_u4"] == 0.25
-    assert h["theorem_rho"] == -0.4123
+    assert h["c_excess"] == 0.08  # claim C5's quantity, mean over the cells that have one
     assert h["claims"] == {"contradicted": 1, "not_judged": 1, "not_testable": 1, "supported": 1}
     assert all(isinstance(v, (int, float)) for v in h.values() if not isinstance(v, dict))  # no hashes
 

@@ -208,14 +208,22 @@ def test_consumers_refuse_an_artifact_that_differs_from_dvc_lock(tmp_path, monke
 
 
 def test_a_step_run_by_the_command_line_checks_what_it_reads(tmp_path, monkeypatch, capsys):
-    # core.io knows no ledger: the command line installs the workflow's check before any step
+    # core.io knows no ledger: the command line installs the workflow's check before any step,
+    # and the step's reads go through it (what the check refuses: test_never_stale.py)
     monkeypatch.setattr(io, "_recorded_check", None)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     io.write_text(paths.METRICS_CSV, "mask_ratio,mask_unit,seed\n0.5,2,0\n")
-    fake_lock(tmp_path, {paths.METRICS_CSV: "0" * 32})
     io.check_recorded(paths.METRICS_CSV)  # no check installed: nothing refused
+    checked: list[str] = []
+
+    def refuse(path):
+        checked.append(str(path))
+        raise ArtifactError(f"{path}: its bytes do not match the hash recorded in dvc.lock (test)")
+
+    monkeypatch.setattr(ledger, "check", refuse)
     assert cli.main(["figures"]) == 2
+    assert checked == [paths.METRICS_CSV]
     assert "metrics.csv: its bytes do not match the hash recorded in dvc.lock" in capsys.readouterr().err
 
 

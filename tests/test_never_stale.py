@@ -454,11 +454,12 @@ def test_a_huge_params_file_and_an_alias_bomb_are_refused_before_any_tool_parses
 def test_long_values_are_cut_in_messages_and_a_grid_has_a_size_limit(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ratios = [round(0.0500001 + i * 0.009, 7) for i in range(100)]
-    write_params(tmp_path, grid={"mask_ratios": ratios, "mask_units": [2]}, robustness={"mask_ratios": [0.42]})
+    write_params(tmp_path, grid={"mask_ratios": ratios, "mask_units": [2]}, stability={"mask_ratios": [0.42]})
     with pytest.raises(ParamsError) as err:
         load_params("params.yaml")
     text = str(err.value)
-    assert text.startswith("params.yaml: robustness.mask_ratios[0]=0.42: the subset must be cells of the grid; grid.mask_ratios")
+    assert text.startswith("params.yaml: stability.mask_ratios[0]=0.42: the stability set must be cells of the grid; "
+                           "grid.mask_ratios")
     assert len(text) < 400 and " ... " in text and "characters)" in text, text
     write_params(tmp_path, grid={"mask_ratios": ratios, "seeds": list(range(10))})
     with pytest.raises(ParamsError, match=r"^params\.yaml: grid: 2,000 cells \(100 grid\.mask_ratios x 2 grid\.mask_units x "
@@ -469,12 +470,12 @@ def test_long_values_are_cut_in_messages_and_a_grid_has_a_size_limit(tmp_path, m
     assert limits.cut_long_values("short: message") == "short: message"
 
 
-def test_robustness_ratios_outside_the_grid_are_fine_while_robustness_is_off(tmp_path, monkeypatch):
+def test_stability_ratios_outside_the_grid_are_fine_while_the_set_is_off(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_params(tmp_path, robustness={"enabled": False, "mask_ratios": [0.33]})
-    assert load_params("params.yaml").robustness.enabled is False
-    write_params(tmp_path, robustness={"enabled": True, "mask_ratios": [0.33]})
-    with pytest.raises(ParamsError, match=r"robustness\.mask_ratios\[0\]=0\.33: the subset must be cells of the grid"):
+    write_params(tmp_path, stability={"enabled": False, "mask_ratios": [0.33]})
+    assert load_params("params.yaml").stability.enabled is False
+    write_params(tmp_path, stability={"enabled": True, "mask_ratios": [0.33]})
+    with pytest.raises(ParamsError, match=r"stability\.mask_ratios\[0\]=0\.33: the stability set must be cells of the grid"):
         load_params("params.yaml")
 
 

@@ -18,7 +18,7 @@ def test_plan_covers_the_stage_table_and_orders_by_inputs(tmp_path, monkeypatch)
     assert len(jobs) == len(pipeline.instances(params))
     deps = plainrun.dependencies(jobs)
     probe = next(j for j in jobs if j.name == "probe@0.5-2-0")
-    assert deps[probe.name] == {"generate", "train@0.5-2-0"}
+    assert deps[probe.name] == {"generate", "train@0.5-2-0", "oracles@0.5-2"}
     assert all(j.argv[0] == sys.executable for j in jobs)
     with pytest.raises(ParamsError, match="probe@.* needs .*add its stage to --stages"):
         plainrun.dependencies(plainrun.plan(params, ["probe"]))
