@@ -242,10 +242,10 @@ def test_json_summary_names_the_peak_ratio_per_mask_unit(grid):
     assert metrics[cell_id(0.75, 4, 1)]["gate_pass"] == 0
     assert metrics["gate"] == {"n_cells": len(RATIOS) * len(PATCHES) * len(SEEDS), "n_pass": len(RATIOS) * len(PATCHES) * len(SEEDS) - 1}
     summary = metrics["summary"]
-    assert summary["p2"]["peak_mask_ratio"] == 0.5
-    assert summary["p4"]["peak_mask_ratio"] == 0.75
+    assert summary["u2"]["peak_mask_ratio"] == 0.5
+    assert summary["u4"]["peak_mask_ratio"] == 0.75
     mean = (root_r2(0.25, 4, 0) + root_r2(0.25, 4, 1)) / 2
-    assert summary["p4"]["r2_level0_mean"]["r0.25"] == pytest.approx(mean, abs=1e-6)
+    assert summary["u4"]["r2_level0_mean"]["r0.25"] == pytest.approx(mean, abs=1e-6)
 
 
 def test_outputs_are_byte_identical_across_runs(grid):
@@ -267,7 +267,7 @@ def test_a_removed_grid_value_leaves_a_stale_file_that_is_not_read(grid, tmp_pat
     assert sorted({float(r["mask_ratio"]) for r in rows}) == [0.25, 0.5]
     assert len(rows) == 2 * len(PATCHES) * len(SEEDS)
     summary = json.loads(Path(paths.METRICS_JSON).read_text())["summary"]
-    assert summary["p4"]["peak_mask_ratio"] == 0.5  # 0.75 no longer competes
+    assert summary["u4"]["peak_mask_ratio"] == 0.5  # 0.75 no longer competes
 
 
 def test_a_missing_cell_file_is_one_error_naming_it(grid):
@@ -327,8 +327,8 @@ def test_nan_r2_is_written_as_nan_in_csv_and_null_in_json(grid):
     metrics = json.loads(Path(paths.METRICS_JSON).read_text())
     assert metrics[cell_id(0.5, 2, 0)]["r2_level0"] is None
     # The seed-mean at 0.5 is NaN, so p2's peak moves to the best remaining ratio.
-    assert metrics["summary"]["p2"]["r2_level0_mean"]["r0.5"] is None
-    assert metrics["summary"]["p2"]["peak_mask_ratio"] == 0.25
+    assert metrics["summary"]["u2"]["r2_level0_mean"]["r0.5"] is None
+    assert metrics["summary"]["u2"]["peak_mask_ratio"] == 0.25
     figures.run(params, fig_args("figs"))  # a NaN cell is drawn (blank in the heatmap), not a crash
     assert Path("figs/root_r2_heatmap.pdf").stat().st_size > 1000
 

@@ -109,8 +109,8 @@ def test_theorem_claim_reads_c_excess_on_a_generator_that_meets_the_premises():
     c5 = lambda f: next(c for c in judged(f, pred=pred) if c["id"] == "C5")  # noqa: E731
     holds = c5(theorem_frame(lambda r, p: 0.2 + r / 10))
     assert holds["verdict"] == "supported" and holds["effect"] == pytest.approx(0.25, abs=0.01) and holds["n_seeds"] == 3
-    assert holds["per_cell"]["r0.5_p2"]["c_share_per_level"] == [1.0, 0.5, 0.0]
-    assert holds["per_cell"]["r0.5_p2"]["c_excess"] == pytest.approx(0.25, abs=0.02)
+    assert holds["per_cell"]["r0.5_u2"]["c_share_per_level"] == [1.0, 0.5, 0.0]
+    assert holds["per_cell"]["r0.5_u2"]["c_excess"] == pytest.approx(0.25, abs=0.02)
     assert c5(theorem_frame(lambda r, p: -0.2))["verdict"] == "contradicted"
     # what a lossy or untrained encoder gets (within 0.03 of 0 on average) is no verdict
     assert C5_MIN_EXCESS == 0.05
@@ -120,7 +120,7 @@ def test_theorem_claim_reads_c_excess_on_a_generator_that_meets_the_premises():
     # a cell with no c_excess (no level holds both shared and visible-only latents) is left out
     partial = theorem_frame(lambda r, p: 0.2)
     partial.loc[(partial.mask_ratio == 0.9) & (partial.mask_unit == 4), "c_excess"] = np.nan
-    assert "r0.9_p4" not in c5(partial)["per_cell"] and c5(partial)["verdict"] == "supported"
+    assert "r0.9_u4" not in c5(partial)["per_cell"] and c5(partial)["verdict"] == "supported"
     # no theorem behind it on the quadtree: no C5 at all
     assert theorem_claim(theorem_frame(lambda r, p: 0.2), prediction("quadtree"), 3) is None
     assert not [c for c in judged(theorem_frame(lambda r, p: 0.2), pred=prediction("quadtree")) if c["id"] == "C5"]
@@ -415,9 +415,9 @@ def test_step_writes_keyed_json_without_nan_and_markdown(tmp_path):
     text = (tmp_path / "claims.json").read_text()
     assert "NaN" not in text
     claims = json.loads(text)["claims"]
-    assert set(claims) == {"C0_p2", "C0_p4", "C1_p2", "C1_p4", "C2_p2", "C2_p4", "C3", "C5", "C4_sweepA", "C4_sweepB"}
+    assert set(claims) == {"C0_u2", "C0_u4", "C1_u2", "C1_u4", "C2_u2", "C2_u4", "C3", "C5", "C4_sweepA", "C4_sweepB"}
     assert claims["C4_sweepA"]["peak_ratio"] == 0.5 and claims["C4_sweepB"]["effect"] == pytest.approx(0.04)
-    assert claims["C2_p2"]["effect"] is None or isinstance(claims["C2_p2"]["effect"], float)
+    assert claims["C2_u2"]["effect"] is None or isinstance(claims["C2_u2"]["effect"], float)
     assert all(c["verdict"] == NO_STABILITY for c in claims.values()), "no stability set: nothing is judged"
     assert all(c["seeds"] == 2 and c["n_seeds"] == 2 for c in claims.values())
     assert (tmp_path / "stability.csv").read_text().startswith("track,sweep,mask_ratio,mask_unit,seed,gain_share_1x")
@@ -445,15 +445,15 @@ def test_step_refuses_baselines_of_other_seeds_and_names_a_missing_real_cell(tmp
     with pytest.raises(ArtifactError, match=r"seeds \[0, 1, 2\] differ"):
         run(params, args)
     baselines([0.2, 0.2]).to_csv(tmp_path / "baselines.csv", index=False, na_rep="nan")
-    with pytest.raises(ArtifactError, match=r"real_cells/A/r0\.1_p8_s0\.json: missing"):
+    with pytest.raises(ArtifactError, match=r"real_cells/A/r0\.1_u8_s0\.json: missing"):
         run(params, args)
     assert not (tmp_path / "claims.json").exists()
     # a real cell from before the gate existed
     write_real_cells(tmp_path, params, lambda r, u: 0.5)
     before_gate = real_cell_result("A", 0.1, 8, 0)
     del before_gate["gate"]
-    write_json(tmp_path / "real_cells" / "A" / "r0.1_p8_s0.json", before_gate)
-    with pytest.raises(ArtifactError, match=r"r0\.1_p8_s0\.json: lacks key 'gate'.*; rerun evaluate-real"):
+    write_json(tmp_path / "real_cells" / "A" / "r0.1_u8_s0.json", before_gate)
+    with pytest.raises(ArtifactError, match=r"r0\.1_u8_s0\.json: lacks key 'gate'.*; rerun evaluate-real"):
         run(params, args)
 
 

@@ -20,17 +20,17 @@ def label(argv: str) -> str:
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    ("train --mask-ratio 0.5 --mask-unit 2 --seed 0 --out-dir models/r0.5_p2_s0", "train r0.5_p2_s0"),
-    ("probe --checkpoint models/r0.75_p4_s1/checkpoint.pt --out results/cells/r0.75_p4_s1.json "
-     "--recon results/cells/r0.75_p4_s1.recon.npz", "probe models/r0.75_p4_s1"),
+    ("train --mask-ratio 0.5 --mask-unit 2 --seed 0 --out-dir models/r0.5_u2_s0", "train r0.5_u2_s0"),
+    ("probe --checkpoint models/r0.75_u4_s1/checkpoint.pt --out results/cells/r0.75_u4_s1.json "
+     "--recon results/cells/r0.75_u4_s1.recon.npz", "probe models/r0.75_u4_s1"),
     ("train-seed --seed 2", "train-seed s2"),
     ("baseline --seed 1 --out results/baselines/s1.json", "baseline s1"),
-    ("train-real --sweep B --mask-ratio 0.75 --mask-unit 8 --seed 0 --out-dir models_real/B/r0.75_p8_s0",
-     "train-real B/r0.75_p8_s0"),
+    ("train-real --sweep B --mask-ratio 0.75 --mask-unit 8 --seed 0 --out-dir models_real/B/r0.75_u8_s0",
+     "train-real B/r0.75_u8_s0"),
     ("train-real-seed --sweep A --seed 0", "train-real-seed A/s0"),
     ("train-real-seed --sweep B --seed 0", "train-real-seed B/s0"),
-    ("evaluate-real --sweep A --checkpoint models_real/A/r0.1_p8_s0/checkpoint.pt --out results/real/cells/A/x.json",
-     "evaluate-real A/r0.1_p8_s0"),
+    ("evaluate-real --sweep A --checkpoint models_real/A/r0.1_u8_s0/checkpoint.pt --out results/real/cells/A/x.json",
+     "evaluate-real A/r0.1_u8_s0"),
     ("aggregate", "aggregate"),
 ])
 def test_a_jobs_label_names_its_cell(argv, expected):

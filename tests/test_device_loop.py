@@ -85,11 +85,11 @@ def test_train_seed_step_writes_every_cell_of_the_seed_as_train_would(tiny_train
     tiny_training(train=dict(epochs=2, job="seed"), grid=dict(seeds=[0, 1]))
     assert cli.main(["train-seed", "--data", "data.npz", "--seed", "1", "--models-dir", "grouped"]) == 0
     made = sorted(p.parent.name for p in Path("grouped").glob("*/checkpoint.pt"))
-    assert made == ["r0.25_p2_s1", "r0.25_p4_s1", "r0.5_p2_s1", "r0.5_p4_s1"]
+    assert made == ["r0.25_u2_s1", "r0.25_u4_s1", "r0.5_u2_s1", "r0.5_u4_s1"]
     assert cli.main(["train", "--data", "data.npz", "--mask-ratio", "0.5", "--mask-unit", "4", "--seed", "1",
                      "--out-dir", "alone"]) == 0
     for name in ("checkpoint.pt", "train_log.csv"):
-        assert Path("alone", name).read_bytes() == Path("grouped/r0.5_p4_s1", name).read_bytes()
+        assert Path("alone", name).read_bytes() == Path("grouped/r0.5_u4_s1", name).read_bytes()
 
 
 def test_bf16_weights_copy_computes_in_bf16_and_the_fp32_master_learns():

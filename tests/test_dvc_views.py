@@ -27,8 +27,8 @@ def test_headline_counts_cells_claims_and_root_r2_per_unit():
         "c_excess": [0.1, 0.3, 0.2, 0.0, float("nan"), -0.2],
     })
     claims = {"claims": {
-        "C1_p2": {"verdict": "supported"}, "C1_p4": {"verdict": "not testable: cells did not learn"},
-        "C2_p2": {"verdict": "not judged: 2 seeds"}, "C5": {"verdict": "contradicted", "effect": -0.41234},
+        "C1_u2": {"verdict": "supported"}, "C1_u4": {"verdict": "not testable: cells did not learn"},
+        "C2_u2": {"verdict": "not judged: 2 seeds"}, "C5": {"verdict": "contradicted", "effect": -0.41234},
     }}
     h = headline(metrics, claims)
     assert h["cells"] == 6 and h["learned"] == 3 and h["gain_share"] == 0.4

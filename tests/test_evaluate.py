@@ -286,7 +286,7 @@ def test_evaluate_step_writes_the_gate_of_a_one_epoch_cell(tiny_workdir, caplog)
         evaluate.run_evaluate(params, args)
     # a long silent step says what it does, for which cell, and how long each part took
     lines = [r.getMessage() for r in caplog.records if r.name == "mae_hlvm.real.evaluate"]
-    assert len(lines) == 6 and all(line.startswith("A/r0.5_p4_s0: ") for line in lines), lines
+    assert len(lines) == 6 and all(line.startswith("A/r0.5_u4_s0: ") for line in lines), lines
     assert sum(": done in 0m" in line for line in lines) == 3 and "learning gate" in lines[-1], lines
     g = json.loads(Path("cell.json").read_text())["gate"]
     # one epoch: no last-quarter drop to read, and the gate reads learning only
@@ -315,9 +315,9 @@ def test_table1_shows_how_many_seeds_pass_the_gate(tmp_path) -> None:
 def test_real_gate_line_names_failing_cells_by_sweep() -> None:
     ok = {"gate_pass": True, "gate_reason": "ok"}
     bad = {"gate_pass": False, "gate_reason": "too few epochs to judge"}
-    results = [{"sweep": "A", "cell_id": "r0.1_p8_s0", "gate": ok}, {"sweep": "B", "cell_id": "r0.75_p16_s1", "gate": bad}]
+    results = [{"sweep": "A", "cell_id": "r0.1_u8_s0", "gate": ok}, {"sweep": "B", "cell_id": "r0.75_u16_s1", "gate": bad}]
     assert report.real_gate_line(results) == (
-        "Learning gate, real track: 1 of 2 cells pass; failing: B/r0.75_p16_s1 (too few epochs to judge)."
+        "Learning gate, real track: 1 of 2 cells pass; failing: B/r0.75_u16_s1 (too few epochs to judge)."
     )
 
 

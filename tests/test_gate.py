@@ -134,8 +134,8 @@ def test_the_json_agrees_with_itself():
 
 def test_gate_line_counts_and_names_failing_cells():
     assert gate.gate_line("synthetic grid", 3, []) == "Learning gate, synthetic grid: 3 of 3 cells pass."
-    line = gate.gate_line("real track", 4, [("A/r0.9_p8_s0", "not learned")])
-    assert line == "Learning gate, real track: 3 of 4 cells pass; failing: A/r0.9_p8_s0 (not learned)."
+    line = gate.gate_line("real track", 4, [("A/r0.9_u8_s0", "not learned")])
+    assert line == "Learning gate, real track: 3 of 4 cells pass; failing: A/r0.9_u8_s0 (not learned)."
 
 
 def test_flag_reason_reads_the_share_and_the_fallback_from_table_columns():

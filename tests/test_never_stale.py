@@ -382,8 +382,8 @@ def test_every_missing_output_is_a_target_of_rule_all(tmp_path, monkeypatch):
     for p in everything:
         io.write_bytes(p, b"x")
     assert pipeline.targets(params) == final
-    Path("results/cells/r0.25_p2_s0.json").unlink()
-    assert pipeline.targets(params) == [*final, "results/cells/r0.25_p2_s0.json"]
+    Path("results/cells/r0.25_u2_s0.json").unlink()
+    assert pipeline.targets(params) == [*final, "results/cells/r0.25_u2_s0.json"]
     assert "pipeline.targets(P)" in (REPO / "Snakefile").read_text().split("rule all:")[1].split("\n\n")[0]
 
 

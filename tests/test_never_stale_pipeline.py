@@ -33,7 +33,7 @@ from mae_hlvm.workflow import ledger
 
 pytestmark = pytest.mark.slow
 
-DAMAGED, DELETED = "results/cells/r0.5_p2_s0.json", "results/cells/r0.25_p2_s0.json"
+DAMAGED, DELETED = "results/cells/r0.5_u2_s0.json", "results/cells/r0.25_u2_s0.json"
 
 # A stand-in `dvc` on PATH that runs the real one under a write limit (bytes), what `ulimit -f`
 # does to the final commit while the run's own process writes freely, and keeps dvc.lock as
@@ -132,7 +132,7 @@ def test_no_tool_serves_old_bytes_and_both_rebuild_what_is_missing(tmp_path):
     # (PermissionError) as it removed the old output of a job it was about to rerun
     edit_params(root, probe__cv_folds=3)  # every probe reruns
     cell = (root / DELETED).read_bytes()
-    log = root / "logs/probe/r0.25_p2_s0.log"
+    log = root / "logs/probe/r0.25_u2_s0.log"
     log_mtime = log.stat().st_mtime_ns
     make_read_only(root / "results/cells")
     try:

@@ -194,7 +194,7 @@ def test_params_file_rewritten_only_when_its_content_changes(tmp_path, monkeypat
     monkeypatch.setitem(pipeline.STAGE, "train", dataclasses.replace(record, args=lambda f: record.args(f) + " --extra"))
     assert glue.write_params_file(regrid, "train") is True
     assert json.loads(path.read_text())["rule"]["command"].endswith("--extra --log logs/train/r{wildcards.mask_ratio}"
-                                                                     "_p{wildcards.mask_unit}_s{wildcards.seed}.log")
+                                                                     "_u{wildcards.mask_unit}_s{wildcards.seed}.log")
 
 
 def test_receipt_written_for_canonical_command_only_and_invalidated_by_edits(tmp_path, monkeypatch):
@@ -260,9 +260,9 @@ def test_drift_default_grid_same_outputs_and_commands():
         ("results/claims.json", "results/claims.md", "results/stability.csv"),
         ("results/headline.json", "results/metrics.tex", "results/summary.md"),
     }
-    assert ("models_stable/r0.5_p2_s0/checkpoint.pt", "models_stable/r0.5_p2_s0/train_log.csv") in dv
-    assert ("models_real_stable/B/r0.75_p16_s0/checkpoint.pt", "models_real_stable/B/r0.75_p16_s0/train_log.csv") in dv
-    assert "--stability" in dv[("models_real_stable/B/r0.75_p16_s0/checkpoint.pt", "models_real_stable/B/r0.75_p16_s0/train_log.csv")]
+    assert ("models_stable/r0.5_u2_s0/checkpoint.pt", "models_stable/r0.5_u2_s0/train_log.csv") in dv
+    assert ("models_real_stable/B/r0.75_u16_s0/checkpoint.pt", "models_real_stable/B/r0.75_u16_s0/train_log.csv") in dv
+    assert "--stability" in dv[("models_real_stable/B/r0.75_u16_s0/checkpoint.pt", "models_real_stable/B/r0.75_u16_s0/train_log.csv")]
 
 
 def test_drift_edited_grid_same_outputs_and_commands(tmp_path):
@@ -272,8 +272,8 @@ def test_drift_edited_grid_same_outputs_and_commands(tmp_path):
                 stability__mask_ratios=[0.6], stability__mask_units=[4], stability__seed=6, stability__real=False)
     (root / "dvc.yaml").write_text(pipeline.dvc_yaml(load_params(root / "params.yaml")))  # stability.real decides stages
     sm, dv = snakemake_jobs(root), dvc_jobs(root)
-    assert ("models/r0.3_p4_s5/checkpoint.pt", "models/r0.3_p4_s5/train_log.csv") in dv
-    assert ("models_stable/r0.6_p4_s6/checkpoint.pt", "models_stable/r0.6_p4_s6/train_log.csv") in dv
+    assert ("models/r0.3_u4_s5/checkpoint.pt", "models/r0.3_u4_s5/train_log.csv") in dv
+    assert ("models_stable/r0.6_u4_s6/checkpoint.pt", "models_stable/r0.6_u4_s6/train_log.csv") in dv
     assert ("results/baselines/s6.json",) in dv and "--seed 6 --out results/baselines/s6.json" in dv[("results/baselines/s6.json",)]
     assert not any(o.startswith("models_real_stable/") for outs in dv for o in outs), "stability.real off"
     # generate, predict, aggregate, figures, claims, summary; train + probe per cell; a baseline per seed;
@@ -338,7 +338,7 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     assert f"run: {n} jobs planned" in run.stderr and f"run: {n} of {n} jobs done, ETA 0m00s" in run.stderr
     # the review stages saw both tracks and the baselines
     claims = json.loads((root / "results/claims.json").read_text())["claims"]
-    assert {"C0_p2", "C1_p2", "C4_sweepA"} <= set(claims)
+    assert {"C0_u2", "C1_u2", "C4_sweepA"} <= set(claims)
     summary = (root / "results/summary.md").read_text()
     assert "## Real-image track: Table 1" in summary and "](real/figures/fig8_tsne.png)" in summary
     assert "| random_init |" in summary and "| pixels |" in summary
@@ -383,7 +383,7 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     sh(root, "snakemake", "--cores", "2")
     assert_agree_up_to_date(root)
     # the cell both real sweeps train: two processes, one set of bytes
-    assert filecmp.cmp(root / "models_real/A/r0.5_p4_s0/checkpoint.pt", root / "models_real/B/r0.5_p4_s0/checkpoint.pt", shallow=False)
+    assert filecmp.cmp(root / "models_real/A/r0.5_u4_s0/checkpoint.pt", root / "models_real/B/r0.5_u4_s0/checkpoint.pt", shallow=False)
 
     # full replay: push, fresh clone, pull restores every artifact byte for byte
     commit(root, "results")

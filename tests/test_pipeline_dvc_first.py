@@ -71,7 +71,7 @@ def test_dvc_then_snakemake_sequences_and_locks(tmp_path):
     )
     try:
         deadline = time.monotonic() + 60
-        log = root / "logs" / "probe" / "r0.25_p2_s0.log"
+        log = root / "logs" / "probe" / "r0.25_u2_s0.log"
         before = log.stat().st_mtime_ns
         while log.stat().st_mtime_ns == before and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -269,7 +269,7 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
     spatial = metrics["r2_spatial"]
     assert spatial["pool_level"] == 2 and len(spatial["levels"]) == 3
     assert spatial["innovations"][0] is None and all(isinstance(x, float) for x in spatial["innovations"][1:])
-    assert metrics["cell"] == {"cell_id": "r0.5_p4_s0", "mask_ratio": 0.5, "mask_unit": 4, "seed": 0}
+    assert metrics["cell"] == {"cell_id": "r0.5_u4_s0", "mask_ratio": 0.5, "mask_unit": 4, "seed": 0}
     # 4 masking units of 2x2 tokens, half hidden
     assert (metrics["n_visible"], metrics["n_hidden"]) == (8, 8)
     assert metrics["pooling"] == "mean" and metrics["n_levels"] == 3
@@ -302,12 +302,12 @@ def test_probe_step_end_to_end_schema_and_determinism(cell) -> None:
         assert g["gain_share"] == pytest.approx((1 - g["recon_rel"]) / (1 - g["linear_rel"]), abs=1e-4)
     else:
         assert g["learned_rule"] == gate.RULE_FALLBACK and g["gain_share"] is None
-    assert "gate_s" in json.loads((cell / "logs/timings/probe/r0.5_p4_s0.json").read_text())
+    assert "gate_s" in json.loads((cell / "logs/timings/probe/r0.5_u4_s0.json").read_text())
 
     recon = np.load(cell / "recon.npz")
     assert sorted(recon.files) == ["mask", "masked", "original", "reconstruction"]
     assert recon["original"].shape == (5, 2, 8, 8) and recon["mask"].shape == (5, 8, 8)
-    timing = json.loads((cell / "logs/timings/probe/r0.5_p4_s0.json").read_text())
+    timing = json.loads((cell / "logs/timings/probe/r0.5_u4_s0.json").read_text())
     assert timing["n_train"] == 90 and timing["total_s"] >= 0
 
     assert main(_probe_argv("again.json", "again.npz")) == 0
@@ -323,9 +323,9 @@ def test_probe_fits_on_the_first_max_train_training_images(cell) -> None:
     argv = _probe_argv("small.json", "small.npz")
     argv[argv.index("params.yaml")] = "small.yaml"
     assert main(argv) == 0
-    assert json.loads((cell / "logs/timings/probe/r0.5_p4_s0.json").read_text())["n_train"] == 40
+    assert json.loads((cell / "logs/timings/probe/r0.5_u4_s0.json").read_text())["n_train"] == 40
     assert main(_probe_argv()) == 0
-    assert json.loads((cell / "logs/timings/probe/r0.5_p4_s0.json").read_text())["n_train"] == 90
+    assert json.loads((cell / "logs/timings/probe/r0.5_u4_s0.json").read_text())["n_train"] == 90
     # fewer images, other fits: the cap reaches the scores
     assert json.loads((cell / "small.json").read_text())["r2_linear"] != json.loads((cell / "out.json").read_text())["r2_linear"]
     ds = tiny_probe_dataset()

@@ -161,8 +161,8 @@ def test_real_stage_names_commands_and_outputs():
     f = pipeline.cell_fields(0.75, 8, 0)
     outs_a = [o.path for o in pipeline.outputs("train_real_A", f)]
     outs_b = [o.path for o in pipeline.outputs("train_real_B", f)]
-    assert outs_a == ["models_real/A/r0.75_p8_s0/checkpoint.pt", "models_real/A/r0.75_p8_s0/train_log.csv"]
-    assert outs_b[0] == "models_real/B/r0.75_p8_s0/checkpoint.pt"
+    assert outs_a == ["models_real/A/r0.75_u8_s0/checkpoint.pt", "models_real/A/r0.75_u8_s0/train_log.csv"]
+    assert outs_b[0] == "models_real/B/r0.75_u8_s0/checkpoint.pt"
     # every command parses with the CLI, so the two tools run real steps
     for stage, fields in jobs:
         argv = shlex.split(pipeline.command(stage, fields))[3:]
@@ -287,11 +287,11 @@ def test_train_real_seed_writes_every_cell_of_the_sweep_and_seed_as_train_real_w
     assert cli.main(["train-real-seed", "--data", "real.npz", "--sweep", "A", "--seed", "1",
                      "--models-dir", "grouped"]) == 0
     made = sorted(str(p.parent.relative_to("grouped")) for p in Path("grouped").glob("*/*/checkpoint.pt"))
-    assert made == ["A/r0.25_p4_s1", "A/r0.5_p4_s1"]
+    assert made == ["A/r0.25_u4_s1", "A/r0.5_u4_s1"]
     assert cli.main(["train-real", "--data", "real.npz", "--sweep", "A", "--mask-ratio", "0.5", "--mask-unit", "4",
                      "--seed", "1", "--out-dir", "alone"]) == 0
     for name in ("checkpoint.pt", "train_log.csv"):
-        assert Path("alone", name).read_bytes() == Path("grouped/A/r0.5_p4_s1", name).read_bytes()
+        assert Path("alone", name).read_bytes() == Path("grouped/A/r0.5_u4_s1", name).read_bytes()
     # a seed the sweep does not have is one line, before any training
     assert cli.main(["train-real-seed", "--data", "real.npz", "--sweep", "B", "--seed", "7"]) == 2
     # the stage table: per (sweep, seed) under train.job: seed, per cell otherwise
@@ -300,5 +300,5 @@ def test_train_real_seed_writes_every_cell_of_the_sweep_and_seed_as_train_real_w
     assert {"train_real_seed_A@0", "train_real_seed_A@1", "train_real_seed_B@0", "train_real_seed_B@1"} <= names
     assert not any(n.startswith("train_real_A@") for n in names)
     outs = [o.path for o in pipeline.outputs("train_real_seed_B", pipeline.seed_fields(1), params)]
-    assert outs == ["models_real/B/r0.5_p2_s1/checkpoint.pt", "models_real/B/r0.5_p2_s1/train_log.csv",
-                    "models_real/B/r0.5_p4_s1/checkpoint.pt", "models_real/B/r0.5_p4_s1/train_log.csv"]
+    assert outs == ["models_real/B/r0.5_u2_s1/checkpoint.pt", "models_real/B/r0.5_u2_s1/train_log.csv",
+                    "models_real/B/r0.5_u4_s1/checkpoint.pt", "models_real/B/r0.5_u4_s1/train_log.csv"]

@@ -196,10 +196,10 @@ def test_difference_outside_tolerance_fails_and_is_shown(results_repo: Path, cap
     _edit(results_repo, "metrics.csv", "0.750000,4,0,0.420000", f"0.750000,4,0,{bad:.6f}")
     code, out, _ = _check(results_repo, capsys)
     assert code == 1, out
-    row = next(line for line in out.splitlines() if "r2_level0" in line and "r0.75_p4_s0" in line)
+    row = next(line for line in out.splitlines() if "r2_level0" in line and "r0.75_u4_s0" in line)
     assert "0.420000" in row and f"{bad:.6f}" in row and f"{bad - 0.42:+.3e}" in row
     assert replay.R2_TOL.text() in row
-    assert "r0.75_p4_s1" not in out  # the other seed's row is fine
+    assert "r0.75_u4_s1" not in out  # the other seed's row is fine
     last = out.strip().splitlines()[-1]
     assert last.startswith("replay-check: FAIL: 1 differences") and "results/metrics.csv" in last
 
@@ -210,24 +210,24 @@ def test_flag_flip_missing_row_and_nan_are_differences(results_repo: Path, capsy
     _edit(results_repo, "baselines.csv", "random_init,0,0.403996", "random_init,0,nan")
     code, out, _ = _check(results_repo, capsys)
     assert code == 1
-    assert any("gate_pass" in line and "r0.75_p4_s1" in line and "exact" in line for line in out.splitlines())
-    assert any("r0.25_p2_s0" in line and "row removed" in line for line in out.splitlines())
+    assert any("gate_pass" in line and "r0.75_u4_s1" in line and "exact" in line for line in out.splitlines())
+    assert any("r0.25_u2_s0" in line and "row removed" in line for line in out.splitlines())
     assert any("baseline=random_init" in line and "nan" in line for line in out.splitlines())
     assert "FAIL: 3 differences" in out
 
 
 def test_hash_and_stamp_columns_are_skipped_and_listed(results_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cells = results_repo / "results" / "cells.csv"
-    cells.write_text("cell_id,checkpoint_sha256,code_revision,config_digest,r2_level0\nr0.5_p2_s0,aaa,rev1,d1,0.5\n")
+    cells.write_text("cell_id,checkpoint_sha256,code_revision,config_digest,r2_level0\nr0.5_u2_s0,aaa,rev1,d1,0.5\n")
     _git(results_repo, "add", "results")
     _git(results_repo, "commit", "-q", "-m", "cells")
-    cells.write_text("cell_id,checkpoint_sha256,code_revision,config_digest,r2_level0\nr0.5_p2_s0,bbb,rev2,d1,0.5\n")
+    cells.write_text("cell_id,checkpoint_sha256,code_revision,config_digest,r2_level0\nr0.5_u2_s0,bbb,rev2,d1,0.5\n")
     code, out, _ = _check(results_repo, capsys, "--file", "results/cells.csv")
     assert code == 0, out
     skipped = next(line for line in out.splitlines() if line.startswith("skipped in results/cells.csv"))
     assert "checkpoint_sha256" in skipped and "code_revision" in skipped and "config_digest" not in skipped
     assert "differ, not judged: checkpoint_sha256, code_revision" in out
-    cells.write_text("cell_id,checkpoint_sha256,code_revision,config_digest,r2_level0\nr0.5_p2_s0,bbb,rev2,d2,0.5\n")
+    cells.write_text("cell_id,checkpoint_sha256,code_revision,config_digest,r2_level0\nr0.5_u2_s0,bbb,rev2,d2,0.5\n")
     code, out, _ = _check(results_repo, capsys, "--file", "results/cells.csv")
     assert code == 1 and "config_digest" in out  # same params, same digest: compared exactly
 

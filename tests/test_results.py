@@ -19,7 +19,7 @@ from mae_hlvm.review import aggregate
 from mae_hlvm.synthetic import baseline, probe
 
 
-def committed_cell(name: str = "r0.5_p4_s0") -> dict:
+def committed_cell(name: str = "r0.5_u4_s0") -> dict:
     return json.loads((REPO / paths.probe_json(name)).read_text())
 
 
@@ -69,9 +69,9 @@ def test_a_cell_that_does_not_fit_is_one_line_naming_file_and_key(edit, message)
     cell = committed_cell()
     edit(cell)
     with pytest.raises(ArtifactError) as err:
-        results.read_cell(cell, (0.5, 4, 0), 4, "results/cells/r0.5_p4_s0.json")
+        results.read_cell(cell, (0.5, 4, 0), 4, "results/cells/r0.5_u4_s0.json")
     text = str(err.value)
-    assert text.startswith("results/cells/r0.5_p4_s0.json: ") and message in text and "\n" not in text
+    assert text.startswith("results/cells/r0.5_u4_s0.json: ") and message in text and "\n" not in text
 
 
 def test_the_probe_step_refuses_to_write_a_result_that_does_not_fit(tmp_path, monkeypatch):

@@ -81,21 +81,21 @@ def test_keep_copies_what_a_record_needs_and_refuses_an_unfinished_run(tmp_path:
         keep(root, record)
     assert not record.exists(), "nothing is copied from an unfinished run"
     (root / "dvc.lock").write_text("schema: '2.0'\n")
-    for rel in ("results/cells/r0.1_p2_s0.json", "results/cells_stable/r0.1_p2_s0.json",
-                "results/real/cells/A/r0.1_p8_s0.json", "results/cells/r0.1_p2_s0.recon.npz"):
+    for rel in ("results/cells/r0.1_u2_s0.json", "results/cells_stable/r0.1_u2_s0.json",
+                "results/real/cells/A/r0.1_u8_s0.json", "results/cells/r0.1_u2_s0.recon.npz"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("{}")
     copied = keep(root, record)
     for rel in ("params.yaml", "dvc.lock", "data/prediction.json", "metrics.csv", "claims.md", "stability.csv",
-                "cells/r0.1_p2_s0.json", "cells_stable/r0.1_p2_s0.json", "real/cells/A/r0.1_p8_s0.json", "real/table1.csv"):
+                "cells/r0.1_u2_s0.json", "cells_stable/r0.1_u2_s0.json", "real/cells/A/r0.1_u8_s0.json", "real/table1.csv"):
         assert (record / rel).is_file(), rel
-    assert not (record / "cells/r0.1_p2_s0.recon.npz").exists(), "reconstructions stay out (large, not read by claims)"
-    assert "results/cells/r0.1_p2_s0.json" in copied
+    assert not (record / "cells/r0.1_u2_s0.recon.npz").exists(), "reconstructions stay out (large, not read by claims)"
+    assert "results/cells/r0.1_u2_s0.json" in copied
 
 
 def test_the_real_gate_of_a_record_without_real_cells_is_read_from_its_summary() -> None:
     from mae_hlvm.review.records import _learned_real_from_summary
 
-    line = ("- Learning gate, real track: 1 of 3 cells pass; failing: A/r0.1_p8_s0 (not plateaued (loss fell 10.7% over "
-            "the last quarter of epochs)), B/r0.75_p16_s2 (not learned (gain share 0.31 < 0.5 of the linear predictor's)).")
-    assert _learned_real_from_summary(f"# x\n{line}\n") == {"A/r0.1_p8_s0": True, "B/r0.75_p16_s2": False}
+    line = ("- Learning gate, real track: 1 of 3 cells pass; failing: A/r0.1_u8_s0 (not plateaued (loss fell 10.7% over "
+            "the last quarter of epochs)), B/r0.75_u16_s2 (not learned (gain share 0.31 < 0.5 of the linear predictor's)).")
+    assert _learned_real_from_summary(f"# x\n{line}\n") == {"A/r0.1_u8_s0": True, "B/r0.75_u16_s2": False}

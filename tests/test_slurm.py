@@ -297,7 +297,7 @@ def slurm_matches_local(tmp_path: Path, targets: list[str], timeout: float) -> d
 
 # ----------------------------------------------------------------------------- cluster (opt-in)
 
-CELL = "models/r0.25_p2_s0/checkpoint.pt"
+CELL = "models/r0.25_u2_s0/checkpoint.pt"
 
 if MODE in ("1", "full"):
 

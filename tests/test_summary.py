@@ -94,13 +94,13 @@ def test_the_real_track_adds_its_table_params_and_changes_the_stamp():
 
 def test_the_gate_section_counts_each_track_and_names_failing_cells():
     params = params_with(True)
-    real_md = "| A | 0.1 |\n\nLearning gate, real track: 9 of 10 cells pass; failing: B/r0.75_p16_s1 (too few epochs to judge).\n"
+    real_md = "| A | 0.1 |\n\nLearning gate, real track: 9 of 10 cells pass; failing: B/r0.75_u16_s1 (too few epochs to judge).\n"
     text, _ = render_summary(params, metrics(failing={(0.75, 4, 1)}), "# Claims check\n", [], None, real_md)
     section = text.split("## Learning gate")[1].split("## Claims check")[0]
-    assert ("- Learning gate, synthetic grid: 7 of 8 cells pass; failing: r0.75_p4_s1 (not learned (gain share 0.00 "
+    assert ("- Learning gate, synthetic grid: 7 of 8 cells pass; failing: r0.75_u4_s1 (not learned (gain share 0.00 "
             "< 0.5 of the linear predictor's)).") in section
     assert "a share of at least 0.5 of a linear predictor's gain over the per-position-mean predictor" in text
-    assert "- Learning gate, real track: 9 of 10 cells pass; failing: B/r0.75_p16_s1 (too few epochs to judge)." in section
+    assert "- Learning gate, real track: 9 of 10 cells pass; failing: B/r0.75_u16_s1 (too few epochs to judge)." in section
     text, _ = render_summary(params_with(False), metrics(), "# Claims check\n", [])
     section = text.split("## Learning gate")[1].split("## Claims check")[0]
     assert "- Learning gate, synthetic grid: 8 of 8 cells pass." in section and "real track" not in section
@@ -170,7 +170,7 @@ def test_theorem_section_puts_the_prediction_beside_what_the_encoder_holds_and_t
     frame = metrics().assign(**{f"mr2{k}_level{lv}": 0.5 for k in "cv" for lv in range(3)}, c_excess=0.1)
     frame.loc[frame.mask_ratio == 0.75, "c_excess"] = 0.3
     pred = {"generator": "copytree", "premises": "met: (the doc)",
-            "cells": {"r0.25_p2": {"c_share_per_level": [0.9, 0.6, 0.0]}}}
+            "cells": {"r0.25_u2": {"c_share_per_level": [0.9, 0.6, 0.0]}}}
     claims = {"claims": {"C5": {"effect": 0.2, "verdict": "not judged: 2 seeds"}}}
     lines = theorem_section(frame, claims, pred, "| cell | measure |\n")
     text = "\n".join(lines)

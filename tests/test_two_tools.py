@@ -69,7 +69,7 @@ def test_the_two_tools_refuse_each_other_and_damage_is_rebuilt_exactly(tmp_path)
     assert_agree_up_to_date(root)
 
     # a cached output (a model's training log) damaged in place comes back from DVC's cache
-    train_log = root / "models/r0.25_p2_s0/train_log.csv"
+    train_log = root / "models/r0.25_u2_s0/train_log.csv"
     flip_byte_keep_mtime(train_log, 10)
     plan = snakemake_plan(root)
     assert plan == {}, sh(root, "snakemake", "-n").stdout[-3000:]  # neither tool notices
@@ -80,21 +80,21 @@ def test_the_two_tools_refuse_each_other_and_damage_is_rebuilt_exactly(tmp_path)
 
     # not in DVC's cache (an output made elsewhere and never pushed): the consumer refuses,
     # verify moves it aside, each tool rebuilds exactly that file
-    drop_from_dvc_cache(root, "results/cells/r0.5_p2_s0.json", "results/cells/r0.25_p2_s0.json")
-    cell_json = root / "results/cells/r0.5_p2_s0.json"
+    drop_from_dvc_cache(root, "results/cells/r0.5_u2_s0.json", "results/cells/r0.25_u2_s0.json")
+    cell_json = root / "results/cells/r0.5_u2_s0.json"
     flip_byte_keep_mtime(cell_json, cell_json.read_text().index("0.") + 3)
     agg = sh(root, sys.executable, "-m", "mae_hlvm", "aggregate", check=False)
-    assert agg.returncode == 2 and "r0.5_p2_s0.json: its bytes do not match the hash recorded in dvc.lock" in agg.stderr
+    assert agg.returncode == 2 and "r0.5_u2_s0.json: its bytes do not match the hash recorded in dvc.lock" in agg.stderr
     ver = sh(root, sys.executable, "-m", "mae_hlvm", "verify", check=False)
-    assert ver.returncode == 1 and "results/cells/r0.5_p2_s0.json: damaged" in ver.stdout and "; moved to .pipeline/quarantine/" in ver.stdout
+    assert ver.returncode == 1 and "results/cells/r0.5_u2_s0.json: damaged" in ver.stdout and "; moved to .pipeline/quarantine/" in ver.stdout
     assert not cell_json.exists()
     # Snakemake rebuilds exactly that job; afterwards both tools agree nothing is left to do
-    run = sh(root, "snakemake", "--cores", "1", "results/cells/r0.5_p2_s0.json")
+    run = sh(root, "snakemake", "--cores", "1", "results/cells/r0.5_u2_s0.json")
     assert "1 of 1 steps (100%) done" in run.stdout + run.stderr
     assert_agree_up_to_date(root)
 
     # the same under DVC: `dvc repro` reruns exactly that stage
-    cell_json = root / "results/cells/r0.25_p2_s0.json"
+    cell_json = root / "results/cells/r0.25_u2_s0.json"
     flip_byte_keep_mtime(cell_json, cell_json.read_text().index("0.") + 3)
     assert sh(root, sys.executable, "-m", "mae_hlvm", "verify", check=False).returncode == 1
     run = sh(root, "dvc", "repro")

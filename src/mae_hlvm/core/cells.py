@@ -26,15 +26,22 @@ def unit_counts(image_size: int, mask_unit: int, mask_ratio: float) -> tuple[int
     return n_visible, n_units - n_visible
 
 
-def cell_id(mask_ratio: float, mask_unit: int, seed: int) -> str:
-    """The name of one grid cell in every path: ``r0.75_p4_s0``.
+def cell_name(ratio: str, unit: str, seed: str | None = None) -> str:
+    """The one spelling of a cell in every path, key and label: ``r0.75_u4_s0`` from the values
+    as spelt (``repr`` of the ratio, as DVC's ``${item...}`` prints it, or a tool's placeholder);
+    without a seed the (ratio, unit) cell every seed shares: ``r0.75_u4``."""
+    return f"r{ratio}_u{unit}" + ("" if seed is None else f"_s{seed}")
+
+
+def cell_id(mask_ratio: float, mask_unit: int, seed: int | None) -> str:
+    """:func:`cell_name` of a cell's values: ``r0.75_u4_s0``; ``seed`` None: ``r0.75_u4``.
 
     ``repr`` of a Python float is what DVC's ``${item...}`` interpolation prints too, so
     both tools spell the same path.
     """
     if not math.isfinite(mask_ratio):
         raise ParamsError(f"mask_ratio={mask_ratio}: not a finite number")
-    return f"r{float(mask_ratio)!r}_p{int(mask_unit)}_s{int(seed)}"
+    return cell_name(repr(float(mask_ratio)), str(int(mask_unit)), None if seed is None else str(int(seed)))
 
 
 def check_cells(image: tuple[str, int], vit: tuple[str, int], units: list[tuple[str, int]],

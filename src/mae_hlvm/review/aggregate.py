@@ -178,7 +178,7 @@ def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
         out[name]["gate_pass"] = int(values["gate_pass"])
     out["gate"] = {"n_cells": len(frame), "n_pass": int(frame["gate_pass"].sum())}
     out["summary"] = {
-        f"p{int(p)}": patch_summary(part) for p, part in frame.groupby("mask_unit", sort=True)
+        f"u{int(p)}": patch_summary(part) for p, part in frame.groupby("mask_unit", sort=True)
     }
     return out
 
@@ -276,7 +276,7 @@ def read_oracles(params: Params) -> dict[str, dict[str, Any]]:
     out = {}
     for unit in params.grid.mask_units:
         for ratio in params.grid.mask_ratios:
-            key = cell_id(ratio, unit, 0).rsplit("_s", 1)[0]
+            key = cell_id(ratio, unit, None)
             obj = read_json(paths.oracle_json(key))
             if not isinstance(obj, dict) or "encoders" not in obj or "frontier" not in obj:
                 raise ArtifactError(f"{paths.oracle_json(key)}: not an oracle table; rerun the oracles step")

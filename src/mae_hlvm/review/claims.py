@@ -307,7 +307,7 @@ def claim_key(c: dict[str, Any]) -> str:
     """A stable key per claim for claims.json, so `dvc metrics diff` lines up claims across revisions."""
     if "scope" in c:
         return f"{c['id']}_sweep{c['scope'].split()[1]}"
-    return c["id"] if c["id"] in ("C3", "C5") else f"{c['id']}_p{c['mask_unit']}"
+    return c["id"] if c["id"] in ("C3", "C5") else f"{c['id']}_u{c['mask_unit']}"
 
 
 # --------------------------------------------------------------------------- what the claims read

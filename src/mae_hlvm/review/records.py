@@ -89,7 +89,7 @@ def _learned_real_from_summary(summary_md: str) -> dict[str, bool]:
     """{"A/r0.1_p8_s0": learned} from a summary's real gate line (a record without real cells):
     a failing cell whose reason does not say "not learned" failed an older rule, not learning."""
     line = next((x for x in summary_md.splitlines() if "Learning gate, real track:" in x), "")
-    failing = dict(re.findall(r"(\w/r[\d.]+_p\d+_s\d+) \(((?:[^()]|\([^()]*\))*)\)", line))
+    failing = dict(re.findall(r"(\w/r[\d.]+_[pu]\d+_s\d+) \(((?:[^()]|\([^()]*\))*)\)", line))
     return {cell: "not learned" not in why for cell, why in failing.items()}
 
 
@@ -100,8 +100,9 @@ def legacy_real_frame(record: Path) -> pd.DataFrame:
     learned = _learned_real_from_summary((record / "summary.md").read_text())
     rows = []
     for r in table.to_dict("records"):
-        prefix = f"{r['sweep']}/r{float(r['mask_ratio'])!r}_p{int(r['mask_unit'])}_s"
-        cells = [ok for name, ok in learned.items() if name.startswith(prefix)]
+        # a record's names may be of before the masking unit's rename (``_p8`` for ``_u8``)
+        prefixes = tuple(f"{r['sweep']}/r{float(r['mask_ratio'])!r}_{u}{int(r['mask_unit'])}_s" for u in "pu")
+        cells = [ok for name, ok in learned.items() if name.startswith(prefixes)]
         rows.append({"sweep": r["sweep"], "mask_ratio": float(r["mask_ratio"]), "mask_unit": int(r["mask_unit"]), "seed": -1,
                      "acc": float(r["ours clean"]) / 100.0, "gate_pass": int(all(cells)), "gain_share": np.nan,
                      "recon_rel": np.nan, "n_seeds": int(r["n_seeds"])})

@@ -195,7 +195,7 @@ def theorem_section(metrics: pd.DataFrame, claims: dict[str, Any] | None, predic
     cells = (prediction or {}).get("cells", {})
     means = metrics.groupby(["mask_unit", "mask_ratio"]).mean(numeric_only=True)
     for (unit, ratio), row in means.iterrows():
-        key = f"r{float(ratio)!r}_p{int(unit)}"
+        key = cell_id(ratio, unit, None)
         shares = cells.get(key, {}).get("c_share_per_level") or [None] * n_levels
         pred = " | ".join(_number_text(x) for x in shares)
         held = " | ".join(f"{_number_text(_float(row[f'mr2c_level{lv}']))} / {_number_text(_float(row[f'mr2v_level{lv}']))}"

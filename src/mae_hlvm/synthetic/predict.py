@@ -238,8 +238,8 @@ def predict_copytree_cell(data: Any, mask_unit: int, mask_ratio: float, n_masks:
 
 
 def cell_key(mask_ratio: float, mask_unit: int) -> str:
-    """A (ratio, unit) cell's key, the cell id without its seed: ``r0.75_p4``."""
-    return cell_id(mask_ratio, mask_unit, 0).rsplit("_s", 1)[0]
+    """A (ratio, unit) cell's key, the cell id without its seed: ``r0.75_u4``."""
+    return cell_id(mask_ratio, mask_unit, None)
 
 
 def predict_grid(params: Params, reads: tuple[str, ...]) -> dict[str, Any]:

@@ -102,7 +102,7 @@ def _label(args: argparse.Namespace) -> str:
     sweep = f"{args.sweep}/" if getattr(args, "sweep", None) else ""
     if getattr(args, "mask_ratio", None) is not None and unit is not None:
         if getattr(args, "seed", None) is None:  # a (ratio, unit) cell every seed shares (oracles)
-            return f"{args.step} {sweep}{cell_id(args.mask_ratio, unit, 0).rsplit('_s', 1)[0]}"
+            return f"{args.step} {sweep}{cell_id(args.mask_ratio, unit, None)}"
         return f"{args.step} {sweep}{cell_id(args.mask_ratio, unit, args.seed)}"
     if getattr(args, "seed", None) is not None:
         return f"{args.step} {sweep}s{args.seed}"

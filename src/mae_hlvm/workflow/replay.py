@@ -31,6 +31,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mae_hlvm.core.cells import cell_id
+
 # --------------------------------------------------------------------------- tolerances
 #
 # Each tolerance is the largest difference measured between CPU kinds (bench/cpu_kinds.py,
@@ -232,7 +234,7 @@ def _number(value: str) -> float | None:
 def _row_label(keys: tuple[str, ...], key: tuple[str, ...]) -> str:
     values = dict(zip(keys, key))
     if keys == KEY_COLUMNS["metrics.csv"]:
-        return f"r{float(values['mask_ratio']):g}_p{int(float(values['mask_unit']))}_s{int(float(values['seed']))}"
+        return cell_id(float(values["mask_ratio"]), int(float(values["mask_unit"])), int(float(values["seed"])))
     return " ".join(f"{k}={v}" for k, v in values.items())
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mae_hlvm.core import paths
+from mae_hlvm.core import cells, paths
 from mae_hlvm.core.cells import (
     real_enabled,
     real_sweep_cells,
@@ -138,14 +138,14 @@ def seed_fields(seed: int) -> Fields:
 
 
 def cell_name(f: Fields) -> str:
-    """``r0.75_p4_s0``; equals :func:`mae_hlvm.core.config.cell_id` for concrete fields. Fields
-    without a seed (a (ratio, unit) cell every seed shares) give ``r0.75_p4``."""
-    return f"r{f['mask_ratio']}_p{f['mask_unit']}" + (f"_s{f['seed']}" if "seed" in f else "")
+    """``r0.75_u4_s0`` (:func:`mae_hlvm.core.cells.cell_name` of the fields as spelt). Fields
+    without a seed (a (ratio, unit) cell every seed shares) give ``r0.75_u4``."""
+    return cells.cell_name(f["mask_ratio"], f["mask_unit"], f.get("seed"))
 
 
 def pair_name(f: Fields) -> str:
-    """The (ratio, unit) cell of a cell's fields, ``r0.75_p4``: the oracle table it is read against."""
-    return f"r{f['mask_ratio']}_p{f['mask_unit']}"
+    """The (ratio, unit) cell of a cell's fields, ``r0.75_u4``: the oracle table it is read against."""
+    return cells.cell_name(f["mask_ratio"], f["mask_unit"])
 
 
 def grid_cells(params: Params) -> list[Fields]:
