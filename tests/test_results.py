@@ -15,8 +15,9 @@ from mae_hlvm.core import paths, results
 from mae_hlvm.core.config import load_params
 from mae_hlvm.core.io import ArtifactError
 from mae_hlvm.real import report
-from mae_hlvm.review import aggregate
+from mae_hlvm.review import aggregate, summary
 from mae_hlvm.synthetic import baseline, probe
+from mae_hlvm.workflow import replay
 
 
 def committed_cell(name: str = "r0.5_u4_s0") -> dict:
@@ -43,15 +44,33 @@ def test_every_committed_real_cell_fits_its_schema():
         assert res.sweep == Path(path).parent.name and res.cell_id == Path(path).stem
 
 
-def test_a_new_metric_is_one_column_entry_and_reaches_the_table(monkeypatch):
-    """Adding a column to the schema's list is all the aggregate step needs."""
+def test_a_new_metric_is_one_declaration_and_reaches_every_table(monkeypatch):
+    """Declaring a column is all it takes (issue 28 item 4): metrics.csv, metrics.json, the
+    summary's grid table, baselines.csv's random-init rows and the replay's tolerance."""
     cell = committed_cell()
     cell["new_score"] = 0.25  # what probe.py would compute
-    extra = results.Column("new_score", lambda c, p: c.model_extra["new_score"])
+    extra = results.Column("new_score", lambda c, p: c.model_extra["new_score"], json=True, summary=True,
+                           baseline=True, tolerance="acc")
     monkeypatch.setattr(results, "CELL_COLUMNS", results.CELL_COLUMNS + (extra,))
+    monkeypatch.setattr(results, "BASELINE_COLUMNS", results.BASELINE_COLUMNS + (extra,))
     parsed = results.read_cell(cell, (0.5, 4, 0), 4, "cell.json")
     frame = aggregate.metrics_frame([parsed], 4, "mean")
     assert frame.columns[-1] == "new_score" and frame.loc[0, "new_score"] == 0.25
+    assert aggregate.metrics_json(frame, 4)["r0.5_u4_s0"]["new_score"] == 0.25
+    assert summary.seed_table(frame, 4).loc[0, "new_score"] == "0.250 ± 0.000"
+    base = json.loads((REPO / paths.baseline_json(0)).read_text())
+    base["random_init"]["new_score"] = 0.125
+    rows = results.baseline_rows(results.read_baseline(base, 0, 4, "baseline.json"), "mean")
+    assert [r["new_score"] for r in rows][0] == 0.125 and all(r["new_score"] != r["new_score"] for r in rows[1:])
+    assert "new_score" in results.baseline_columns(4)
+    assert replay.column_rule("new_score") == (replay.ACC_TOL, replay.ACC_TOL.why)
+    assert replay.column_rule("new_score_level2")[0] is replay.ACC_TOL
+
+
+def test_every_declared_metric_has_its_tolerance():
+    """No metrics.csv column falls to the replay's generic rule."""
+    for name in results.cell_columns(4, "mean"):
+        assert replay.column_rule(name)[0] is not replay.OTHER_TOL, name
 
 
 @pytest.mark.parametrize(

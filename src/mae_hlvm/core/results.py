@@ -346,25 +346,41 @@ def _shape(value: ShapeBias | None, key: str) -> float:
 
 @dataclass(frozen=True)
 class Column:
-    """One column of metrics.csv (``levels``: one per latent level from ``first``, named
-    ``<name>_level<l>``); ``name`` may say ``{alt}``, the pooling the table does not lead with.
-    ``value(cell, pooling)`` reads it from a :class:`CellResult`."""
+    """One per-cell metric, declared once: its column of metrics.csv (``levels``: one per
+    latent level from ``first``, named ``<name>_level<l>``; ``name`` may say ``{alt}``, the
+    pooling the table does not lead with), read by ``value(cell, pooling)`` from a
+    :class:`CellResult`, and where else it goes:
+
+    - ``json``: into metrics.json's entry of the cell (``aggregate``);
+    - ``summary``: into the summary's grid table, mean ± sd over seeds (``summary``);
+    - ``baseline``: ``value`` reads only :class:`EncoderScores` fields, so the untrained
+      encoder of each seed gets it too (baselines.csv's ``random_init`` rows);
+    - ``tolerance``: how ``replay-check`` compares it across machines, a name of
+      ``mae_hlvm.workflow.replay.TOLERANCES`` (none: the replay's rules by column name).
+    """
 
     name: str
     value: Callable[[CellResult, str], Any]
     levels: bool = False
     first: int = 0
     integer: bool = False
+    json: bool = False
+    summary: bool = False
+    baseline: bool = False
+    tolerance: str | None = None
 
     def names(self, n_levels: int, pooling: str) -> list[str]:
         name = self.name.replace("{alt}", other_pooling(pooling))
         return level_names(name, n_levels, self.first) if self.levels else [name]
 
-    def cells(self, cell: CellResult, pooling: str) -> dict[str, Any]:
+    def cells(self, cell: Any, pooling: str, n_levels: int | None = None) -> dict[str, Any]:
+        """This column's values of ``cell`` (a :class:`CellResult`, or with ``n_levels`` any
+        :class:`EncoderScores`), keyed by :meth:`names`."""
+        levels = cell.n_levels if n_levels is None else n_levels
         value = self.value(cell, pooling)
         if not self.levels:
-            return {self.names(cell.n_levels, pooling)[0]: value}
-        return dict(zip(self.names(cell.n_levels, pooling), [_nan(v) for v in value[self.first:]], strict=True))
+            return {self.names(levels, pooling)[0]: value}
+        return dict(zip(self.names(levels, pooling), [_nan(v) for v in value[self.first:]], strict=True))
 
 
 def _alt(pooled: BaseModel, pooling: str) -> Any:
@@ -374,40 +390,43 @@ def _alt(pooled: BaseModel, pooling: str) -> Any:
 # metrics.csv, in order: the cell, the headline scores (the table's pooling), the learning
 # gate, the masking actually done, then the other pooling's scores and the finer probes
 CELL_COLUMNS: tuple[Column, ...] = (
-    Column("mask_ratio", lambda c, p: float(c.cell.mask_ratio)),
-    Column("mask_unit", lambda c, p: c.cell.mask_unit, integer=True),
-    Column("seed", lambda c, p: c.cell.seed, integer=True),
-    Column("r2", lambda c, p: getattr(c.r2_linear, p), levels=True),
-    Column("r2nl", lambda c, p: getattr(c.r2_nonlinear, p), levels=True),
-    Column("probe_acc", lambda c, p: _nan(getattr(c.probe_acc, p))),
-    Column("recon_mse", lambda c, p: _nan(c.recon_mse)),
-    Column("mean_pred_mse", lambda c, p: _nan(c.gate.mean_pred_mse)),
-    Column("linear_mse", lambda c, p: _nan(c.gate.linear_mse)),
-    Column("recon_rel", lambda c, p: _nan(c.gate.recon_rel)),
-    Column("gain_share", lambda c, p: _nan(c.gate.gain_share)),
-    Column("last_quarter_drop", lambda c, p: _nan(c.gate.last_quarter_drop)),
-    Column("gate_pass", lambda c, p: int(c.gate.gate_pass), integer=True),
-    Column("n_visible", lambda c, p: c.n_visible, integer=True),
-    Column("n_hidden", lambda c, p: c.n_hidden, integer=True),
+    Column("mask_ratio", lambda c, p: float(c.cell.mask_ratio), tolerance="exact"),
+    Column("mask_unit", lambda c, p: c.cell.mask_unit, integer=True, tolerance="exact"),
+    Column("seed", lambda c, p: c.cell.seed, integer=True, tolerance="exact"),
+    Column("r2", lambda c, p: getattr(c.r2_linear, p), levels=True, json=True, summary=True, baseline=True,
+           tolerance="r2"),
+    Column("r2nl", lambda c, p: getattr(c.r2_nonlinear, p), levels=True, json=True, baseline=True, tolerance="r2"),
+    Column("probe_acc", lambda c, p: _nan(getattr(c.probe_acc, p)), json=True, summary=True, baseline=True,
+           tolerance="acc"),
+    Column("recon_mse", lambda c, p: _nan(c.recon_mse), json=True, summary=True, tolerance="mse"),
+    Column("mean_pred_mse", lambda c, p: _nan(c.gate.mean_pred_mse), json=True, tolerance="mse"),
+    Column("linear_mse", lambda c, p: _nan(c.gate.linear_mse), json=True, tolerance="mse"),
+    Column("recon_rel", lambda c, p: _nan(c.gate.recon_rel), json=True, tolerance="ratio"),
+    Column("gain_share", lambda c, p: _nan(c.gate.gain_share), json=True, tolerance="gain"),
+    Column("last_quarter_drop", lambda c, p: _nan(c.gate.last_quarter_drop), json=True, tolerance="gain"),
+    Column("gate_pass", lambda c, p: int(c.gate.gate_pass), integer=True, json=True, tolerance="exact"),
+    Column("n_visible", lambda c, p: c.n_visible, integer=True, tolerance="exact"),
+    Column("n_hidden", lambda c, p: c.n_hidden, integer=True, tolerance="exact"),
     # the hidden share after MAE's rounding int(U * (1 - r)): 0.938 at nominal 0.9 with 16 units
-    Column("actual_ratio", lambda c, p: round(c.n_hidden / (c.n_visible + c.n_hidden), 6)),
-    Column("r2{alt}", lambda c, p: _alt(c.r2_linear, p), levels=True),
-    Column("r2nl{alt}", lambda c, p: _alt(c.r2_nonlinear, p), levels=True),
-    Column("r2region", lambda c, p: c.r2_region.levels, levels=True, first=1),
-    Column("probe_acc_{alt}", lambda c, p: _nan(_alt(c.probe_acc, p))),
-    Column("r2sp", lambda c, p: c.r2_spatial.levels, levels=True),
-    Column("r2in", lambda c, p: c.r2_spatial.innovations, levels=True, first=1),
-    Column("shape_bias", lambda c, p: _shape(getattr(c.shape_bias, p), "shape_bias")),
-    Column("cue_shape", lambda c, p: _shape(getattr(c.shape_bias, p), "shape")),
-    Column("cue_texture", lambda c, p: _shape(getattr(c.shape_bias, p), "texture")),
-    Column("shape_bias_{alt}", lambda c, p: _shape(_alt(c.shape_bias, p), "shape_bias")),
+    Column("actual_ratio", lambda c, p: round(c.n_hidden / (c.n_visible + c.n_hidden), 6), tolerance="exact"),
+    Column("r2{alt}", lambda c, p: _alt(c.r2_linear, p), levels=True, tolerance="r2"),
+    Column("r2nl{alt}", lambda c, p: _alt(c.r2_nonlinear, p), levels=True, tolerance="r2"),
+    Column("r2region", lambda c, p: c.r2_region.levels, levels=True, first=1, baseline=True, tolerance="r2"),
+    Column("probe_acc_{alt}", lambda c, p: _nan(_alt(c.probe_acc, p)), tolerance="acc"),
+    Column("r2sp", lambda c, p: c.r2_spatial.levels, levels=True, baseline=True, tolerance="r2"),
+    Column("r2in", lambda c, p: c.r2_spatial.innovations, levels=True, first=1, baseline=True, tolerance="r2"),
+    Column("shape_bias", lambda c, p: _shape(getattr(c.shape_bias, p), "shape_bias"), json=True, baseline=True,
+           tolerance="cue"),
+    Column("cue_shape", lambda c, p: _shape(getattr(c.shape_bias, p), "shape"), baseline=True, tolerance="cue"),
+    Column("cue_texture", lambda c, p: _shape(getattr(c.shape_bias, p), "texture"), baseline=True, tolerance="cue"),
+    Column("shape_bias_{alt}", lambda c, p: _shape(_alt(c.shape_bias, p), "shape_bias"), tolerance="cue"),
     # under the cell's own masks (synthetic/masked.py): shared, visible-only and hidden-only latents
-    Column("mr2c", lambda c, p: c.masked.c, levels=True),
-    Column("mr2v", lambda c, p: c.masked.v, levels=True),
-    Column("mr2h", lambda c, p: c.masked.h, levels=True),
-    Column("c_recovery", lambda c, p: _nan(c.masked.recovery)),
-    Column("c_selectivity", lambda c, p: _nan(c.masked.selectivity)),
-    Column("c_excess", lambda c, p: _nan(c.masked.c_excess)),
+    Column("mr2c", lambda c, p: c.masked.c, levels=True, tolerance="r2"),
+    Column("mr2v", lambda c, p: c.masked.v, levels=True, tolerance="r2"),
+    Column("mr2h", lambda c, p: c.masked.h, levels=True, tolerance="r2"),
+    Column("c_recovery", lambda c, p: _nan(c.masked.recovery), tolerance="r2"),
+    Column("c_selectivity", lambda c, p: _nan(c.masked.selectivity), tolerance="r2"),
+    Column("c_excess", lambda c, p: _nan(c.masked.c_excess), json=True, summary=True, tolerance="r2"),
 )
 ID_COLUMNS = ("mask_ratio", "mask_unit", "seed")
 INT_COLUMNS = tuple(c.name for c in CELL_COLUMNS if c.integer)
@@ -424,49 +443,35 @@ def cell_row(cell: CellResult, pooling: str) -> dict[str, Any]:
 
 
 BASELINE_KINDS = ("random_init", "pixels", "latents")
+BASELINE_COLUMNS = tuple(c for c in CELL_COLUMNS if c.baseline)
 
 
 def _per_level(prefix: str, values: list[Score], first: int = 0) -> dict[str, float]:
     return {f"{prefix}_level{i}": _nan(v) for i, v in enumerate(values) if i >= first}
 
 
-def _spatial(scores: SpatialScores) -> dict[str, float]:
-    return {**_per_level("r2sp", scores.levels), **_per_level("r2in", scores.innovations, first=1)}
-
-
-def _shape_columns(value: ShapeBias | None) -> dict[str, float]:
-    return {"shape_bias": _shape(value, "shape_bias"), "cue_shape": _shape(value, "shape"),
-            "cue_texture": _shape(value, "texture")}
-
-
 def baseline_columns(n_levels: int) -> list[str]:
-    """Columns of ``baselines.csv``: the metrics table's names, so one reader serves both."""
-    return [
-        "baseline", "seed", *level_names("r2", n_levels), *level_names("r2nl", n_levels), "probe_acc",
-        *level_names("r2region", n_levels, 1), *level_names("r2sp", n_levels), *level_names("r2in", n_levels, 1),
-        "shape_bias", "cue_shape", "cue_texture",
-    ]
+    """Columns of ``baselines.csv``: the metrics table's names of every ``baseline`` column,
+    so one reader serves both."""
+    return ["baseline", "seed", *(n for c in BASELINE_COLUMNS for n in c.names(n_levels, "mean"))]
 
 
 def baseline_rows(obj: BaselineResult, pooling: str) -> list[dict[str, Any]]:
-    """Three rows of one seed's baselines: the random-init encoder (the table's pooling), raw
-    pixels, and the true leaf latents (the linear ceiling: spatial and innovation probes only)."""
-    enc, pix = obj.random_init, obj.pixels
+    """Three rows of one seed's baselines: the random-init encoder (every ``baseline`` column,
+    the table's pooling), raw pixels, and the true leaf latents (the linear ceiling: spatial
+    and innovation probes only). A column a kind has no probe for is NaN."""
+    pix = obj.pixels
+    encoder = {k: v for c in BASELINE_COLUMNS for k, v in c.cells(obj.random_init, pooling, obj.n_levels).items()}
+    spatial = {**_per_level("r2sp", pix.r2_spatial.levels), **_per_level("r2in", pix.r2_spatial.innovations, 1)}
+    pixels = {
+        **_per_level("r2", pix.r2_linear), **_per_level("r2nl", pix.r2_nonlinear), "probe_acc": _nan(pix.probe_acc),
+        **spatial, "shape_bias": _shape(pix.shape_bias, "shape_bias"), "cue_shape": _shape(pix.shape_bias, "shape"),
+        "cue_texture": _shape(pix.shape_bias, "texture"),
+    }
+    truth = obj.latents.r2_spatial
+    latents = {**_per_level("r2sp", truth.levels), **_per_level("r2in", truth.innovations, 1)}
+    names = baseline_columns(obj.n_levels)[2:]
     return [
-        {
-            "baseline": "random_init", "seed": obj.seed,
-            **_per_level("r2", getattr(enc.r2_linear, pooling)), **_per_level("r2nl", getattr(enc.r2_nonlinear, pooling)),
-            "probe_acc": _nan(getattr(enc.probe_acc, pooling)),
-            **_per_level("r2region", enc.r2_region.levels, first=1),
-            **_spatial(enc.r2_spatial),
-            **_shape_columns(getattr(enc.shape_bias, pooling)),
-        },
-        {
-            "baseline": "pixels", "seed": obj.seed,
-            **_per_level("r2", pix.r2_linear), **_per_level("r2nl", pix.r2_nonlinear),
-            "probe_acc": _nan(pix.probe_acc),
-            **_spatial(pix.r2_spatial),
-            **_shape_columns(pix.shape_bias),
-        },
-        {"baseline": "latents", "seed": obj.seed, **_spatial(obj.latents.r2_spatial)},
+        {"baseline": kind, "seed": obj.seed, **{n: values.get(n, float("nan")) for n in names}}
+        for kind, values in (("random_init", encoder), ("pixels", pixels), ("latents", latents))
     ]

@@ -165,17 +165,15 @@ def patch_summary(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def metrics_json(frame: pd.DataFrame, levels: int) -> dict[str, Any]:
-    """``{cell_id: {r2_level*, r2nl_level*, probe_acc, recon_mse, mean_pred_mse, linear_mse, recon_rel,
-    gain_share, shape_bias, last_quarter_drop, gate_pass}, "gate": {"n_cells", "n_pass"}, "summary": {"p<size>": ...}}``;
-    flags as 0/1, gain_share null under the gate's fallback rule."""
-    keys = [*results.level_names("r2", levels), *results.level_names("r2nl", levels), "probe_acc", "recon_mse",
-            "mean_pred_mse", "linear_mse", "recon_rel", "gain_share", "shape_bias", "last_quarter_drop"]
+    """``{cell_id: {every json column of results.CELL_COLUMNS}, "gate": {"n_cells", "n_pass"},
+    "summary": {"u<size>": ...}}``; integer columns (the gate flag) as ints, NaN as null."""
+    columns = [c for c in results.CELL_COLUMNS if c.json]
+    keys = [(name, c.integer) for c in columns for name in c.names(levels, "mean")]
     out: dict[str, Any] = {}
     for row in frame.itertuples(index=False):
         values = row._asdict()
         name = cell_id(values["mask_ratio"], values["mask_unit"], values["seed"])
-        out[name] = {k: _json_number(values[k]) for k in keys}
-        out[name]["gate_pass"] = int(values["gate_pass"])
+        out[name] = {k: int(values[k]) if integer else _json_number(values[k]) for k, integer in keys}
     out["gate"] = {"n_cells": len(frame), "n_pass": int(frame["gate_pass"].sum())}
     out["summary"] = {
         f"u{int(p)}": patch_summary(part) for p, part in frame.groupby("mask_unit", sort=True)

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from mae_hlvm.core import paths
+from mae_hlvm.core import paths, results
 from mae_hlvm.core.cells import cell_id, real_enabled, stability_enabled
 from mae_hlvm.core.config import Params
 from mae_hlvm.core.gate import GATE_MIN_SHARE, flag_reason, gate_line
@@ -55,8 +55,11 @@ def _mean_sd(frame: pd.DataFrame, by: list[str] | str, cols: list[str], sort: bo
 
 
 def seed_table(metrics: pd.DataFrame, n_levels: int) -> pd.DataFrame:
-    """Mean and standard deviation over seeds, one row per (masking unit, masking ratio)."""
-    cols = [f"r2_level{i}" for i in range(n_levels)] + ["probe_acc", "recon_mse"]
+    """Mean and standard deviation over seeds, one row per (masking unit, masking ratio), of
+    every ``summary`` column of ``results.CELL_COLUMNS`` that some cell has a value of (the
+    hierarchy-free quadtree has no ``c_excess``)."""
+    cols = [name for c in results.CELL_COLUMNS if c.summary for name in c.names(n_levels, "mean")]
+    cols = [c for c in cols if c in metrics.columns and metrics[c].notna().any()]
     return _mean_sd(metrics, ["mask_unit", "mask_ratio"], cols)
 
 

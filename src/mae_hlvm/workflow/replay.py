@@ -31,6 +31,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mae_hlvm.core import results
 from mae_hlvm.core.cells import cell_id
 
 # --------------------------------------------------------------------------- tolerances
@@ -118,6 +119,25 @@ COLUMN_RULES: list[tuple[str, object, str]] = [
     (r"^ours .* sd$", TABLE1_SD_TOL, TABLE1_SD_TOL.why),
     (r"^ours ", TABLE1_TOL, TABLE1_TOL.why),
 ]
+
+# The tolerances a metric's declaration names (core/results.py, ``Column.tolerance``).
+TOLERANCES: dict[str, object] = {
+    "exact": EXACT, "r2": R2_TOL, "acc": ACC_TOL, "mse": MSE_TOL, "ratio": RATIO_TOL, "gain": GAIN_TOL, "cue": CUE_TOL,
+}
+
+
+def _declared_rules() -> list[tuple[str, object, str]]:
+    """One rule per declared per-cell metric, matching its column and its per-level columns."""
+    rules = []
+    for column in results.CELL_COLUMNS:
+        if column.tolerance is None:
+            continue
+        names = {column.name.replace("{alt}", p) for p in ("mean", "cls")}
+        rule = TOLERANCES[column.tolerance]
+        why = rule.why if isinstance(rule, Tolerance) else "declared exact: key, geometry or flag"
+        rules += [(rf"^{re.escape(n.lower())}(_level\d+)?$", rule, why) for n in sorted(names)]
+    return rules
+
 
 # Columns renamed since (README, "Changelog"): a table from before the rename reads with the new name.
 RENAMED_COLUMNS = {"patch_size": "mask_unit"}
@@ -240,7 +260,7 @@ def _row_label(keys: tuple[str, ...], key: tuple[str, ...]) -> str:
 
 def column_rule(column: str) -> tuple[object, str]:
     name = column.lower()
-    for pattern, rule, why in COLUMN_RULES:
+    for pattern, rule, why in _declared_rules() + COLUMN_RULES:
         if re.search(pattern, name):
             return rule, why
     return OTHER_TOL, OTHER_TOL.why
