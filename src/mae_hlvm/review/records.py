@@ -35,6 +35,7 @@ from mae_hlvm.core.config import Params, ParamsError, load_params
 from mae_hlvm.core.gate import learned_from
 from mae_hlvm.core.io import ArtifactError, read_json, write_json, write_text
 from mae_hlvm.review import claims as claims_mod
+from mae_hlvm.review import verdicts
 from mae_hlvm.review.aggregate import frame_to_csv, load_baselines, load_metrics
 
 # What a record keeps: files, and folders copied whole (relative to the working copy and to the record)
@@ -174,13 +175,10 @@ def rejudge(record: Path) -> list[dict[str, Any]]:
                 c.update(seeds=None, seeds_with_sign=None, n_seeds=n_real_seeds)
                 c["note"] = "; ".join(x for x in (c.get("note", "").replace(
                     "1 seed per cell, fewer than 3: bootstrap withheld", "").strip("; "), LEGACY_NOTE) if x)
-                c.update({k: None for k in claims_mod.BOOTSTRAP_KEYS if k in c})
+                c.update({k: None for k in verdicts.BOOTSTRAP_KEYS if k in c})
     table = claims_mod.stability_table(ev, stable) if stable is not None else pd.DataFrame(
         columns=list(claims_mod.STABILITY_COLUMNS))
-    rules = {"n_bootstrap": claims_mod.N_BOOTSTRAP, "seed": claims_mod.BOOTSTRAP_SEED,
-             "support_prob": claims_mod.SUPPORT_PROB, "min_effect": claims_mod.MIN_EFFECT,
-             "c5_min_excess": claims_mod.C5_MIN_EXCESS,
-             "min_seeds": claims_mod.MIN_SEEDS, "budget_factor": factor, "rejudged_from": "the record (no training)"}
+    rules = {**verdicts.RULES, "budget_factor": factor, "rejudged_from": "the record (no training)"}
     write_json(record / "claims.json", claims_mod._finite({"rules": rules, "claims": {claims_mod.claim_key(c): c for c in judged}}))
     write_text(record / "stability.csv", frame_to_csv(table))
     header = ("Re-judged from this record's files under the rules below (`python -m mae_hlvm.review.records "
