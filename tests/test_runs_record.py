@@ -63,6 +63,10 @@ def test_record_claims_are_todays_rules_on_its_own_files(record: Path, tmp_path:
     assert again == {c["id"] + str(c.get("scope", c.get("mask_unit"))): c["verdict"] for c in claims.values()}
     md = (record / "claims.md").read_text()
     assert claims and all(f"**{c['verdict']}**" in md for c in claims.values())
+    # the numbers `dvc metrics` compares are today's too, and the record's own summary says it is superseded
+    assert json.loads((record / "headline.json").read_text()) == json.loads((copy / "headline.json").read_text())
+    assert (record / "summary.md").read_text() == (copy / "summary.md").read_text()
+    assert "**Re-judged**" in summary
 
 
 def test_keep_copies_what_a_record_needs_and_refuses_an_unfinished_run(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from mae_hlvm.core.io import ArtifactError, read_json, write_json, write_text
 from mae_hlvm.review import claims as claims_mod
 from mae_hlvm.review import verdicts
 from mae_hlvm.review.aggregate import frame_to_csv, load_baselines, load_metrics
+from mae_hlvm.review.summary import headline
 
 # What a record keeps: files, and folders copied whole (relative to the working copy and to the record)
 KEPT = (
@@ -185,7 +186,25 @@ def rejudge(record: Path) -> list[dict[str, Any]]:
               f"rejudge {record.as_posix()}`): no cell was retrained.\n\n")
     write_text(record / "claims.md", claims_mod.render_markdown(judged, factor).replace(
         "# Claims check\n\n", "# Claims check\n\n" + header, 1))
+    write_json(record / "headline.json", headline(metrics, {"claims": {claims_mod.claim_key(c): c for c in judged}}))
+    _mark_superseded(record / "summary.md")
     return judged
+
+
+SUPERSEDED = ("> **Re-judged** (`python -m mae_hlvm.review.records rejudge`): this summary is the run's own; "
+              "its learning-gate and claims sections follow the rules of its time. Today's verdicts: "
+              "`claims.md`, `headline.json` and `stability.csv` beside it.\n\n")
+
+
+def _mark_superseded(summary: Path) -> None:
+    """Say at the top of a record's own summary that its verdicts are superseded (once)."""
+    if not summary.exists():
+        return
+    text = summary.read_text()
+    if SUPERSEDED in text:
+        return
+    title, _, rest = text.partition("\n\n")
+    write_text(summary, f"{title}\n\n{SUPERSEDED}{rest}")
 
 
 def main(argv: list[str] | None = None) -> int:
