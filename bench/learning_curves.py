@@ -39,17 +39,16 @@ from mae_hlvm.core.config import load_params
 from mae_hlvm.core.data import Dataset
 from mae_hlvm.core.device_loop import DeviceLoop
 from mae_hlvm.core.gate import GATE_MIN_SHARE, linear_on_mae_masks, linear_reference, train_mean_image
+from mae_hlvm.core.measures import recon_seed, reconstruct
 from mae_hlvm.core.model import build_model
 from mae_hlvm.core.schedule import cosine_schedule, epoch_seed, lr_at, param_groups
 from mae_hlvm.synthetic.generate import generate_dataset
-from mae_hlvm.synthetic.probe import (
+from mae_hlvm.synthetic.probe import encode_features
+from mae_hlvm.synthetic.readouts import (
     class_accuracy,
-    encode_features,
     flatten_latent,
     level_scores,
     r2_ridge_blocks,
-    recon_seed,
-    reconstruct,
     region_r2,
     spatial_level,
     standardise,

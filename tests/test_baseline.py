@@ -116,13 +116,13 @@ def test_step_rejects_data_without_latents(workdir, capsys):
 
 
 def test_pixel_scores_match_the_probe_functions_directly():
-    from mae_hlvm.synthetic import probe
+    from mae_hlvm.synthetic import readouts
 
     ds = tiny_probe_dataset()
     tr, te = ds.split(test=False), ds.split(test=True)
     params = tiny_params()
     got = baseline.pixel_scores(tr, te, params)
     x_tr, x_te = tr.images.reshape(90, -1).astype(np.float64), te.images.reshape(30, -1).astype(np.float64)
-    want = probe.r2_linear(x_tr, probe.flatten_latent(tr.latents[1]), x_te, probe.flatten_latent(te.latents[1]),
+    want = readouts.r2_linear(x_tr, readouts.flatten_latent(tr.latents[1]), x_te, readouts.flatten_latent(te.latents[1]),
                            params.probe.ridge_alphas)
     assert got["r2_linear"][1] == pytest.approx(want, abs=1e-6)

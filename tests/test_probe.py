@@ -15,7 +15,7 @@ from mae_hlvm.core import measures
 from mae_hlvm.core.config import parse_params
 from mae_hlvm.core.data import Dataset, save_dataset
 from mae_hlvm.core.model import MaskedAutoencoder
-from mae_hlvm.synthetic import probe
+from mae_hlvm.synthetic import readouts
 from mae_hlvm.workflow.cli import main
 
 ALPHAS = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
@@ -37,15 +37,15 @@ def test_features_equal_to_latents_give_r2_near_one() -> None:
     z = _latents(0)
     # an invertible linear mix, to show the probe does not need the latents' own axes
     x = z @ np.random.default_rng(1).standard_normal((4, 4))
-    assert probe.r2_linear(*_split(x, z), ALPHAS) > 0.99
-    assert probe.r2_nonlinear(*_split(x, z), ALPHAS, n_components=200) > 0.95
+    assert readouts.r2_linear(*_split(x, z), ALPHAS) > 0.99
+    assert readouts.r2_nonlinear(*_split(x, z), ALPHAS, n_components=200) > 0.95
 
 
 def test_noise_features_give_r2_near_zero() -> None:
     z = _latents(0)
     x = np.random.default_rng(2).standard_normal((len(z), 16))
-    lin = probe.r2_linear(*_split(x, z), ALPHAS)
-    nonlin = probe.r2_nonlinear(*_split(x, z), ALPHAS, n_components=200)
+    lin = readouts.r2_linear(*_split(x, z), ALPHAS)
+    nonlin = readouts.r2_nonlinear(*_split(x, z), ALPHAS, n_components=200)
     assert -0.05 < lin < 0.05
     assert -0.05 < nonlin < 0.05
 
@@ -54,8 +54,8 @@ def test_invertible_nonlinear_map_is_recovered_by_the_nonlinear_probe_only() -> 
     z = _latents(0, d=2)
     # a triangular map (inverse: z2 = x2 - x1**2), then a rotation: invertible, far from linear
     x = np.stack([z[:, 0], z[:, 1] + z[:, 0] ** 2], axis=1) @ np.array([[0.8, -0.6], [0.6, 0.8]])
-    lin = probe.r2_linear(*_split(x, z), ALPHAS)
-    nonlin = probe.r2_nonlinear(*_split(x, z), ALPHAS, n_components=200)
+    lin = readouts.r2_linear(*_split(x, z), ALPHAS)
+    nonlin = readouts.r2_nonlinear(*_split(x, z), ALPHAS, n_components=200)
     assert nonlin > 0.98
     assert lin < 0.75
 
@@ -63,10 +63,10 @@ def test_invertible_nonlinear_map_is_recovered_by_the_nonlinear_probe_only() -> 
 def test_r2_ridge_matches_r2_linear_on_standardised_features() -> None:
     z = _latents(3)
     x = z * np.array([100.0, 0.01, 1.0, 5.0]) + 7.0
-    s_tr, s_te = probe.standardise(x[:N_TR], x[N_TR:])
+    s_tr, s_te = readouts.standardise(x[:N_TR], x[N_TR:])
     assert np.allclose(s_tr.mean(axis=0), 0, atol=1e-9) and np.allclose(s_tr.std(axis=0), 1)
-    direct = probe.r2_ridge(s_tr, z[:N_TR], s_te, z[N_TR:], ALPHAS)
-    assert direct == pytest.approx(probe.r2_linear(*_split(x, z), ALPHAS))
+    direct = readouts.r2_ridge(s_tr, z[:N_TR], s_te, z[N_TR:], ALPHAS)
+    assert direct == pytest.approx(readouts.r2_linear(*_split(x, z), ALPHAS))
 
 
 def test_one_joint_fit_over_blocks_equals_separate_fits() -> None:
@@ -74,31 +74,31 @@ def test_one_joint_fit_over_blocks_equals_separate_fits() -> None:
     x = rng.standard_normal((N_TR + N_TE, 6))
     blocks = [x[:, :2] @ rng.standard_normal((2, 3)), np.sin(x[:, 2:4]), rng.standard_normal((N_TR + N_TE, 5))]
     blocks = [b + 0.3 * rng.standard_normal(b.shape) for b in blocks]
-    joint = probe.r2_ridge_blocks(x[:N_TR], [b[:N_TR] for b in blocks], x[N_TR:], [b[N_TR:] for b in blocks], ALPHAS)
-    separate = [probe.r2_ridge(x[:N_TR], b[:N_TR], x[N_TR:], b[N_TR:], ALPHAS) for b in blocks]
+    joint = readouts.r2_ridge_blocks(x[:N_TR], [b[:N_TR] for b in blocks], x[N_TR:], [b[N_TR:] for b in blocks], ALPHAS)
+    separate = [readouts.r2_ridge(x[:N_TR], b[:N_TR], x[N_TR:], b[N_TR:], ALPHAS) for b in blocks]
     assert joint == pytest.approx(separate, abs=1e-9)
     assert joint[0] > 0.6 and joint[2] < 0.05  # the blocks really differ
 
 
 def test_nonlinear_features_keep_the_standardised_features() -> None:
     x = np.random.default_rng(5).standard_normal((300, 3)) * 4 + 2
-    f_tr, f_te = probe.nonlinear_features(x[:200], x[200:], n_components=50)
+    f_tr, f_te = readouts.nonlinear_features(x[:200], x[200:], n_components=50)
     assert f_tr.shape == (200, 53) and f_te.shape == (100, 53)
-    s_tr, _ = probe.standardise(x[:200], x[200:])
+    s_tr, _ = readouts.standardise(x[:200], x[200:])
     assert np.allclose(f_tr[:, :3], s_tr)
 
 
 def test_median_gamma_is_the_inverse_of_twice_the_median_squared_distance() -> None:
     x = np.array([[0.0], [1.0], [3.0]])  # squared distances 1, 9, 4 -> median 4
-    assert probe.median_gamma(x) == pytest.approx(1 / 8)
+    assert readouts.median_gamma(x) == pytest.approx(1 / 8)
     with pytest.raises(ValueError, match="identical"):
-        probe.median_gamma(np.ones((5, 3)))
+        readouts.median_gamma(np.ones((5, 3)))
 
 
 def test_probes_are_deterministic() -> None:
     z = _latents(6)
     x = np.tanh(z) + 0.1 * np.random.default_rng(7).standard_normal(z.shape)
-    runs = [probe.r2_nonlinear(*_split(x, z), ALPHAS, n_components=100) for _ in range(2)]
+    runs = [readouts.r2_nonlinear(*_split(x, z), ALPHAS, n_components=100) for _ in range(2)]
     assert runs[0] == runs[1]
 
 
@@ -110,31 +110,31 @@ def test_class_accuracy_separable_and_chance() -> None:
     labels = rng.integers(0, 4, N_TR + N_TE)
     means = 3.0 * rng.standard_normal((4, 8))
     x = means[labels] + rng.standard_normal((len(labels), 8))
-    assert probe.class_accuracy(*_split(x, labels), ALPHAS, folds=3) > 0.95
+    assert readouts.class_accuracy(*_split(x, labels), ALPHAS, folds=3) > 0.95
     noise = rng.standard_normal((len(labels), 8))
-    assert abs(probe.class_accuracy(*_split(noise, labels), ALPHAS, folds=3) - 0.25) < 0.07
+    assert abs(readouts.class_accuracy(*_split(noise, labels), ALPHAS, folds=3) - 0.25) < 0.07
 
 
 # ------------------------------------------------------------------ regions
 
 
 def test_region_bounds_include_overlapping_tokens() -> None:
-    assert probe.region_bounds(4, 1) == [(0, 2), (2, 4)]
-    assert probe.region_bounds(12, 2) == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    assert readouts.region_bounds(4, 1) == [(0, 2), (2, 4)]
+    assert readouts.region_bounds(12, 2) == [(0, 3), (3, 6), (6, 9), (9, 12)]
     # 3 tokens per side, 2 nodes: the middle token overlaps both halves
-    assert probe.region_bounds(3, 1) == [(0, 2), (1, 3)]
+    assert readouts.region_bounds(3, 1) == [(0, 2), (1, 3)]
     with pytest.raises(ValueError, match="only 2"):
-        probe.region_bounds(2, 2)
+        readouts.region_bounds(2, 2)
 
 
 def test_region_features_average_each_square() -> None:
     grid, d = 4, 2
     tokens = np.arange(3 * grid * grid * d, dtype=np.float64).reshape(3, grid * grid, d)
-    out = probe.region_features(tokens, grid, level=1)
+    out = readouts.region_features(tokens, grid, level=1)
     assert out.shape == (3, 2, 2, d)
     squares = tokens.reshape(3, grid, grid, d)
     assert np.allclose(out[:, 1, 0], squares[:, 2:4, 0:2].mean(axis=(1, 2)))
-    assert np.allclose(probe.region_features(tokens, grid, 0)[:, 0, 0], probe.pooled_features(
+    assert np.allclose(readouts.region_features(tokens, grid, 0)[:, 0, 0], readouts.pooled_features(
         np.concatenate([np.zeros((3, 1, d)), tokens], axis=1))["mean"])
 
 
@@ -155,23 +155,23 @@ def _tokens_carrying_node_latents(level: int, grid: int, d_tok: int, seed: int) 
 def test_region_probe_recovers_a_node_latent_that_global_pooling_hides() -> None:
     grid, level = 8, 2
     tokens, z = _tokens_carrying_node_latents(level, grid, d_tok=8, seed=9)
-    regions = probe.region_features(tokens[:, 1:], grid, level)
-    per_node = probe.region_r2(regions[:N_TR], z[:N_TR], regions[N_TR:], z[N_TR:], ALPHAS)
+    regions = readouts.region_features(tokens[:, 1:], grid, level)
+    per_node = readouts.region_r2(regions[:N_TR], z[:N_TR], regions[N_TR:], z[N_TR:], ALPHAS)
     assert len(per_node) == 16
     assert min(per_node) > 0.9
     # the global mean dilutes 16 independent nodes into 8 numbers
-    pooled = probe.pooled_features(tokens)["mean"]
-    flat = probe.flatten_latent(z)
-    assert probe.r2_linear(pooled[:N_TR], flat[:N_TR], pooled[N_TR:], flat[N_TR:], ALPHAS) < 0.5
+    pooled = readouts.pooled_features(tokens)["mean"]
+    flat = readouts.flatten_latent(z)
+    assert readouts.r2_linear(pooled[:N_TR], flat[:N_TR], pooled[N_TR:], flat[N_TR:], ALPHAS) < 0.5
 
 
 def test_pooled_features_take_cls_and_patch_mean() -> None:
     tokens = np.random.default_rng(10).standard_normal((5, 7, 3))
-    out = probe.pooled_features(tokens)
+    out = readouts.pooled_features(tokens)
     assert np.array_equal(out["cls"], tokens[:, 0])
     assert np.allclose(out["mean"], tokens[:, 1:].mean(axis=1))
     with pytest.raises(ValueError):
-        probe.pooled_features(tokens[:, :1])
+        readouts.pooled_features(tokens[:, :1])
 
 
 # ------------------------------------------------------------------ reconstruction
@@ -368,7 +368,7 @@ def test_a_cell_that_did_not_learn_makes_every_claim_not_testable(cell) -> None:
 
 def test_innovations_remove_what_the_parent_predicts() -> None:
     """A child that is an exact linear function of its parent has zero innovation; noise stays."""
-    from mae_hlvm.synthetic.probe import innovations
+    from mae_hlvm.synthetic.readouts import innovations
 
     rng = np.random.default_rng(0)
     root = rng.standard_normal((200, 1, 1, 3))
@@ -410,7 +410,7 @@ def test_shape_bias_follows_the_cue_the_features_carry(cue_feature: str, expecte
     def feats(labels: np.ndarray) -> np.ndarray:
         return np.eye(k)[labels] + 0.1 * rng.standard_normal((len(labels), k))
 
-    scores = probe.class_scores(
+    scores = readouts.class_scores(
         feats(labels_tr), labels_tr, feats(labels_te), labels_te, [0.1, 1.0], 3,
         feats(shape if cue_feature == "shape" else texture), cue,
     )

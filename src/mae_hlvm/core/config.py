@@ -27,12 +27,12 @@ from mae_hlvm.core.cells import check_cells
 from mae_hlvm.core.errors import ParamsError, shown
 from mae_hlvm.core.limits import MAX_IMAGE_PASSES, MAX_MODEL_WEIGHTS, check_passes, check_tokens, format_gib
 from mae_hlvm.core.params_yaml import read_params_text, read_params_yaml
+from mae_hlvm.core.real_section import RealParams
 from mae_hlvm.core.sections import (
     DataParams,
     GridParams,
     ModelParams,
     ProbeParams,
-    RealParams,
     Section,
     StabilityParams,
     TrainParams,

@@ -36,17 +36,14 @@ from mae_hlvm.core.data import Dataset, load_dataset
 from mae_hlvm.core.io import ArtifactError, file_sha256, write_json
 from mae_hlvm.core.model import MaskedAutoencoder, build_model
 from mae_hlvm.core.provenance import digest, section_dict
-from mae_hlvm.synthetic.probe import (
-    _check_inputs,
-    _Clock,
-    _r,
+from mae_hlvm.synthetic.probe import _check_inputs, _Clock, encode_features, probe_scores
+from mae_hlvm.synthetic.readouts import (
     class_scores,
-    encode_features,
     flatten_latent,
     level_scores,
     nonlinear_features,
-    probe_scores,
     r2_ridge_blocks,
+    rounded,
     standardise,
 )
 
@@ -85,8 +82,8 @@ def pixel_scores(train: Dataset, test: Dataset, params: Params) -> dict[str, Any
     s_tr, s_te = standardise(x_tr, x_te)
     f_tr, f_te = nonlinear_features(x_tr, x_te, n_comp)
     return {
-        "r2_linear": [_r(r) for r in r2_ridge_blocks(s_tr, z_tr, s_te, z_te, alphas)],
-        "r2_nonlinear": [_r(r) for r in r2_ridge_blocks(f_tr, z_tr, f_te, z_te, alphas)],
+        "r2_linear": [rounded(r) for r in r2_ridge_blocks(s_tr, z_tr, s_te, z_te, alphas)],
+        "r2_nonlinear": [rounded(r) for r in r2_ridge_blocks(f_tr, z_tr, f_te, z_te, alphas)],
         **class_scores(x_tr, train.labels, x_te, test.labels, alphas, folds, x_cue, train.cue),
         "r2_spatial": level_scores(x_tr, x_te, train, test, alphas),
     }

@@ -39,6 +39,18 @@ import numpy as np
 from mae_hlvm.core.data import Dataset
 from mae_hlvm.core.errors import ParamsError
 from mae_hlvm.core.sections import DataParams, content_sizes, copytree_problem
+from mae_hlvm.synthetic.exact import (
+    N_STREAMS,
+    STREAM_FUNCTIONS,
+    STREAM_TEST,
+    STREAM_TRAIN,
+    contract,
+    expm1_nonneg,
+    orthonormal,
+    tanh,
+    unit_gain,
+    unit_rows,
+)
 
 GENERATOR_VERSION = "hlvm-copytree-1"
 _COUPLING_LAYERS = 4  # design constant: changing it changes the data (bump GENERATOR_VERSION)
@@ -110,11 +122,10 @@ def build_tree(parts: list[int], replication: int, perms: list[np.ndarray]) -> C
 
 
 def _exp(x: np.ndarray) -> np.ndarray:
-    """exp(x) from basic operations (CPU-independent bits, like generate._tanh)."""
-    from mae_hlvm.synthetic.generate import _expm1_nonneg
+    """exp(x) from basic operations (CPU-independent bits, like exact.tanh)."""
 
     a = np.minimum(np.abs(x), 40.0)
-    e = _expm1_nonneg(a) + 1.0
+    e = expm1_nonneg(a) + 1.0
     return np.where(x >= 0, e, 1.0 / e)
 
 
@@ -137,35 +148,32 @@ class Renderer:
     gain: float
 
     def _st(self, k: int, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from mae_hlvm.synthetic.generate import _contract, _tanh
 
-        s = self.strength * _tanh(_contract(a, self.scale_w[k]) + self.scale_b[k])
-        t = self.strength * _tanh(_contract(a, self.shift_w[k]) + self.shift_b[k])
+        s = self.strength * tanh(contract(a, self.scale_w[k]) + self.scale_b[k])
+        t = self.strength * tanh(contract(a, self.shift_w[k]) + self.shift_b[k])
         return s, t
 
     def forward(self, v: np.ndarray) -> np.ndarray:
         """(..., m) leaf vectors -> (..., m) pixel values (before the block layout)."""
-        from mae_hlvm.synthetic.generate import _contract
 
         x = np.asarray(v, dtype=np.float64)
         h = x.shape[-1] // 2
         for k in range(self.scale_w.shape[0]):
-            x = _contract(x, self.rotations[k])
+            x = contract(x, self.rotations[k])
             a, b = x[..., :h], x[..., h:]
             s, t = self._st(k, a)
             x = np.concatenate([a, b * _exp(s) + t], axis=-1)
-        return self.gain * _contract(x, self.rotations[-1])
+        return self.gain * contract(x, self.rotations[-1])
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """(..., m) pixel values -> the leaf vectors that render them."""
-        from mae_hlvm.synthetic.generate import _contract
 
-        x = _contract(np.asarray(y, dtype=np.float64) / self.gain, np.swapaxes(self.rotations[-1], -1, -2))
+        x = contract(np.asarray(y, dtype=np.float64) / self.gain, np.swapaxes(self.rotations[-1], -1, -2))
         h = x.shape[-1] // 2
         for k in range(self.scale_w.shape[0] - 1, -1, -1):
             a, b = x[..., :h], x[..., h:]
             s, t = self._st(k, a)
-            x = _contract(np.concatenate([a, (b - t) * _exp(-s)], axis=-1), np.swapaxes(self.rotations[k], -1, -2))
+            x = contract(np.concatenate([a, (b - t) * _exp(-s)], axis=-1), np.swapaxes(self.rotations[k], -1, -2))
         return x
 
 
@@ -184,21 +192,20 @@ class CopyTreeFunctions:
 def draw_functions(data: DataParams) -> CopyTreeFunctions:
     """Draw the fixed functions from the seed's function stream; calibrate the pixel gain on
     ``_CALIBRATION_SAMPLES`` draws of the same stream (independent of n_train, n_test)."""
-    from mae_hlvm.synthetic.generate import _N_STREAMS, _STREAM_FUNCTIONS, _orthonormal, _unit_gain, _unit_rows
 
     check_copytree(data)
-    streams = np.random.SeedSequence(data.seed).spawn(_N_STREAMS)
-    rng = np.random.default_rng(streams[_STREAM_FUNCTIONS])
+    streams = np.random.SeedSequence(data.seed).spawn(N_STREAMS)
+    rng = np.random.default_rng(streams[STREAM_FUNCTIONS])
     parts = list(data.latent_dims)
     sizes = content_sizes(data.depth, parts, data.replication)
     perms = [rng.permutation(sizes[level]) for level in range(data.depth)]
     tree = build_tree(parts, data.replication, perms)
-    means = _unit_rows(rng.standard_normal((data.n_classes, parts[0])))
+    means = unit_rows(rng.standard_normal((data.n_classes, parts[0])))
     block = data.image_size // 2**data.depth
     m = block * block * data.channels
     h = m // 2
     k = _COUPLING_LAYERS
-    rotations = _orthonormal(rng, (k + 1, m, m))
+    rotations = orthonormal(rng, (k + 1, m, m))
     scale_w = rng.standard_normal((k, m - h, h)) / np.sqrt(h)
     shift_w = rng.standard_normal((k, m - h, h)) / np.sqrt(h)
     scale_b, shift_b = 0.5 * rng.standard_normal((k, m - h)), 0.5 * rng.standard_normal((k, m - h))
@@ -206,7 +213,7 @@ def draw_functions(data: DataParams) -> CopyTreeFunctions:
     fns = CopyTreeFunctions(tree, means, renderer, block, data.channels, m - sizes[-1])
     labels = rng.integers(data.n_classes, size=_CALIBRATION_SAMPLES)
     leaves = leaf_vectors(fns, data, own_parts(fns, data, labels, rng), rng)
-    gain = _PIXEL_STD * _unit_gain(renderer.forward(leaves), "the rendered pixels")
+    gain = _PIXEL_STD * unit_gain(renderer.forward(leaves), "the rendered pixels")
     return CopyTreeFunctions(tree, means, Renderer(rotations, scale_w, scale_b, shift_w, shift_b, data.nonlinearity, gain),
                              block, data.channels, m - sizes[-1])
 
@@ -273,12 +280,11 @@ def sample(fns: CopyTreeFunctions, data: DataParams, n: int, rng: np.random.Gene
 def generate_dataset(data: DataParams) -> Dataset:
     """The copy-tree dataset of ``data``: n_train train rows, then n_test test rows. The latents
     are every node's own parts (``latents_level<l>``: (N, 2**l, 2**l, P_l))."""
-    from mae_hlvm.synthetic.generate import _N_STREAMS, _STREAM_TEST, _STREAM_TRAIN
 
     fns = draw_functions(data)
-    streams = np.random.SeedSequence(data.seed).spawn(_N_STREAMS)
+    streams = np.random.SeedSequence(data.seed).spawn(N_STREAMS)
     parts = [sample(fns, data, n, np.random.default_rng(streams[s]))
-             for n, s in ((data.n_train, _STREAM_TRAIN), (data.n_test, _STREAM_TEST))]
+             for n, s in ((data.n_train, STREAM_TRAIN), (data.n_test, STREAM_TEST))]
     images = np.concatenate([p[0] for p in parts]).astype(np.float32)
     labels = np.concatenate([p[1] for p in parts]).astype(np.int64)
     latents = [np.concatenate([p[2][lv] for p in parts]).astype(np.float32) for lv in range(data.depth + 1)]

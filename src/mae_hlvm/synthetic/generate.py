@@ -36,7 +36,7 @@ fixed by the code. No BLAS or LAPACK call (their kernels, blocking and use of FM
 the CPU: OpenBLAS's Haswell, SkylakeX and Sandybridge kernels give different last bits)
 and no transcendental ufunc (numpy's tanh, exp and cos take different code paths on
 AVX-512, AVX2 and older CPUs, and glibc's on CPUs with and without FMA): ``tanh``, the QR
-factorisation, the matrix products and the DCT cosines are evaluated here, below.
+factorisation, the matrix products and the DCT cosines are evaluated in :mod:`mae_hlvm.synthetic.exact`.
 Sums over many elements use numpy's pairwise summation, whose order depends on the
 array's length and layout only. ``bench/cpu_kinds.py`` checks this under emulated CPU kinds.
 """
@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,21 @@ import numpy as np
 from mae_hlvm.core.config import DataParams, Params, ParamsError
 from mae_hlvm.core.data import CueConflict, Dataset, save_dataset
 from mae_hlvm.core.io import atomic_path
+from mae_hlvm.synthetic.exact import (
+    N_STREAMS,
+    STREAM_CUE,
+    STREAM_FUNCTIONS,
+    STREAM_TEST,
+    STREAM_TEXTURE,
+    STREAM_TRAIN,
+    contract,
+    cos_pi_ratio,
+    matmul,
+    orthonormal,
+    tanh,
+    unit_gain,
+    unit_rows,
+)
 
 log = logging.getLogger("mae_hlvm.synthetic.generate")
 
@@ -69,8 +83,6 @@ _RESIDUAL_GAIN = 0.5  # Lipschitz constant of the residual branch: < 1 keeps the
 _CALIBRATION_SAMPLES = 2000  # samples used once to fix the per-level and pixel gains
 _PIXEL_STD = 0.4  # target per-pixel std: images then lie roughly in [-1, 1]
 _RENDER_INPUT_GAIN = 1.5  # pre-activation std of the leaf renderer, about 1: mildly nonlinear
-_STREAM_FUNCTIONS, _STREAM_TRAIN, _STREAM_TEST, _STREAM_TEXTURE, _STREAM_CUE = 0, 1, 2, 3, 4
-_N_STREAMS = 5  # SeedSequence.spawn(n)'s first children do not depend on n: adding streams moves none
 
 
 @dataclass(frozen=True)
@@ -142,134 +154,22 @@ class HierarchyFunctions:
         ``z <- h - 0.5 tanh(W z + b)``, a contraction with rate 0.5.
         """
         lm = self.levels[level - 1]
-        per_child = _contract(child / lm.gain, np.swapaxes(lm.lift, -1, -2))  # (N, g, g, d_p)
+        per_child = contract(child / lm.gain, np.swapaxes(lm.lift, -1, -2))  # (N, g, g, d_p)
         n, g, _, d_p = per_child.shape
         h = per_child.reshape(n, g // 2, 2, g // 2, 2, d_p).sum(axis=(2, 4)) / 4.0
         z = h.copy()
         for _ in range(iterations):
-            z = h - _RESIDUAL_GAIN * _tanh(_contract(z, lm.weight) + lm.bias)
+            z = h - _RESIDUAL_GAIN * tanh(contract(z, lm.weight) + lm.bias)
         return z
 
     def render(self, leaves: np.ndarray) -> np.ndarray:
         """Noise-free images (N, C, S, S) from leaf latents (N, G, G, d_leaf)."""
         r = self.renderer
         n, g = leaves.shape[0], leaves.shape[1]
-        hidden = _tanh(_contract(leaves, r.hidden_weight) + r.hidden_bias)  # (N, G, G, m)
-        blocks = r.gain * _contract(hidden, r.basis)  # (N, G, G, b*b*C)
+        hidden = tanh(contract(leaves, r.hidden_weight) + r.hidden_bias)  # (N, G, G, m)
+        blocks = r.gain * contract(hidden, r.basis)  # (N, G, G, b*b*C)
         blocks = blocks.reshape(n, g, g, r.block, r.block, r.channels)
         return blocks.transpose(0, 5, 1, 3, 2, 4).reshape(n, r.channels, g * r.block, g * r.block)
-
-
-# --------------------------------------------------------------------------- arithmetic
-#
-# CPU-independent float64 kernels: IEEE-754 basic operations only, in a fixed order, so
-# that the same inputs give the same bits on every CPU (module docstring). Each numpy
-# call below is one elementwise operation (one rounding per element), never a fused or
-# reordered one.
-
-# Cody-Waite split of ln 2 (the fdlibm constants): _LN2_HI has 21 trailing zero bits, so
-# k * _LN2_HI is exact for |k| < 2**20 and the reduced argument keeps full precision.
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-_INV_LN2 = 1.44269504088896338700e00
-# 1/n! for n = 14 .. 1: Taylor series of expm1 on |r| <= ln(2)/2, truncation error
-# below 2e-19 relative, far under float64's 1.1e-16.
-_EXPM1_COEFFS = tuple(1.0 / math.factorial(n) for n in range(14, 0, -1))
-# tanh(x) rounds to +-1.0 in float64 beyond |x| = 19.06; clipping keeps exp finite.
-_TANH_CLIP = 20.0
-
-
-def _expm1_nonneg(y: np.ndarray) -> np.ndarray:
-    """exp(y) - 1 for 0 <= y <= 2 * _TANH_CLIP, within a few float64 ulp.
-
-    y = k ln2 + r with |r| <= ln2 / 2; expm1(r) by Horner on the Taylor series; then
-    exp(y) - 1 = 2**k expm1(r) + (2**k - 1), both terms exact scalings or sums.
-    """
-    k = np.rint(y * _INV_LN2)
-    r = (y - k * _LN2_HI) - k * _LN2_LO
-    p = np.full_like(r, _EXPM1_COEFFS[0])
-    for c in _EXPM1_COEFFS[1:]:  # p = p * r + c, in place: two roundings per step, no FMA
-        np.multiply(p, r, out=p)
-        np.add(p, c, out=p)
-    np.multiply(p, r, out=p)
-    ki = k.astype(np.int64)
-    return np.ldexp(p, ki) + (np.ldexp(1.0, ki) - 1.0)
-
-
-_CHUNK = 1 << 16  # elements per block in _tanh: its ~35 passes then run in the CPU's cache
-
-
-def _tanh(x: np.ndarray) -> np.ndarray:
-    """tanh(x) = expm1(2|x|) / (expm1(2|x|) + 2) with the sign of x: within 3 ulp of
-    np.tanh, but the same bits on every CPU (np.tanh's AVX2/AVX-512 loops and its
-    fallback differ in the last bit). Elementwise, so the blocking changes no bit."""
-    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
-    out = np.empty_like(flat)
-    for start in range(0, flat.size, _CHUNK):
-        block = flat[start : start + _CHUNK]
-        a = np.minimum(np.abs(block), _TANH_CLIP)
-        e = _expm1_nonneg(a + a)
-        out[start : start + _CHUNK] = np.copysign(e / (e + 2.0), block)
-    return out.reshape(np.shape(x))
-
-
-def _contract(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``out[..., q] = sum_p w[..., q, p] * x[..., p]``, summed in the order p = 0, 1, ...
-
-    x (..., P) and w (..., Q, P) broadcast over the leading axes (w may be one (Q, P)
-    matrix for every node, or one per node). Replaces einsum / matmul, whose summation
-    order and use of FMA depend on the CPU (BLAS kernels). Feature-first copies keep
-    numpy's inner loops long: one multiply and one add per (q, p) over every node.
-    """
-    xs = np.ascontiguousarray(np.moveaxis(x, -1, 0))  # (P, ...)
-    ws = np.ascontiguousarray(np.moveaxis(w, (-2, -1), (0, 1)))  # (Q, P, ...)
-    n_out, n_in = ws.shape[:2]
-    out = np.empty((n_out,) + np.broadcast_shapes(xs.shape[1:], ws.shape[2:]))
-    term = np.empty(out.shape[1:])
-    for q in range(n_out):
-        acc = out[q, ...]  # a view, also when out is 1-D
-        np.multiply(ws[q, 0], xs[0], out=acc)
-        for p in range(1, n_in):
-            np.multiply(ws[q, p], xs[p], out=term)
-            np.add(acc, term, out=acc)
-    return np.ascontiguousarray(np.moveaxis(out, 0, -1))
-
-
-def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a (M, K) @ b (K, N) summed in the order k = 0, 1, ... (no BLAS)."""
-    return _contract(a, np.swapaxes(b, -1, -2))
-
-
-def _sum_sq(v: np.ndarray) -> float:
-    """The exactly rounded sum of the (rounded) squares of a 1-D array: order-free."""
-    return math.fsum((v * v).tolist())
-
-
-def _householder_q(a: np.ndarray) -> np.ndarray:
-    """The Q of a = QR (a: (M, N), M >= N) whose R has a positive diagonal.
-
-    That Q is unique for a full-rank a: it is what LAPACK's QR followed by the sign fix in
-    :func:`_orthonormal` returns, evaluated here by Householder reflections in a fixed
-    order so that its bits do not follow the CPU's BLAS/LAPACK kernels.
-    """
-    m, n = a.shape
-    r = np.array(a, dtype=np.float64)
-    reflectors = []
-    diag_sign = np.empty(n)
-    for j in range(n):
-        x = r[j:, j]
-        alpha = math.sqrt(_sum_sq(x))
-        sign = 1.0 if x[0] >= 0 else -1.0
-        v = x.copy()
-        v[0] = x[0] + sign * alpha  # no cancellation: x[0] and sign * alpha share a sign
-        scale = 2.0 / _sum_sq(v)
-        r[j:, j:] = r[j:, j:] - (scale * v)[:, None] * _contract(v, r[j:, j:].T)[None, :]
-        reflectors.append((j, v, scale))
-        diag_sign[j] = -sign  # R[j, j] = -sign * alpha after the reflection
-    q = np.eye(m, n)
-    for j, v, scale in reversed(reflectors):  # Q = H_0 H_1 ... H_{N-1} applied to I[:, :N]
-        q[j:, :] = q[j:, :] - (scale * v)[:, None] * _contract(v, q[j:, :].T)[None, :]
-    return q * diag_sign
 
 
 # --------------------------------------------------------------------------- maps
@@ -282,44 +182,12 @@ def _upsample(parent: np.ndarray) -> np.ndarray:
 
 def _residual(lm: LevelMap, z: np.ndarray) -> np.ndarray:
     """h = z + 0.5 tanh(W z + b) per node; z (N, g, g, d_p) -> (N, g, g, d_p)."""
-    return z + _RESIDUAL_GAIN * _tanh(_contract(z, lm.weight) + lm.bias)
+    return z + _RESIDUAL_GAIN * tanh(contract(z, lm.weight) + lm.bias)
 
 
 def _lift(lm: LevelMap, h: np.ndarray) -> np.ndarray:
     """Q h per node; (N, g, g, d_p) -> (N, g, g, d_c)."""
-    return _contract(h, lm.lift)
-
-
-def _orthonormal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Random matrices (..., rows, cols), rows >= cols, with orthonormal columns (Haar).
-
-    Q of the QR factorisation of a Gaussian matrix with R's diagonal made positive: the
-    sign fix makes the draw uniform (Haar) rather than biased by the QR convention.
-    """
-    gauss = rng.standard_normal(shape)
-    out = np.empty_like(gauss)
-    for idx in np.ndindex(*shape[:-2]):
-        out[idx] = _householder_q(gauss[idx])
-    return out
-
-
-def _cos_pi_ratio(m: np.ndarray, n: int) -> np.ndarray:
-    """cos(pi * m / n) for integer m >= 0, from basic operations (no libm cos).
-
-    The angle is reduced exactly in integers to t = pi * m' / n in [0, pi/2] with a
-    sign, then the Taylor series (to t**28, error below 1e-20) is summed by Horner.
-    """
-    m = np.asarray(m, dtype=np.int64) % (2 * n)  # period 2 pi
-    m = np.where(m > n, 2 * n - m, m)  # cos(2 pi - t) = cos t: now t in [0, pi]
-    sign = np.where(2 * m > n, -1.0, 1.0)  # cos(pi - t) = -cos t
-    m = np.where(2 * m > n, n - m, m)  # now t in [0, pi/2]
-    t = np.pi * m.astype(np.float64) / n
-    t2 = t * t
-    terms = 14
-    c = np.full_like(t, (-1.0) ** terms / math.factorial(2 * terms))
-    for k in range(terms - 1, -1, -1):
-        c = c * t2 + (-1.0) ** k / math.factorial(2 * k)
-    return sign * c
+    return contract(h, lm.lift)
 
 
 def _cosine_basis(block: int, channels: int) -> np.ndarray:
@@ -331,7 +199,7 @@ def _cosine_basis(block: int, channels: int) -> np.ndarray:
     x = np.arange(block)
     freq = np.arange(block)
     # cos(pi (x + 0.5) f / b) = cos(pi (2x + 1) f / (2b)), with the integer ratio reduced exactly
-    dct = _cos_pi_ratio((2 * x[:, None] + 1) * freq[None, :], 2 * block)  # (b, b): pixel x freq
+    dct = cos_pi_ratio((2 * x[:, None] + 1) * freq[None, :], 2 * block)  # (b, b): pixel x freq
     dct /= np.sqrt((dct * dct).sum(axis=0, keepdims=True))
     order = sorted(
         ((u, v, c) for u in range(block) for v in range(block) for c in range(channels)),
@@ -367,9 +235,9 @@ def _draw_level(rng: np.random.Generator, level: int, d_parent: int, d_child: in
     bottom-right), tiled over the level: siblings differ, positions do not.
     """
     half = 2 ** (level - 1)
-    weight = np.broadcast_to(_orthonormal(rng, (d_parent, d_parent)), (half, half, d_parent, d_parent))
+    weight = np.broadcast_to(orthonormal(rng, (d_parent, d_parent)), (half, half, d_parent, d_parent))
     bias = np.broadcast_to(0.5 * rng.standard_normal(d_parent), (half, half, d_parent))
-    frame = 2.0 * _orthonormal(rng, (4 * d_child, d_parent))
+    frame = 2.0 * orthonormal(rng, (4 * d_child, d_parent))
     slots = frame.reshape(2, 2, d_child, d_parent)
     lift = np.tile(slots, (half, half, 1, 1))  # (g, g, d_child, d_parent): node (i, j) gets slot (i % 2, j % 2)
     return LevelMap(weight.copy(), bias.copy(), lift, 1.0, noise)
@@ -378,19 +246,12 @@ def _draw_level(rng: np.random.Generator, level: int, d_parent: int, d_child: in
 def _draw_renderer(rng: np.random.Generator, data: DataParams) -> Renderer:
     block, hidden = _check_renderable(data)
     d_leaf = data.latent_dims[-1]
-    hidden_weight = _RENDER_INPUT_GAIN * _orthonormal(rng, (hidden, d_leaf))
+    hidden_weight = _RENDER_INPUT_GAIN * orthonormal(rng, (hidden, d_leaf))
     hidden_bias = 0.5 * rng.standard_normal(hidden)
     # A random rotation of exactly the m smoothest patterns: as smooth as possible, full rank.
-    mix = _orthonormal(rng, (hidden, hidden))
-    basis = _matmul(_cosine_basis(block, data.channels)[:, :hidden], mix)
+    mix = orthonormal(rng, (hidden, hidden))
+    basis = matmul(_cosine_basis(block, data.channels)[:, :hidden], mix)
     return Renderer(hidden_weight, hidden_bias, basis, 1.0, block, data.channels)
-
-
-def _unit_gain(x: np.ndarray, what: str) -> float:
-    std = float(x.std())
-    if not std > 0:
-        raise ParamsError(f"data: {what} has zero variance; raise noise_scales or class_separation")
-    return 1.0 / std
 
 
 def draw_functions(data: DataParams) -> HierarchyFunctions:
@@ -399,12 +260,12 @@ def draw_functions(data: DataParams) -> HierarchyFunctions:
     The gains are fixed once on ``_CALIBRATION_SAMPLES`` draws from the same stream, so
     they do not depend on n_train or n_test.
     """
-    streams = np.random.SeedSequence(data.seed).spawn(_N_STREAMS)
-    rng = np.random.default_rng(streams[_STREAM_FUNCTIONS])
+    streams = np.random.SeedSequence(data.seed).spawn(N_STREAMS)
+    rng = np.random.default_rng(streams[STREAM_FUNCTIONS])
     d = data.latent_dims
-    means = _unit_rows(rng.standard_normal((data.n_classes, d[0])))
+    means = unit_rows(rng.standard_normal((data.n_classes, d[0])))
     # From a stream of their own, so that t = 0 leaves every other function as in version 3.
-    texture = _unit_rows(np.random.default_rng(streams[_STREAM_TEXTURE]).standard_normal((data.n_classes, d[-1])))
+    texture = unit_rows(np.random.default_rng(streams[STREAM_TEXTURE]).standard_normal((data.n_classes, d[-1])))
     raw_levels = [
         _draw_level(rng, level, d[level - 1], d[level], data.noise_scales[level])
         for level in range(1, data.depth + 1)
@@ -413,7 +274,7 @@ def draw_functions(data: DataParams) -> HierarchyFunctions:
 
     labels = rng.integers(data.n_classes, size=_CALIBRATION_SAMPLES)
     root_raw = _root_raw(data, means, labels, rng)
-    root_gain = _unit_gain(root_raw, "the root latent")
+    root_gain = unit_gain(root_raw, "the root latent")
     z = root_gain * root_raw
     levels = []
     partial = HierarchyFunctions(means, root_gain, levels, renderer, texture, data.texture_separation)
@@ -422,19 +283,14 @@ def draw_functions(data: DataParams) -> HierarchyFunctions:
         if len(levels) + 1 == data.depth:  # the leaves carry the texture shift
             eps = partial.leaf_noise(eps, labels)
         child = _lift(raw, _upsample(_residual(raw, z))) + raw.noise * eps
-        gain = _unit_gain(child, f"level {len(levels) + 1}")
+        gain = unit_gain(child, f"level {len(levels) + 1}")
         levels.append(LevelMap(raw.weight, raw.bias, raw.lift, gain, raw.noise))
         z = gain * child
-    pixel_gain = _PIXEL_STD * _unit_gain(partial.render(z), "the rendered pixels")
+    pixel_gain = _PIXEL_STD * unit_gain(partial.render(z), "the rendered pixels")
     renderer = Renderer(
         renderer.hidden_weight, renderer.hidden_bias, renderer.basis, pixel_gain, renderer.block, renderer.channels
     )
     return HierarchyFunctions(means, root_gain, levels, renderer, texture, data.texture_separation)
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """Each row of x (K, d) scaled to unit Euclidean norm."""
-    return x / np.sqrt((x * x).sum(axis=1, keepdims=True))
 
 
 def _root_raw(data: DataParams, means: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -482,10 +338,10 @@ def generate_dataset(data: DataParams) -> Dataset:
 
         return copytree_dataset(data)
     fns = draw_functions(data)
-    streams = np.random.SeedSequence(data.seed).spawn(_N_STREAMS)
+    streams = np.random.SeedSequence(data.seed).spawn(N_STREAMS)
     parts = [
         sample(fns, data, n, np.random.default_rng(streams[stream]))
-        for n, stream in ((data.n_train, _STREAM_TRAIN), (data.n_test, _STREAM_TEST))
+        for n, stream in ((data.n_train, STREAM_TRAIN), (data.n_test, STREAM_TEST))
     ]
     images = np.concatenate([p[0] for p in parts]).astype(np.float32)
     labels = np.concatenate([p[1] for p in parts]).astype(np.int64)
@@ -495,7 +351,7 @@ def generate_dataset(data: DataParams) -> Dataset:
     cue = None
     if data.texture_separation > 0:
         cue_images, shape, _, texture = sample(
-            fns, data, data.n_test, np.random.default_rng(streams[_STREAM_CUE]), cue_conflict=True
+            fns, data, data.n_test, np.random.default_rng(streams[STREAM_CUE]), cue_conflict=True
         )
         cue = CueConflict(cue_images.astype(np.float32), shape.astype(np.int64), texture.astype(np.int64))
     return Dataset(images=images, labels=labels, is_test=is_test, latents=latents, settings=settings, cue=cue)
