@@ -11,8 +11,8 @@ from helpers import REPO
 
 from mae_hlvm.core.config import load_params
 from mae_hlvm.workflow.cli import build_parser, job_label
+from mae_hlvm.workflow.matrices import cell_name
 from mae_hlvm.workflow.pipeline import STAGE, command, instances
-from mae_hlvm.workflow.stages import cell_name
 
 
 def label(argv: str) -> str:

@@ -21,7 +21,8 @@ from mae_hlvm.core.config import ParamsError, dataset_bytes, load_params
 from mae_hlvm.core.io import ArtifactError
 from mae_hlvm.core.limits import GIB
 from mae_hlvm.workflow import ledger, pipeline
-from mae_hlvm.workflow.stages import TABLE, Step
+from mae_hlvm.workflow.stages import TABLE
+from mae_hlvm.workflow.steps import Step
 
 log = logging.getLogger("mae_hlvm")
 
@@ -40,7 +41,7 @@ def _check_args(p: argparse.ArgumentParser) -> None:
     """``check`` takes only ``--params``."""
 
 
-# Every stage's step comes from the stage table (mae_hlvm.workflow.stages: runner, help, arguments);
+# Every stage's step comes from the stage table (its Step, from mae_hlvm.workflow.steps: runner, help, arguments);
 # the tools on the working copy are added here. Arguments are declared there, not in the
 # step modules, so that ``--help`` and ``check`` never import torch.
 STEPS: dict[str, Step] = {

@@ -60,7 +60,7 @@ from mae_hlvm.workflow.pipeline import (
     smk_shell,
     stage_params,
 )
-from mae_hlvm.workflow.stages import user_data_inputs
+from mae_hlvm.workflow.tracks import user_data_inputs
 
 # ----------------------------------------------------------------------------- params files
 

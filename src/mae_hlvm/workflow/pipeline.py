@@ -41,21 +41,23 @@ from mae_hlvm.core.config import Params, ParamsError, load_params
 from mae_hlvm.core.io import ArtifactError, dumps_json, write_text
 from mae_hlvm.core.paths import EXAMPLES_PNG, FIGURE_NAMES, REAL_FIGURE_NAMES  # noqa: F401 - for the tools and tests
 from mae_hlvm.core.provenance import params_of
-from mae_hlvm.workflow import stages
-from mae_hlvm.workflow.stages import (  # noqa: F401 - the names the tools and tests use, defined once in stages
-    PACKAGE,
-    REAL_DATA_PARAMS,
-    REAL_EVALUATE_PARAMS,
-    REAL_REPORT_PARAMS,
+from mae_hlvm.workflow import stages, tracks
+from mae_hlvm.workflow.matrices import (  # noqa: F401 - the names the tools and tests use, defined once there
     REAL_SWEEP_LETTERS,
-    REAL_SWEEP_PARAMS,
-    REAL_TRAIN_PARAMS,
     Fields,
-    Out,
     cell_fields,
     cell_name,
     grid_cells,
     seed_fields,
+)
+from mae_hlvm.workflow.stages import Out
+from mae_hlvm.workflow.steps import PACKAGE
+from mae_hlvm.workflow.tracks import (  # noqa: F401 - the names the tools and tests use, defined once there
+    REAL_DATA_PARAMS,
+    REAL_EVALUATE_PARAMS,
+    REAL_REPORT_PARAMS,
+    REAL_SWEEP_PARAMS,
+    REAL_TRAIN_PARAMS,
 )
 
 STAGE: dict[str, stages.Stage] = {s.name: s for s in stages.TABLE}
@@ -271,7 +273,7 @@ def smk_inputs(stage: str, params: Params) -> list[str]:
     Snakemake would judge a folder by the folder's own mtime, which an overwritten image
     inside does not change.
     """
-    listing = {p: paths.folder_listing_file(k) for k, p in stages.user_data_inputs(params).items()}
+    listing = {p: paths.folder_listing_file(k) for k, p in tracks.user_data_inputs(params).items()}
     files = [listing.get(p, p) if os.path.isdir(p) else p for p in input_files(stage, smk_path_fields(stage), params)]
     return files + code_deps(stage) + [paths.params_file(stage)]
 

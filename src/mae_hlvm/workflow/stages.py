@@ -1,12 +1,13 @@
 """The stage table: one frozen :class:`Stage` record per pipeline stage, and nothing else.
 
-A record says everything about its stage: the CLI step it runs (:class:`Step`: runner,
-help, arguments), the params keys it reads, its command's arguments, the files it reads
-and writes, its matrix (one job, one per grid cell, per seed or per real sweep's cell),
-when it runs, its resources and which outputs go into Snakemake's report. The Snakefile's
-rules (one loop), ``dvc.yaml`` (``make dvc-yaml``) and the command line (``cli.STEPS``)
-are all derived from :data:`TABLE` by :mod:`mae_hlvm.workflow.pipeline`, so **adding a stage is one
-record here plus one module** holding its ``run(params, args)``
+A record says everything about its stage: the CLI step it runs (a :class:`Step` of
+:mod:`mae_hlvm.workflow.steps`: runner, help, arguments), the params keys it reads, its
+command's arguments, the files it reads and writes, its matrix (one job, one per grid cell,
+per seed or per real sweep's cell: :mod:`mae_hlvm.workflow.matrices`), when it runs
+(:mod:`mae_hlvm.workflow.tracks`), its resources and which outputs go into Snakemake's
+report. The Snakefile's rules (one loop), ``dvc.yaml`` (``make dvc-yaml``) and the command
+line (``cli.STEPS``) are all derived from :data:`TABLE` by :mod:`mae_hlvm.workflow.pipeline`,
+so **adding a stage is one record here plus one module** holding its ``run(params, args)``
 (tests/test_stage_table.py builds such a stage and runs it through both tools).
 
 Paths come from :mod:`mae_hlvm.core.paths`; a record's functions take the cell's fields
@@ -18,27 +19,69 @@ Nothing here imports torch or numpy: the Snakefile imports this module at parse 
 
 from __future__ import annotations
 
-import argparse
-import itertools
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mae_hlvm.core import cells, paths
-from mae_hlvm.core.cells import (
-    real_enabled,
-    real_sweep_cells,
-    real_sweeps,
-    stability_cells,
-    stability_enabled,
-    stability_real,
-)
+from mae_hlvm.core import paths
+from mae_hlvm.core.cells import real_enabled, stability_enabled, stability_real
 from mae_hlvm.core.config import Params
 from mae_hlvm.core.paths import EXAMPLES_PNG, FIGURE_NAMES, REAL_FIGURE_NAMES
-
-PACKAGE = "mae_hlvm"
-Fields = dict[str, str]  # mask_ratio, mask_unit (the masking unit), seed as spelled in paths
+from mae_hlvm.workflow.matrices import (
+    GRID,
+    PAIRS,
+    PER_SEED,
+    REAL,
+    REAL_PER_SEED,
+    REAL_STABLE,
+    REAL_SWEEP_LETTERS,
+    STABLE,
+    Fields,
+    Matrix,
+    cell_name,
+    grid_cells,
+    pair_name,
+    seed_cells,
+    stable_cells,
+)
+from mae_hlvm.workflow.steps import (
+    AGGREGATE,
+    BASELINE,
+    CLAIMS,
+    EVALUATE_REAL,
+    FIGURES,
+    GENERATE,
+    ORACLES,
+    PREDICT,
+    PREPARE_REAL,
+    PROBE,
+    REPORT_REAL,
+    SUMMARY,
+    TRAIN,
+    TRAIN_REAL,
+    TRAIN_REAL_SEED,
+    TRAIN_SEED,
+    Step,
+)
+from mae_hlvm.workflow.tracks import (
+    REAL_DATA_PARAMS,
+    REAL_EVALUATE_PARAMS,
+    REAL_REPORT_PARAMS,
+    REAL_SWEEP_PARAMS,
+    REAL_TRAIN_PARAMS,
+    claims_reads,
+    is_cell_job,
+    real_cell_jsons,
+    real_summary_inputs,
+    real_sweep_cell_jobs,
+    real_sweep_on,
+    real_sweep_seed_jobs,
+    stable_cell_jobs,
+    stable_cell_jsons,
+    stable_seed_jobs,
+    summary_reads,
+    user_data_inputs,
+)
 
 
 @dataclass(frozen=True)
@@ -48,38 +91,6 @@ class Out:
     path: str
     kind: str = "outs"
     cache: bool = True
-
-
-@dataclass(frozen=True)
-class Step:
-    """One ``python -m mae_hlvm <name>`` step: ``runner`` is the module with ``run(params, args)``
-    (or ``module:function``), ``declare`` adds its arguments (``--params`` and ``--log`` come
-    with every step), ``data`` the dataset it holds in RAM (``synthetic``/``real``; cli.check_ram)."""
-
-    name: str
-    runner: str
-    help: str
-    declare: Callable[[argparse.ArgumentParser], None]
-    data: str | None = None
-
-    @property
-    def module(self) -> str:
-        """The runner's module within the package (``real.report`` for ``mae_hlvm.real.report:run_report``)."""
-        return self.runner.partition(":")[0].split(".", 1)[1]
-
-
-@dataclass(frozen=True)
-class Matrix:
-    """The jobs of a stage that runs once per cell: DVC's ``matrix:`` (``dvc``), the job's
-    fields as DVC interpolates them (``item``) and the concrete cells under some params."""
-
-    dvc: Mapping[str, str]
-    item: Mapping[str, str]
-    cells: Callable[[Params], list[Fields]]
-
-    @property
-    def per_seed(self) -> bool:
-        return tuple(self.item) == ("seed",)
 
 
 def _always(params: Params) -> bool:
@@ -124,318 +135,6 @@ class Stage:
         return self.step.module
 
 
-# ----------------------------------------------------------------------------- cells
-
-
-def cell_fields(mask_ratio: float, mask_unit: int, seed: int) -> Fields:
-    """A cell's values spelled as in paths: ``repr`` of the float, as DVC prints it too."""
-    return {"mask_ratio": repr(float(mask_ratio)), "mask_unit": str(int(mask_unit)), "seed": str(int(seed))}
-
-
-def seed_fields(seed: int) -> Fields:
-    """A seed stage's fields: ``{"seed": "0"}``."""
-    return {"seed": str(int(seed))}
-
-
-def cell_name(f: Fields) -> str:
-    """``r0.75_u4_s0`` (:func:`mae_hlvm.core.cells.cell_name` of the fields as spelt). Fields
-    without a seed (a (ratio, unit) cell every seed shares) give ``r0.75_u4``."""
-    return cells.cell_name(f["mask_ratio"], f["mask_unit"], f.get("seed"))
-
-
-def pair_name(f: Fields) -> str:
-    """The (ratio, unit) cell of a cell's fields, ``r0.75_u4``: the oracle table it is read against."""
-    return cells.cell_name(f["mask_ratio"], f["mask_unit"])
-
-
-def grid_cells(params: Params) -> list[Fields]:
-    """Every cell of the grid, in DVC's matrix order (ratio, then patch, then seed)."""
-    g = params.grid
-    return [cell_fields(r, p, s) for r, p, s in itertools.product(g.mask_ratios, g.mask_units, g.seeds)]
-
-
-def seed_cells(f: Fields, params: Params) -> list[Fields]:
-    """The grid cells of seed ``f["seed"]`` (which may be a placeholder), in the grid's order."""
-    g = params.grid
-    return [{"mask_ratio": repr(float(r)), "mask_unit": str(int(u)), "seed": f["seed"]}
-            for r, u in itertools.product(g.mask_ratios, g.mask_units)]
-
-
-def _stable_cells(params: Params) -> list[Fields]:
-    return [cell_fields(*c) for c in stability_cells(params)]
-
-
-def _real_cells(sweep: str, stable: bool = False) -> Callable[[Params], list[Fields]]:
-    """A real sweep's cells; ``stable``: those of the stability seed (the stability set's)."""
-    def cells(params: Params) -> list[Fields]:
-        keep = (lambda s: s == params.stability.seed) if stable else (lambda s: True)
-        return [cell_fields(r, u, s) for r, u, s in real_sweep_cells(params.real)[sweep] if keep(s)]
-    return cells
-
-
-CELL_ITEM = {"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${item.seed}"}
-GRID = Matrix(
-    dvc={"mask_ratio": "${grid.mask_ratios}", "mask_unit": "${grid.mask_units}", "seed": "${grid.seeds}"},
-    item=CELL_ITEM, cells=grid_cells,
-)
-# every (ratio, unit) of the grid, seeds aside: the oracle tables
-PAIRS = Matrix(
-    dvc={"mask_ratio": "${grid.mask_ratios}", "mask_unit": "${grid.mask_units}"},
-    item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}"},
-    cells=lambda params: [{"mask_ratio": repr(float(r)), "mask_unit": str(int(u))}
-                          for r, u in itertools.product(params.grid.mask_ratios, params.grid.mask_units)],
-)
-PER_SEED = Matrix(dvc={"seed": "${grid.seeds}"}, item={"seed": "${item.seed}"},
-                  cells=lambda params: [seed_fields(s) for s in params.grid.seeds])
-# the stability set: its (ratio, unit) cells of the grid at the stability seed
-STABLE = Matrix(
-    dvc={"mask_ratio": "${stability.mask_ratios}", "mask_unit": "${stability.mask_units}"},
-    item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${stability.seed}"},
-    cells=_stable_cells,
-)
-# DVC's matrix is a plain product of params lists, so each real sweep is its own product:
-# A = ratios x seeds at real.sweep_a_unit, B = units x seeds at real.sweep_b_ratio, G = all three
-REAL_SWEEP_LETTERS = ("A", "B", "G")
-REAL = {
-    "A": Matrix(dvc={"mask_ratio": "${real.mask_ratios}", "seed": "${real.seeds}"},
-                item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${real.sweep_a_unit}", "seed": "${item.seed}"},
-                cells=_real_cells("A")),
-    "B": Matrix(dvc={"mask_unit": "${real.mask_units}", "seed": "${real.seeds}"},
-                item={"mask_ratio": "${real.sweep_b_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${item.seed}"},
-                cells=_real_cells("B")),
-    "G": Matrix(dvc={"mask_ratio": "${real.mask_ratios}", "mask_unit": "${real.mask_units}", "seed": "${real.seeds}"},
-                item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${item.seed}"},
-                cells=_real_cells("G")),
-}
-REAL_PER_SEED = Matrix(dvc={"seed": "${real.seeds}"}, item={"seed": "${item.seed}"},
-                       cells=lambda params: [seed_fields(s) for s in params.real.seeds])
-# each real sweep's cells at the stability seed (the stability set's real part)
-REAL_STABLE = {
-    "A": Matrix(dvc={"mask_ratio": "${real.mask_ratios}"},
-                item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${real.sweep_a_unit}", "seed": "${stability.seed}"},
-                cells=_real_cells("A", stable=True)),
-    "B": Matrix(dvc={"mask_unit": "${real.mask_units}"},
-                item={"mask_ratio": "${real.sweep_b_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${stability.seed}"},
-                cells=_real_cells("B", stable=True)),
-    "G": Matrix(dvc={"mask_ratio": "${real.mask_ratios}", "mask_unit": "${real.mask_units}"},
-                item={"mask_ratio": "${item.mask_ratio}", "mask_unit": "${item.mask_unit}", "seed": "${stability.seed}"},
-                cells=_real_cells("G", stable=True)),
-}
-
-
-# ----------------------------------------------------------------------------- params read
-
-# realdata.DATA_KEYS (a test checks they agree); spelled out so the Snakefile never imports numpy
-REAL_DATA_PARAMS = tuple(
-    f"real.{k}"
-    for k in ("dataset", "path", "image_size", "channels", "fit", "n_train", "n_test", "split_seed", "cue_conflict")
-)
-# train_cell records the whole resolved model/train sections, but real.* overrides these:
-REAL_TRAIN_PARAMS = (
-    tuple(f"model.{k}" for k in ("embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_depth",
-                                 "decoder_num_heads", "mlp_ratio", "norm_pix_loss"))
-    + tuple(f"train.{k}" for k in ("weight_decay", "warmup_epochs", "betas", "device", "precision", "threads"))
-    + ("real.vit_patch", "real.epochs", "real.base_lr", "real.batch_size")
-)
-REAL_EVALUATE_PARAMS = ("real.probe_epochs", "real.knn_k", "real.eval_seed", "train.threads", "train.device")
-REAL_REPORT_PARAMS = (
-    "real.sweep", "real.mask_ratios", "real.mask_units", "real.sweep_a_unit", "real.sweep_b_ratio", "real.seeds",
-    "real.n_eval_images", "real.tsne_points", "real.eval_seed", "train.threads", "train.device",
-    # Table 1's floors: the untrained encoder (built as train-real builds it) under the same probes
-    "real.probe_epochs", "real.knn_k", "real.vit_patch",
-    *(k for k in REAL_TRAIN_PARAMS if k.startswith("model.")),
-)
-# Where each real sweep's cells are: what claims reads of the real track when it is on (the
-# section may be absent otherwise), to find their JSONs, and what a train_real_seed job trains.
-REAL_SWEEP_PARAMS = ("real.sweep", "real.mask_ratios", "real.mask_units", "real.sweep_a_unit", "real.sweep_b_ratio", "real.seeds")
-
-
-def _real_reads(keys: tuple[str, ...]) -> Callable[[Params], tuple[str, ...]]:
-    return lambda params: keys if real_enabled(params) else ()
-
-
-def _summary_reads(params: Params) -> tuple[str, ...]:
-    """The summary prints the real section and the stability section when they are on."""
-    return (("real",) if real_enabled(params) else ()) + (("stability",) if stability_enabled(params) else ())
-
-
-def _claims_reads(params: Params) -> tuple[str, ...]:
-    """Claims find the real track's cells, and the stability set's at both budgets, where they are on."""
-    return (REAL_SWEEP_PARAMS if real_enabled(params) else ()) + (("stability",) if stability_enabled(params) else ())
-
-
-# ----------------------------------------------------------------------------- steps: arguments
-
-
-def _cell_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mask-ratio", type=float, required=True)
-    p.add_argument("--mask-unit", type=int, required=True, help="masking unit in pixels")
-    p.add_argument("--seed", type=int, required=True)
-
-
-def _generate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=paths.SYNTHETIC_DATA)
-    p.add_argument("--figure", default=None, help="also draw example images per class here (.png)")
-
-
-def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=paths.PREDICTION_JSON)
-
-
-def _stability_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stability", action="store_true",
-                   help="the stability set's run: stability.budget_factor x the epochs (the cosine over the longer run)")
-
-
-def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
-    _cell_args(p)
-    p.add_argument("--out-dir", required=True, help="folder for checkpoint.pt and train_log.csv")
-    _stability_arg(p)
-
-
-def _train_seed_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
-    p.add_argument("--seed", type=int, default=None, help="required, except with --stability (the stability seed)")
-    p.add_argument("--models-dir", default=paths.MODELS_DIR, help="each cell goes to <models-dir>/<cell>/")
-    _stability_arg(p)  # with it: every cell of the stability set
-
-
-def _probe_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="the cell's metrics (.json)")
-    p.add_argument("--recon", required=True, help="reconstructions of fixed test images (.npz)")
-    p.add_argument("--oracle", default=None, help="its (ratio, unit) cell's oracle table (.json): the frontier of even loss")
-
-
-def _oracles_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
-    p.add_argument("--mask-ratio", type=float, required=True)
-    p.add_argument("--mask-unit", type=int, required=True, help="masking unit in pixels")
-    p.add_argument("--out", required=True, help="the cell's oracle table (.json)")
-
-
-def _baseline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=paths.SYNTHETIC_DATA)
-    p.add_argument("--seed", type=int, required=True, help="the encoder's initialisation seed")
-    p.add_argument("--out", required=True, help="the seed's baseline scores (.json)")
-
-
-def _aggregate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out-csv", default=paths.METRICS_CSV)
-    p.add_argument("--out-json", default=paths.METRICS_JSON)
-    p.add_argument("--out-baselines", default=paths.BASELINES_CSV, help="random-init and raw-pixel rows (.csv)")
-    p.add_argument("--out-oracles", default=paths.ORACLES_MD, help="the oracle table (.md)")
-
-
-def _figures_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics", default=paths.METRICS_CSV)
-    p.add_argument("--baselines", default=paths.BASELINES_CSV, help="random-init and raw-pixel R^2 (.csv)")
-    p.add_argument("--prediction", default=paths.PREDICTION_JSON, help="the theorem's prediction (predict step)")
-    p.add_argument("--out-dir", default=paths.FIGURES_DIR)
-    p.add_argument("--loss-curves", default=paths.LOSS_CURVES_CSV, help="every cell's loss per epoch (.csv)")
-
-
-def _claims_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics", default=paths.METRICS_CSV)
-    p.add_argument("--baselines", default=paths.BASELINES_CSV)
-    p.add_argument("--real-cells-dir", default=paths.REAL_CELLS_DIR, help="read when real.enabled")
-    p.add_argument("--prediction", default=paths.PREDICTION_JSON, help="the theorem's prediction (predict step)")
-    p.add_argument("--stable-cells-dir", default=paths.STABLE_CELLS_DIR, help="the stability set's cells, read when on")
-    p.add_argument("--real-stable-cells-dir", default=paths.REAL_STABLE_CELLS_DIR,
-                   help="the stability set's real cells, read when on")
-    p.add_argument("--out-json", default=paths.CLAIMS_JSON)
-    p.add_argument("--out-md", default=paths.CLAIMS_MD)
-    p.add_argument("--out-stability", default=paths.STABILITY_CSV, help="every stability cell at both budgets (.csv)")
-
-
-def _summary_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics", default=paths.METRICS_CSV)
-    p.add_argument("--baselines", default=paths.BASELINES_CSV)
-    p.add_argument("--claims-md", default=paths.CLAIMS_MD)
-    p.add_argument("--claims-json", default=paths.CLAIMS_JSON)
-    p.add_argument("--figures-dir", default=paths.FIGURES_DIR)
-    p.add_argument("--real-dir", default=paths.REAL_RESULTS_DIR, help="Table 1 and figures, read when real.enabled")
-    p.add_argument("--out-md", default=paths.SUMMARY_MD)
-    p.add_argument("--out-tex", default=paths.METRICS_TEX)
-    p.add_argument("--out-headline", default=paths.HEADLINE_JSON, help="the numbers dvc metrics compares (.json)")
-    p.add_argument("--stability-csv", default=paths.STABILITY_CSV, help="the stability set (claims step), read when on")
-    p.add_argument("--prediction", default=paths.PREDICTION_JSON, help="the theorem's prediction (predict step)")
-    p.add_argument("--oracles-md", default=paths.ORACLES_MD, help="the oracle table (aggregate step)")
-
-
-def _prepare_real_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=paths.REAL_DATA)
-
-
-def _sweep_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sweep", choices=list(REAL_SWEEP_LETTERS), required=True, help="the sweep the cell is trained for")
-
-
-def _train_real_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=paths.REAL_DATA)
-    _sweep_arg(p)
-    p.add_argument("--mask-ratio", type=float, required=True)
-    p.add_argument("--mask-unit", type=int, required=True, help="masking unit in pixels")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--out-dir", required=True, help="folder for checkpoint.pt and train_log.csv")
-    _stability_arg(p)
-
-
-def _train_real_seed_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=paths.REAL_DATA)
-    _sweep_arg(p)
-    p.add_argument("--seed", type=int, default=None, help="required, except with --stability (the stability seed)")
-    p.add_argument("--models-dir", default=paths.REAL_MODELS_DIR, help="each cell goes to <models-dir>/<sweep>/<cell>/")
-    _stability_arg(p)
-
-
-def _evaluate_real_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=paths.REAL_DATA)
-    _sweep_arg(p)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="the cell's Table 1 and Fig. 5 numbers (.json)")
-
-
-def _report_real_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=paths.REAL_DATA)
-    p.add_argument("--cells-dir", default=paths.REAL_CELLS_DIR)
-    p.add_argument("--models-dir", default=paths.REAL_MODELS_DIR)
-    p.add_argument("--out-dir", default=paths.REAL_RESULTS_DIR, help="tables here, figures in its figures/")
-
-
-def _step(name: str, module: str, help_text: str, declare: Callable, data: str | None = None) -> Step:
-    return Step(name, f"{PACKAGE}.{module}", help_text, declare, data)
-
-
-GENERATE = _step("generate", "synthetic.generate", "draw the synthetic hierarchical dataset", _generate_args, "synthetic")
-PREDICT = _step("predict", "synthetic.predict", "the theorem's predicted latent level per grid cell", _predict_args)
-TRAIN = _step("train", "core.train", "pretrain the MAE of one grid cell", _train_args, "synthetic")
-TRAIN_SEED = _step("train-seed", "synthetic.train_seed", "pretrain every grid cell of one seed in one process (train.job: seed)",
-                   _train_seed_args, "synthetic")
-PROBE = _step("probe", "synthetic.probe", "probe one cell's features against the true latents", _probe_args, "synthetic")
-ORACLES = _step("oracles", "synthetic.oracles", "the masked probe on encoders with known answers, one (ratio, unit) cell",
-                _oracles_args, "synthetic")
-BASELINE = _step("baseline", "synthetic.baseline", "probe a random-init encoder and raw pixels (one seed)", _baseline_args,
-                 "synthetic")
-AGGREGATE = _step("aggregate", "review.aggregate", "collect every cell into results/metrics.*", _aggregate_args)
-FIGURES = _step("figures", "review.figures", "render the figures under results/figures", _figures_args)
-CLAIMS = _step("claims", "review.claims", "test the paper's claims on our results (bootstrap over seeds)", _claims_args)
-SUMMARY = _step("summary", "review.summary", "results/summary.md and results/metrics.tex for review", _summary_args)
-# the real-image track (docs/real_track.md); "module:function" names a runner other than run
-PREPARE_REAL = _step("prepare-real", "real.realdata:run_prepare", "convert the real images into data/real.npz",
-                     _prepare_real_args, "real")
-TRAIN_REAL = _step("train-real", "real.train_real", "pretrain the MAE of one real-track cell", _train_real_args, "real")
-TRAIN_REAL_SEED = _step("train-real-seed", "real.train_real:run_seed",
-                        "pretrain every cell of one real sweep and seed in one process (train.job: seed)",
-                        _train_real_seed_args, "real")
-EVALUATE_REAL = _step("evaluate-real", "real.evaluate:run_evaluate", "Table 1 and Fig. 5 numbers of one real cell",
-                      _evaluate_real_args, "real")
-REPORT_REAL = _step("report-real", "real.report:run_report", "Table 1 and Figs. 5 to 8 under results/real",
-                    _report_real_args, "real")
-
-
 # ----------------------------------------------------------------------------- stages: files
 
 def _pictures(directory: str, names: tuple[str, ...]) -> list[Out]:
@@ -467,34 +166,11 @@ def _train_seed_outputs(f: Fields | None, params: Params | None) -> list[Out]:
 def _stable_seed_outputs(f: Fields | None, params: Params | None) -> list[Out]:
     if params is None:
         raise ValueError("outputs('train_stable_seed') needs the params: its cells are the stability set's")
-    return [o for c in _stable_cells(params) for o in _train_outputs(c, stable=True)]
+    return [o for c in stable_cells(params) for o in _train_outputs(c, stable=True)]
 
 
 def _grid_of(params: Params | None) -> list[Fields]:
     return grid_cells(params) if params is not None else []
-
-
-def real_cell_jsons(params: Params | None, stable: bool = False) -> list[str]:
-    """Every current real cell's JSON (evaluate_real outputs), per sweep; [] when the track is off.
-    ``stable``: the stability set's real cells (evaluate_real_stable outputs); [] when not in the set."""
-    if params is None or not (stability_real(params) if stable else real_enabled(params)):
-        return []
-    matrices = REAL_STABLE if stable else REAL
-    return [paths.real_cell_json(s, cell_name(c), stable) for s in real_sweeps(params.real) for c in matrices[s].cells(params)]
-
-
-def stable_cell_jsons(params: Params | None) -> list[str]:
-    """The synthetic stability set's probe JSONs (probe_stable outputs); [] when the set is off."""
-    if params is None or not stability_enabled(params):
-        return []
-    return [paths.probe_json(cell_name(c), stable=True) for c in _stable_cells(params)]
-
-
-def _real_summary_inputs(params: Params | None) -> list[str]:
-    """The real track's Table 1 (Markdown) and figures, which the summary shows when the track is on."""
-    if params is None or not real_enabled(params):
-        return []
-    return [f"{paths.REAL_TABLE_STEM}.md"] + [f"{paths.REAL_FIGURES_DIR}/{name}.png" for name in REAL_FIGURE_NAMES]
 
 
 def _summary_inputs(f: Fields | None, params: Params | None) -> list[str]:
@@ -502,46 +178,8 @@ def _summary_inputs(f: Fields | None, params: Params | None) -> list[str]:
         [paths.METRICS_CSV, paths.BASELINES_CSV, paths.CLAIMS_JSON, paths.CLAIMS_MD, paths.PREDICTION_JSON, paths.ORACLES_MD]
         + [f"{paths.FIGURES_DIR}/{name}.png" for name in FIGURE_NAMES]
         + ([paths.STABILITY_CSV] if params is not None and stability_enabled(params) else [])
-        + _real_summary_inputs(params)
+        + real_summary_inputs(params)
     )
-
-
-def user_data_inputs(params: Params | None) -> dict[str, str]:
-    """The user's own real data, deps of ``prepare_real``: {``real.`` key: normalised path}.
-
-    ``path`` for a folder or .npz (none for mnist/digits), ``cue_conflict`` when set.
-    """
-    real = None if params is None else params.real
-    if real is None:
-        return {}
-    keys = (["path"] if real.dataset in ("folder", "npz") else []) + (["cue_conflict"] if real.cue_conflict else [])
-    return {key: os.path.normpath(getattr(real, key)) for key in keys}
-
-
-def _is_cell_job(params: Params) -> bool:
-    return params.train.job == "cell"
-
-
-def _stable_cell_jobs(params: Params) -> bool:
-    return stability_enabled(params) and _is_cell_job(params)
-
-
-def _stable_seed_jobs(params: Params) -> bool:
-    return stability_enabled(params) and not _is_cell_job(params)
-
-
-def _real_sweep_on(sweep: str, stable: bool = False) -> Callable[[Params], bool]:
-    if stable:
-        return lambda params: stability_real(params) and sweep in real_sweeps(params.real)
-    return lambda params: real_enabled(params) and sweep in real_sweeps(params.real)
-
-
-def _real_sweep_cell_jobs(sweep: str, stable: bool = False) -> Callable[[Params], bool]:
-    return lambda params: _real_sweep_on(sweep, stable)(params) and _is_cell_job(params)
-
-
-def _real_sweep_seed_jobs(sweep: str, stable: bool = False) -> Callable[[Params], bool]:
-    return lambda params: _real_sweep_on(sweep, stable)(params) and not _is_cell_job(params)
 
 
 def _real_train_outputs(sweep: str, f: Fields | None, stable: bool = False) -> list[Out]:
@@ -576,7 +214,7 @@ def _real_train(sweep: str, stable: bool = False) -> Stage:
     """One real cell (of the stability set: at stability.budget_factor x real.epochs)."""
     return Stage(
         name=f"train_real{_stable(stable)}_{sweep}", step=TRAIN_REAL, track="real_stability" if stable else "real",
-        matrix=(REAL_STABLE if stable else REAL)[sweep], runs_when=_real_sweep_cell_jobs(sweep, stable),
+        matrix=(REAL_STABLE if stable else REAL)[sweep], runs_when=real_sweep_cell_jobs(sweep, stable),
         reads=REAL_TRAIN_PARAMS + (("stability.budget_factor",) if stable else ()),
         args=lambda f: (
             f"--data {paths.REAL_DATA} --sweep {sweep} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
@@ -595,7 +233,7 @@ def _real_train_seed(sweep: str, stable: bool = False) -> Stage:
     return Stage(
         name=f"train_real{_stable(stable)}_seed_{sweep}", step=TRAIN_REAL_SEED,
         track="real_stability" if stable else "real", matrix=None if stable else REAL_PER_SEED,
-        runs_when=_real_sweep_seed_jobs(sweep, stable),
+        runs_when=real_sweep_seed_jobs(sweep, stable),
         reads=REAL_TRAIN_PARAMS + REAL_SWEEP_PARAMS + (("stability.budget_factor", "stability.seed") if stable else ()),
         args=lambda f: (
             f"--data {paths.REAL_DATA} --sweep {sweep}{'' if stable else ' --seed ' + f['seed']} --models-dir {models}"
@@ -610,7 +248,7 @@ def _real_train_seed(sweep: str, stable: bool = False) -> Stage:
 def _real_evaluate(sweep: str, stable: bool = False) -> Stage:
     return Stage(
         name=f"evaluate_real{_stable(stable)}_{sweep}", step=EVALUATE_REAL, track="real_stability" if stable else "real",
-        matrix=(REAL_STABLE if stable else REAL)[sweep], runs_when=_real_sweep_on(sweep, stable), reads=REAL_EVALUATE_PARAMS,
+        matrix=(REAL_STABLE if stable else REAL)[sweep], runs_when=real_sweep_on(sweep, stable), reads=REAL_EVALUATE_PARAMS,
         args=lambda f: (
             f"--data {paths.REAL_DATA} --sweep {sweep} --checkpoint {paths.real_checkpoint(sweep, cell_name(f), stable)} "
             f"--out {paths.real_cell_json(sweep, cell_name(f), stable)}"
@@ -640,7 +278,7 @@ TABLE: tuple[Stage, ...] = (
         outputs=lambda f, params: [Out(paths.PREDICTION_JSON, cache=False)],
     ),
     Stage(
-        name="train", step=TRAIN, matrix=GRID, runs_when=_is_cell_job, reads=("model", "train"),
+        name="train", step=TRAIN, matrix=GRID, runs_when=is_cell_job, reads=("model", "train"),
         args=lambda f: (
             f"--data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
             f"--seed {f['seed']} --out-dir {paths.model_dir(cell_name(f))}"
@@ -651,7 +289,7 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         # train.job: seed: every cell of a seed in one job (on a GPU they train together)
-        name="train_seed", step=TRAIN_SEED, matrix=PER_SEED, runs_when=lambda params: not _is_cell_job(params),
+        name="train_seed", step=TRAIN_SEED, matrix=PER_SEED, runs_when=lambda params: not is_cell_job(params),
         reads=("model", "train", "grid.mask_ratios", "grid.mask_units"),
         args=lambda f: f"--data {paths.SYNTHETIC_DATA} --seed {f['seed']} --models-dir {paths.MODELS_DIR}",
         inputs=lambda f, params: [paths.SYNTHETIC_DATA],
@@ -732,7 +370,7 @@ TABLE: tuple[Stage, ...] = (
         # claims and summary find the real track's files at their default paths (cli), so
         # their commands do not change, nor name the track, when it is switched off
         # probe.pooling: the stability set's probe JSONs are read into metrics.csv's columns
-        name="claims", step=CLAIMS, reads=("data.depth", "probe.pooling"), reads_when=_claims_reads,
+        name="claims", step=CLAIMS, reads=("data.depth", "probe.pooling"), reads_when=claims_reads,
         args=lambda f: (
             f"--metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --prediction {paths.PREDICTION_JSON} "
             f"--out-json {paths.CLAIMS_JSON} --out-md {paths.CLAIMS_MD} --out-stability {paths.STABILITY_CSV}"
@@ -752,7 +390,7 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         # the summary prints and stamps the params (+ the real and stability sections when on)
-        name="summary", step=SUMMARY, reads=("data", "model", "train", "probe", "grid"), reads_when=_summary_reads,
+        name="summary", step=SUMMARY, reads=("data", "model", "train", "probe", "grid"), reads_when=summary_reads,
         args=lambda f: (
             f"--metrics {paths.METRICS_CSV} --baselines {paths.BASELINES_CSV} --claims-md {paths.CLAIMS_MD} "
             f"--claims-json {paths.CLAIMS_JSON} --figures-dir {paths.FIGURES_DIR} "
@@ -767,7 +405,7 @@ TABLE: tuple[Stage, ...] = (
     # The stability set (stability: in params.yaml): cells trained again at budget_factor x the
     # passes, read by claims (a claim counts when its effect keeps its sign at both budgets)
     Stage(
-        name="train_stable", step=TRAIN, track="stability", matrix=STABLE, runs_when=_stable_cell_jobs,
+        name="train_stable", step=TRAIN, track="stability", matrix=STABLE, runs_when=stable_cell_jobs,
         reads=("model", "train", "stability.budget_factor"),
         args=lambda f: (
             f"--data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
@@ -779,7 +417,7 @@ TABLE: tuple[Stage, ...] = (
     ),
     Stage(
         # train.job: seed: the whole synthetic stability set in one job (on a GPU together)
-        name="train_stable_seed", step=TRAIN_SEED, track="stability", runs_when=_stable_seed_jobs,
+        name="train_stable_seed", step=TRAIN_SEED, track="stability", runs_when=stable_seed_jobs,
         reads=("model", "train", "stability.budget_factor", "stability.seed", "stability.mask_ratios",
                "stability.mask_units"),
         args=lambda f: f"--data {paths.SYNTHETIC_DATA} --models-dir {paths.STABLE_MODELS_DIR} --stability",
