@@ -21,7 +21,7 @@ from mae_hlvm.core import io, paths
 from mae_hlvm.core.config import DataParams, load_params, parse_params
 from mae_hlvm.core.data import Dataset
 from mae_hlvm.core.io import write_json
-from mae_hlvm.workflow import cli, glue, pipeline
+from mae_hlvm.workflow import cli, pipeline, receipts
 
 # cli's log format: "%(asctime)s %(name)s %(message)s"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
@@ -414,8 +414,8 @@ def one_valid_receipt(tmp_path: Path, monkeypatch, dvc_script: str) -> str:
     name = pipeline.dvc_stage_name("predict")
     for o in pipeline.outputs("predict"):
         io.write_text(o.path, "{}")
-    rec = glue._receipt("predict", params, None)
-    monkeypatch.setattr(glue, "_receipt", lambda *a, **k: rec)
+    rec = receipts.job_receipt("predict", params, None)
+    monkeypatch.setattr(receipts, "job_receipt", lambda *a, **k: rec)
     write_json(paths.receipt(name), rec)
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     fake = tmp_path / "bin"

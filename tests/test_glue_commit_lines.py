@@ -9,12 +9,12 @@ from pathlib import Path
 from helpers import one_valid_receipt, recording_dvc
 
 from mae_hlvm.core import paths
-from mae_hlvm.workflow import glue
+from mae_hlvm.workflow import receipts
 
 
 def test_the_commit_says_what_it_does_before_and_how_long_after(tmp_path, monkeypatch, capsys):
     name = one_valid_receipt(tmp_path, monkeypatch, recording_dvc(tmp_path / "dvc.args"))
-    assert glue.commit_receipts() == [name]
+    assert receipts.commit_receipts() == [name]
     err = capsys.readouterr().err.splitlines()
     assert err[0] == ("mae_hlvm.workflow.glue: recording 1 Snakemake job(s) in dvc.lock "
                       "(one `dvc commit` of 1 stage(s) or group(s)) ...")
@@ -26,13 +26,13 @@ def test_the_commit_says_what_it_does_before_and_how_long_after(tmp_path, monkey
 
 def test_quiet_prints_neither_line(tmp_path, monkeypatch, capsys):
     name = one_valid_receipt(tmp_path, monkeypatch, recording_dvc())
-    assert glue.commit_receipts(quiet=True) == [name]
+    assert receipts.commit_receipts(quiet=True) == [name]
     assert capsys.readouterr().err == ""
 
 
 def test_a_failed_commit_follows_the_announcement_with_dvcs_error(tmp_path, monkeypatch, capsys):
     one_valid_receipt(tmp_path, monkeypatch, "#!/bin/sh\necho 'ERROR: Unable to acquire lock' >&2\nexit 1\n")
-    assert glue.commit_receipts() == []
+    assert receipts.commit_receipts() == []
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0].startswith("mae_hlvm.workflow.glue: recording 1 Snakemake job(s)")
     assert "dvc commit failed (ERROR: Unable to acquire lock)" in err[1]

@@ -20,7 +20,7 @@ from helpers import flip_byte_keep_mtime, one_valid_receipt
 from mae_hlvm.core import io, paths, train
 from mae_hlvm.core.config import load_params
 from mae_hlvm.core.io import ArtifactError, read_json, write_json
-from mae_hlvm.workflow import cli, glue, ledger, pipeline, runlock
+from mae_hlvm.workflow import cli, glue, ledger, pipeline, receipts, runlock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,11 +89,11 @@ def test_a_folder_dep_is_hashed_as_a_tree_and_a_receipt_can_be_made(tmp_path, mo
     (folder / "cat").mkdir(parents=True)
     (folder / "cat" / "a.png").write_bytes(b"one")
     params, _ = _folder_params(tmp_path, folder)
-    first = glue._sha256(str(folder))
-    rec = glue._receipt("prepare_real", params, None)  # was IsADirectoryError under Snakemake
+    first = receipts._sha256(str(folder))
+    rec = receipts.job_receipt("prepare_real", params, None)  # was IsADirectoryError under Snakemake
     assert rec["deps"][os.path.normpath(str(folder))] == first
     flip_byte_keep_mtime(folder / "cat" / "a.png", 0)
-    assert glue._sha256(str(folder)) != first
+    assert receipts._sha256(str(folder)) != first
 
 
 def test_snakemake_sees_an_image_overwritten_inside_the_users_folder(tmp_path, monkeypatch):
@@ -395,7 +395,7 @@ def test_the_snakefile_claims_on_start_and_releases_before_its_own_dvc_commit():
 def test_commit_failure_names_dvcs_error(tmp_path, monkeypatch, capsys):
     name = one_valid_receipt(tmp_path, monkeypatch, "#!/bin/sh\necho 'ERROR: Unable to acquire lock. Most likely another "
                                                     "DVC process is running' >&2\nexit 1\n")
-    assert glue.commit_receipts() == []
+    assert receipts.commit_receipts() == []
     err = capsys.readouterr().err
     assert "dvc commit failed (ERROR: Unable to acquire lock" in err and "receipts kept" in err
     assert Path(paths.receipt(name)).exists()

@@ -20,7 +20,7 @@ from helpers import VENV_BIN, copy_repo, make_read_only, make_writable, one_vali
 from mae_hlvm.core import io, paths
 from mae_hlvm.core.config import ParamsError, load_params
 from mae_hlvm.core.io import ArtifactError, read_json, write_json
-from mae_hlvm.workflow import cli, glue, ledger, pipeline, plainrun, runlock, sync
+from mae_hlvm.workflow import cli, glue, ledger, pipeline, plainrun, receipts, runlock, sync
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = "probe@0.5-2-0"  # not a stage of the params below: judged on its own record
@@ -292,7 +292,7 @@ def test_ctrl_c_while_recording_leaves_dvc_lock_as_it_was_and_the_next_call_reco
     assert Path("dvc.lock").read_bytes() == before and Path("dvc.lock").stat().st_mtime_ns == 4_000_000_000
     assert Path(paths.receipt(name)).exists() and not ledger.journal_left()
     (tmp_path / "bin" / "dvc").write_text(recording_dvc())
-    assert glue.commit_receipts() == [name]
+    assert receipts.commit_receipts() == [name]
     assert not Path(paths.receipt(name)).exists() and name in ledger.parse_lock(Path("dvc.lock").read_text())
 
 
@@ -311,7 +311,7 @@ def test_a_failed_commit_puts_dvc_lock_back_and_keeps_the_receipts(tmp_path, mon
     Path("dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     os.utime("dvc.lock", ns=(4_000_000_000, 4_000_000_000))
     before = Path("dvc.lock").read_bytes()
-    assert glue.commit_receipts() == []
+    assert receipts.commit_receipts() == []
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[1] == (
         f"mae_hlvm.workflow.glue: dvc commit failed ({problem}); dvc.lock is as it was before it; receipts kept in "
@@ -326,7 +326,7 @@ def test_no_copy_of_dvc_lock_no_commit(tmp_path, monkeypatch, capsys):
     Path("dvc.lock").write_text("schema: '2.0'\nstages: {}\n" + "# padding\n" * 200)
     before = Path("dvc.lock").read_bytes()
     code = ("import resource\nresource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
-            "from mae_hlvm.workflow import glue\nglue.commit_receipts()\n")
+            "from mae_hlvm.workflow import receipts\nreceipts.commit_receipts()\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "cannot copy dvc.lock aside before recording (File too large): nothing recorded" in proc.stderr

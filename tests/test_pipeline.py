@@ -42,7 +42,7 @@ from helpers import (
 from mae_hlvm.core import paths
 from mae_hlvm.core.cells import cell_id, real_sweep_cells
 from mae_hlvm.core.config import load_params
-from mae_hlvm.workflow import glue, pipeline
+from mae_hlvm.workflow import glue, pipeline, receipts
 
 # ----------------------------------------------------------------------------- fast
 
@@ -219,11 +219,11 @@ def test_receipt_written_for_canonical_command_only_and_invalidated_by_edits(tmp
         pass
     name = pipeline.dvc_stage_name("train", f)
     assert Path(paths.receipt(name)).exists()
-    assert glue._valid_receipts(params)[0] == [name]
+    assert receipts._valid_receipts(params)[0] == [name]
     edited = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 99})})
-    assert glue._valid_receipts(edited)[0] == [], "a params edit must invalidate the receipt"
+    assert receipts._valid_receipts(edited)[0] == [], "a params edit must invalidate the receipt"
     Path(pipeline.outputs("train", f)[0].path).write_bytes(b"changed")
-    assert glue._valid_receipts(params)[0] == [], "a changed output must invalidate the receipt"
+    assert receipts._valid_receipts(params)[0] == [], "a changed output must invalidate the receipt"
 
 
 def test_commit_targets_name_whole_foreach_groups_once():
@@ -232,10 +232,10 @@ def test_commit_targets_name_whole_foreach_groups_once():
     train = [n for n in names if n.startswith("train@")]
     probe = [n for n in names if n.startswith("probe@")]
     picked = ["generate", *train, *probe[:2], "baseline@0"]
-    targets = glue.commit_targets(picked, params)
+    targets = receipts.commit_targets(picked, params)
     # one dvc.lock rewrite for the whole train group; incomplete groups stay per cell
     assert targets == ["generate", "train", *probe[:2], "baseline@0"]
-    assert glue.commit_targets([], params) == []
+    assert receipts.commit_targets([], params) == []
 
 
 def test_drift_default_grid_same_outputs_and_commands():

@@ -5,7 +5,7 @@ The ledger of a working copy is everything it records about an output's bytes:
 * ``dvc.lock``: the md5 of each stage's outputs (written by ``dvc repro`` after each stage
   and by ``dvc commit``), and the md5 of each stage's inputs as that stage read them;
 * the pending Snakemake receipts (``.pipeline/receipts/*.json``: the sha256 of the outputs
-  of jobs Snakemake finished but has not yet recorded in dvc.lock; :mod:`mae_hlvm.workflow.glue`).
+  of jobs Snakemake finished but has not yet recorded in dvc.lock; :mod:`mae_hlvm.workflow.receipts`).
 
 **Damage** is bytes that match no record the working copy holds (the output's dvc.lock
 entry, a pending receipt, the hash a downstream entry recorded for it as its input) while
@@ -53,7 +53,7 @@ LOCK_FILE = "dvc.lock"
 # recorded bytes gets its old mtime again, so Snakemake does not take the consumers for stale.
 REMOVED_FILE = f"{paths.STATE_DIR}/removed.json"
 QUARANTINE_DIR = f"{paths.STATE_DIR}/quarantine"
-# dvc.lock as it was before a `dvc commit` of receipts that has not finished (glue.commit_receipts);
+# dvc.lock as it was before a `dvc commit` of receipts that has not finished (receipts.commit_receipts);
 # the second name stands for "there was no dvc.lock".
 JOURNAL = f"{paths.STATE_DIR}/dvc.lock.before"
 JOURNAL_ABSENT = f"{paths.STATE_DIR}/dvc.lock.absent"
@@ -308,7 +308,7 @@ class Today:
             if inst is None:
                 self._current["receipt", name] = False
             else:
-                from mae_hlvm.workflow.glue import receipt_matches_inputs
+                from mae_hlvm.workflow.receipts import receipt_matches_inputs
 
                 self._current["receipt", name] = receipt_matches_inputs(rec, *inst, memo=self._sha_memo)
         return self._current["receipt", name]
@@ -522,7 +522,7 @@ def run_verify(params: object, args: object) -> int:  # noqa: ARG001 - the `veri
     or moved aside unless --keep), a summary, and the command that repairs the rest; exit 1
     while anything is damaged, missing, out of date or not in dvc.lock."""
     from mae_hlvm.core.io import ArtifactError
-    from mae_hlvm.workflow import glue, runlock
+    from mae_hlvm.workflow import receipts, runlock
 
     if not Path(LOCK_FILE).is_file():
         raise ArtifactError(f"{LOCK_FILE}: missing here: run verify in the pipeline's working copy (where dvc.lock is)")
@@ -530,7 +530,7 @@ def run_verify(params: object, args: object) -> int:  # noqa: ARG001 - the `veri
     params_path = getattr(args, "params", "params.yaml")
     try:
         with runlock.exclusive("verify"):
-            glue.recover_commit()
+            receipts.recover_commit()
             report = verify(repair=not keep, outputs=_current_outputs(params_path), params_path=params_path)
     except runlock.BusyError as err:
         raise ArtifactError(f"verify refused: {err}") from None

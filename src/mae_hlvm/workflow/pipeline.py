@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             write_params_files(load_params(args.params))
         elif args.action == "commit-receipts":
             from mae_hlvm.workflow import runlock
-            from mae_hlvm.workflow.glue import PENDING, commit_receipts
+            from mae_hlvm.workflow.receipts import PENDING, commit_receipts
 
             try:
                 with runlock.exclusive("commit-receipts", dvc=False):  # not while a run or verify is busy here

@@ -19,7 +19,7 @@ import sys
 import time
 
 from mae_hlvm.core.config import ParamsError, load_params
-from mae_hlvm.workflow import glue
+from mae_hlvm.workflow import glue, receipts
 
 
 def dvc_stale_stages() -> list[str]:
@@ -47,7 +47,7 @@ def touch_in_dag_order(cores: int = 1) -> None:
         env=dict(os.environ, **{SYNCING: "1"}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
-    out, _ = glue.communicate(proc, grace_s=30)
+    out, _ = receipts.communicate(proc, grace_s=30)
     if proc.returncode != 0:
         last = [ln for ln in out.splitlines() if ln.strip()][-1:] or [f"exit {proc.returncode}"]
         raise RuntimeError(f"re-stamping outputs for Snakemake (`snakemake --touch`) failed: {last[0].strip()}")
