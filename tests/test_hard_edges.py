@@ -20,7 +20,7 @@ from helpers import flip_byte_keep_mtime, one_valid_receipt
 from mae_hlvm.core import io, paths, train
 from mae_hlvm.core.config import load_params
 from mae_hlvm.core.io import ArtifactError, read_json, write_json
-from mae_hlvm.workflow import cli, glue, ledger, pipeline, receipts, runlock
+from mae_hlvm.workflow import cli, glue, ledger, pipeline, receipts, runlock, verify
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -261,15 +261,15 @@ def test_verify_moves_damaged_artifacts_aside_and_a_byte_identical_rebuild_keeps
                       r"in dvc\.lock \(probe@0\.5-2-0\)\); moved to (\S+)$", out, re.MULTILINE)
     assert rc == 1 and moved, out
     # nothing is deleted: the damaged bytes wait in the quarantine, named in one line
-    assert Path(moved.group(1)).read_bytes() == damaged and moved.group(1).startswith(ledger.QUARANTINE_DIR + "/")
+    assert Path(moved.group(1)).read_bytes() == damaged and moved.group(1).startswith(verify.QUARANTINE_DIR + "/")
     assert f"1 damaged file(s) moved to {Path(moved.group(1)).parent}/ (nothing is deleted)" in out
     assert "missing: bad.json; rebuild them and what depends on them: `make run` (or `dvc repro`)" in out
     assert "good.json" not in out
     assert not Path("bad.json").exists() and Path("good.json").exists()
     Path("bad.json").write_bytes(original)  # the step rebuilt it, byte for byte
-    assert ledger.restore_mtimes(["bad.json"]) == ["bad.json"]
+    assert verify.restore_mtimes(["bad.json"]) == ["bad.json"]
     assert Path("bad.json").stat().st_mtime_ns == 1_000_000_000
-    assert not Path(ledger.REMOVED_FILE).exists()
+    assert not Path(verify.REMOVED_FILE).exists()
     assert cli.main(["verify"]) == 0
     assert "0 damaged, 0 missing" in capsys.readouterr().out
 
@@ -278,7 +278,7 @@ def test_verify_restores_a_cached_output_from_dvcs_cache_with_its_mtime(tmp_path
     monkeypatch.chdir(tmp_path)
     write_json("models/c/log.json", {"loss": [1, 2]})
     digest = md5(Path("models/c/log.json"))
-    cache = Path(ledger.DVC_CACHE) / digest[:2] / digest[2:]
+    cache = Path(verify.DVC_CACHE) / digest[:2] / digest[2:]
     cache.parent.mkdir(parents=True)
     cache.write_bytes(Path("models/c/log.json").read_bytes())
     fake_lock(tmp_path, {"models/c/log.json": digest})

@@ -20,7 +20,7 @@ from helpers import VENV_BIN, copy_repo, make_read_only, make_writable, one_vali
 from mae_hlvm.core import io, paths
 from mae_hlvm.core.config import ParamsError, load_params
 from mae_hlvm.core.io import ArtifactError, read_json, write_json
-from mae_hlvm.workflow import cli, glue, ledger, pipeline, plainrun, receipts, runlock, sync
+from mae_hlvm.workflow import cli, glue, ledger, pipeline, plainrun, receipts, runlock, sync, verify
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = "probe@0.5-2-0"  # not a stage of the params below: judged on its own record
@@ -69,7 +69,7 @@ def verify_out(capsys, *args: str) -> tuple[int, str]:
 def test_an_output_newer_than_its_record_is_never_damaged_nor_restored(recorded_cell, capsys):
     """Issue 27, cases 1-3: dvc.lock lags behind fresh outputs (a run whose recording was cut
     short, a `verify` in the middle of a run): a reason to rerun, never to restore."""
-    cache = Path(ledger.DVC_CACHE) / md5("cell.json")[:2] / md5("cell.json")[2:]
+    cache = Path(verify.DVC_CACHE) / md5("cell.json")[:2] / md5("cell.json")[2:]
     cache.parent.mkdir(parents=True)
     cache.write_bytes(Path("cell.json").read_bytes())  # the old run's bytes, there to be restored
     Path("params.yaml").write_text("probe:\n  cv_folds: 4\n")  # params changed, and the stage reran:
@@ -79,7 +79,7 @@ def test_an_output_newer_than_its_record_is_never_damaged_nor_restored(recorded_
     rc, out = verify_out(capsys)
     assert rc == 1 and "0 damaged" in out and "1 out of date" in out, out
     assert "cell.json; rerun and record them: `dvc repro`" in out
-    assert Path("cell.json").read_bytes() == fresh and not Path(ledger.QUARANTINE_DIR).exists()
+    assert Path("cell.json").read_bytes() == fresh and not Path(verify.QUARANTINE_DIR).exists()
     # the same when an input changed instead of a param
     Path("params.yaml").write_text("probe:\n  cv_folds: 3\n")
     io.write_bytes("ckpt.pt", b"weights of epoch 40")
@@ -103,7 +103,7 @@ def test_a_wrong_hash_in_an_entry_never_costs_a_file_a_consumer_recorded(tmp_pat
     io.write_bytes("models/c/checkpoint.pt", b"the trained weights")
     write_json("cell.json", {"r2": 0.5})
     right = md5("models/c/checkpoint.pt")
-    cache = Path(ledger.DVC_CACHE) / right[:2] / right[2:]
+    cache = Path(verify.DVC_CACHE) / right[:2] / right[2:]
     cache.parent.mkdir(parents=True)
     cache.write_bytes(b"the trained weights")
     lock_with(tmp_path, {

@@ -29,7 +29,7 @@ from helpers import (
     wait_for,
 )
 
-from mae_hlvm.workflow import ledger
+from mae_hlvm.workflow.verify import QUARANTINE_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ def test_no_tool_serves_old_bytes_and_both_rebuild_what_is_missing(tmp_path):
     assert ver.returncode == 1 and f"{DAMAGED}: damaged" in ver.stdout, ver.stdout + ver.stderr
     assert "; moved to .pipeline/quarantine/" in ver.stdout and "(nothing is deleted)" in ver.stdout
     assert " 2 missing" in ver.stdout and "rebuild them and what depends on them: `make run` (or `dvc repro`)" in ver.stdout
-    quarantined = list((root / ledger.QUARANTINE_DIR).rglob("*.json"))
+    quarantined = list((root / QUARANTINE_DIR).rglob("*.json"))
     assert [q.read_bytes() for q in quarantined] == [damaged_bytes] and not (root / DAMAGED).exists()
     plan = snakemake_plan(root)
     assert plan.get("probe") == 2 and plan.get("aggregate") == 1 and plan.get("summary") == 1, plan
@@ -121,7 +121,7 @@ def test_no_tool_serves_old_bytes_and_both_rebuild_what_is_missing(tmp_path):
     ver = verify(root)
     pending = [ln for ln in ver.stdout.splitlines() if "made by Snakemake, not yet in dvc.lock: " in ln]
     assert ver.returncode == 1 and " 0 damaged" in ver.stdout and "results/summary.md" in pending[0], ver.stdout
-    assert (root / "results/summary.md").read_bytes() == summary and len(list((root / ledger.QUARANTINE_DIR).iterdir())) == 1
+    assert (root / "results/summary.md").read_bytes() == summary and len(list((root / QUARANTINE_DIR).iterdir())) == 1
     again = sh(root, "snakemake", "--cores", "2")
     assert "Nothing to be done" in again.stdout + again.stderr
     assert "recorded 1 Snakemake job(s) in dvc.lock" in again.stderr

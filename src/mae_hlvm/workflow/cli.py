@@ -47,7 +47,7 @@ def _check_args(p: argparse.ArgumentParser) -> None:
 STEPS: dict[str, Step] = {
     "check": Step("check", "mae_hlvm.workflow.cli", "validate params.yaml and exit", _check_args),
     **{s.step.name: s.step for s in TABLE},
-    "verify": Step("verify", "mae_hlvm.workflow.ledger:run_verify", "check every artifact against dvc.lock; restore or move aside damaged ones",
+    "verify": Step("verify", "mae_hlvm.workflow.verify:run_verify", "check every artifact against dvc.lock; restore or move aside damaged ones",
                    _verify_args),
     "profile": Step("profile", "mae_hlvm.core.profiles:run_profile",
                     "write params.yaml from a profile (profiles/<name>/params.yaml over the default)", _profile_args),

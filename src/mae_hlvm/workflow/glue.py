@@ -32,7 +32,7 @@ from mae_hlvm.core import paths
 from mae_hlvm.core.cells import real_enabled
 from mae_hlvm.core.config import Params, ParamsError, load_params
 from mae_hlvm.core.io import ArtifactError, dumps_json, write_json, write_text
-from mae_hlvm.workflow import ledger, runlock
+from mae_hlvm.workflow import ledger, runlock, verify
 from mae_hlvm.workflow.pipeline import (
     STAGE,
     Fields,
@@ -152,7 +152,7 @@ def step_hooks(step: str, params: Params, argv: Sequence[str]) -> Iterator[None]
     if job is None:
         return
     # an output `verify` removed and this job gave back byte for byte keeps its old mtime
-    ledger.restore_mtimes([o.path for o in outputs(job[0], job[1], params)])
+    verify.restore_mtimes([o.path for o in outputs(job[0], job[1], params)])
     if os.environ.get("DVC_STAGE"):
         # Snakemake judges a rule's benchmark: file like an output: one older than the
         # outputs DVC just rewrote would make it rerun the job, so DVC runs write it too
