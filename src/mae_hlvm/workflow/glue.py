@@ -13,7 +13,7 @@
    benchmark file per job); after ``dvc pull``/``checkout`` run ``python -m mae_hlvm.workflow.sync``.
 4. A user's image folder is judged by a listing file (path, size, mtime of each file).
 
-Nothing here computes a result, so editing it reruns nothing (pipeline.NOT_CODE_DEPS).
+Nothing here computes a result, so editing it reruns nothing (workflow/ is never a code dep: pipeline.code_deps).
 """
 
 from __future__ import annotations

@@ -46,10 +46,6 @@ REAL_REPORT_PARAMS = (
 REAL_SWEEP_PARAMS = ("real.sweep", "real.mask_ratios", "real.mask_units", "real.sweep_a_unit", "real.sweep_b_ratio", "real.seeds")
 
 
-def _real_reads(keys: tuple[str, ...]) -> Callable[[Params], tuple[str, ...]]:
-    return lambda params: keys if real_enabled(params) else ()
-
-
 def summary_reads(params: Params) -> tuple[str, ...]:
     """The summary prints the real section and the stability section when they are on."""
     return (("real",) if real_enabled(params) else ()) + (("stability",) if stability_enabled(params) else ())
