@@ -367,7 +367,7 @@ def rules_text(factor: int | None) -> str:
     """The rule, as claims.md and the summary state it."""
     two = f"{factor}x" if factor else "2x"
     return (
-        f"Verdict order, per claim (rules fixed in `src/mae_hlvm/review/claims.py` before any result was seen): "
+        f"Verdict order, per claim (rules fixed in `src/mae_hlvm/review/verdicts.py` before any result was seen): "
         f"*{NOT_LEARNED}* when any cell it reads (at either budget) did not learn (`src/mae_hlvm/core/gate.py`: "
         f"on hidden pixels the MAE achieves >= {GATE_RULES['gate_min_share']:.0%} of a linear predictor's gain over "
         f"the per-position-mean predictor); *{BUDGET_SENSITIVE}* when its effect, computed on the stability seed "

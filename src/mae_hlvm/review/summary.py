@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -44,12 +45,13 @@ def shown_params(params: Params) -> dict:
 
 
 def _mean_sd(frame: pd.DataFrame, by: list[str] | str, cols: list[str], sort: bool = True) -> pd.DataFrame:
-    """``mean ± sd`` over seeds of ``cols`` per group of ``by``, with a ``seeds`` count."""
+    """``mean ± sd`` over seeds of ``cols`` per group of ``by``, with a ``seeds`` count; a
+    group with any NaN (a probe that failed, or has nothing to measure) reads ``n/a``."""
     grouped = frame.groupby(by, sort=sort)[cols]
-    mean, sd = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
+    mean, sd = grouped.mean(skipna=False), grouped.std(ddof=1).fillna(0.0)
     out = mean.copy()
     for c in cols:
-        out[c] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(mean[c], sd[c])]
+        out[c] = [f"{m:.3f} ± {s:.3f}" if np.isfinite(m) else "n/a" for m, s in zip(mean[c], sd[c])]
     out["seeds"] = grouped.size()
     return out.reset_index()
 
