@@ -1,4 +1,4 @@
-"""README's Layout section names every module, benchmark and document the tree holds."""
+"""README's Layout section names every module, benchmark and document; README and modules stay small."""
 
 from __future__ import annotations
 
@@ -23,3 +23,12 @@ def test_layout_names_every_module_benchmark_and_doc() -> None:
     assert not modules - words, f"README's Layout lacks modules {sorted(modules - words)}"
     assert not bench - words, f"README's Layout lacks bench files {sorted(bench - words)}"
     assert not docs - words, f"README's Layout lacks docs {sorted(docs - words)}"
+
+
+def test_readme_is_for_a_user_and_modules_stay_small() -> None:
+    """Issue 28: README under 300 lines (history lives in docs/history.md and git) and no
+    module of the package at 500 lines or more."""
+    assert len((REPO / "README.md").read_text().splitlines()) < 300
+    sizes = {p.relative_to(REPO).as_posix(): len(p.read_text().splitlines())
+             for p in (REPO / "src" / "mae_hlvm").rglob("*.py")}
+    assert not {k: v for k, v in sizes.items() if v >= 500}, "modules of 500 lines or more"
