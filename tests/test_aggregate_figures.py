@@ -236,7 +236,7 @@ def test_json_summary_names_the_peak_ratio_per_mask_unit(grid):
     assert cell["r2_level0"] == round(root_r2(0.25, 2, 1), 6)
     assert set(cell) == {"r2_level0", "r2_level1", "r2_level2", "r2nl_level0", "r2nl_level1", "r2nl_level2",
                          "probe_acc", "recon_mse", "mean_pred_mse", "linear_mse", "recon_rel", "gain_share",
-                         "shape_bias", "last_quarter_drop", "gate_pass"}
+                         "shape_bias", "last_quarter_drop", "gate_pass", "c_excess"}
     assert (cell["recon_rel"], cell["gain_share"], cell["last_quarter_drop"], cell["gate_pass"]) == (0.9, 0.666667, 0.001, 1)
     assert metrics[cell_id(*FALLBACK_CELL)]["gain_share"] is None, "no share: null"
     assert metrics[cell_id(0.75, 4, 1)]["gate_pass"] == 0

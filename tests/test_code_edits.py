@@ -24,7 +24,7 @@ ROUNDING = "    n_visible = int(n_units * (1 - mask_ratio))\n"
 def test_a_code_edit_reruns_the_stages_that_run_it_and_no_other(tmp_path):
     root = copy_repo(tmp_path / "repo")
     tiny_params(root)
-    edit_params(root, robustness__enabled=False)  # the longest jobs, and nothing this test reads
+    edit_params(root, stability__enabled=False)  # the longest jobs, and nothing this test reads
     sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)
     params = load_params(root / "params.yaml")

@@ -55,7 +55,7 @@ def test_no_tool_serves_old_bytes_and_both_rebuild_what_is_missing(tmp_path):
     root = copy_repo(tmp_path / "repo")
     (root / "dvc.lock").unlink()  # the shipped run's records: DVC rewrites a small dvc.lock much faster
     tiny_params(root)
-    edit_params(root, real__enabled=False, robustness__enabled=False)
+    edit_params(root, real__enabled=False, stability__enabled=False)
     sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)
     sh(root, "snakemake", "--cores", "2")

@@ -347,10 +347,11 @@ def test_snakemake_then_dvc_sequences_and_replay(tmp_path):
     assert stability[0].startswith("track,sweep,mask_ratio,mask_unit,seed") and len(stability) == 1 + 2 + 3
     assert all(c["budget_factor"] == 2 for c in claims.values() if c.get("effect_1x") is not None)
 
-    # adding a ratio: only the new cell's train/probe, the theorem's prediction (it covers the
-    # grid's cells), plus aggregate and figures, in both tools
+    # adding a ratio: only the new cell's train/probe and its (ratio, unit) oracle table, the
+    # theorem's prediction (it covers the grid's cells), plus aggregate and figures, in both tools
     edit_params(root, grid__mask_ratios=[0.25, 0.5, 0.75])
-    want = {"predict", "train@0.75-2-0", "probe@0.75-2-0", "aggregate", "figures", "claims", "summary"}
+    want = {"predict", "train@0.75-2-0", "probe@0.75-2-0", "oracles@0.75-2", "aggregate", "figures", "claims",
+            "summary"}
     assert dvc_stale(root) == want - {"claims"}  # it reads no grid key; its inputs change downstream
     assert dvc_would_run(root) == want
     assert snakemake_plan(root) == plan_of_stages(want)

@@ -80,7 +80,7 @@ def test_every_declared_metric_has_its_tolerance():
         (lambda c: c.update(pooling=None), "pooling=None is not a string"),
         (lambda c: c["r2_spatial"].update(innovations=[0.1]), "r2_spatial.innovations needs 4 values"),
         (lambda c: c["r2_linear"]["cls"].__setitem__(2, "x"), "r2_linear.cls[2]='x' is not a number"),
-        (lambda c: c["shape_bias"]["mean"].pop("texture"), "lacks key 'shape_bias.mean.texture'"),
+        (lambda c: c["gate"].pop("gain_share"), "lacks key 'gate.gain_share'"),
         (lambda c: c.update(r2_region=[0.1]), "r2_region=[0.1]"),
     ],
 )

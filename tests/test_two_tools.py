@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 def synthetic_only(tmp_path: Path) -> Path:
     root = copy_repo(tmp_path / "repo")
     tiny_params(root)
-    # the robustness subset adds the longest jobs and nothing these tests look at (CI time)
+    # the stability set adds the longest jobs and nothing these tests look at (CI time)
     edit_params(root, real__enabled=False, stability__enabled=False, train__epochs=3)
     sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
     init_repo(root)

@@ -37,7 +37,7 @@ import numpy as np
 from mae_hlvm.core.config import Params
 from mae_hlvm.core.data import Dataset, load_dataset
 from mae_hlvm.core.io import ArtifactError, write_json
-from mae_hlvm.core.provenance import digest
+from mae_hlvm.core.provenance import params_digest
 from mae_hlvm.synthetic.latents import LatentVariables, categories, latent_variables
 from mae_hlvm.synthetic.masked import (
     TokenFn,
@@ -156,5 +156,4 @@ def run(params: Params, args: argparse.Namespace) -> None:
         table = cell_table(params, ds, variables, args.mask_ratio, args.mask_unit)
     write_json(args.out, {"generator": params.data.generator, "mask_ratio": float(args.mask_ratio),
                           "mask_unit": int(args.mask_unit), **table,
-                          "params_digest": digest({"data": params.data.model_dump(mode="json"),
-                                                   "probe": params.probe.model_dump(mode="json")})})
+                          "params_digest": params_digest(params, args.reads)})

@@ -299,7 +299,9 @@ TABLE: tuple[Stage, ...] = (
     Stage(
         # the masked probe on oracles, per (ratio, unit): the measures checked on known answers
         # and each cell's frontier of even loss; the random-init encoder is built from the model section
-        name="oracles", step=ORACLES, matrix=PAIRS, reads=("data", "model", "probe", "train.threads"),
+        name="oracles", step=ORACLES, matrix=PAIRS,
+        reads=("data", "model", "probe.batch_size", "probe.max_train", "probe.masked_masks", "probe.masked_token_dims",
+               "train.threads"),
         args=lambda f: (
             f"--data {paths.SYNTHETIC_DATA} --mask-ratio {f['mask_ratio']} --mask-unit {f['mask_unit']} "
             f"--out {paths.oracle_json(pair_name(f))}"
