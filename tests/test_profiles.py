@@ -170,6 +170,16 @@ def test_a_bad_profile_is_one_line_naming_the_problem(tmp_path, profile, message
     assert "\n" not in str(err.value)
 
 
+def test_the_default_names_every_key_of_the_schema():
+    """DVC tracks the keys a stage reads as params.yaml spells them: a key left to its schema
+    default cannot be tracked on its own, and a stage reading its whole section would rerun
+    in DVC alone the day someone writes it out (as probe.masked_masks once was)."""
+    params, raw = load_params(REPO / "params.yaml"), rendered("default")
+    for section in ("data", "model", "train", "probe", "grid", "real", "stability"):
+        missing = set(type(getattr(params, section)).model_fields) - set(raw[section])
+        assert not missing, f"params.yaml: {section} lacks {sorted(missing)}"
+
+
 def test_params_yaml_itself_must_be_complete_and_explicit(tmp_path):
     for text, message in [("extends: default\n", "extends: is for profiles"),
                           ("model:\n  preset: mae_vit_mini\n", "model.preset: a preset is for profiles")]:
