@@ -95,7 +95,10 @@ TINY_REAL_STABLE_JOBS = {"train_real_stable_A@0.25", "train_real_stable_A@0.5", 
 
 
 def tiny_params(root: Path) -> None:
-    """A grid small enough to run end to end in seconds per job on 2 cores."""
+    """A grid small enough to run end to end in seconds per job on 2 cores. The shipped dvc.lock
+    goes: its records are of other params, and every DVC write of dvc.lock parses and rewrites
+    all of it (the shipped 123 entries against the tiny run's 31)."""
+    (root / "dvc.lock").unlink(missing_ok=True)
     edit_params(
         root,
         data__image_size=8, data__depth=2, data__latent_dims=[4, 2, 2], data__noise_scales=[1.0, 0.5, 0.5],
@@ -393,8 +396,8 @@ def real_cell_result(sweep: str, ratio: float, unit: int, seed: int, clean_acc: 
 
 
 def recording_dvc(args_file: Path | None = None) -> str:
-    """A stand-in ``dvc`` for :func:`one_valid_receipt` that records predict's outputs in dvc.lock
-    with their md5, as ``dvc commit`` does (and writes its arguments to ``args_file``)."""
+    """A stand-in recording program for :func:`one_valid_receipt` that records predict's outputs in
+    dvc.lock with their md5, as ``dvc commit`` does (and writes its arguments to ``args_file``)."""
     outs = [o.path for o in pipeline.outputs("predict")]
     return (
         f"#!{sys.executable}\n"
@@ -407,7 +410,8 @@ def recording_dvc(args_file: Path | None = None) -> str:
 
 
 def one_valid_receipt(tmp_path: Path, monkeypatch, dvc_script: str) -> str:
-    """For the glue tests: a working copy with one finished job's receipt and a stand-in ``dvc`` on PATH."""
+    """For the glue tests: a working copy with one finished job's receipt and a stand-in recording
+    program (``bin/dvc``, named in $MAE_HLVM_DVC_COMMIT and first on PATH)."""
     monkeypatch.chdir(tmp_path)
     Path(".dvc").mkdir()
     params = load_params(REPO / "params.yaml")
@@ -423,4 +427,5 @@ def one_valid_receipt(tmp_path: Path, monkeypatch, dvc_script: str) -> str:
     (fake / "dvc").write_text(dvc_script)
     (fake / "dvc").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv(receipts.COMMIT_PROGRAM_ENV, str(fake / "dvc"))
     return name

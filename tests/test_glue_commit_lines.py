@@ -20,7 +20,7 @@ def test_the_commit_says_what_it_does_before_and_how_long_after(tmp_path, monkey
                       "(one `dvc commit` of 1 stage(s) or group(s)) ...")
     assert err[1].startswith("mae_hlvm.workflow.glue: recorded 1 Snakemake job(s) in dvc.lock (")
     assert err[1].endswith(" s)") and len(err) == 2
-    assert (tmp_path / "dvc.args").read_text().split() == ["commit", "-f", "predict"]
+    assert (tmp_path / "dvc.args").read_text().split() == ["predict"]
     assert not Path(paths.receipt(name)).exists()
 
 

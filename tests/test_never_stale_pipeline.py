@@ -5,7 +5,6 @@ tests/test_never_stale.py."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,19 +28,20 @@ from helpers import (
     wait_for,
 )
 
+from mae_hlvm.workflow import receipts
 from mae_hlvm.workflow.verify import QUARANTINE_DIR
 
 pytestmark = pytest.mark.slow
 
 DAMAGED, DELETED = "results/cells/r0.5_u2_s0.json", "results/cells/r0.25_u2_s0.json"
 
-# A stand-in `dvc` on PATH that runs the real one under a write limit (bytes), what `ulimit -f`
-# does to the final commit while the run's own process writes freely, and keeps dvc.lock as
-# DVC left it (before the run puts it back) in {seen}.
+# A recording program ($MAE_HLVM_DVC_COMMIT) that runs the real one under a write limit (bytes),
+# what `ulimit -f` does to the final commit while the run's own process writes freely, and keeps
+# dvc.lock as DVC left it (before the run puts it back) in {seen}.
 LIMITED_DVC = """#!{python}
 import resource, shutil, subprocess, sys
 limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
-code = subprocess.call([{dvc!r}, *sys.argv[1:]], preexec_fn=limit)
+code = subprocess.call([{python!r}, "-m", "mae_hlvm.workflow.dvc_commit", *sys.argv[1:]], preexec_fn=limit)
 shutil.copyfile("dvc.lock", {seen!r})
 sys.exit(code)
 """
@@ -53,7 +53,6 @@ def verify(root: Path):
 
 def test_no_tool_serves_old_bytes_and_both_rebuild_what_is_missing(tmp_path):
     root = copy_repo(tmp_path / "repo")
-    (root / "dvc.lock").unlink()  # the shipped run's records: DVC rewrites a small dvc.lock much faster
     tiny_params(root)
     edit_params(root, real__enabled=False, stability__enabled=False)
     sh(root, sys.executable, "-m", "mae_hlvm.workflow.pipeline", "dvc-yaml", "--out", "dvc.yaml")
@@ -105,11 +104,10 @@ def test_no_tool_serves_old_bytes_and_both_rebuild_what_is_missing(tmp_path):
     lock_before, lock_mtime = lock.read_bytes(), lock.stat().st_mtime_ns
     limited, limit, seen = tmp_path / "limited", len(lock_before) - 2000, tmp_path / "dvc.lock.as-dvc-left-it"
     limited.mkdir()
-    (limited / "dvc").write_text(LIMITED_DVC.format(python=sys.executable, limit=limit, seen=str(seen),
-                                                    dvc=str(Path(sys.executable).parent / "dvc")))
+    (limited / "dvc").write_text(LIMITED_DVC.format(python=sys.executable, limit=limit, seen=str(seen)))
     (limited / "dvc").chmod(0o755)
     env = env_for(root)
-    env["PATH"] = f"{limited}{os.pathsep}{env['PATH']}"
+    env[receipts.COMMIT_PROGRAM_ENV] = str(limited / "dvc")
     run = subprocess.run(["snakemake", "--cores", "2"], cwd=root, env=env, capture_output=True, text=True)
     text = run.stdout + run.stderr
     assert run.returncode == 0 and "Traceback" not in text, text[-3000:]

@@ -238,13 +238,21 @@ def communicate(proc: subprocess.Popen, grace_s: float = 10) -> tuple[str, str]:
         raise
 
 
+# The program that records the targets it is given in dvc.lock: this environment's DVC, driven in
+# one process (dvc_commit: one rewrite of dvc.lock, where DVC's own command rewrites it per target).
+# A program named in this variable replaces it (a wrapper that limits writes, another DVC's commit).
+COMMIT_PROGRAM_ENV = "MAE_HLVM_DVC_COMMIT"
+
+
 def _dvc_commit(targets: Sequence[str]) -> tuple[int, str]:
-    """Run ``dvc commit -f`` on ``targets``: (exit code, its output); DVC stopped on Ctrl-C."""
+    """Record ``targets`` as ``dvc commit -f`` does: (exit code, its output); DVC stopped on Ctrl-C."""
+    program = os.environ.get(COMMIT_PROGRAM_ENV)
+    cmd = [program] if program else [sys.executable, "-m", "mae_hlvm.workflow.dvc_commit"]
     try:
-        proc = subprocess.Popen(["dvc", "commit", "-f", *targets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen([*cmd, *targets], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
     except OSError as err:
-        return 127, f"ERROR: cannot run dvc ({err.strerror})"
+        return 127, f"ERROR: cannot run {cmd[0]} ({err.strerror})"
     out, err = communicate(proc)
     return proc.returncode, err + out
 
@@ -270,7 +278,7 @@ def commit_receipts(params_path: str = "params.yaml", quiet: bool = False) -> li
 
     One ``dvc commit -f`` for all of them; output mtimes are restored afterwards because
     DVC relinks committed files (a fresh mtime would make downstream outputs look stale to
-    Snakemake). dvc.lock is copied aside first; when DVC fails, is interrupted (one line,
+    Snakemake); :mod:`mae_hlvm.workflow.dvc_commit` writes dvc.lock once for all targets. dvc.lock is copied aside first; when DVC fails, is interrupted (one line,
     exit 130) or leaves dvc.lock without every job (a full disk, a write limit), it is put
     back as it was and the receipts are kept for the next call. Receipts go only after dvc.lock
     records every job, or when stale. The caller holds the run lock (runlock); DVC's lock must
@@ -331,10 +339,10 @@ def _restore_mtimes(mtimes: dict[str, int]) -> None:
 def commit_targets(names: Sequence[str], params: Params) -> list[str]:
     """``dvc commit`` targets for stage instances ``names``: a whole foreach group by its name.
 
-    DVC rewrites dvc.lock once per target, so naming cells one by one costs time
-    quadratic in the grid (the default grid's 67 stages: 28 s, against 7 s by group); a
-    group name commits all its cells with one write. Groups with any cell missing from
-    ``names`` stay per cell.
+    A group name keeps the command line short when every cell of the group is recorded (a
+    paper grid has hundreds of cells, and DVC's own ``dvc commit``, which a program in
+    ``$MAE_HLVM_DVC_COMMIT`` may be, rewrites dvc.lock once per target). Groups with any
+    cell missing from ``names`` stay per cell.
     """
     members: dict[str, list[str]] = {}
     for stage, f in instances(params):
