@@ -26,6 +26,19 @@ def test_plan_covers_the_stage_table_and_orders_by_inputs(tmp_path, monkeypatch)
         plainrun.plan(params, ["nosuchstage"])
 
 
+@pytest.mark.parametrize("params_file", ["params.yaml", "profiles/gpu/params.yaml"])
+def test_a_device_run_brings_back_every_output_but_the_data(params_file):
+    """ci/gpu/device-run.sh packs plainrun --pack-list: it once named a folder renamed away
+    (models_long), and the stability set's checkpoints would have stayed on the device."""
+    params = load_params(REPO / params_file)
+    packed = plainrun.pack_list(params)
+    outs = [o.path for stage, f in pipeline.instances(params) for o in pipeline.outputs(stage, f, params)]
+    left = [o for o in outs if not any(o == p or o.startswith(p + "/") for p in packed)]
+    assert left and all(o.startswith("data/") for o in left)  # regenerated where the run is adopted
+    assert {"models_stable", "models_real_stable", ".pipeline/receipts", "logs"} <= set(packed)
+    assert "$($PY -m mae_hlvm.workflow.plainrun --pack-list)" in (REPO / "ci/gpu/device-run.sh").read_text()
+
+
 @pytest.mark.slow
 def test_plainrun_then_receipts_make_both_tools_agree(tmp_path):
     root = copy_repo(tmp_path / "repo")

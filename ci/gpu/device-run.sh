@@ -20,7 +20,7 @@ $PY -m mae_hlvm.workflow.pipeline dvc-yaml --out dvc.yaml || exit 1
 # the outer timeout leaves time to pack what finished (a rerun resumes from it)
 timeout "${RUN_SECONDS:-480}" $PY -m mae_hlvm.workflow.plainrun --cores "${CORES:-$(nproc)}" --gpu-jobs 1 --stages "$STAGES" >> "$OUT/run.log" 2>&1
 echo "plainrun exit $?" >> "$OUT/run.log"
-tar -czf /tmp/run.tgz --exclude='data/*.npz' models models_long models_real results logs .pipeline/receipts \
-  .pipeline/params params.yaml dvc.yaml 2>/dev/null
+# what comes back is the stage table's (every output folder but data/): plainrun --pack-list
+tar -czf /tmp/run.tgz $($PY -m mae_hlvm.workflow.plainrun --pack-list) 2>/dev/null
 split -b 15M -d /tmp/run.tgz "$OUT/run.tgz.part"
 ls -la "$OUT"

@@ -195,6 +195,16 @@ def run(jobs: list[Job], cores: int, gpu_jobs: int) -> int:
     return 0
 
 
+def pack_list(params: Params) -> list[str]:
+    """What a device run brings back (ci/gpu/device-run.sh): the top folders of every output of
+    the stage table but the data files (regenerated where the run is adopted), the logs, the
+    benchmarks, the receipts and the params files the jobs read."""
+    roots = {Path(o.path).parts[0] for stage, f in pipeline.instances(params) for o in pipeline.outputs(stage, f, params)}
+    roots -= {Path(paths.SYNTHETIC_DATA).parts[0], Path(paths.REAL_DATA).parts[0]}
+    bench = Path(pipeline.benchmark_path("generate", None)).parts[0]
+    return sorted(roots) + [paths.LOGS_DIR, bench, paths.RECEIPTS_DIR, paths.PARAMS_DIR, "params.yaml", "dvc.yaml"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mae_hlvm.workflow.plainrun", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
@@ -202,9 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu-jobs", type=int, default=1, help="training jobs at once on the GPU")
     ap.add_argument("--stages", default="", help="comma-separated stages (default: all of them)")
     ap.add_argument("-n", "--dry-run", action="store_true", help="list the jobs and stop")
+    ap.add_argument("--pack-list", action="store_true", help="print what a device run brings back, and stop")
     args = ap.parse_args(argv)
     try:
         params = load_params(args.params)
+        if args.pack_list:
+            print(" ".join(pack_list(params)))
+            return 0
         pipeline.check_dvc_yaml(params)
         jobs = plan(params, [s for s in args.stages.split(",") if s] or None)
         dependencies(jobs)
