@@ -261,8 +261,14 @@ TEARING_DVC = (
 
 def _interrupt(tmp_path: Path, cmd: list[str]) -> tuple[int, str]:
     """Run ``cmd`` with the tearing dvc, Ctrl-C (SIGINT to the process group) once dvc.lock is torn."""
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    # Ctrl-C must reach it even where this test runs with SIGINT ignored (a job started with `&` by a
+    # shell without job control; ignored signals survive exec, a handler is reset to the default)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, old)
     deadline = time.monotonic() + 60
     while not (tmp_path / "dvc.started").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
