@@ -42,6 +42,7 @@ from mae_hlvm.core.data import save_dataset
 from mae_hlvm.core.device_loop import Bf16Weights, DeviceLoop
 from mae_hlvm.core.model import MaskedAutoencoder, build_model
 from mae_hlvm.core.schedule import param_groups
+from mae_hlvm.core.stacked_loop import StackedLoop
 from mae_hlvm.core.train import _Progress, train_cell, train_epoch
 from mae_hlvm.synthetic.generate import generate_dataset
 
@@ -82,14 +83,14 @@ def _run_steps(loops: list[DeviceLoop], first: int, count: int) -> None:
 
 
 def time_loops(loops: list[DeviceLoop], steps: int, warmup: int = 10) -> tuple[float, list[float]]:
-    """Aggregate images/s of ``loops`` stepped in turn; each loop's loss sum in its last epoch."""
+    """Aggregate images/s of ``loops`` stepped in turn; each cell's loss sum in its last epoch."""
     _run_steps(loops, 0, warmup)  # includes the graph capture
     sync()
     start = time.perf_counter()
     _run_steps(loops, warmup, steps)
     sync()
     seconds = time.perf_counter() - start
-    return len(loops) * steps * loops[0].batch / seconds, [float(loop.loss_sum) for loop in loops]
+    return len(loops) * steps * loops[0].batch / seconds, [x for loop in loops for x in loop.loss_sum.reshape(-1).tolist()]
 
 
 def cells(params, images: torch.Tensor, steps: int, group_sizes: list[int]) -> dict:
@@ -145,6 +146,35 @@ def cells(params, images: torch.Tensor, steps: int, group_sizes: list[int]) -> d
         del loops
         torch.cuda.empty_cache()
     return out
+
+
+def stacked(params, images: torch.Tensor, steps: int, group_sizes: list[int]) -> list[dict]:
+    """K cells of CELL (seeds 0..K-1) as one stacked model (StackedLoop, one graph) against the
+    same K cells as K device loops (a graph and a stream each): images/s of both, and how far
+    each stacked cell's loss sum is from its device loop's (float rounding only)."""
+    ratio, unit = CELL
+    geometry = {"image_size": images.shape[-1], "channels": images.shape[1]}
+    batch, rows = params.train.batch_size, []
+    for k in group_sizes:
+        apart, sums = time_loops([_make_loop(params, images, ratio, unit, s, True, steps + 20) for s in range(k)], steps)
+        models = []
+        for s in range(k):
+            torch.manual_seed(s)  # as _make_loop: the same initial weights per seed
+            models.append(build_model(params.model.model_dump(), geometry, ratio, unit).to(DEV))
+        loop = StackedLoop(models, images, seeds=list(range(k)), batch_size=batch,
+                           schedule={"peak_lr": params.train.base_lr * batch / 256, "total_steps": steps + 20,
+                                     "warmup_steps": 10},
+                           weight_decay=params.train.weight_decay, betas=tuple(params.train.betas),
+                           autocast_dtype=AUTOCAST, graph=True)
+        rate, stacked_sums = time_loops([loop], steps)  # counts one loop's images: k cells' are k times that
+        diff = max(abs(a - b) / abs(b) for a, b in zip(stacked_sums, sums))
+        rows.append({"cells": k, "stacked_images_per_s": k * rate, "apart_images_per_s": apart,
+                     "graph_captured": loop.graph is not None, "max_loss_sum_rel_diff_vs_apart": diff})
+        print(f"{k} cells stacked: {k * rate:,.0f} img/s against {apart:,.0f} as {k} graphs (loss rel diff "
+              f"{diff:.1e}, graph captured: {loop.graph is not None})", flush=True)
+        del loop, models
+        _free_cuda()
+    return rows
 
 
 def worker(params_path: str, data: str, steps: int, seed: int, go: str) -> None:
@@ -363,7 +393,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400, help="timed steps per throughput figure")
     ap.add_argument("--groups", default="2,4,8,16", help="cells trained together")
     ap.add_argument("--processes", default="4,8", help="single-cell processes at once ('' skips)")
-    ap.add_argument("--parts", default="cells,processes,cross_device,paper_scale")
+    ap.add_argument("--parts", default="cells,processes,cross_device,paper_scale", help="also: stacked")
     ap.add_argument("--paper", default="1024:autocast:none,1024:bf16_weights:none,1024:bf16_weights:blocks",
                     help="ViT-B/16 configurations timed, BATCH:PRECISION:COMPILE, comma-separated "
                          f"(precision {'/'.join(PRECISIONS)}; compile {'/'.join(COMPILES)})")
@@ -410,6 +440,8 @@ def main() -> None:
         try:
             if part == "cells":
                 result["cells"] = cells(params, images, args.steps, [int(k) for k in args.groups.split(",")])
+            elif part == "stacked":
+                result["stacked"] = stacked(params, images, args.steps, [int(k) for k in args.groups.split(",")])
             elif part == "processes" and args.processes:
                 result["processes"] = processes(args.params, images, work, args.steps, [int(k) for k in args.processes.split(",")],
                                                 params.train.batch_size)
