@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from mae_hlvm.core.cells import cell_id
 from mae_hlvm.core.config import load_params
 from mae_hlvm.core.data import Dataset
 from mae_hlvm.core.device_loop import DeviceLoop
@@ -159,7 +160,7 @@ def run_cells_device(params, ds, specs: list[tuple[float, int]], seed: int, max_
     alphas = params.probe.ridge_alphas
     loops, linears, points = {}, {}, {}
     for ratio, unit in specs:
-        name = f"r{ratio!r}_p{unit}"
+        name = cell_id(ratio, unit, None)
         torch.manual_seed(seed)
         model = build_model(params.model.model_dump(), geometry, ratio, unit).to(device)
         loops[name] = DeviceLoop(model, images, seed=seed, batch_size=batch, schedule=schedule,
@@ -215,7 +216,7 @@ def markdown(result: dict) -> str:
         f"# Learning curves ({result['when']}, {result['machine']})", "",
         f"params: {result['params']}, n_train {result['n_train']}, batch {result['batch']}, peak lr "
         f"{result['peak_lr']:.2e}, {result['threads']} thread(s), cosine schedule over "
-        f"{result.get('max_passes', 0):,} image passes. Gate: gain share >= {GATE_MIN_SHARE} (and plateau)."
+        f"{result.get('max_passes', 0):,} image passes. Gate: gain share >= {GATE_MIN_SHARE} (the cell learned)."
         + (f" Probes fit on the first {result['probe_train']:,} train images" if result.get("probe_train") else "")
         + (f", the linear reference on the first {result['linear_train']:,}." if result.get("linear_train") else ""),
         "",
@@ -274,7 +275,7 @@ def main() -> None:
                               args.probe_train, args.linear_train, out=save))
     else:
         for ratio, unit in specs:
-            result["cells"][f"r{ratio!r}_p{unit}"] = run_cell(params, ds, ratio, unit, 0, args.max_passes, eval_at)
+            result["cells"][cell_id(ratio, unit, None)] = run_cell(params, ds, ratio, unit, 0, args.max_passes, eval_at)
             save(result["cells"])
     print(markdown(result))
 
