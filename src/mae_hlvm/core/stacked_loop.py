@@ -16,7 +16,6 @@ tests/test_stacked_loop.py. Shapes: K cells, N images, B batch, U masking units.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 
@@ -24,14 +23,18 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from mae_hlvm.core.device_loop import DeviceLoop
 from mae_hlvm.core.model import MaskedAutoencoder
 from mae_hlvm.core.schedule import epoch_seed, lr_at, param_groups
 
 
-class StackedLoop:
-    """The steps of K same-shaped cells as one step, with no host round trip per step."""
+class StackedLoop(DeviceLoop):
+    """The steps of K same-shaped cells as one step, with no host round trip per step.
 
-    WARMUP_STEPS = 3  # eager steps before capture, as DeviceLoop
+    A :class:`DeviceLoop` whose weights, order, noise and loss sums carry a leading cell
+    dimension: it keeps the loop's stream, :meth:`step` and graph capture, and replaces the
+    setup, the epoch's draws and the step's body.
+    """
 
     def __init__(
         self,
@@ -52,7 +55,7 @@ class StackedLoop:
         self.models, self.images, self.seeds, self.batch = models, images, list(seeds), batch_size
         self.device = images.device
         cuda = self.device.type == "cuda"
-        self.autocast_dtype = autocast_dtype
+        self.autocast_dtype, self.bf16 = autocast_dtype, None
         self.base = copy.deepcopy(models[0]).to("meta")  # the functions; the weights are the stacks below
         self.params, self.buffers = stack_module_state(models)  # name -> (K, ...)
         decayed = {id(p) for p in param_groups(models[0], weight_decay)[0]["params"]}  # the one rule, by name
@@ -81,9 +84,6 @@ class StackedLoop:
         self.stream = torch.cuda.Stream(self.device) if cuda else None
         self.use_graph, self.graph, self.eager_steps = graph and cuda, None, 0
         self._losses = vmap(self._loss)
-
-    def _in_stream(self):
-        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
     def _loss(self, params: dict, buffers: dict, batch: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """One cell's loss: batch (B, C, S, S), noise (B, U) -> ()."""
@@ -120,25 +120,6 @@ class StackedLoop:
         self.loss_sum.add_(losses.detach().float())
         self.i_t.add_(1)
         self.step_t.add_(1)
-
-    def step(self) -> None:
-        """Queue one step of every cell."""
-        with self._in_stream():
-            if self.graph is not None:
-                self.graph.replay()
-                return
-            self._step()
-            self.eager_steps += 1
-        if self.use_graph and self.eager_steps >= self.WARMUP_STEPS:
-            graph = torch.cuda.CUDAGraph()
-            self.optimizer.zero_grad(set_to_none=True)
-            try:
-                with torch.cuda.graph(graph, stream=self.stream):
-                    self._step()
-            except RuntimeError:  # stay eager: the same steps
-                self.use_graph = False
-                return
-            self.graph = graph
 
     def end_epoch(self) -> list[float]:
         """Each cell's mean loss over the epoch (one read of the device sums)."""
